@@ -1,0 +1,28 @@
+//! Domain types shared by every part of Ganglion. Nothing here does IO.
+//!
+//! - [`name`]: validated node names.
+//! - [`id`]: opaque random identifiers (nodes, invites, tasks).
+//! - [`secret`]: 256-bit secrets (invites, credentials, admin tokens) and their hashes.
+//! - [`invite`]: the invite string a node redeems to join a hub.
+//! - [`policy`]: the sandbox policy (strict/permissive) a node enforces.
+//! - [`capabilities`]: what a node's machine and kernel can do.
+//! - [`relpath`]: relative, normalised, confined paths that may cross the wire.
+//! - [`time`]: timestamps, a clock that tests can drive, duration parsing.
+
+pub mod capabilities;
+pub mod id;
+pub mod invite;
+pub mod name;
+pub mod policy;
+pub mod relpath;
+pub mod secret;
+pub mod time;
+
+pub use capabilities::Capabilities;
+pub use id::{InviteId, NodeId, TaskId};
+pub use invite::InviteCode;
+pub use name::NodeName;
+pub use policy::{Policy, PolicyMode};
+pub use relpath::RelPath;
+pub use secret::{Secret, SecretHash};
+pub use time::{Clock, SystemClock, Timestamp};
