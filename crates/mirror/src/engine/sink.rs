@@ -1,0 +1,460 @@
+//! The hub side: turns a node's notices into fetches and filesystem operations,
+//! refuses changes under immutable paths, and acknowledges what is durable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use ganglion_core::RelPath;
+use tracing::{debug, warn};
+
+use super::{Notice, TransferFailure, backoff, file_hash};
+use crate::entry::{ContentHash, Entry, EntryKind};
+use crate::immutable::ImmutablePaths;
+
+/// Where the bytes of a written file come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A verified staged transfer for `entry.path` with `entry.hash`.
+    Staged,
+    /// Copy (hash-verified) from another mirror path that holds the same content.
+    Copy(RelPath),
+    /// The empty file.
+    Empty,
+}
+
+/// One filesystem change for the receiver's next group commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Write { entry: Entry, content: Content },
+    /// Rename `from` to `entry.path` inside the mirror.
+    Move { from: RelPath, entry: Entry },
+    Mkdir { entry: Entry },
+    Symlink { entry: Entry },
+    Delete { path: RelPath, seq: u64 },
+}
+
+impl Op {
+    /// The path whose state this op establishes.
+    pub fn path(&self) -> &RelPath {
+        match self {
+            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
+                &entry.path
+            }
+            Self::Delete { path, .. } => path,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
+                entry.seq
+            }
+            Self::Delete { seq, .. } => *seq,
+        }
+    }
+
+    /// The entry the index holds after the op, `None` for a delete.
+    pub fn entry(&self) -> Option<&Entry> {
+        match self {
+            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
+                Some(entry)
+            }
+            Self::Delete { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum SinkEvent {
+    Connected,
+    Disconnected,
+    Notice(Notice),
+    /// A fetch finished streaming and its hash matched; the content waits in staging.
+    Staged { path: RelPath, hash: ContentHash },
+    FetchFailed { path: RelPath, hash: ContentHash, failure: TransferFailure },
+    /// The retry timer of a failed fetch fired.
+    RetryDue { path: RelPath },
+    /// A group commit finished: these ops are durable, these failed.
+    Committed { done: Vec<Op>, failed: Vec<(Op, TransferFailure)> },
+    SetImmutable(ImmutablePaths),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkAction {
+    /// Ask the node to upload this content (it opens an upload stream).
+    Fetch { path: RelPath, hash: ContentHash, size: u64 },
+    /// Drop a staged transfer and release its lock; it will not be committed.
+    Discard { path: RelPath, hash: ContentHash },
+    /// Queue for the next group commit.
+    Apply(Op),
+    /// Persist `seq` as the node's applied sequence, then send it to the node.
+    Ack { seq: u64 },
+    /// Feed [`SinkEvent::RetryDue`] for `path` after this long.
+    RetryLater { path: RelPath, after: Duration },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    Fetching { hash: ContentHash, attempt: u32 },
+    Committing,
+    /// A failed op waiting for its retry timer.
+    Retry { op: Box<Op>, attempt: u32 },
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    seq: u64,
+    entry: Option<Entry>,
+    stage: Stage,
+    /// A newer notice that waits for the commit in flight.
+    next: Option<Notice>,
+}
+
+/// Counters for `mirror status` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub fetching: u64,
+    pub refused: u64,
+}
+
+/// The hub-side state machine for one node's mirror.
+#[derive(Debug, Default)]
+pub struct SinkEngine {
+    entries: BTreeMap<RelPath, Entry>,
+    by_hash: HashMap<ContentHash, HashSet<RelPath>>,
+    /// Everything up to here is durably applied (persisted by the driver).
+    applied: u64,
+    /// Highest notice sequence seen.
+    seen: u64,
+    slots: BTreeMap<RelPath, Slot>,
+    immutable: ImmutablePaths,
+    refused: u64,
+}
+
+impl SinkEngine {
+    /// Starts from the mirror index: its entries and the node's applied sequence.
+    pub fn new(entries: Vec<Entry>, applied: u64, immutable: ImmutablePaths) -> Self {
+        let mut s = Self { applied, seen: applied, immutable, ..Self::default() };
+        for e in entries {
+            s.insert(e);
+        }
+        s
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    pub fn immutable(&self) -> &ImmutablePaths {
+        &self.immutable
+    }
+
+    /// Whether a change at `path` must be refused (checked by the receiver
+    /// when a transfer starts, and by [`Self::admit`] before a commit).
+    pub fn is_immutable(&self, path: &RelPath, is_dir: bool) -> bool {
+        self.immutable.matches(path, is_dir)
+    }
+
+    pub fn stats(&self) -> SinkStats {
+        let files = self.entries.values().filter(|e| e.kind == EntryKind::File);
+        SinkStats {
+            files: files.clone().count() as u64,
+            bytes: files.map(|e| e.size).sum(),
+            pending: self.slots.len() as u64,
+            fetching: self.slots.values().filter(|s| matches!(s.stage, Stage::Fetching { .. })).count() as u64,
+            refused: self.refused,
+        }
+    }
+
+    pub fn handle(&mut self, event: SinkEvent) -> Vec<SinkAction> {
+        let mut out = Vec::new();
+        match event {
+            SinkEvent::Connected => {}
+            SinkEvent::Disconnected => {
+                // Fetches die with the node's streams; the node resends every
+                // notice above `applied` on reconnect. Commits in flight stay.
+                self.slots.retain(|_, s| s.stage == Stage::Committing);
+                for s in self.slots.values_mut() {
+                    s.next = None;
+                }
+                self.seen = self.applied;
+                for s in self.slots.values() {
+                    self.seen = self.seen.max(s.seq);
+                }
+            }
+            SinkEvent::Notice(n) => {
+                self.seen = self.seen.max(n.seq());
+                self.notice(n, &mut out);
+            }
+            SinkEvent::Staged { path, hash } => self.staged(path, hash, &mut out),
+            SinkEvent::FetchFailed { path, hash, failure } => {
+                if let Some(slot) = self.slots.get_mut(&path)
+                    && let Stage::Fetching { hash: h, attempt } = &mut slot.stage
+                    && *h == hash
+                {
+                    *attempt += 1;
+                    warn!(%path, %hash, ?failure, attempt = *attempt, "fetch failed, will retry");
+                    out.push(SinkAction::RetryLater { path, after: backoff(*attempt) });
+                }
+            }
+            SinkEvent::RetryDue { path } => {
+                if let Some(slot) = self.slots.get_mut(&path) {
+                    match (&slot.stage, &slot.entry) {
+                        (Stage::Fetching { hash, .. }, Some(e)) => {
+                            out.push(SinkAction::Fetch { path, hash: *hash, size: e.size });
+                        }
+                        (Stage::Retry { op, .. }, _) => {
+                            let op = (**op).clone();
+                            slot.stage = Stage::Committing;
+                            out.push(SinkAction::Apply(op));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            SinkEvent::Committed { done, failed } => self.committed(done, failed, &mut out),
+            SinkEvent::SetImmutable(set) => {
+                if set.version() >= self.immutable.version() {
+                    self.immutable = set;
+                }
+            }
+        }
+        self.advance(&mut out);
+        out
+    }
+
+    /// Filters a batch right before it is committed: ops under paths that
+    /// became immutable since they were queued are refused (second check).
+    pub fn admit(&mut self, ops: Vec<Op>) -> Vec<Op> {
+        let mut ok = Vec::with_capacity(ops.len());
+        for op in ops {
+            let is_dir = matches!(op, Op::Mkdir { .. });
+            let from_refused = matches!(&op, Op::Move { from, .. } if self.immutable.matches(from, false));
+            if self.immutable.matches(op.path(), is_dir) || from_refused {
+                self.refuse(op.path(), "at commit");
+                self.slots.remove(op.path());
+            } else {
+                ok.push(op);
+            }
+        }
+        ok
+    }
+
+    fn refuse(&mut self, path: &RelPath, when: &'static str) {
+        self.refused += 1;
+        warn!(%path, when, version = self.immutable.version(), "change under an immutable path refused");
+    }
+
+    fn notice(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
+        // A rename whose source is not settled here degrades to delete + upsert.
+        if let Notice::Rename { from, entry } = &n {
+            let movable = !self.slots.contains_key(from)
+                && self.entries.get(from).and_then(file_hash).is_some_and(|h| Some(h) == file_hash(entry));
+            if !movable || self.immutable.matches(from, false) {
+                self.notice(Notice::Delete { path: from.clone(), seq: entry.seq }, out);
+                self.notice(Notice::Upsert(entry.clone()), out);
+                return;
+            }
+        }
+        let path = n.path().clone();
+        let is_dir = matches!(&n, Notice::Upsert(e) if e.kind == EntryKind::Dir);
+        if self.immutable.matches(&path, is_dir) {
+            self.refuse(&path, "at notice");
+            return;
+        }
+        if self.entries.get(&path).is_some_and(|e| e.version.seq >= n.seq()) {
+            debug!(%path, seq = n.seq(), "stale notice ignored");
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(&path) {
+            if slot.seq > n.seq() {
+                return;
+            }
+            match slot.stage {
+                Stage::Committing => {
+                    slot.next = Some(n);
+                    return;
+                }
+                Stage::Fetching { hash, .. } => {
+                    // Superseded: the newer notice decides.
+                    out.push(SinkAction::Discard { path: path.clone(), hash });
+                    self.slots.remove(&path);
+                }
+                Stage::Retry { .. } => {
+                    self.slots.remove(&path);
+                }
+            }
+        }
+        self.start(n, out);
+    }
+
+    fn start(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
+        let path = n.path().clone();
+        let seq = n.seq();
+        let (op, entry) = match n {
+            Notice::Delete { path, seq } => (Some(Op::Delete { path, seq }), None),
+            Notice::Rename { from, entry } => {
+                self.slots.insert(from.clone(), Slot { seq, entry: None, stage: Stage::Committing, next: None });
+                (Some(Op::Move { from, entry: entry.clone() }), Some(entry))
+            }
+            Notice::Upsert(entry) => match entry.kind {
+                EntryKind::Dir => (Some(Op::Mkdir { entry: entry.clone() }), Some(entry)),
+                EntryKind::Symlink => (Some(Op::Symlink { entry: entry.clone() }), Some(entry)),
+                EntryKind::File => match entry.hash {
+                    None => {
+                        warn!(%path, "file notice without a hash ignored");
+                        return;
+                    }
+                    Some(h) if entry.size == 0 && h == ContentHash::empty() => {
+                        (Some(Op::Write { entry: entry.clone(), content: Content::Empty }), Some(entry))
+                    }
+                    Some(h) => match self.local_copy_of(h, &path) {
+                        Some(from) => {
+                            (Some(Op::Write { entry: entry.clone(), content: Content::Copy(from) }), Some(entry))
+                        }
+                        None => {
+                            out.push(SinkAction::Fetch { path: path.clone(), hash: h, size: entry.size });
+                            let stage = Stage::Fetching { hash: h, attempt: 0 };
+                            self.slots.insert(path, Slot { seq, entry: Some(entry), stage, next: None });
+                            return;
+                        }
+                    },
+                },
+            },
+        };
+        self.slots.insert(path, Slot { seq, entry, stage: Stage::Committing, next: None });
+        out.extend(op.map(SinkAction::Apply));
+    }
+
+    /// A committed path (other than `path` itself, unless unchanged) holding `hash`.
+    fn local_copy_of(&self, hash: ContentHash, path: &RelPath) -> Option<RelPath> {
+        let paths = self.by_hash.get(&hash)?;
+        if paths.contains(path) {
+            return Some(path.clone());
+        }
+        paths.iter().min().cloned()
+    }
+
+    fn staged(&mut self, path: RelPath, hash: ContentHash, out: &mut Vec<SinkAction>) {
+        let Some(slot) = self.slots.get_mut(&path) else {
+            out.push(SinkAction::Discard { path, hash });
+            return;
+        };
+        if !matches!(slot.stage, Stage::Fetching { hash: h, .. } if h == hash) {
+            out.push(SinkAction::Discard { path, hash });
+            return;
+        }
+        let Some(entry) = slot.entry.clone() else { return };
+        if self.immutable.matches(&path, false) {
+            self.refuse(&path, "at commit");
+            self.slots.remove(&path);
+            out.push(SinkAction::Discard { path, hash });
+            return;
+        }
+        slot.stage = Stage::Committing;
+        out.push(SinkAction::Apply(Op::Write { entry, content: Content::Staged }));
+    }
+
+    fn committed(&mut self, done: Vec<Op>, failed: Vec<(Op, TransferFailure)>, out: &mut Vec<SinkAction>) {
+        let mut settled = Vec::new();
+        for op in done {
+            if let Op::Move { from, .. } = &op {
+                self.remove(from);
+                settled.push(from.clone());
+            }
+            match op.entry() {
+                Some(e) => self.insert(e.clone()),
+                None => self.remove(op.path()),
+            }
+            settled.push(op.path().clone());
+        }
+        for (op, failure) in failed {
+            warn!(path = %op.path(), ?failure, "commit failed, will retry");
+            let path = op.path().clone();
+            let next = self.slots.get_mut(&path).and_then(|s| s.next.take());
+            let seq = op.seq();
+            let (stage, entry) = match op {
+                // A delete that cannot happen (say, a directory still holding
+                // refused immutable content) is logged and left.
+                Op::Delete { .. } => {
+                    settled.push(path);
+                    continue;
+                }
+                Op::Move { from, entry } => {
+                    // The source stays here; delete it and fetch the target instead.
+                    let from_next = self.slots.remove(&from).and_then(|s| s.next);
+                    let del = Op::Delete { path: from.clone(), seq };
+                    let stage = Stage::Retry { op: Box::new(del), attempt: 1 };
+                    self.slots.insert(from.clone(), Slot { seq, entry: None, stage, next: None });
+                    out.push(SinkAction::RetryLater { path: from, after: backoff(1) });
+                    if let Some(n) = from_next {
+                        self.notice(n, out);
+                    }
+                    let hash = entry.hash.unwrap_or_else(ContentHash::empty);
+                    (Stage::Fetching { hash, attempt: 1 }, entry)
+                }
+                Op::Write { entry, .. } => match entry.hash {
+                    Some(hash) if hash != ContentHash::empty() => (Stage::Fetching { hash, attempt: 1 }, entry),
+                    _ => (Stage::Retry { op: Box::new(Op::Write { entry: entry.clone(), content: Content::Empty }), attempt: 1 }, entry),
+                },
+                op @ (Op::Mkdir { .. } | Op::Symlink { .. }) => {
+                    let entry = op.entry().cloned().expect("mkdir and symlink carry an entry");
+                    (Stage::Retry { op: Box::new(op), attempt: 1 }, entry)
+                }
+            };
+            self.slots.insert(path.clone(), Slot { seq, entry: Some(entry), stage, next: None });
+            out.push(SinkAction::RetryLater { path, after: backoff(1) });
+            if let Some(n) = next {
+                self.notice(n, out);
+            }
+        }
+        for p in settled {
+            if let Some(slot) = self.slots.remove(&p)
+                && let Some(n) = slot.next
+            {
+                self.notice(n, out);
+            }
+        }
+    }
+
+    /// Acknowledges the longest settled prefix of sequence numbers.
+    fn advance(&mut self, out: &mut Vec<SinkAction>) {
+        let floor = self.slots.values().map(|s| s.seq).min().map(|m| m.saturating_sub(1));
+        let target = floor.map_or(self.seen, |f| f.min(self.seen));
+        if target > self.applied {
+            self.applied = target;
+            out.push(SinkAction::Ack { seq: target });
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        self.remove(&e.path);
+        if let Some(h) = file_hash(&e) {
+            self.by_hash.entry(h).or_default().insert(e.path.clone());
+        }
+        self.entries.insert(e.path.clone(), e);
+    }
+
+    fn remove(&mut self, path: &RelPath) {
+        if let Some(old) = self.entries.remove(path)
+            && let Some(h) = file_hash(&old)
+            && let Some(set) = self.by_hash.get_mut(&h)
+        {
+            set.remove(path);
+            if set.is_empty() {
+                self.by_hash.remove(&h);
+            }
+        }
+    }
+}
