@@ -1,0 +1,153 @@
+//! What the child does between `fork` and `exec`, and the few raw syscalls the
+//! parent needs (signals to a process group).
+//!
+//! Everything the child needs is prepared by the parent (fds opened, values
+//! computed) so that the child, a fork of a multithreaded process, only makes
+//! async-signal-safe syscalls: no allocation, no lock.
+
+use std::io;
+
+use tokio::process::Command;
+
+/// Limits set with `setrlimit` in the child (soft = hard).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rlimit {
+    pub resource: libc::__rlimit_resource_t,
+    pub value: u64,
+}
+
+/// The child's setup, all plain integers so it is `Send` and copying it
+/// allocates nothing.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChildSetup {
+    /// `cgroup.procs` fds to write `0` to (joins the task's cgroups).
+    pub cgroup_procs: Vec<i32>,
+    /// Directory fd (resolved beneath the workspace) to `fchdir` into.
+    pub cwd: Option<i32>,
+    pub rlimits: Vec<Rlimit>,
+    /// Drop every capability, from the bounding set too, so a root task keeps
+    /// uid 0's file ownership but loses its privileges.
+    pub drop_capabilities: bool,
+    /// Landlock ruleset fd to restrict the child with (sets `no_new_privs`).
+    pub landlock: Option<i32>,
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// Higher than any capability the kernel knows (`CAP_LAST_CAP` is 40 today).
+const CAP_SCAN_END: libc::c_ulong = 64;
+
+impl ChildSetup {
+    /// Installs the setup on `cmd`; runs in the child after `fork`.
+    pub(crate) fn install(self, cmd: &mut Command) {
+        #[allow(unsafe_code)]
+        // SAFETY: the closure only reads integers captured by value and makes raw
+        // syscalls (write, fchdir, setrlimit, prctl, capset, landlock); it does not
+        // allocate, lock or touch state shared with other threads of the parent,
+        // so it is async-signal-safe as `pre_exec` requires.
+        unsafe {
+            cmd.pre_exec(move || self.apply());
+        }
+    }
+
+    fn apply(&self) -> io::Result<()> {
+        for &fd in &self.cgroup_procs {
+            check(raw::write(fd, b"0"))?;
+        }
+        if let Some(fd) = self.cwd {
+            check(raw::fchdir(fd))?;
+        }
+        for r in &self.rlimits {
+            check(raw::setrlimit(r.resource, r.value))?;
+        }
+        if self.drop_capabilities {
+            for cap in 0..CAP_SCAN_END {
+                // EINVAL past the last capability the kernel knows: ignored.
+                raw::prctl(libc::PR_CAPBSET_DROP, cap);
+            }
+            raw::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong);
+            check(raw::capset_empty())?;
+        }
+        if let Some(fd) = self.landlock {
+            check(raw::prctl(libc::PR_SET_NO_NEW_PRIVS, 1))?;
+            check(raw::landlock_restrict_self(fd))?;
+        }
+        Ok(())
+    }
+}
+
+fn check(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Sends `sig` to process `pid` (negative: a process group). Errors (already
+/// gone) are ignored.
+pub(crate) fn kill(pid: i32, sig: i32) {
+    raw::kill(pid, sig);
+}
+
+/// Each function wraps one syscall; all are async-signal-safe.
+mod raw {
+    use super::{CapData, CapHeader, LINUX_CAPABILITY_VERSION_3};
+
+    #[allow(unsafe_code)]
+    pub(super) fn write(fd: i32, buf: &[u8]) -> libc::c_long {
+        // SAFETY: `buf` is a valid slice for its length.
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn fchdir(fd: i32) -> libc::c_long {
+        // SAFETY: plain syscall on an integer fd.
+        unsafe { libc::fchdir(fd) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> libc::c_long {
+        let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+        // SAFETY: `lim` is a valid rlimit that outlives the call.
+        unsafe { libc::setrlimit(resource, &lim) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_long {
+        // SAFETY: the options used take integer arguments only.
+        unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn capset_empty() -> libc::c_long {
+        let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        // SAFETY: header and two data structs as capset(2) expects for version 3;
+        // both live on the stack for the duration of the call.
+        unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn landlock_restrict_self(fd: i32) -> libc::c_long {
+        // SAFETY: plain syscall on an integer fd with no flags.
+        unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn kill(pid: i32, sig: i32) -> libc::c_long {
+        // SAFETY: plain syscall; callers pass a pid they own or a group they made.
+        unsafe { libc::kill(pid, sig) as libc::c_long }
+    }
+}

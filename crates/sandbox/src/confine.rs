@@ -1,0 +1,127 @@
+//! The Landlock ruleset of a STRICT task, built in the parent before the fork.
+//!
+//! Read and execute the system, write only the workspace and the task's temp
+//! dir, nothing at all in the node's state dir, TCP denied unless the policy has
+//! `network`, and (ABI ≥ 6) no signals to processes outside the sandbox. Every
+//! rule goes through [`Rules::grant`], which resolves the path first and never
+//! grants a directory that contains the state dir: it grants that directory's
+//! entries instead, recursively, skipping the state dir itself (and any symlink
+//! that leads into it).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+};
+
+use crate::Error;
+
+/// Device files every program may read and write.
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+
+/// What one STRICT task may touch.
+pub(crate) struct Layout<'a> {
+    /// Read and execute (system directories).
+    pub read_exec: &'a [PathBuf],
+    /// Read only (`/proc`).
+    pub read_only: &'a [PathBuf],
+    /// Everything but execute (workspace, task temp dir).
+    pub read_write: &'a [PathBuf],
+    /// Single files to read and execute (absolute programs on the allowlist).
+    pub exec_files: &'a [PathBuf],
+    /// Never readable, whatever the roots above contain. Canonical.
+    pub state_dir: &'a Path,
+    pub deny_tcp: bool,
+}
+
+/// Builds the ruleset; the returned fd is handed to `landlock_restrict_self` in
+/// the child. Fails if the kernel cannot handle every filesystem right of `abi`.
+pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, Error> {
+    let abi = ABI::from(abi_version as i32);
+    let ll = |e: landlock::RulesetError| Error::Setup { what: "landlock ruleset", source: io::Error::other(e) };
+    let mut rs = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(ll)?;
+    if layout.deny_tcp && abi >= ABI::V4 {
+        rs = rs.handle_access(AccessNet::from_all(abi)).map_err(ll)?;
+    }
+    if abi >= ABI::V6 {
+        rs = rs.scope(Scope::from_all(abi)).map_err(ll)?;
+    }
+    let mut rules = Rules { abi, created: Some(rs.create().map_err(ll)?), state_dir: layout.state_dir, expanded: HashSet::new() };
+    let read = AccessFs::from_read(abi);
+    let read_exec = read | AccessFs::Execute;
+    let write = AccessFs::from_all(abi) & !AccessFs::Execute;
+    for p in layout.read_exec {
+        rules.grant(p, read_exec)?;
+    }
+    for p in layout.exec_files {
+        rules.grant(p, read_exec)?;
+    }
+    for p in layout.read_only {
+        rules.grant(p, read)?;
+    }
+    for p in DEVICES {
+        rules.grant(Path::new(p), AccessFs::from_file(abi) & !AccessFs::Execute)?;
+    }
+    for p in layout.read_write {
+        rules.grant(p, write)?;
+    }
+    let fd: Option<OwnedFd> = rules.created.and_then(Into::into);
+    fd.ok_or(Error::WeakSandbox)
+}
+
+struct Rules<'a> {
+    abi: ABI,
+    /// Taken while `add_rule` consumes it.
+    created: Option<RulesetCreated>,
+    state_dir: &'a Path,
+    expanded: HashSet<PathBuf>,
+}
+
+impl Rules<'_> {
+    fn grant(&mut self, path: &Path, access: BitFlags<AccessFs>) -> Result<(), Error> {
+        let fd = match PathFd::new(path) {
+            Ok(fd) => fd,
+            // A missing root (`/lib32` on most hosts) is simply not granted.
+            Err(_) => return Ok(()),
+        };
+        let proc_path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+        let real = fs::read_link(&proc_path).map_err(Error::setup("resolve a landlock path"))?;
+        if real.starts_with(self.state_dir) {
+            tracing::debug!(path = %path.display(), "not granted: inside the state dir");
+            return Ok(());
+        }
+        let is_dir = fs::metadata(&proc_path).map_err(Error::setup("stat a landlock path"))?.is_dir();
+        if is_dir && self.state_dir.starts_with(&real) {
+            // A directory holding the state dir: grant its entries instead.
+            if !self.expanded.insert(real.clone()) {
+                return Ok(());
+            }
+            let entries = fs::read_dir(&real).map_err(Error::setup("list a landlock path"))?;
+            for entry in entries {
+                let entry = entry.map_err(Error::setup("list a landlock path"))?;
+                self.grant(&entry.path(), access)?;
+            }
+            return Ok(());
+        }
+        let access = if is_dir { access } else { access & AccessFs::from_file(self.abi) };
+        let created = self.created.take().ok_or(Error::WeakSandbox)?;
+        let created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| Error::Setup { what: "landlock rule", source: io::Error::other(e) })?;
+        self.created = Some(created);
+        Ok(())
+    }
+}
+
+/// Whether `path` lies in (or is) the state dir or contains it.
+pub(crate) fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}

@@ -1,0 +1,129 @@
+//! What this kernel lets the sandbox enforce, detected once per process.
+
+use std::sync::OnceLock;
+
+use ganglion_core::capabilities::protection;
+
+use crate::cgroup::Backend;
+
+/// Protection name for a per-task process-count limit that holds (cgroup
+/// `pids.max`, or `RLIMIT_NPROC` for a non-root node). Not yet in
+/// `ganglion_core::capabilities::protection`; reported alongside its names.
+pub const PIDS_LIMIT: &str = "pids-limit";
+
+/// How the number of processes a task may create is capped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForkLimit {
+    /// A per-task cgroup with `pids.max` (version 1 or 2 of the pids controller).
+    Cgroup { version: u8 },
+    /// `RLIMIT_NPROC` only. `effective` is false when the node runs as root: the
+    /// kernel does not check that limit for uid 0, so fork bombs are not
+    /// contained.
+    Rlimit { effective: bool },
+}
+
+/// The result of [`probe`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSupport {
+    /// Landlock ABI version, `None` when the kernel has no Landlock.
+    pub landlock_abi: Option<u32>,
+    /// Landlock filesystem rules can be enforced.
+    pub landlock_fs: bool,
+    /// Landlock TCP bind/connect rules can be enforced (ABI ≥ 4).
+    pub landlock_net: bool,
+    /// Landlock signal and abstract-socket scoping (ABI ≥ 6).
+    pub landlock_scope: bool,
+    pub rlimits: bool,
+    pub process_group: bool,
+    pub fork_limit: ForkLimit,
+    /// Whether the per-task cgroup also caps memory.
+    pub cgroup_memory: bool,
+    /// The node runs as uid 0 (tasks then get no capabilities under STRICT).
+    pub root: bool,
+    pub(crate) cgroup: Option<Backend>,
+}
+
+impl SandboxSupport {
+    /// Names for `Capabilities::protections`.
+    pub fn protections(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.landlock_fs {
+            out.push(protection::FS_WRITE);
+        }
+        if self.landlock_net {
+            out.push(protection::NET_TCP);
+        }
+        if self.rlimits {
+            out.push(protection::RLIMITS);
+        }
+        if self.process_group {
+            out.push(protection::PROCESS_GROUP);
+        }
+        if matches!(self.fork_limit, ForkLimit::Cgroup { .. } | ForkLimit::Rlimit { effective: true }) {
+            out.push(PIDS_LIMIT);
+        }
+        out.into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// Detects, once, what the kernel enforces.
+pub fn probe() -> &'static SandboxSupport {
+    static SUPPORT: OnceLock<SandboxSupport> = OnceLock::new();
+    SUPPORT.get_or_init(detect)
+}
+
+fn detect() -> SandboxSupport {
+    let abi = landlock_abi();
+    let cgroup = Backend::detect();
+    let root = is_root();
+    let fork_limit = match &cgroup {
+        Some(b) => ForkLimit::Cgroup { version: b.version() },
+        None => ForkLimit::Rlimit { effective: !root },
+    };
+    let cgroup_memory = matches!(
+        &cgroup,
+        Some(Backend::V2 { memory: true, .. } | Backend::V1 { memory_parent: Some(_), .. })
+    );
+    let support = SandboxSupport {
+        landlock_abi: abi,
+        landlock_fs: abi.is_some_and(|v| v >= 1),
+        landlock_net: abi.is_some_and(|v| v >= 4),
+        landlock_scope: abi.is_some_and(|v| v >= 6),
+        rlimits: true,
+        process_group: true,
+        fork_limit,
+        cgroup_memory,
+        root,
+        cgroup,
+    };
+    tracing::info!(
+        landlock_abi = ?support.landlock_abi,
+        fork_limit = ?support.fork_limit,
+        cgroup_memory = support.cgroup_memory,
+        root = support.root,
+        "sandbox support probed"
+    );
+    support
+}
+
+#[allow(unsafe_code)]
+fn landlock_abi() -> Option<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: with the VERSION flag and a null attribute of size 0 the syscall
+    // only returns the ABI version (or an error); it touches no memory.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (v > 0).then_some(v as u32)
+}
+
+#[allow(unsafe_code)]
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}

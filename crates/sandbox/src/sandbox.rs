@@ -1,0 +1,358 @@
+//! Checking a task against the policy and starting it.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ganglion_core::policy::{Policy, PolicyMode, Refusal};
+use tokio::process::Command;
+
+use crate::cgroup::TaskCgroup;
+use crate::child::{ChildSetup, Rlimit};
+use crate::confine::{self, Layout};
+use crate::probe::{probe, ForkLimit};
+use crate::task::{self, RunningTask};
+use crate::{Error, SandboxOptions, TaskSpec};
+
+/// Fixed `PATH` of STRICT tasks, also where their programs are looked up.
+pub const STRICT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Largest argv + environment, in bytes, a task may have.
+pub const MAX_ARGS_BYTES: usize = 1 << 20;
+
+/// Environment variables never passed to a STRICT task: they steer the dynamic
+/// loader, libc or shells (glibc's "unsecure" list, plus the fixed ones).
+const DANGEROUS_ENV: &[&str] = &[
+    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR", "BASH_ENV", "ENV", "IFS",
+    "PATH", "HOME", "TMPDIR",
+];
+
+static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
+
+/// Runs tasks on this node. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Sandbox {
+    opts: SandboxOptions,
+}
+
+impl Sandbox {
+    /// Checks the layout: the three directories exist (the temp root is made if
+    /// missing) and the state dir overlaps neither the workspace nor the temp root.
+    pub fn new(mut opts: SandboxOptions) -> Result<Sandbox, Error> {
+        fs::create_dir_all(&opts.temp_root).map_err(Error::setup("create the temp root"))?;
+        let canon = |p: &Path, what| fs::canonicalize(p).map_err(Error::setup(what));
+        opts.workspace = canon(&opts.workspace, "resolve the workspace")?;
+        opts.state_dir = canon(&opts.state_dir, "resolve the state dir")?;
+        opts.temp_root = canon(&opts.temp_root, "resolve the temp root")?;
+        if confine::overlaps(&opts.state_dir, &opts.workspace)
+            || confine::overlaps(&opts.state_dir, &opts.temp_root)
+        {
+            return Err(Error::InvalidOptions("the state dir overlaps the workspace or the temp root"));
+        }
+        Ok(Sandbox { opts })
+    }
+
+    pub fn options(&self) -> &SandboxOptions {
+        &self.opts
+    }
+
+    /// Checks `spec` against `policy` and starts it. Must be called within a
+    /// Tokio runtime. Does a little filesystem work (temp dir, cgroup, Landlock
+    /// rules) before the fork.
+    pub fn start(&self, spec: TaskSpec, policy: &Policy) -> Result<RunningTask, Error> {
+        let strict = policy.mode == PolicyMode::Strict;
+        check_args(&spec)?;
+        let argv0 = spec.argv[0].as_str();
+        let support = probe();
+        if strict {
+            match policy.refusal(argv0) {
+                Some(Refusal::Shell) => return Err(Error::ShellRefused { program: argv0.into() }),
+                Some(Refusal::NotAllowed) => {
+                    return Err(Error::NotAllowlisted { program: argv0.into() });
+                }
+                None => {}
+            }
+            if argv0.contains('/') && !argv0.starts_with('/') {
+                return Err(Error::RelativeProgramPath { program: argv0.into() });
+            }
+            if !support.landlock_fs && !policy.allow_weak_sandbox {
+                return Err(Error::WeakSandbox);
+            }
+        }
+        let program = self.resolve_program(argv0, &spec, policy)?;
+        let cwd = self.open_cwd(&spec)?;
+
+        let id = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+        let temp_dir = if strict { Some(self.make_temp_dir(id)?) } else { None };
+        // From here on, `guard` removes the temp dir if starting fails.
+        let guard = TempGuard(temp_dir.clone());
+
+        let limits = &self.opts.limits;
+        let cgroup = match &support.cgroup {
+            Some(backend) => Some(
+                TaskCgroup::create(backend, limits.processes, limits.memory_bytes)
+                    .map_err(Error::setup("create the task cgroup"))?,
+            ),
+            None => None,
+        };
+
+        let mut setup = ChildSetup {
+            cgroup_procs: cgroup.as_ref().map(TaskCgroup::procs_fds).unwrap_or_default(),
+            cwd: Some(cwd.as_raw_fd()),
+            ..ChildSetup::default()
+        };
+        let mut landlock_fd = None;
+        if strict {
+            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
+            setup.drop_capabilities = support.root;
+            if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
+                let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
+                let read_write = [vec![self.opts.workspace.clone()], temp].concat();
+                let exec_files = absolute_allowed(&program, policy);
+                let fd = confine::ruleset(
+                    abi,
+                    &Layout {
+                        read_exec: &self.opts.system_roots,
+                        read_only: &[PathBuf::from("/proc")],
+                        read_write: &read_write,
+                        exec_files: &exec_files,
+                        state_dir: &self.opts.state_dir,
+                        deny_tcp: !policy.network,
+                    },
+                )?;
+                setup.landlock = Some(fd.as_raw_fd());
+                landlock_fd = Some(fd);
+            } else {
+                tracing::warn!(program = argv0, "strict task runs without landlock (allow_weak_sandbox)");
+            }
+        }
+
+        let mut cmd = Command::new(&program);
+        cmd.arg0(argv0)
+            .args(&spec.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if strict {
+            cmd.env_clear().envs(strict_env(&spec.env, temp_dir.as_deref()));
+        } else {
+            cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        }
+        setup.install(&mut cmd);
+        let child = cmd.spawn().map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { program: argv0.into() },
+            _ => Error::Spawn { program: argv0.into(), source },
+        })?;
+        // The child has its copies; ours close now.
+        drop((landlock_fd, cwd));
+        let pid = child.id().unwrap_or_default();
+        tracing::info!(pid, program = argv0, mode = policy.mode.as_str(), "task started");
+        Ok(task::launch(
+            child,
+            task::Supervision {
+                program: argv0.to_owned(),
+                timeout: spec.timeout,
+                grace: self.opts.cancel_grace,
+                output_cap: spec.output_cap,
+                cgroup,
+                temp_dir: guard.disarm(),
+            },
+        ))
+    }
+
+    fn resolve_program(&self, argv0: &str, spec: &TaskSpec, policy: &Policy) -> Result<PathBuf, Error> {
+        let not_found = || Error::NotFound { program: argv0.into() };
+        if policy.mode == PolicyMode::Permissive {
+            if argv0.contains('/') {
+                // Relative paths resolve in the task's cwd, at exec time.
+                return Ok(PathBuf::from(argv0));
+            }
+            let path = spec
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_else(|| STRICT_PATH.to_owned());
+            return search_path(&path, argv0).ok_or_else(not_found);
+        }
+        if !argv0.starts_with('/') {
+            return search_path(STRICT_PATH, argv0).ok_or_else(not_found);
+        }
+        let given = PathBuf::from(argv0);
+        if !is_executable(&given) {
+            return Err(not_found());
+        }
+        // An absolute path is either on the allowlist verbatim, or the very file
+        // its allowlisted name resolves to (so `/tmp/x/cat` is not `cat`).
+        if policy.allow.iter().any(|a| a == argv0) {
+            return Ok(given);
+        }
+        let name = Policy::program_name(argv0);
+        let same = search_path(STRICT_PATH, name)
+            .and_then(|p| fs::canonicalize(p).ok())
+            .is_some_and(|p| fs::canonicalize(&given).is_ok_and(|g| g == p));
+        if same { Ok(given) } else { Err(Error::NotAllowlisted { program: argv0.into() }) }
+    }
+
+    /// Opens the task's cwd beneath the workspace without following any symlink
+    /// out of it (`openat2` with `RESOLVE_BENEATH`); the child `fchdir`s to it.
+    fn open_cwd(&self, spec: &TaskSpec) -> Result<OwnedFd, Error> {
+        let ws = fs::File::open(&self.opts.workspace).map_err(Error::setup("open the workspace"))?;
+        let Some(cwd) = &spec.cwd else { return Ok(ws.into()) };
+        let unusable = |source| Error::CwdUnusable { cwd: cwd.to_string(), source };
+        let escapes = || Error::CwdEscapes { cwd: cwd.to_string() };
+        match openat2_beneath(&ws, cwd.as_str()) {
+            Ok(fd) => Ok(fd),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP)) => Err(escapes()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                // Kernel older than 5.6: resolve, then check the prefix.
+                let real = fs::canonicalize(self.opts.workspace.join(cwd.as_str())).map_err(unusable)?;
+                if !real.starts_with(&self.opts.workspace) {
+                    return Err(escapes());
+                }
+                Ok(fs::File::open(real).map_err(unusable)?.into())
+            }
+            Err(e) => Err(unusable(e)),
+        }
+    }
+
+    fn make_temp_dir(&self, id: u64) -> Result<PathBuf, Error> {
+        let dir = self.opts.temp_root.join(format!("task-{}-{id}", std::process::id()));
+        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(Error::setup("create the task temp dir"))?;
+        Ok(dir)
+    }
+
+    fn rlimits(&self, nproc: bool) -> Vec<Rlimit> {
+        let l = &self.opts.limits;
+        let mut out = vec![Rlimit { resource: libc::RLIMIT_CORE, value: 0 }];
+        let mut push = |resource, v: Option<u64>| {
+            if let Some(value) = v {
+                out.push(Rlimit { resource, value });
+            }
+        };
+        push(libc::RLIMIT_AS, l.address_space_bytes);
+        push(libc::RLIMIT_CPU, l.cpu_seconds);
+        push(libc::RLIMIT_NOFILE, l.open_files);
+        push(libc::RLIMIT_FSIZE, l.file_size_bytes);
+        if nproc {
+            push(libc::RLIMIT_NPROC, Some(l.processes));
+        }
+        out
+    }
+}
+
+fn check_args(spec: &TaskSpec) -> Result<(), Error> {
+    if spec.argv.is_empty() {
+        return Err(Error::EmptyArgv);
+    }
+    // Size first: a huge command line is refused before any copy or scan.
+    let size = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
+        + spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    if size > MAX_ARGS_BYTES {
+        return Err(Error::ArgumentsTooLarge { size, max: MAX_ARGS_BYTES });
+    }
+    let has_nul = |s: &String| s.as_bytes().contains(&0);
+    if spec.argv.iter().any(has_nul) || spec.env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
+        return Err(Error::NulByte);
+    }
+    if let Some((k, _)) = spec.env.iter().find(|(k, _)| k.is_empty() || k.contains('=')) {
+        return Err(Error::InvalidEnvName { name: k.clone() });
+    }
+    Ok(())
+}
+
+fn strict_env(extra: &[(String, String)], temp: Option<&Path>) -> Vec<(String, String)> {
+    let temp = temp.map(|t| t.to_string_lossy().into_owned()).unwrap_or_else(|| "/nonexistent".into());
+    let mut env = vec![
+        ("PATH".to_owned(), STRICT_PATH.to_owned()),
+        ("HOME".to_owned(), temp.clone()),
+        ("TMPDIR".to_owned(), temp),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+    ];
+    for (k, v) in extra {
+        if k.starts_with("LD_") || DANGEROUS_ENV.contains(&k.as_str()) {
+            tracing::debug!(name = %k, "environment variable dropped by the strict policy");
+            continue;
+        }
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The program file itself, when it is outside the system roots: an absolute
+/// allowlisted path gets read+execute on that one file.
+fn absolute_allowed(program: &Path, policy: &Policy) -> Vec<PathBuf> {
+    let s = program.to_string_lossy();
+    if policy.allow.iter().any(|a| *a == s) { vec![program.to_path_buf()] } else { Vec::new() }
+}
+
+fn search_path(path: &str, name: &str) -> Option<PathBuf> {
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+#[allow(unsafe_code)]
+fn openat2_beneath(dir: &fs::File, rel: &str) -> io::Result<OwnedFd> {
+    let path = CString::new(Path::new(rel).as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is a valid open_how of the size
+    // passed; both outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Removes a task temp dir unless disarmed (start failed before the task ran).
+struct TempGuard(Option<PathBuf>);
+
+impl TempGuard {
+    fn disarm(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
