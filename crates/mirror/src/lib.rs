@@ -18,6 +18,8 @@
 pub mod engine;
 pub mod entry;
 pub mod immutable;
+pub mod index;
+pub mod scan;
 
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};

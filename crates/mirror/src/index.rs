@@ -1,0 +1,359 @@
+//! The persistent mirror index in SQLite, usable on both sides and keyed by a
+//! mirror id (the hub keeps every node's mirror index in one database).
+//!
+//! It uses its own database file (e.g. `DATA_DIR/mirror-index.db`): its
+//! migrations are embedded with `sqlx::migrate!` and must not share a
+//! `_sqlx_migrations` table with another crate's. WAL with `synchronous=FULL`:
+//! a committed batch survives power loss, so a sequence number is never reused.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use ganglion_core::RelPath;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::engine::Tombstone;
+use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("index database error")]
+    Db(#[from] sqlx::Error),
+    #[error("index migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("index row is corrupt")]
+    Corrupt { mirror: String, path: String, field: &'static str },
+}
+
+/// One transaction's worth of changes to one mirror's index.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub upserts: Vec<Entry>,
+    /// Rows to delete outright (hub side).
+    pub removes: Vec<RelPath>,
+    /// Rows to turn into tombstones (node side).
+    pub tombstones: Vec<Tombstone>,
+    /// New value of the mirror's own sequence counter.
+    pub seq: Option<u64>,
+    /// New value of the peer sequence.
+    pub peer_seq: Option<u64>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty()
+            && self.removes.is_empty()
+            && self.tombstones.is_empty()
+            && self.seq.is_none()
+            && self.peer_seq.is_none()
+    }
+}
+
+/// Everything the index holds for one mirror.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub entries: Vec<Entry>,
+    pub tombstones: Vec<Tombstone>,
+    pub seq: u64,
+    pub peer_seq: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Index {
+    pool: SqlitePool,
+}
+
+impl Index {
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        Self::from_pool(pool).await
+    }
+
+    /// A private in-memory index (tests, simulations).
+    pub async fn open_in_memory() -> Result<Self, Error> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Self::from_pool(pool).await
+    }
+
+    async fn from_pool(pool: SqlitePool) -> Result<Self, Error> {
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn load(&self, mirror: &str) -> Result<Loaded, Error> {
+        let mut out = Loaded::default();
+        if let Some(row) = sqlx::query("SELECT seq, peer_seq FROM mirror_meta WHERE mirror_id = ?")
+            .bind(mirror)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            out.seq = row.get::<i64, _>(0) as u64;
+            out.peer_seq = row.get::<i64, _>(1) as u64;
+        }
+        let rows = sqlx::query(SELECT_ENTRY).bind(mirror).fetch_all(&self.pool).await?;
+        for row in rows {
+            if row.get::<i64, _>("deleted") != 0 {
+                out.tombstones.push(Tombstone {
+                    path: parse_path(mirror, &row)?,
+                    seq: row.get::<i64, _>("seq") as u64,
+                    hash: parse_hash(mirror, &row)?,
+                });
+            } else {
+                out.entries.push(row_to_entry(mirror, &row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live entries, optionally only those at or below `prefix`, in path order.
+    pub async fn list(&self, mirror: &str, prefix: Option<&RelPath>) -> Result<Vec<Entry>, Error> {
+        let rows = sqlx::query(SELECT_ENTRY).bind(mirror).fetch_all(&self.pool).await?;
+        let mut out = Vec::new();
+        for row in rows.iter().filter(|r| r.get::<i64, _>("deleted") == 0) {
+            let e = row_to_entry(mirror, row)?;
+            if prefix.is_none_or(|p| e.path.starts_with(p)) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get(&self, mirror: &str, path: &RelPath) -> Result<Option<Entry>, Error> {
+        let row = sqlx::query(
+            "SELECT * FROM mirror_entries WHERE mirror_id = ? AND path = ? AND deleted = 0",
+        )
+        .bind(mirror)
+        .bind(path.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| row_to_entry(mirror, &r)).transpose()
+    }
+
+    /// Every mirror id the index knows.
+    pub async fn mirrors(&self) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query("SELECT mirror_id FROM mirror_meta ORDER BY mirror_id").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Applies a batch in ONE transaction.
+    pub async fn apply(&self, mirror: &str, batch: &Batch) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO mirror_meta (mirror_id) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(mirror)
+            .execute(&mut *tx)
+            .await?;
+        for p in &batch.removes {
+            sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ? AND path = ?")
+                .bind(mirror)
+                .bind(p.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for t in &batch.tombstones {
+            upsert_row(&mut tx, mirror, &tombstone_entry(t), true).await?;
+        }
+        for e in &batch.upserts {
+            upsert_row(&mut tx, mirror, e, false).await?;
+        }
+        if let Some(seq) = batch.seq {
+            sqlx::query("UPDATE mirror_meta SET seq = ? WHERE mirror_id = ?")
+                .bind(seq as i64)
+                .bind(mirror)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(peer) = batch.peer_seq {
+            set_peer_seq_tx(&mut tx, mirror, peer).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the peer sequence and forgets tombstones at or below it.
+    pub async fn set_peer_seq(&self, mirror: &str, seq: u64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO mirror_meta (mirror_id) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(mirror)
+            .execute(&mut *tx)
+            .await?;
+        set_peer_seq_tx(&mut tx, mirror, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a mirror's whole index.
+    pub async fn drop_mirror(&self, mirror: &str) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ?").bind(mirror).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM mirror_meta WHERE mirror_id = ?").bind(mirror).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+const SELECT_ENTRY: &str = "SELECT * FROM mirror_entries WHERE mirror_id = ? ORDER BY path";
+
+async fn set_peer_seq_tx(tx: &mut Transaction<'_, Sqlite>, mirror: &str, seq: u64) -> Result<(), Error> {
+    sqlx::query("UPDATE mirror_meta SET peer_seq = ? WHERE mirror_id = ?")
+        .bind(seq as i64)
+        .bind(mirror)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ? AND deleted = 1 AND seq <= ?")
+        .bind(mirror)
+        .bind(seq as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn tombstone_entry(t: &Tombstone) -> Entry {
+    Entry {
+        path: t.path.clone(),
+        kind: EntryKind::File,
+        size: 0,
+        mtime_ns: 0,
+        mode: 0,
+        inode: 0,
+        dev: 0,
+        symlink_target: None,
+        hash: t.hash,
+        seq: t.seq,
+        version: Version { origin: Replica::Node, seq: t.seq },
+    }
+}
+
+async fn upsert_row(tx: &mut Transaction<'_, Sqlite>, mirror: &str, e: &Entry, deleted: bool) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO mirror_entries (mirror_id, path, kind, size, mtime_ns, mode, inode, dev, symlink_target, \
+         hash, seq, origin, origin_seq, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (mirror_id, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, \
+         mtime_ns = excluded.mtime_ns, mode = excluded.mode, inode = excluded.inode, dev = excluded.dev, \
+         symlink_target = excluded.symlink_target, hash = excluded.hash, seq = excluded.seq, \
+         origin = excluded.origin, origin_seq = excluded.origin_seq, deleted = excluded.deleted",
+    )
+    .bind(mirror)
+    .bind(e.path.as_str())
+    .bind(e.kind.as_str())
+    .bind(e.size as i64)
+    .bind(e.mtime_ns)
+    .bind(i64::from(e.mode))
+    // u64 stored bit-for-bit in SQLite's i64
+    .bind(e.inode as i64)
+    .bind(e.dev as i64)
+    .bind(e.symlink_target.as_deref())
+    .bind(e.hash.map(|h| h.to_string()))
+    .bind(e.seq as i64)
+    .bind(e.version.origin.as_str())
+    .bind(e.version.seq as i64)
+    .bind(i64::from(deleted))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn corrupt(mirror: &str, row: &sqlx::sqlite::SqliteRow, field: &'static str) -> Error {
+    Error::Corrupt { mirror: mirror.to_owned(), path: row.get("path"), field }
+}
+
+fn parse_path(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RelPath, Error> {
+    RelPath::parse(row.get::<&str, _>("path")).map_err(|_| corrupt(mirror, row, "path"))
+}
+
+fn parse_hash(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Option<ContentHash>, Error> {
+    row.get::<Option<&str>, _>("hash")
+        .map(|h| h.parse::<ContentHash>().map_err(|_| corrupt(mirror, row, "hash")))
+        .transpose()
+}
+
+fn row_to_entry(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Entry, Error> {
+    Ok(Entry {
+        path: parse_path(mirror, row)?,
+        kind: EntryKind::parse(row.get("kind")).ok_or_else(|| corrupt(mirror, row, "kind"))?,
+        size: row.get::<i64, _>("size") as u64,
+        mtime_ns: row.get("mtime_ns"),
+        mode: u32::try_from(row.get::<i64, _>("mode")).map_err(|_| corrupt(mirror, row, "mode"))?,
+        inode: row.get::<i64, _>("inode") as u64,
+        dev: row.get::<i64, _>("dev") as u64,
+        symlink_target: row.get("symlink_target"),
+        hash: parse_hash(mirror, row)?,
+        seq: row.get::<i64, _>("seq") as u64,
+        version: Version {
+            origin: Replica::parse(row.get("origin")).ok_or_else(|| corrupt(mirror, row, "origin"))?,
+            seq: row.get::<i64, _>("origin_seq") as u64,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn file(path: &str, data: &[u8], seq: u64) -> Entry {
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime_ns: 1_700_000_000_000_000_000,
+            mode: 0o100755,
+            inode: u64::MAX - 3,
+            dev: 42,
+            symlink_target: None,
+            hash: Some(ContentHash::of(data)),
+            seq,
+            version: Version { origin: Replica::Node, seq },
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_keys_by_mirror() {
+        let idx = Index::open_in_memory().await.unwrap();
+        let a = file("a/b.txt", b"hello", 1);
+        let batch = Batch { upserts: vec![a.clone()], seq: Some(1), ..Batch::default() };
+        idx.apply("n1", &batch).await.unwrap();
+        idx.apply("n2", &Batch { upserts: vec![file("z", b"", 7)], ..Batch::default() }).await.unwrap();
+        let l = idx.load("n1").await.unwrap();
+        assert_eq!(l.entries, vec![a]);
+        assert_eq!(l.seq, 1);
+        assert_eq!(idx.mirrors().await.unwrap(), vec!["n1", "n2"]);
+        assert_eq!(idx.list("n2", None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tombstones_live_until_acknowledged() {
+        let idx = Index::open_in_memory().await.unwrap();
+        idx.apply("n", &Batch { upserts: vec![file("a", b"x", 1)], seq: Some(1), ..Batch::default() }).await.unwrap();
+        let t = Tombstone { path: RelPath::parse("a").unwrap(), seq: 2, hash: Some(ContentHash::of(b"x")) };
+        idx.apply("n", &Batch { tombstones: vec![t.clone()], seq: Some(2), ..Batch::default() }).await.unwrap();
+        let l = idx.load("n").await.unwrap();
+        assert!(l.entries.is_empty());
+        assert_eq!(l.tombstones, vec![t]);
+        idx.set_peer_seq("n", 2).await.unwrap();
+        let l = idx.load("n").await.unwrap();
+        assert!(l.tombstones.is_empty());
+        assert_eq!(l.peer_seq, 2);
+    }
+
+    #[tokio::test]
+    async fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        {
+            let idx = Index::open(&path).await.unwrap();
+            let batch = Batch { upserts: (0..500).map(|i| file(&format!("f{i}"), b"x", i)).collect(), ..Batch::default() };
+            idx.apply("n", &batch).await.unwrap();
+        }
+        let idx = Index::open(&path).await.unwrap();
+        assert_eq!(idx.list("n", None).await.unwrap().len(), 500);
+    }
+}
