@@ -24,7 +24,10 @@ pub(crate) enum Backend {
     /// `parent` has `pids` (and maybe `memory`) enabled for its children.
     V2 { parent: PathBuf, memory: bool },
     /// Separate v1 hierarchies: the node's cgroup in each.
-    V1 { pids_parent: PathBuf, memory_parent: Option<PathBuf> },
+    V1 {
+        pids_parent: PathBuf,
+        memory_parent: Option<PathBuf>,
+    },
 }
 
 impl Backend {
@@ -78,7 +81,10 @@ impl Backend {
                 .find_map(|m| m.locate(path))
         };
         let pids_parent = locate("pids")?;
-        Some(Backend::V1 { pids_parent, memory_parent: locate("memory") })
+        Some(Backend::V1 {
+            pids_parent,
+            memory_parent: locate("memory"),
+        })
     }
 
     /// Creates and removes a probe cgroup: detection only counts what works.
@@ -117,7 +123,11 @@ impl Mount {
 
     /// Where the cgroup `path` (as in `/proc/self/cgroup`) is under this mount.
     fn locate(&self, path: &str) -> Option<PathBuf> {
-        let rel = if self.root == "/" { path } else { path.strip_prefix(self.root.as_str())? };
+        let rel = if self.root == "/" {
+            path
+        } else {
+            path.strip_prefix(self.root.as_str())?
+        };
         let dir = self.mount_point.join(rel.trim_start_matches('/'));
         dir.is_dir().then_some(dir)
     }
@@ -142,7 +152,10 @@ fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -168,7 +181,11 @@ impl TaskCgroup {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut cg = TaskCgroup { dirs: Vec::new(), procs: Vec::new(), v2: false };
+        let mut cg = TaskCgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            v2: false,
+        };
         // On error `cg` drops and removes whatever was already made.
         match backend {
             Backend::V2 { parent, memory } => {
@@ -180,7 +197,10 @@ impl TaskCgroup {
                     let _ = fs::write(dir.join("memory.swap.max"), "0");
                 }
             }
-            Backend::V1 { pids_parent, memory_parent } => {
+            Backend::V1 {
+                pids_parent,
+                memory_parent,
+            } => {
                 let dir = cg.mkdir(pids_parent, &name)?;
                 fs::write(dir.join("pids.max"), pids_max.to_string())?;
                 if let (Some(parent), Some(m)) = (memory_parent, memory_max) {
@@ -190,7 +210,9 @@ impl TaskCgroup {
             }
         }
         for dir in &cg.dirs {
-            let f = fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))?;
             cg.procs.push(f.into());
         }
         Ok(cg)
@@ -210,7 +232,9 @@ impl TaskCgroup {
 
     /// Processes still in the task's cgroup.
     pub(crate) fn pids(&self) -> Vec<i32> {
-        let Some(dir) = self.dirs.first() else { return Vec::new() };
+        let Some(dir) = self.dirs.first() else {
+            return Vec::new();
+        };
         fs::read_to_string(dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()

@@ -80,7 +80,10 @@ impl ChildSetup {
                 // EINVAL past the last capability the kernel knows: ignored.
                 raw::prctl(libc::PR_CAPBSET_DROP, cap);
             }
-            raw::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong);
+            raw::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            );
             check(raw::capset_empty())?;
         }
         if let Some(fd) = self.landlock {
@@ -92,7 +95,11 @@ impl ChildSetup {
 }
 
 fn check(ret: libc::c_long) -> io::Result<()> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Sends `sig` to process `pid` (negative: a process group). Errors (already
@@ -119,7 +126,10 @@ mod raw {
 
     #[allow(unsafe_code)]
     pub(super) fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> libc::c_long {
-        let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
         // SAFETY: `lim` is a valid rlimit that outlives the call.
         unsafe { libc::setrlimit(resource, &lim) as libc::c_long }
     }
@@ -127,16 +137,37 @@ mod raw {
     #[allow(unsafe_code)]
     pub(super) fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_long {
         // SAFETY: the options used take integer arguments only.
-        unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) as libc::c_long }
+        unsafe {
+            libc::prctl(
+                option,
+                arg,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) as libc::c_long
+        }
     }
 
     #[allow(unsafe_code)]
     pub(super) fn capset_empty() -> libc::c_long {
-        let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-        let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        let mut header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
         // SAFETY: header and two data structs as capset(2) expects for version 3;
         // both live on the stack for the duration of the call.
-        unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) }
+        unsafe {
+            libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                data.as_ptr(),
+            )
+        }
     }
 
     #[allow(unsafe_code)]

@@ -15,14 +15,20 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope, ABI,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
 };
 
 use crate::Error;
 
 /// Device files every program may read and write.
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// What one STRICT task may touch.
 pub(crate) struct Layout<'a> {
@@ -43,7 +49,10 @@ pub(crate) struct Layout<'a> {
 /// the child. Fails if the kernel cannot handle every filesystem right of `abi`.
 pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, Error> {
     let abi = ABI::from(abi_version as i32);
-    let ll = |e: landlock::RulesetError| Error::Setup { what: "landlock ruleset", source: io::Error::other(e) };
+    let ll = |e: landlock::RulesetError| Error::Setup {
+        what: "landlock ruleset",
+        source: io::Error::other(e),
+    };
     let mut rs = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(abi))
@@ -54,7 +63,12 @@ pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, 
     if abi >= ABI::V6 {
         rs = rs.scope(Scope::from_all(abi)).map_err(ll)?;
     }
-    let mut rules = Rules { abi, created: Some(rs.create().map_err(ll)?), state_dir: layout.state_dir, expanded: HashSet::new() };
+    let mut rules = Rules {
+        abi,
+        created: Some(rs.create().map_err(ll)?),
+        state_dir: layout.state_dir,
+        expanded: HashSet::new(),
+    };
     let read = AccessFs::from_read(abi);
     let read_exec = read | AccessFs::Execute;
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
@@ -98,7 +112,9 @@ impl Rules<'_> {
             tracing::debug!(path = %path.display(), "not granted: inside the state dir");
             return Ok(());
         }
-        let is_dir = fs::metadata(&proc_path).map_err(Error::setup("stat a landlock path"))?.is_dir();
+        let is_dir = fs::metadata(&proc_path)
+            .map_err(Error::setup("stat a landlock path"))?
+            .is_dir();
         if is_dir && self.state_dir.starts_with(&real) {
             // A directory holding the state dir: grant its entries instead.
             if !self.expanded.insert(real.clone()) {
@@ -111,11 +127,18 @@ impl Rules<'_> {
             }
             return Ok(());
         }
-        let access = if is_dir { access } else { access & AccessFs::from_file(self.abi) };
+        let access = if is_dir {
+            access
+        } else {
+            access & AccessFs::from_file(self.abi)
+        };
         let created = self.created.take().ok_or(Error::WeakSandbox)?;
         let created = created
             .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| Error::Setup { what: "landlock rule", source: io::Error::other(e) })?;
+            .map_err(|e| Error::Setup {
+                what: "landlock rule",
+                source: io::Error::other(e),
+            })?;
         self.created = Some(created);
         Ok(())
     }

@@ -69,7 +69,10 @@ impl Error {
 
     /// Whether the policy (rather than the machine) refused the task.
     pub fn is_refusal(&self) -> bool {
-        !matches!(self, Error::Setup { .. } | Error::Spawn { .. } | Error::InvalidOptions(_))
+        !matches!(
+            self,
+            Error::Setup { .. } | Error::Spawn { .. } | Error::InvalidOptions(_)
+        )
     }
 
     pub(crate) fn setup(what: &'static str) -> impl FnOnce(io::Error) -> Error {

@@ -59,7 +59,10 @@ impl SandboxSupport {
         if self.process_group {
             out.push(protection::PROCESS_GROUP);
         }
-        if matches!(self.fork_limit, ForkLimit::Cgroup { .. } | ForkLimit::Rlimit { effective: true }) {
+        if matches!(
+            self.fork_limit,
+            ForkLimit::Cgroup { .. } | ForkLimit::Rlimit { effective: true }
+        ) {
             out.push(PIDS_LIMIT);
         }
         out.into_iter().map(str::to_owned).collect()
@@ -77,12 +80,20 @@ fn detect() -> SandboxSupport {
     let cgroup = Backend::detect();
     let root = is_root();
     let fork_limit = match &cgroup {
-        Some(b) => ForkLimit::Cgroup { version: b.version() },
+        Some(b) => ForkLimit::Cgroup {
+            version: b.version(),
+        },
         None => ForkLimit::Rlimit { effective: !root },
     };
     let cgroup_memory = matches!(
         &cgroup,
-        Some(Backend::V2 { memory: true, .. } | Backend::V1 { memory_parent: Some(_), .. })
+        Some(
+            Backend::V2 { memory: true, .. }
+                | Backend::V1 {
+                    memory_parent: Some(_),
+                    ..
+                }
+        )
     );
     let support = SandboxSupport {
         landlock_abi: abi,

@@ -16,7 +16,7 @@ use tokio::process::Command;
 use crate::cgroup::TaskCgroup;
 use crate::child::{ChildSetup, Rlimit};
 use crate::confine::{self, Layout};
-use crate::probe::{probe, ForkLimit};
+use crate::probe::{ForkLimit, probe};
 use crate::task::{self, RunningTask};
 use crate::{Error, SandboxOptions, TaskSpec};
 
@@ -28,9 +28,23 @@ pub const MAX_ARGS_BYTES: usize = 1 << 20;
 /// Environment variables never passed to a STRICT task: they steer the dynamic
 /// loader, libc or shells (glibc's "unsecure" list, plus the fixed ones).
 const DANGEROUS_ENV: &[&str] = &[
-    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
-    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR", "BASH_ENV", "ENV", "IFS",
-    "PATH", "HOME", "TMPDIR",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+    "BASH_ENV",
+    "ENV",
+    "IFS",
+    "PATH",
+    "HOME",
+    "TMPDIR",
 ];
 
 static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
@@ -53,7 +67,9 @@ impl Sandbox {
         if confine::overlaps(&opts.state_dir, &opts.workspace)
             || confine::overlaps(&opts.state_dir, &opts.temp_root)
         {
-            return Err(Error::InvalidOptions("the state dir overlaps the workspace or the temp root"));
+            return Err(Error::InvalidOptions(
+                "the state dir overlaps the workspace or the temp root",
+            ));
         }
         Ok(Sandbox { opts })
     }
@@ -72,14 +88,22 @@ impl Sandbox {
         let support = probe();
         if strict {
             match policy.refusal(argv0) {
-                Some(Refusal::Shell) => return Err(Error::ShellRefused { program: argv0.into() }),
+                Some(Refusal::Shell) => {
+                    return Err(Error::ShellRefused {
+                        program: argv0.into(),
+                    });
+                }
                 Some(Refusal::NotAllowed) => {
-                    return Err(Error::NotAllowlisted { program: argv0.into() });
+                    return Err(Error::NotAllowlisted {
+                        program: argv0.into(),
+                    });
                 }
                 None => {}
             }
             if argv0.contains('/') && !argv0.starts_with('/') {
-                return Err(Error::RelativeProgramPath { program: argv0.into() });
+                return Err(Error::RelativeProgramPath {
+                    program: argv0.into(),
+                });
             }
             if !support.landlock_fs && !policy.allow_weak_sandbox {
                 return Err(Error::WeakSandbox);
@@ -89,7 +113,11 @@ impl Sandbox {
         let cwd = self.open_cwd(&spec)?;
 
         let id = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
-        let temp_dir = if strict { Some(self.make_temp_dir(id)?) } else { None };
+        let temp_dir = if strict {
+            Some(self.make_temp_dir(id)?)
+        } else {
+            None
+        };
         // From here on, `guard` removes the temp dir if starting fails.
         let guard = TempGuard(temp_dir.clone());
 
@@ -103,7 +131,10 @@ impl Sandbox {
         };
 
         let mut setup = ChildSetup {
-            cgroup_procs: cgroup.as_ref().map(TaskCgroup::procs_fds).unwrap_or_default(),
+            cgroup_procs: cgroup
+                .as_ref()
+                .map(TaskCgroup::procs_fds)
+                .unwrap_or_default(),
             cwd: Some(cwd.as_raw_fd()),
             ..ChildSetup::default()
         };
@@ -129,7 +160,10 @@ impl Sandbox {
                 setup.landlock = Some(fd.as_raw_fd());
                 landlock_fd = Some(fd);
             } else {
-                tracing::warn!(program = argv0, "strict task runs without landlock (allow_weak_sandbox)");
+                tracing::warn!(
+                    program = argv0,
+                    "strict task runs without landlock (allow_weak_sandbox)"
+                );
             }
         }
 
@@ -141,19 +175,30 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .process_group(0);
         if strict {
-            cmd.env_clear().envs(strict_env(&spec.env, temp_dir.as_deref()));
+            cmd.env_clear()
+                .envs(strict_env(&spec.env, temp_dir.as_deref()));
         } else {
             cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         }
         setup.install(&mut cmd);
         let child = cmd.spawn().map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound { program: argv0.into() },
-            _ => Error::Spawn { program: argv0.into(), source },
+            io::ErrorKind::NotFound => Error::NotFound {
+                program: argv0.into(),
+            },
+            _ => Error::Spawn {
+                program: argv0.into(),
+                source,
+            },
         })?;
         // The child has its copies; ours close now.
         drop((landlock_fd, cwd));
         let pid = child.id().unwrap_or_default();
-        tracing::info!(pid, program = argv0, mode = policy.mode.as_str(), "task started");
+        tracing::info!(
+            pid,
+            program = argv0,
+            mode = policy.mode.as_str(),
+            "task started"
+        );
         Ok(task::launch(
             child,
             task::Supervision {
@@ -167,8 +212,15 @@ impl Sandbox {
         ))
     }
 
-    fn resolve_program(&self, argv0: &str, spec: &TaskSpec, policy: &Policy) -> Result<PathBuf, Error> {
-        let not_found = || Error::NotFound { program: argv0.into() };
+    fn resolve_program(
+        &self,
+        argv0: &str,
+        spec: &TaskSpec,
+        policy: &Policy,
+    ) -> Result<PathBuf, Error> {
+        let not_found = || Error::NotFound {
+            program: argv0.into(),
+        };
         if policy.mode == PolicyMode::Permissive {
             if argv0.contains('/') {
                 // Relative paths resolve in the task's cwd, at exec time.
@@ -200,22 +252,37 @@ impl Sandbox {
         let same = search_path(STRICT_PATH, name)
             .and_then(|p| fs::canonicalize(p).ok())
             .is_some_and(|p| fs::canonicalize(&given).is_ok_and(|g| g == p));
-        if same { Ok(given) } else { Err(Error::NotAllowlisted { program: argv0.into() }) }
+        if same {
+            Ok(given)
+        } else {
+            Err(Error::NotAllowlisted {
+                program: argv0.into(),
+            })
+        }
     }
 
     /// Opens the task's cwd beneath the workspace without following any symlink
     /// out of it (`openat2` with `RESOLVE_BENEATH`); the child `fchdir`s to it.
     fn open_cwd(&self, spec: &TaskSpec) -> Result<OwnedFd, Error> {
-        let ws = fs::File::open(&self.opts.workspace).map_err(Error::setup("open the workspace"))?;
-        let Some(cwd) = &spec.cwd else { return Ok(ws.into()) };
-        let unusable = |source| Error::CwdUnusable { cwd: cwd.to_string(), source };
-        let escapes = || Error::CwdEscapes { cwd: cwd.to_string() };
+        let ws =
+            fs::File::open(&self.opts.workspace).map_err(Error::setup("open the workspace"))?;
+        let Some(cwd) = &spec.cwd else {
+            return Ok(ws.into());
+        };
+        let unusable = |source| Error::CwdUnusable {
+            cwd: cwd.to_string(),
+            source,
+        };
+        let escapes = || Error::CwdEscapes {
+            cwd: cwd.to_string(),
+        };
         match openat2_beneath(&ws, cwd.as_str()) {
             Ok(fd) => Ok(fd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP)) => Err(escapes()),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 // Kernel older than 5.6: resolve, then check the prefix.
-                let real = fs::canonicalize(self.opts.workspace.join(cwd.as_str())).map_err(unusable)?;
+                let real =
+                    fs::canonicalize(self.opts.workspace.join(cwd.as_str())).map_err(unusable)?;
                 if !real.starts_with(&self.opts.workspace) {
                     return Err(escapes());
                 }
@@ -226,14 +293,23 @@ impl Sandbox {
     }
 
     fn make_temp_dir(&self, id: u64) -> Result<PathBuf, Error> {
-        let dir = self.opts.temp_root.join(format!("task-{}-{id}", std::process::id()));
-        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(Error::setup("create the task temp dir"))?;
+        let dir = self
+            .opts
+            .temp_root
+            .join(format!("task-{}-{id}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(Error::setup("create the task temp dir"))?;
         Ok(dir)
     }
 
     fn rlimits(&self, nproc: bool) -> Vec<Rlimit> {
         let l = &self.opts.limits;
-        let mut out = vec![Rlimit { resource: libc::RLIMIT_CORE, value: 0 }];
+        let mut out = vec![Rlimit {
+            resource: libc::RLIMIT_CORE,
+            value: 0,
+        }];
         let mut push = |resource, v: Option<u64>| {
             if let Some(value) = v {
                 out.push(Rlimit { resource, value });
@@ -256,22 +332,35 @@ fn check_args(spec: &TaskSpec) -> Result<(), Error> {
     }
     // Size first: a huge command line is refused before any copy or scan.
     let size = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
     if size > MAX_ARGS_BYTES {
-        return Err(Error::ArgumentsTooLarge { size, max: MAX_ARGS_BYTES });
+        return Err(Error::ArgumentsTooLarge {
+            size,
+            max: MAX_ARGS_BYTES,
+        });
     }
     let has_nul = |s: &String| s.as_bytes().contains(&0);
     if spec.argv.iter().any(has_nul) || spec.env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
         return Err(Error::NulByte);
     }
-    if let Some((k, _)) = spec.env.iter().find(|(k, _)| k.is_empty() || k.contains('=')) {
+    if let Some((k, _)) = spec
+        .env
+        .iter()
+        .find(|(k, _)| k.is_empty() || k.contains('='))
+    {
         return Err(Error::InvalidEnvName { name: k.clone() });
     }
     Ok(())
 }
 
 fn strict_env(extra: &[(String, String)], temp: Option<&Path>) -> Vec<(String, String)> {
-    let temp = temp.map(|t| t.to_string_lossy().into_owned()).unwrap_or_else(|| "/nonexistent".into());
+    let temp = temp
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/nonexistent".into());
     let mut env = vec![
         ("PATH".to_owned(), STRICT_PATH.to_owned()),
         ("HOME".to_owned(), temp.clone()),
@@ -292,7 +381,11 @@ fn strict_env(extra: &[(String, String)], temp: Option<&Path>) -> Vec<(String, S
 /// allowlisted path gets read+execute on that one file.
 fn absolute_allowed(program: &Path, policy: &Policy) -> Vec<PathBuf> {
     let s = program.to_string_lossy();
-    if policy.allow.iter().any(|a| *a == s) { vec![program.to_path_buf()] } else { Vec::new() }
+    if policy.allow.iter().any(|a| *a == s) {
+        vec![program.to_path_buf()]
+    } else {
+        Vec::new()
+    }
 }
 
 fn search_path(path: &str, name: &str) -> Option<PathBuf> {

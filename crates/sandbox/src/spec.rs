@@ -74,8 +74,9 @@ pub struct SandboxOptions {
 }
 
 /// Directories a STRICT task may read and execute by default.
-pub const DEFAULT_SYSTEM_ROOTS: &[&str] =
-    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
+pub const DEFAULT_SYSTEM_ROOTS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+];
 
 impl SandboxOptions {
     pub fn new(workspace: PathBuf, state_dir: PathBuf, temp_root: PathBuf) -> Self {

@@ -84,7 +84,11 @@ impl Canceller {
             Ok(o) => o.clone().expect("wait_for returned a value that is Some"),
             // The supervisor always publishes before it ends; if it panicked, the
             // task is gone with it.
-            Err(_) => Outcome { status: Status::Cancelled, output_bytes: 0, output_truncated: false },
+            Err(_) => Outcome {
+                status: Status::Cancelled,
+                output_bytes: 0,
+                output_truncated: false,
+            },
         }
     }
 }
@@ -154,11 +158,20 @@ pub(crate) fn launch(mut child: Child, sup: Supervision) -> RunningTask {
     }
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let (outcome_tx, outcome_rx) = watch::channel(None);
-    tokio::spawn(supervise(child, pid, sup, cancel_rx, pumps, sink, outcome_tx));
+    tokio::spawn(supervise(
+        child,
+        sup,
+        cancel_rx,
+        Pumps { tasks: pumps, sink },
+        outcome_tx,
+    ));
     RunningTask {
         pid,
         output: Some(rx),
-        canceller: Canceller { cancel: Arc::new(cancel_tx), outcome: outcome_rx },
+        canceller: Canceller {
+            cancel: Arc::new(cancel_tx),
+            outcome: outcome_rx,
+        },
     }
 }
 
@@ -189,7 +202,11 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: Arc<Mutex<
         if take == 0 {
             continue;
         }
-        let chunk = OutputChunk { stream, seq: s.seq, data: buf[..take].to_vec() };
+        let chunk = OutputChunk {
+            stream,
+            seq: s.seq,
+            data: buf[..take].to_vec(),
+        };
         s.seq += 1;
         s.delivered += take as u64;
         if let Some(tx) = &s.tx
@@ -200,6 +217,12 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, stream: Stream, sink: Arc<Mutex<
     }
 }
 
+/// The two pipe readers and what they share.
+struct Pumps {
+    tasks: Vec<JoinHandle<()>>,
+    sink: Arc<Mutex<Sink>>,
+}
+
 enum Ended {
     Exited(std::io::Result<std::process::ExitStatus>),
     TimedOut,
@@ -208,13 +231,12 @@ enum Ended {
 
 async fn supervise(
     mut child: Child,
-    pid: u32,
     mut sup: Supervision,
     mut cancel: watch::Receiver<bool>,
-    pumps: Vec<JoinHandle<()>>,
-    sink: Arc<Mutex<Sink>>,
+    pumps: Pumps,
     outcome_tx: watch::Sender<Option<Outcome>>,
 ) {
+    let pid = child.id().unwrap_or_default();
     let pgid = pid as i32;
     let deadline = sup.timeout.map(|t| Instant::now() + t);
     let ended = tokio::select! {
@@ -225,10 +247,18 @@ async fn supervise(
     let status = match ended {
         Ended::Exited(s) => exit_status(s),
         Ended::TimedOut | Ended::Cancelled => {
-            let why = if matches!(ended, Ended::TimedOut) { "timeout" } else { "cancel" };
+            let why = if matches!(ended, Ended::TimedOut) {
+                "timeout"
+            } else {
+                "cancel"
+            };
             tracing::info!(pid, program = %sup.program, reason = why, "stopping task");
             sup.cgroup = terminate(&mut child, pgid, sup.grace, sup.cgroup.take()).await;
-            if matches!(ended, Ended::TimedOut) { Status::TimedOut } else { Status::Cancelled }
+            if matches!(ended, Ended::TimedOut) {
+                Status::TimedOut
+            } else {
+                Status::Cancelled
+            }
         }
     };
     // Whatever the task left behind in its group or cgroup goes with it.
@@ -238,7 +268,7 @@ async fn supervise(
     }
     // Pipes close when the last holder is gone; bound the wait in case a
     // process escaped both the group and the cgroup.
-    for mut p in pumps {
+    for mut p in pumps.tasks {
         if timeout(sup.grace, &mut p).await.is_err() {
             tracing::warn!(pid, program = %sup.program, "output still open after the task ended");
             p.abort();
@@ -247,9 +277,12 @@ async fn supervise(
     if let Some(dir) = sup.temp_dir.take() {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
-    let s = sink.lock().await;
-    let outcome =
-        Outcome { status, output_bytes: s.produced, output_truncated: s.truncated };
+    let s = pumps.sink.lock().await;
+    let outcome = Outcome {
+        status,
+        output_bytes: s.produced,
+        output_truncated: s.truncated,
+    };
     drop(s);
     tracing::info!(pid, program = %sup.program, status = ?outcome.status, output_bytes = outcome.output_bytes, "task ended");
     outcome_tx.send_replace(Some(outcome));

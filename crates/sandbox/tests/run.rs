@@ -14,19 +14,29 @@ async fn output_streams_in_order_with_one_sequence() {
     let mut task = fx
         .sandbox
         .start(
-            spec(&["sh", "-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three; sleep 5"]),
+            spec(&[
+                "sh",
+                "-c",
+                "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three; sleep 5",
+            ]),
             &Policy::permissive(),
         )
         .unwrap();
     let mut rx = task.take_output().unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         got.push(c);
     }
     // All three arrived while the task still runs: nothing waits for the end.
     assert!(!is_dead(task.pid()));
-    let seen: Vec<_> = got.iter().map(|c| (c.seq, c.stream, c.data.clone())).collect();
+    let seen: Vec<_> = got
+        .iter()
+        .map(|c| (c.seq, c.stream, c.data.clone()))
+        .collect();
     assert_eq!(
         seen,
         vec![
@@ -42,11 +52,29 @@ async fn output_streams_in_order_with_one_sequence() {
 async fn exit_codes_and_signals_are_reported() {
     let fx = Fixture::new();
     let p = Policy::permissive();
-    assert_eq!(fx.run(spec(&["sh", "-c", "exit 7"]), &p).await.outcome.status, Status::Exited(7));
-    assert_eq!(fx.run(spec(&["sh", "-c", "kill -9 $$"]), &p).await.outcome.status, Status::Signaled(9));
+    assert_eq!(
+        fx.run(spec(&["sh", "-c", "exit 7"]), &p)
+            .await
+            .outcome
+            .status,
+        Status::Exited(7)
+    );
+    assert_eq!(
+        fx.run(spec(&["sh", "-c", "kill -9 $$"]), &p)
+            .await
+            .outcome
+            .status,
+        Status::Signaled(9)
+    );
     let strict = Policy::strict();
-    assert_eq!(fx.run(spec(&["true"]), &strict).await.outcome.status, Status::Exited(0));
-    assert_eq!(fx.run(spec(&["false"]), &strict).await.outcome.status, Status::Exited(1));
+    assert_eq!(
+        fx.run(spec(&["true"]), &strict).await.outcome.status,
+        Status::Exited(0)
+    );
+    assert_eq!(
+        fx.run(spec(&["false"]), &strict).await.outcome.status,
+        Status::Exited(1)
+    );
     let run = fx.run(spec(&["echo", "hello"]), &strict).await;
     assert_eq!(run.stdout(), "hello\n");
     assert_eq!(run.outcome.output_bytes, 6);
@@ -67,25 +95,44 @@ async fn timeout_kills_the_whole_group() {
     let leader = task.pid();
     let run = collect(task).await;
     assert_eq!(run.outcome.status, Status::TimedOut);
-    assert!(started.elapsed() >= Duration::from_millis(800 + 500), "waited the grace period");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800 + 500),
+        "waited the grace period"
+    );
     let child: u32 = run.stdout().trim().parse().unwrap();
     assert!(is_dead(leader));
-    assert!(is_dead(child), "the task's child {child} survived the timeout");
+    assert!(
+        is_dead(child),
+        "the task's child {child} survived the timeout"
+    );
 }
 
 #[tokio::test]
 async fn cancel_kills_the_group_and_returns_after_reaping() {
     let fx = Fixture::new();
-    let mut task = fx.sandbox.start(spec(&["sh", "-c", STUBBORN]), &Policy::permissive()).unwrap();
+    let mut task = fx
+        .sandbox
+        .start(spec(&["sh", "-c", STUBBORN]), &Policy::permissive())
+        .unwrap();
     let leader = task.pid();
     let mut rx = task.take_output().unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-    let child: u32 = String::from_utf8(first.data).unwrap().trim().parse().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let child: u32 = String::from_utf8(first.data)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!is_dead(child));
     let outcome = task.cancel().await;
     assert_eq!(outcome.status, Status::Cancelled);
     // Reaped (not even a zombie) by the time cancel returns.
-    assert!(!std::path::Path::new(&format!("/proc/{leader}")).exists(), "leader not reaped");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{leader}")).exists(),
+        "leader not reaped"
+    );
     assert!(is_dead(child), "the task's child {child} survived cancel");
     // wait() after cancel gives the same outcome.
     assert_eq!(task.wait().await, outcome);
@@ -106,19 +153,34 @@ async fn output_flood_is_capped_while_the_task_finishes() {
     let before = peak_rss_kib();
     let run = fx.run(s, &Policy::strict()).await;
     let grown_mib = (peak_rss_kib() - before) / 1024;
-    assert_eq!(run.outcome.status, Status::Exited(0), "the task ran to completion");
+    assert_eq!(
+        run.outcome.status,
+        Status::Exited(0),
+        "the task ran to completion"
+    );
     assert_eq!(run.outcome.output_bytes, FLOOD);
     assert!(run.outcome.output_truncated);
     let delivered: usize = run.chunks.iter().map(|c| c.data.len()).sum();
     assert_eq!(delivered, 1 << 20);
-    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB for a {FLOOD}-byte flood");
+    assert!(
+        grown_mib < 64,
+        "memory grew by {grown_mib} MiB for a {FLOOD}-byte flood"
+    );
 }
 
 #[tokio::test]
 async fn output_not_taken_is_discarded_without_blocking_the_task() {
     let fx = Fixture::new();
-    let mut task = fx.sandbox.start(spec(&["head", "-c", "50000000", "/dev/zero"]), &Policy::strict()).unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), task.wait()).await.unwrap();
+    let mut task = fx
+        .sandbox
+        .start(
+            spec(&["head", "-c", "50000000", "/dev/zero"]),
+            &Policy::strict(),
+        )
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), task.wait())
+        .await
+        .unwrap();
     assert_eq!(outcome.status, Status::Exited(0));
     assert_eq!(outcome.output_bytes, 50_000_000);
 }
@@ -127,15 +189,32 @@ async fn output_not_taken_is_discarded_without_blocking_the_task() {
 async fn strict_task_gets_a_scrubbed_environment_and_a_private_temp_dir() {
     let fx = Fixture::new();
     let mut s = spec(&["cat", "/proc/self/environ"]);
-    s.env = vec![("LD_PRELOAD".into(), "/x.so".into()), ("GREETING".into(), "hi".into())];
+    s.env = vec![
+        ("LD_PRELOAD".into(), "/x.so".into()),
+        ("GREETING".into(), "hi".into()),
+    ];
     let run = fx.run(s, &Policy::strict()).await;
-    let env: Vec<String> = run.stdout().split('\0').filter(|e| !e.is_empty()).map(String::from).collect();
-    assert!(env.contains(&"PATH=/usr/local/bin:/usr/bin:/bin".to_owned()), "{env:?}");
+    let env: Vec<String> = run
+        .stdout()
+        .split('\0')
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    assert!(
+        env.contains(&"PATH=/usr/local/bin:/usr/bin:/bin".to_owned()),
+        "{env:?}"
+    );
     assert!(env.contains(&"LANG=C.UTF-8".to_owned()));
     assert!(env.contains(&"GREETING=hi".to_owned()));
     assert!(!env.iter().any(|e| e.starts_with("LD_PRELOAD")));
-    assert!(!env.iter().any(|e| e.starts_with("CARGO")), "node environment leaked: {env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("CARGO")),
+        "node environment leaked: {env:?}"
+    );
     let home = env.iter().find_map(|e| e.strip_prefix("HOME=")).unwrap();
     assert!(home.starts_with(fx.path("tmp").canonicalize().unwrap().to_str().unwrap()));
-    assert!(!std::path::Path::new(home).exists(), "task temp dir removed after the task");
+    assert!(
+        !std::path::Path::new(home).exists(),
+        "task temp dir removed after the task"
+    );
 }

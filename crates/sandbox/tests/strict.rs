@@ -20,7 +20,10 @@ fn refused(fx: &Fixture, s: TaskSpec, p: &Policy) -> Error {
 
 fn skip_without_landlock() -> bool {
     if !probe().landlock_fs {
-        eprintln!("skipped: the kernel has no landlock filesystem rules ({:?})", probe().landlock_abi);
+        eprintln!(
+            "skipped: the kernel has no landlock filesystem rules ({:?})",
+            probe().landlock_abi
+        );
         return true;
     }
     false
@@ -44,7 +47,13 @@ async fn malformed_tasks_are_refused_before_spawning() {
     let started = Instant::now();
     let e = refused(&fx, spec(&["echo", &huge]), &Policy::permissive());
     assert!(matches!(e, Error::ArgumentsTooLarge { .. }), "{e}");
-    assert_eq!(e.to_string(), format!("argument list too large ({} bytes, at most 1048576)", huge.len() + 6));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "argument list too large ({} bytes, at most 1048576)",
+            huge.len() + 6
+        )
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
@@ -53,16 +62,32 @@ async fn programs_are_checked_against_the_policy() {
     let fx = Fixture::new();
     let p = Policy::strict();
     let e = refused(&fx, spec(&["sh", "-c", "true"]), &p);
-    assert_eq!(e.to_string(), r#"program "sh" is not allowed by the strict policy"#);
+    assert_eq!(
+        e.to_string(),
+        r#"program "sh" is not allowed by the strict policy"#
+    );
     assert_eq!(e.exit_code(), 126);
-    let e = refused(&fx, spec(&["/bin/bash"]), &Policy { allow: vec!["bash".into()], ..p.clone() });
+    let e = refused(
+        &fx,
+        spec(&["/bin/bash"]),
+        &Policy {
+            allow: vec!["bash".into()],
+            ..p.clone()
+        },
+    );
     assert!(matches!(e, Error::ShellRefused { .. }));
     let e = refused(&fx, spec(&["python3", "-c", "1"]), &p);
-    assert_eq!(e.to_string(), r#"program "python3" is not on the allowlist of the strict policy"#);
+    assert_eq!(
+        e.to_string(),
+        r#"program "python3" is not on the allowlist of the strict policy"#
+    );
     assert_eq!(e.exit_code(), 126);
 
     // Allowlisted but absent: 127.
-    let p2 = Policy { allow: vec!["no-such-program-xyz".into()], ..p.clone() };
+    let p2 = Policy {
+        allow: vec!["no-such-program-xyz".into()],
+        ..p.clone()
+    };
     let e = refused(&fx, spec(&["no-such-program-xyz"]), &p2);
     assert_eq!(e.to_string(), r#"program "no-such-program-xyz" not found"#);
     assert_eq!(e.exit_code(), 127);
@@ -104,7 +129,10 @@ async fn cwd_cannot_escape_the_workspace() {
     let mut s = spec(&["pwd"]);
     s.cwd = Some(RelPath::parse("alias").unwrap());
     let run = fx.run(s, &p).await;
-    assert_eq!(run.stdout().trim(), fx.path("ws/sub").canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        run.stdout().trim(),
+        fx.path("ws/sub").canonicalize().unwrap().to_str().unwrap()
+    );
     let mut s = spec(&["pwd"]);
     s.cwd = Some(RelPath::parse("missing").unwrap());
     assert!(matches!(refused(&fx, s, &p), Error::CwdUnusable { .. }));
@@ -117,15 +145,29 @@ async fn writes_outside_the_workspace_fail() {
     }
     let fx = Fixture::new();
     let outside = PathBuf::from(format!("/tmp/ganglion-outside-{}", std::process::id()));
-    let run = fx.run(spec(&["touch", outside.to_str().unwrap()]), &Policy::strict()).await;
+    let run = fx
+        .run(
+            spec(&["touch", outside.to_str().unwrap()]),
+            &Policy::strict(),
+        )
+        .await;
     assert_ne!(run.outcome.status, Status::Exited(0));
-    assert!(run.stderr().contains("Permission denied"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("Permission denied"),
+        "{}",
+        run.stderr()
+    );
     assert!(!exists(&outside));
     // Inside the workspace it works, and so does the same command when permissive.
     let run = fx.run(spec(&["mkdir", "made"]), &Policy::strict()).await;
     assert_eq!(run.outcome.status, Status::Exited(0), "{}", run.stderr());
     assert!(fx.path("ws/made").is_dir());
-    let run = fx.run(spec(&["touch", outside.to_str().unwrap()]), &Policy::permissive()).await;
+    let run = fx
+        .run(
+            spec(&["touch", outside.to_str().unwrap()]),
+            &Policy::permissive(),
+        )
+        .await;
     assert_eq!(run.outcome.status, Status::Exited(0));
     std::fs::remove_file(&outside).unwrap();
 }
@@ -136,53 +178,111 @@ async fn the_state_dir_is_unreadable_even_under_a_readable_root() {
         return;
     }
     // The base dir (parent of the state dir) is granted as a system root.
-    let fx = Fixture::with(|o| o.system_roots.push(o.state_dir.parent().unwrap().to_path_buf()));
+    let fx = Fixture::with(|o| {
+        o.system_roots
+            .push(o.state_dir.parent().unwrap().to_path_buf())
+    });
     std::fs::write(fx.path("public"), "public").unwrap();
     let secret = fx.path("state/secret");
     let p = Policy::strict();
     let run = fx.run(spec(&["cat", secret.to_str().unwrap()]), &p).await;
     assert_ne!(run.outcome.status, Status::Exited(0));
     assert!(!run.stdout().contains("credential"));
-    let run = fx.run(spec(&["ls", fx.path("state").to_str().unwrap()]), &p).await;
-    assert_ne!(run.outcome.status, Status::Exited(0), "listed: {}", run.stdout());
+    let run = fx
+        .run(spec(&["ls", fx.path("state").to_str().unwrap()]), &p)
+        .await;
+    assert_ne!(
+        run.outcome.status,
+        Status::Exited(0),
+        "listed: {}",
+        run.stdout()
+    );
     // Its siblings are readable; a symlink into the state dir is not a way in.
-    let run = fx.run(spec(&["cat", fx.path("public").to_str().unwrap()]), &p).await;
+    let run = fx
+        .run(spec(&["cat", fx.path("public").to_str().unwrap()]), &p)
+        .await;
     assert_eq!(run.stdout(), "public");
     std::os::unix::fs::symlink(fx.path("state"), fx.path("ws/peek")).unwrap();
     let run = fx.run(spec(&["cat", "peek/secret"]), &p).await;
     assert_ne!(run.outcome.status, Status::Exited(0));
     // Control: permissive reads it.
-    let run = fx.run(spec(&["cat", secret.to_str().unwrap()]), &Policy::permissive()).await;
+    let run = fx
+        .run(
+            spec(&["cat", secret.to_str().unwrap()]),
+            &Policy::permissive(),
+        )
+        .await;
     assert_eq!(run.stdout(), "node credential");
 }
 
 #[tokio::test]
 async fn tcp_needs_the_network_permission() {
     if !probe().landlock_net {
-        eprintln!("skipped: the kernel has no landlock network rules (abi {:?})", probe().landlock_abi);
+        eprintln!(
+            "skipped: the kernel has no landlock network rules (abi {:?})",
+            probe().landlock_abi
+        );
         return;
     }
     let fx = Fixture::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let denied = fx.run(spec(&[HELPER, "connect", &addr]), &strict_with_helper()).await;
-    assert_eq!(denied.outcome.status, Status::Exited(3), "{}", denied.stderr());
-    let p = Policy { network: true, ..strict_with_helper() };
+    let denied = fx
+        .run(spec(&[HELPER, "connect", &addr]), &strict_with_helper())
+        .await;
+    assert_eq!(
+        denied.outcome.status,
+        Status::Exited(3),
+        "{}",
+        denied.stderr()
+    );
+    let p = Policy {
+        network: true,
+        ..strict_with_helper()
+    };
     let allowed = fx.run(spec(&[HELPER, "connect", &addr]), &p).await;
-    assert_eq!(allowed.outcome.status, Status::Exited(0), "{}", allowed.stderr());
+    assert_eq!(
+        allowed.outcome.status,
+        Status::Exited(0),
+        "{}",
+        allowed.stderr()
+    );
 }
 
 #[tokio::test]
 async fn strict_tasks_get_limits_and_no_capabilities() {
     let fx = Fixture::new();
-    let run = fx.run(spec(&["cat", "/proc/self/limits", "/proc/self/status"]), &Policy::strict()).await;
+    let run = fx
+        .run(
+            spec(&["cat", "/proc/self/limits", "/proc/self/status"]),
+            &Policy::strict(),
+        )
+        .await;
     let out = run.stdout();
-    let line = |prefix: &str| out.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned();
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert!(line("Max open files").contains("1024"), "{out}");
-    assert!(line("Max core file size").split_whitespace().any(|w| w == "0"), "{out}");
+    assert!(
+        line("Max core file size")
+            .split_whitespace()
+            .any(|w| w == "0"),
+        "{out}"
+    );
     if probe().root {
-        assert!(line("CapEff:").ends_with("0000000000000000"), "{}", line("CapEff:"));
-        assert!(line("CapBnd:").ends_with("0000000000000000"), "{}", line("CapBnd:"));
+        assert!(
+            line("CapEff:").ends_with("0000000000000000"),
+            "{}",
+            line("CapEff:")
+        );
+        assert!(
+            line("CapBnd:").ends_with("0000000000000000"),
+            "{}",
+            line("CapBnd:")
+        );
     }
     assert!(line("NoNewPrivs:").ends_with('1') || !probe().landlock_fs);
 }
@@ -191,7 +291,12 @@ fn count_processes() -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .count()
 }
 
@@ -200,8 +305,9 @@ fn helper_processes() -> usize {
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.starts_with(HELPER.as_bytes()) && c.windows(8).any(|w| w == b"forkbomb"))
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                c.starts_with(HELPER.as_bytes()) && c.windows(8).any(|w| w == b"forkbomb")
+            })
         })
         .filter(|e| !common::is_dead(e.file_name().to_string_lossy().parse().unwrap_or(0)))
         .count()
@@ -243,20 +349,38 @@ async fn fork_bomb_under_strict_the_limit_holds_the_node_stays_healthy() {
         peak <= baseline + LIMIT as usize + 16,
         "process count peaked at {peak} (baseline {baseline}, limit {LIMIT})"
     );
-    assert!(peak > baseline + LIMIT as usize / 2, "the bomb never got going: peak {peak}");
-    assert!(!matches!(run.outcome.status, Status::TimedOut), "{:?}", run.outcome);
+    assert!(
+        peak > baseline + LIMIT as usize / 2,
+        "the bomb never got going: peak {peak}"
+    );
+    assert!(
+        !matches!(run.outcome.status, Status::TimedOut),
+        "{:?}",
+        run.outcome
+    );
     // Nothing of the bomb is left, and the node still starts tasks at once.
     assert_eq!(helper_processes(), 0);
     let started = Instant::now();
     let ok = fx.run(spec(&["echo", "alive"]), &Policy::strict()).await;
     assert_eq!(ok.stdout(), "alive\n");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let leftovers: Vec<_> = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flatten()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("ganglion-task-{}-", std::process::id())))
-        .collect();
-    assert!(leftovers.is_empty(), "task cgroups left behind: {leftovers:?}");
+    let leftovers: Vec<_> = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+    ]
+    .iter()
+    .filter_map(|d| std::fs::read_dir(d).ok())
+    .flatten()
+    .filter_map(Result::ok)
+    .filter(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("ganglion-task-{}-", std::process::id()))
+    })
+    .collect();
+    assert!(
+        leftovers.is_empty(),
+        "task cgroups left behind: {leftovers:?}"
+    );
 }

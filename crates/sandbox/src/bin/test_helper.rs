@@ -28,7 +28,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         "child-sleep" => {
-            let mut child = Command::new("sleep").arg("1000").spawn().expect("spawn sleep");
+            let mut child = Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .expect("spawn sleep");
             let _ = writeln!(std::io::stdout(), "{}", child.id());
             let _ = std::io::stdout().flush();
             let _ = child.wait();

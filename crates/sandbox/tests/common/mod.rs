@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ganglion_core::policy::Policy;
-use ganglion_sandbox::{Outcome, OutputChunk, RunningTask, Sandbox, SandboxOptions, Stream, TaskSpec};
+use ganglion_sandbox::{
+    Outcome, OutputChunk, RunningTask, Sandbox, SandboxOptions, Stream, TaskSpec,
+};
 use tempfile::TempDir;
 
 /// Test-only helper binary (see `src/bin/test_helper.rs`).
@@ -65,7 +67,10 @@ pub fn spec(argv: &[&str]) -> TaskSpec {
 
 /// STRICT, with the helper allowed by absolute path.
 pub fn strict_with_helper() -> Policy {
-    Policy { allow: vec![HELPER.to_owned()], ..Policy::strict() }
+    Policy {
+        allow: vec![HELPER.to_owned()],
+        ..Policy::strict()
+    }
 }
 
 pub struct Run {
@@ -75,8 +80,12 @@ pub struct Run {
 
 impl Run {
     pub fn stream(&self, s: Stream) -> String {
-        let bytes: Vec<u8> =
-            self.chunks.iter().filter(|c| c.stream == s).flat_map(|c| c.data.clone()).collect();
+        let bytes: Vec<u8> = self
+            .chunks
+            .iter()
+            .filter(|c| c.stream == s)
+            .flat_map(|c| c.data.clone())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
     pub fn stdout(&self) -> String {
@@ -97,7 +106,10 @@ pub async fn collect(mut task: RunningTask) -> Run {
         chunks
     });
     let outcome = task.wait().await;
-    Run { chunks: reader.await.unwrap(), outcome }
+    Run {
+        chunks: reader.await.unwrap(),
+        outcome,
+    }
 }
 
 /// Whether `pid` is gone or a zombie (dead, waiting for a reaper that may not
@@ -105,7 +117,9 @@ pub async fn collect(mut task: RunningTask) -> Run {
 pub fn is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
     }
 }
 
