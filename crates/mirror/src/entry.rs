@@ -99,12 +99,16 @@ impl FromStr for ContentHash {
     fn from_str(s: &str) -> Result<Self, HashParseError> {
         let (algo, hex) = s.split_once(':').ok_or(HashParseError::MissingTag)?;
         if algo != Self::ALGORITHM {
-            return Err(HashParseError::UnknownAlgorithm { algorithm: algo.to_owned() });
+            return Err(HashParseError::UnknownAlgorithm {
+                algorithm: algo.to_owned(),
+            });
         }
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(HashParseError::BadDigest);
         }
-        blake3::Hash::from_hex(hex).map(Self::from).map_err(|_| HashParseError::BadDigest)
+        blake3::Hash::from_hex(hex)
+            .map(Self::from)
+            .map_err(|_| HashParseError::BadDigest)
     }
 }
 
@@ -206,13 +210,22 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        assert_eq!("abc".parse::<ContentHash>(), Err(HashParseError::MissingTag));
+        assert_eq!(
+            "abc".parse::<ContentHash>(),
+            Err(HashParseError::MissingTag)
+        );
         assert!(matches!(
             "sha256:00".parse::<ContentHash>(),
             Err(HashParseError::UnknownAlgorithm { .. })
         ));
-        assert_eq!("blake3:zz".parse::<ContentHash>(), Err(HashParseError::BadDigest));
-        assert_eq!(format!("blake3:{}", "g".repeat(64)).parse::<ContentHash>(), Err(HashParseError::BadDigest));
+        assert_eq!(
+            "blake3:zz".parse::<ContentHash>(),
+            Err(HashParseError::BadDigest)
+        );
+        assert_eq!(
+            format!("blake3:{}", "g".repeat(64)).parse::<ContentHash>(),
+            Err(HashParseError::BadDigest)
+        );
     }
 
     proptest! {

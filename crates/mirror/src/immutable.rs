@@ -9,7 +9,10 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid immutable-path pattern")]
-    Pattern { pattern: String, source: ignore::Error },
+    Pattern {
+        pattern: String,
+        source: ignore::Error,
+    },
 }
 
 /// A versioned set of gitignore-style patterns. A path matches if it or any of
@@ -23,13 +26,20 @@ pub struct ImmutablePaths {
 
 impl Default for ImmutablePaths {
     fn default() -> Self {
-        Self { version: 0, patterns: Vec::new(), matcher: Gitignore::empty() }
+        Self {
+            version: 0,
+            patterns: Vec::new(),
+            matcher: Gitignore::empty(),
+        }
     }
 }
 
 impl fmt::Debug for ImmutablePaths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImmutablePaths").field("version", &self.version).field("patterns", &self.patterns).finish()
+        f.debug_struct("ImmutablePaths")
+            .field("version", &self.version)
+            .field("patterns", &self.patterns)
+            .finish()
     }
 }
 
@@ -38,10 +48,20 @@ impl ImmutablePaths {
         // Root "." makes the matcher take our relative paths as they are.
         let mut b = GitignoreBuilder::new(".");
         for p in &patterns {
-            b.add_line(None, p).map_err(|source| Error::Pattern { pattern: p.clone(), source })?;
+            b.add_line(None, p).map_err(|source| Error::Pattern {
+                pattern: p.clone(),
+                source,
+            })?;
         }
-        let matcher = b.build().map_err(|source| Error::Pattern { pattern: patterns.join("\n"), source })?;
-        Ok(Self { version, patterns, matcher })
+        let matcher = b.build().map_err(|source| Error::Pattern {
+            pattern: patterns.join("\n"),
+            source,
+        })?;
+        Ok(Self {
+            version,
+            patterns,
+            matcher,
+        })
     }
 
     pub fn version(&self) -> u64 {
@@ -63,12 +83,21 @@ impl ImmutablePaths {
 
     /// A new version with `pattern` removed.
     pub fn with_removed(&self, pattern: &str) -> Result<Self, Error> {
-        let p = self.patterns.iter().filter(|x| *x != pattern).cloned().collect();
+        let p = self
+            .patterns
+            .iter()
+            .filter(|x| *x != pattern)
+            .cloned()
+            .collect();
         Self::new(self.version + 1, p)
     }
 
     pub fn matches(&self, path: &RelPath, is_dir: bool) -> bool {
-        !self.patterns.is_empty() && self.matcher.matched_path_or_any_parents(path.as_str(), is_dir).is_ignore()
+        !self.patterns.is_empty()
+            && self
+                .matcher
+                .matched_path_or_any_parents(path.as_str(), is_dir)
+                .is_ignore()
     }
 }
 
@@ -82,8 +111,16 @@ mod tests {
 
     #[test]
     fn gitignore_semantics() {
-        let set = ImmutablePaths::new(1, vec!["secrets/".into(), "*.lock".into(), "!keep.lock".into(), "/top.txt".into()])
-            .unwrap();
+        let set = ImmutablePaths::new(
+            1,
+            vec![
+                "secrets/".into(),
+                "*.lock".into(),
+                "!keep.lock".into(),
+                "/top.txt".into(),
+            ],
+        )
+        .unwrap();
         assert!(set.matches(&p("secrets/a/b"), false));
         assert!(set.matches(&p("secrets"), true));
         assert!(set.matches(&p("x/Cargo.lock"), false));
@@ -95,7 +132,11 @@ mod tests {
 
     #[test]
     fn versions_move_forward() {
-        let s = ImmutablePaths::default().with_added("a/").unwrap().with_added("b").unwrap();
+        let s = ImmutablePaths::default()
+            .with_added("a/")
+            .unwrap()
+            .with_added("b")
+            .unwrap();
         assert_eq!(s.version(), 2);
         let s = s.with_removed("a/").unwrap();
         assert_eq!(s.version(), 3);

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ganglion_core::RelPath;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::engine::Tombstone;
@@ -23,7 +25,11 @@ pub enum Error {
     #[error("index migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("index row is corrupt")]
-    Corrupt { mirror: String, path: String, field: &'static str },
+    Corrupt {
+        mirror: String,
+        path: String,
+        field: &'static str,
+    },
 }
 
 /// One transaction's worth of changes to one mirror's index.
@@ -71,14 +77,20 @@ impl Index {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         Self::from_pool(pool).await
     }
 
     /// A private in-memory index (tests, simulations).
     pub async fn open_in_memory() -> Result<Self, Error> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
         Self::from_pool(pool).await
     }
 
@@ -97,7 +109,10 @@ impl Index {
             out.seq = row.get::<i64, _>(0) as u64;
             out.peer_seq = row.get::<i64, _>(1) as u64;
         }
-        let rows = sqlx::query(SELECT_ENTRY).bind(mirror).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(SELECT_ENTRY)
+            .bind(mirror)
+            .fetch_all(&self.pool)
+            .await?;
         for row in rows {
             if row.get::<i64, _>("deleted") != 0 {
                 out.tombstones.push(Tombstone {
@@ -114,7 +129,10 @@ impl Index {
 
     /// Live entries, optionally only those at or below `prefix`, in path order.
     pub async fn list(&self, mirror: &str, prefix: Option<&RelPath>) -> Result<Vec<Entry>, Error> {
-        let rows = sqlx::query(SELECT_ENTRY).bind(mirror).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(SELECT_ENTRY)
+            .bind(mirror)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::new();
         for row in rows.iter().filter(|r| r.get::<i64, _>("deleted") == 0) {
             let e = row_to_entry(mirror, row)?;
@@ -138,7 +156,9 @@ impl Index {
 
     /// Every mirror id the index knows.
     pub async fn mirrors(&self) -> Result<Vec<String>, Error> {
-        let rows = sqlx::query("SELECT mirror_id FROM mirror_meta ORDER BY mirror_id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT mirror_id FROM mirror_meta ORDER BY mirror_id")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -194,8 +214,14 @@ impl Index {
     /// Deletes a mirror's whole index.
     pub async fn drop_mirror(&self, mirror: &str) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ?").bind(mirror).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM mirror_meta WHERE mirror_id = ?").bind(mirror).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ?")
+            .bind(mirror)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM mirror_meta WHERE mirror_id = ?")
+            .bind(mirror)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -203,7 +229,11 @@ impl Index {
 
 const SELECT_ENTRY: &str = "SELECT * FROM mirror_entries WHERE mirror_id = ? ORDER BY path";
 
-async fn set_peer_seq_tx(tx: &mut Transaction<'_, Sqlite>, mirror: &str, seq: u64) -> Result<(), Error> {
+async fn set_peer_seq_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    mirror: &str,
+    seq: u64,
+) -> Result<(), Error> {
     sqlx::query("UPDATE mirror_meta SET peer_seq = ? WHERE mirror_id = ?")
         .bind(seq as i64)
         .bind(mirror)
@@ -229,11 +259,19 @@ fn tombstone_entry(t: &Tombstone) -> Entry {
         symlink_target: None,
         hash: t.hash,
         seq: t.seq,
-        version: Version { origin: Replica::Node, seq: t.seq },
+        version: Version {
+            origin: Replica::Node,
+            seq: t.seq,
+        },
     }
 }
 
-async fn upsert_row(tx: &mut Transaction<'_, Sqlite>, mirror: &str, e: &Entry, deleted: bool) -> Result<(), Error> {
+async fn upsert_row(
+    tx: &mut Transaction<'_, Sqlite>,
+    mirror: &str,
+    e: &Entry,
+    deleted: bool,
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO mirror_entries (mirror_id, path, kind, size, mtime_ns, mode, inode, dev, symlink_target, \
          hash, seq, origin, origin_seq, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -263,7 +301,11 @@ async fn upsert_row(tx: &mut Transaction<'_, Sqlite>, mirror: &str, e: &Entry, d
 }
 
 fn corrupt(mirror: &str, row: &sqlx::sqlite::SqliteRow, field: &'static str) -> Error {
-    Error::Corrupt { mirror: mirror.to_owned(), path: row.get("path"), field }
+    Error::Corrupt {
+        mirror: mirror.to_owned(),
+        path: row.get("path"),
+        field,
+    }
 }
 
 fn parse_path(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RelPath, Error> {
@@ -272,7 +314,10 @@ fn parse_path(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<RelPath, Er
 
 fn parse_hash(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Option<ContentHash>, Error> {
     row.get::<Option<&str>, _>("hash")
-        .map(|h| h.parse::<ContentHash>().map_err(|_| corrupt(mirror, row, "hash")))
+        .map(|h| {
+            h.parse::<ContentHash>()
+                .map_err(|_| corrupt(mirror, row, "hash"))
+        })
         .transpose()
 }
 
@@ -289,7 +334,8 @@ fn row_to_entry(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Entry, Er
         hash: parse_hash(mirror, row)?,
         seq: row.get::<i64, _>("seq") as u64,
         version: Version {
-            origin: Replica::parse(row.get("origin")).ok_or_else(|| corrupt(mirror, row, "origin"))?,
+            origin: Replica::parse(row.get("origin"))
+                .ok_or_else(|| corrupt(mirror, row, "origin"))?,
             seq: row.get::<i64, _>("origin_seq") as u64,
         },
     })
@@ -311,7 +357,10 @@ mod tests {
             symlink_target: None,
             hash: Some(ContentHash::of(data)),
             seq,
-            version: Version { origin: Replica::Node, seq },
+            version: Version {
+                origin: Replica::Node,
+                seq,
+            },
         }
     }
 
@@ -319,9 +368,21 @@ mod tests {
     async fn round_trips_and_keys_by_mirror() {
         let idx = Index::open_in_memory().await.unwrap();
         let a = file("a/b.txt", b"hello", 1);
-        let batch = Batch { upserts: vec![a.clone()], seq: Some(1), ..Batch::default() };
+        let batch = Batch {
+            upserts: vec![a.clone()],
+            seq: Some(1),
+            ..Batch::default()
+        };
         idx.apply("n1", &batch).await.unwrap();
-        idx.apply("n2", &Batch { upserts: vec![file("z", b"", 7)], ..Batch::default() }).await.unwrap();
+        idx.apply(
+            "n2",
+            &Batch {
+                upserts: vec![file("z", b"", 7)],
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
         let l = idx.load("n1").await.unwrap();
         assert_eq!(l.entries, vec![a]);
         assert_eq!(l.seq, 1);
@@ -332,9 +393,31 @@ mod tests {
     #[tokio::test]
     async fn tombstones_live_until_acknowledged() {
         let idx = Index::open_in_memory().await.unwrap();
-        idx.apply("n", &Batch { upserts: vec![file("a", b"x", 1)], seq: Some(1), ..Batch::default() }).await.unwrap();
-        let t = Tombstone { path: RelPath::parse("a").unwrap(), seq: 2, hash: Some(ContentHash::of(b"x")) };
-        idx.apply("n", &Batch { tombstones: vec![t.clone()], seq: Some(2), ..Batch::default() }).await.unwrap();
+        idx.apply(
+            "n",
+            &Batch {
+                upserts: vec![file("a", b"x", 1)],
+                seq: Some(1),
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
+        let t = Tombstone {
+            path: RelPath::parse("a").unwrap(),
+            seq: 2,
+            hash: Some(ContentHash::of(b"x")),
+        };
+        idx.apply(
+            "n",
+            &Batch {
+                tombstones: vec![t.clone()],
+                seq: Some(2),
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
         let l = idx.load("n").await.unwrap();
         assert!(l.entries.is_empty());
         assert_eq!(l.tombstones, vec![t]);
@@ -350,7 +433,10 @@ mod tests {
         let path = dir.path().join("index.db");
         {
             let idx = Index::open(&path).await.unwrap();
-            let batch = Batch { upserts: (0..500).map(|i| file(&format!("f{i}"), b"x", i)).collect(), ..Batch::default() };
+            let batch = Batch {
+                upserts: (0..500).map(|i| file(&format!("f{i}"), b"x", i)).collect(),
+                ..Batch::default()
+            };
             idx.apply("n", &batch).await.unwrap();
         }
         let idx = Index::open(&path).await.unwrap();

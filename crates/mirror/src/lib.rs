@@ -19,6 +19,8 @@ pub mod engine;
 pub mod entry;
 pub mod immutable;
 pub mod index;
+pub mod locks;
+pub mod receive;
 pub mod scan;
 
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};

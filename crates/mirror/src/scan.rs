@@ -61,7 +61,10 @@ pub struct ScanReport {
 
 /// Scans `root` entirely. `prior` is the index's view (by path).
 pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, Error> {
-    fs::symlink_metadata(root).map_err(|source| Error::Root { path: root.to_owned(), source })?;
+    fs::symlink_metadata(root).map_err(|source| Error::Root {
+        path: root.to_owned(),
+        source,
+    })?;
     let mut report = ScanReport::default();
     let walker = ignore::WalkBuilder::new(root)
         .follow_links(false)
@@ -79,29 +82,44 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "scan error");
-                report.skipped.push(Skipped { path: String::new(), reason: SkipReason::Unreadable(e.to_string()) });
+                report.skipped.push(Skipped {
+                    path: String::new(),
+                    reason: SkipReason::Unreadable(e.to_string()),
+                });
                 continue;
             }
         };
         if dent.depth() == 0 {
             continue;
         }
-        let Ok(rel) = dent.path().strip_prefix(root) else { continue };
+        let Ok(rel) = dent.path().strip_prefix(root) else {
+            continue;
+        };
         let rel = match rel_path(rel) {
             Ok(r) => r,
             Err(reason) => {
                 warn!(path = %rel.display(), ?reason, "skipping a name that cannot be mirrored");
-                report.skipped.push(Skipped { path: rel.display().to_string(), reason });
+                report.skipped.push(Skipped {
+                    path: rel.display().to_string(),
+                    reason,
+                });
                 continue;
             }
         };
         match stat_path(root, &rel, prior.get(&rel), &mut report) {
             Ok(Some(e)) => report.entries.push(e),
             Ok(None) => {}
-            Err(reason) => report.skipped.push(Skipped { path: rel.to_string(), reason }),
+            Err(reason) => report.skipped.push(Skipped {
+                path: rel.to_string(),
+                reason,
+            }),
         }
     }
-    debug!(entries = report.entries.len(), hashed = report.files_hashed, "scan done");
+    debug!(
+        entries = report.entries.len(),
+        hashed = report.files_hashed,
+        "scan done"
+    );
     Ok(report)
 }
 
@@ -129,7 +147,10 @@ pub fn stat_path(
         EntryKind::Dir => {}
         EntryKind::Symlink => {
             let target = fs::read_link(&full).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
-            let target = target.into_os_string().into_string().map_err(|_| SkipReason::SymlinkTargetNotUtf8)?;
+            let target = target
+                .into_os_string()
+                .into_string()
+                .map_err(|_| SkipReason::SymlinkTargetNotUtf8)?;
             entry.symlink_target = Some(target);
         }
         EntryKind::File => {
@@ -169,26 +190,46 @@ pub fn entry_from_meta(path: RelPath, meta: &Metadata) -> Entry {
     Entry {
         path,
         kind,
-        size: if kind == EntryKind::Dir { 0 } else { meta.size() },
-        mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+        size: if kind == EntryKind::Dir {
+            0
+        } else {
+            meta.size()
+        },
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
         mode: meta.mode() & 0o7777,
         inode: meta.ino(),
         dev: meta.dev(),
         symlink_target: None,
         hash: None,
         seq: 0,
-        version: Version { origin: Replica::Node, seq: 0 },
+        version: Version {
+            origin: Replica::Node,
+            seq: 0,
+        },
     }
 }
 
 fn stat_key(m: &Metadata) -> (u64, i64, i64, u64, u64, u32) {
-    (m.size(), m.mtime(), m.mtime_nsec(), m.ino(), m.dev(), m.mode())
+    (
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino(),
+        m.dev(),
+        m.mode(),
+    )
 }
 
 /// Hashes a regular file without following a symlink swapped in, then checks
 /// that neither the open file nor the path changed meanwhile.
 fn hash_stable(full: &Path, before: &Metadata) -> io::Result<Option<(ContentHash, u64)>> {
-    let file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(full)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(full)?;
     let opened = file.metadata()?;
     if !opened.is_file() || stat_key(&opened) != stat_key(before) {
         return Ok(None);
@@ -197,7 +238,10 @@ fn hash_stable(full: &Path, before: &Metadata) -> io::Result<Option<(ContentHash
     let n = hasher.update_reader(&file)?.count();
     let after_fd = file.metadata()?;
     let after_path = fs::symlink_metadata(full)?;
-    if stat_key(&after_fd) != stat_key(before) || stat_key(&after_path) != stat_key(before) || n != before.size() {
+    if stat_key(&after_fd) != stat_key(before)
+        || stat_key(&after_path) != stat_key(before)
+        || n != before.size()
+    {
         return Ok(None);
     }
     Ok(Some((hasher.finalize().into(), n)))
@@ -212,7 +256,10 @@ mod tests {
     use super::*;
 
     fn by_path(r: &ScanReport) -> HashMap<RelPath, Entry> {
-        r.entries.iter().map(|e| (e.path.clone(), e.clone())).collect()
+        r.entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect()
     }
 
     #[test]
@@ -248,10 +295,24 @@ mod tests {
         fs::write(root.join("back\\slash"), b"b").unwrap();
         let r = scan(root, &HashMap::new()).unwrap();
         let names: Vec<&str> = r.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(names.iter().filter(|n| **n == "keep.rs" || **n == ".ganglionignore").count(), 2);
-        assert!(!names.iter().any(|n| n.starts_with(".ganglion/") || n.starts_with("build") || n.ends_with(".log")));
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == "keep.rs" || **n == ".ganglionignore")
+                .count(),
+            2
+        );
+        assert!(
+            !names.iter().any(|n| n.starts_with(".ganglion/")
+                || n.starts_with("build")
+                || n.ends_with(".log"))
+        );
         assert!(r.skipped.iter().any(|s| s.reason == SkipReason::NotUtf8));
-        assert!(r.skipped.iter().any(|s| matches!(s.reason, SkipReason::InvalidPath(_))));
+        assert!(
+            r.skipped
+                .iter()
+                .any(|s| matches!(s.reason, SkipReason::InvalidPath(_)))
+        );
     }
 
     #[test]
@@ -305,10 +366,19 @@ mod tests {
         let second = scan(root, &prior).unwrap();
         let took = t.elapsed();
         assert_eq!(second.files_hashed, 0);
-        tracing::info!(?took, entries = second.entries.len(), "rescan of 10k unchanged files");
+        tracing::info!(
+            ?took,
+            entries = second.entries.len(),
+            "rescan of 10k unchanged files"
+        );
         #[allow(clippy::print_stderr)]
         {
-            eprintln!("rescan of {} entries, nothing changed: files hashed = {}, took {:?}", second.entries.len(), second.files_hashed, took);
+            eprintln!(
+                "rescan of {} entries, nothing changed: files hashed = {}, took {:?}",
+                second.entries.len(),
+                second.files_hashed,
+                took
+            );
         }
     }
 }

@@ -25,30 +25,45 @@ pub enum Content {
 /// One filesystem change for the receiver's next group commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Write { entry: Entry, content: Content },
+    Write {
+        entry: Entry,
+        content: Content,
+    },
     /// Rename `from` to `entry.path` inside the mirror.
-    Move { from: RelPath, entry: Entry },
-    Mkdir { entry: Entry },
-    Symlink { entry: Entry },
-    Delete { path: RelPath, seq: u64 },
+    Move {
+        from: RelPath,
+        entry: Entry,
+    },
+    Mkdir {
+        entry: Entry,
+    },
+    Symlink {
+        entry: Entry,
+    },
+    Delete {
+        path: RelPath,
+        seq: u64,
+    },
 }
 
 impl Op {
     /// The path whose state this op establishes.
     pub fn path(&self) -> &RelPath {
         match self {
-            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
-                &entry.path
-            }
+            Self::Write { entry, .. }
+            | Self::Move { entry, .. }
+            | Self::Mkdir { entry }
+            | Self::Symlink { entry } => &entry.path,
             Self::Delete { path, .. } => path,
         }
     }
 
     pub fn seq(&self) -> u64 {
         match self {
-            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
-                entry.seq
-            }
+            Self::Write { entry, .. }
+            | Self::Move { entry, .. }
+            | Self::Mkdir { entry }
+            | Self::Symlink { entry } => entry.seq,
             Self::Delete { seq, .. } => *seq,
         }
     }
@@ -56,9 +71,10 @@ impl Op {
     /// The entry the index holds after the op, `None` for a delete.
     pub fn entry(&self) -> Option<&Entry> {
         match self {
-            Self::Write { entry, .. } | Self::Move { entry, .. } | Self::Mkdir { entry } | Self::Symlink { entry } => {
-                Some(entry)
-            }
+            Self::Write { entry, .. }
+            | Self::Move { entry, .. }
+            | Self::Mkdir { entry }
+            | Self::Symlink { entry } => Some(entry),
             Self::Delete { .. } => None,
         }
     }
@@ -70,19 +86,35 @@ pub enum SinkEvent {
     Disconnected,
     Notice(Notice),
     /// A fetch finished streaming and its hash matched; the content waits in staging.
-    Staged { path: RelPath, hash: ContentHash },
-    FetchFailed { path: RelPath, hash: ContentHash, failure: TransferFailure },
+    Staged {
+        path: RelPath,
+        hash: ContentHash,
+    },
+    FetchFailed {
+        path: RelPath,
+        hash: ContentHash,
+        failure: TransferFailure,
+    },
     /// The retry timer of a failed fetch fired.
-    RetryDue { path: RelPath },
+    RetryDue {
+        path: RelPath,
+    },
     /// A group commit finished: these ops are durable, these failed.
-    Committed { done: Vec<Op>, failed: Vec<(Op, TransferFailure)> },
+    Committed {
+        done: Vec<Op>,
+        failed: Vec<(Op, TransferFailure)>,
+    },
     SetImmutable(ImmutablePaths),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkAction {
     /// Ask the node to upload this content (it opens an upload stream).
-    Fetch { path: RelPath, hash: ContentHash, size: u64 },
+    Fetch {
+        path: RelPath,
+        hash: ContentHash,
+        size: u64,
+    },
     /// Drop a staged transfer and release its lock; it will not be committed.
     Discard { path: RelPath, hash: ContentHash },
     /// Queue for the next group commit.
@@ -95,10 +127,16 @@ pub enum SinkAction {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stage {
-    Fetching { hash: ContentHash, attempt: u32 },
+    Fetching {
+        hash: ContentHash,
+        attempt: u32,
+    },
     Committing,
     /// A failed op waiting for its retry timer.
-    Retry { op: Box<Op>, attempt: u32 },
+    Retry {
+        op: Box<Op>,
+        attempt: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -137,7 +175,12 @@ pub struct SinkEngine {
 impl SinkEngine {
     /// Starts from the mirror index: its entries and the node's applied sequence.
     pub fn new(entries: Vec<Entry>, applied: u64, immutable: ImmutablePaths) -> Self {
-        let mut s = Self { applied, seen: applied, immutable, ..Self::default() };
+        let mut s = Self {
+            applied,
+            seen: applied,
+            immutable,
+            ..Self::default()
+        };
         for e in entries {
             s.insert(e);
         }
@@ -172,7 +215,11 @@ impl SinkEngine {
             files: files.clone().count() as u64,
             bytes: files.map(|e| e.size).sum(),
             pending: self.slots.len() as u64,
-            fetching: self.slots.values().filter(|s| matches!(s.stage, Stage::Fetching { .. })).count() as u64,
+            fetching: self
+                .slots
+                .values()
+                .filter(|s| matches!(s.stage, Stage::Fetching { .. }))
+                .count() as u64,
             refused: self.refused,
         }
     }
@@ -198,21 +245,32 @@ impl SinkEngine {
                 self.notice(n, &mut out);
             }
             SinkEvent::Staged { path, hash } => self.staged(path, hash, &mut out),
-            SinkEvent::FetchFailed { path, hash, failure } => {
+            SinkEvent::FetchFailed {
+                path,
+                hash,
+                failure,
+            } => {
                 if let Some(slot) = self.slots.get_mut(&path)
                     && let Stage::Fetching { hash: h, attempt } = &mut slot.stage
                     && *h == hash
                 {
                     *attempt += 1;
                     warn!(%path, %hash, ?failure, attempt = *attempt, "fetch failed, will retry");
-                    out.push(SinkAction::RetryLater { path, after: backoff(*attempt) });
+                    out.push(SinkAction::RetryLater {
+                        path,
+                        after: backoff(*attempt),
+                    });
                 }
             }
             SinkEvent::RetryDue { path } => {
                 if let Some(slot) = self.slots.get_mut(&path) {
                     match (&slot.stage, &slot.entry) {
                         (Stage::Fetching { hash, .. }, Some(e)) => {
-                            out.push(SinkAction::Fetch { path, hash: *hash, size: e.size });
+                            out.push(SinkAction::Fetch {
+                                path,
+                                hash: *hash,
+                                size: e.size,
+                            });
                         }
                         (Stage::Retry { op, .. }, _) => {
                             let op = (**op).clone();
@@ -240,7 +298,8 @@ impl SinkEngine {
         let mut ok = Vec::with_capacity(ops.len());
         for op in ops {
             let is_dir = matches!(op, Op::Mkdir { .. });
-            let from_refused = matches!(&op, Op::Move { from, .. } if self.immutable.matches(from, false));
+            let from_refused =
+                matches!(&op, Op::Move { from, .. } if self.immutable.matches(from, false));
             if self.immutable.matches(op.path(), is_dir) || from_refused {
                 self.refuse(op.path(), "at commit");
                 self.slots.remove(op.path());
@@ -260,9 +319,19 @@ impl SinkEngine {
         // A rename whose source is not settled here degrades to delete + upsert.
         if let Notice::Rename { from, entry } = &n {
             let movable = !self.slots.contains_key(from)
-                && self.entries.get(from).and_then(file_hash).is_some_and(|h| Some(h) == file_hash(entry));
+                && self
+                    .entries
+                    .get(from)
+                    .and_then(file_hash)
+                    .is_some_and(|h| Some(h) == file_hash(entry));
             if !movable || self.immutable.matches(from, false) {
-                self.notice(Notice::Delete { path: from.clone(), seq: entry.seq }, out);
+                self.notice(
+                    Notice::Delete {
+                        path: from.clone(),
+                        seq: entry.seq,
+                    },
+                    out,
+                );
                 self.notice(Notice::Upsert(entry.clone()), out);
                 return;
             }
@@ -273,7 +342,11 @@ impl SinkEngine {
             self.refuse(&path, "at notice");
             return;
         }
-        if self.entries.get(&path).is_some_and(|e| e.version.seq >= n.seq()) {
+        if self
+            .entries
+            .get(&path)
+            .is_some_and(|e| e.version.seq >= n.seq())
+        {
             debug!(%path, seq = n.seq(), "stale notice ignored");
             return;
         }
@@ -288,7 +361,10 @@ impl SinkEngine {
                 }
                 Stage::Fetching { hash, .. } => {
                     // Superseded: the newer notice decides.
-                    out.push(SinkAction::Discard { path: path.clone(), hash });
+                    out.push(SinkAction::Discard {
+                        path: path.clone(),
+                        hash,
+                    });
                     self.slots.remove(&path);
                 }
                 Stage::Retry { .. } => {
@@ -305,35 +381,90 @@ impl SinkEngine {
         let (op, entry) = match n {
             Notice::Delete { path, seq } => (Some(Op::Delete { path, seq }), None),
             Notice::Rename { from, entry } => {
-                self.slots.insert(from.clone(), Slot { seq, entry: None, stage: Stage::Committing, next: None });
-                (Some(Op::Move { from, entry: entry.clone() }), Some(entry))
+                self.slots.insert(
+                    from.clone(),
+                    Slot {
+                        seq,
+                        entry: None,
+                        stage: Stage::Committing,
+                        next: None,
+                    },
+                );
+                (
+                    Some(Op::Move {
+                        from,
+                        entry: entry.clone(),
+                    }),
+                    Some(entry),
+                )
             }
             Notice::Upsert(entry) => match entry.kind {
-                EntryKind::Dir => (Some(Op::Mkdir { entry: entry.clone() }), Some(entry)),
-                EntryKind::Symlink => (Some(Op::Symlink { entry: entry.clone() }), Some(entry)),
+                EntryKind::Dir => (
+                    Some(Op::Mkdir {
+                        entry: entry.clone(),
+                    }),
+                    Some(entry),
+                ),
+                EntryKind::Symlink => (
+                    Some(Op::Symlink {
+                        entry: entry.clone(),
+                    }),
+                    Some(entry),
+                ),
                 EntryKind::File => match entry.hash {
                     None => {
                         warn!(%path, "file notice without a hash ignored");
                         return;
                     }
-                    Some(h) if entry.size == 0 && h == ContentHash::empty() => {
-                        (Some(Op::Write { entry: entry.clone(), content: Content::Empty }), Some(entry))
-                    }
+                    Some(h) if entry.size == 0 && h == ContentHash::empty() => (
+                        Some(Op::Write {
+                            entry: entry.clone(),
+                            content: Content::Empty,
+                        }),
+                        Some(entry),
+                    ),
                     Some(h) => match self.local_copy_of(h, &path) {
-                        Some(from) => {
-                            (Some(Op::Write { entry: entry.clone(), content: Content::Copy(from) }), Some(entry))
-                        }
+                        Some(from) => (
+                            Some(Op::Write {
+                                entry: entry.clone(),
+                                content: Content::Copy(from),
+                            }),
+                            Some(entry),
+                        ),
                         None => {
-                            out.push(SinkAction::Fetch { path: path.clone(), hash: h, size: entry.size });
-                            let stage = Stage::Fetching { hash: h, attempt: 0 };
-                            self.slots.insert(path, Slot { seq, entry: Some(entry), stage, next: None });
+                            out.push(SinkAction::Fetch {
+                                path: path.clone(),
+                                hash: h,
+                                size: entry.size,
+                            });
+                            let stage = Stage::Fetching {
+                                hash: h,
+                                attempt: 0,
+                            };
+                            self.slots.insert(
+                                path,
+                                Slot {
+                                    seq,
+                                    entry: Some(entry),
+                                    stage,
+                                    next: None,
+                                },
+                            );
                             return;
                         }
                     },
                 },
             },
         };
-        self.slots.insert(path, Slot { seq, entry, stage: Stage::Committing, next: None });
+        self.slots.insert(
+            path,
+            Slot {
+                seq,
+                entry,
+                stage: Stage::Committing,
+                next: None,
+            },
+        );
         out.extend(op.map(SinkAction::Apply));
     }
 
@@ -355,7 +486,9 @@ impl SinkEngine {
             out.push(SinkAction::Discard { path, hash });
             return;
         }
-        let Some(entry) = slot.entry.clone() else { return };
+        let Some(entry) = slot.entry.clone() else {
+            return;
+        };
         if self.immutable.matches(&path, false) {
             self.refuse(&path, "at commit");
             self.slots.remove(&path);
@@ -363,10 +496,18 @@ impl SinkEngine {
             return;
         }
         slot.stage = Stage::Committing;
-        out.push(SinkAction::Apply(Op::Write { entry, content: Content::Staged }));
+        out.push(SinkAction::Apply(Op::Write {
+            entry,
+            content: Content::Staged,
+        }));
     }
 
-    fn committed(&mut self, done: Vec<Op>, failed: Vec<(Op, TransferFailure)>, out: &mut Vec<SinkAction>) {
+    fn committed(
+        &mut self,
+        done: Vec<Op>,
+        failed: Vec<(Op, TransferFailure)>,
+        out: &mut Vec<SinkAction>,
+    ) {
         let mut settled = Vec::new();
         for op in done {
             if let Op::Move { from, .. } = &op {
@@ -394,10 +535,27 @@ impl SinkEngine {
                 Op::Move { from, entry } => {
                     // The source stays here; delete it and fetch the target instead.
                     let from_next = self.slots.remove(&from).and_then(|s| s.next);
-                    let del = Op::Delete { path: from.clone(), seq };
-                    let stage = Stage::Retry { op: Box::new(del), attempt: 1 };
-                    self.slots.insert(from.clone(), Slot { seq, entry: None, stage, next: None });
-                    out.push(SinkAction::RetryLater { path: from, after: backoff(1) });
+                    let del = Op::Delete {
+                        path: from.clone(),
+                        seq,
+                    };
+                    let stage = Stage::Retry {
+                        op: Box::new(del),
+                        attempt: 1,
+                    };
+                    self.slots.insert(
+                        from.clone(),
+                        Slot {
+                            seq,
+                            entry: None,
+                            stage,
+                            next: None,
+                        },
+                    );
+                    out.push(SinkAction::RetryLater {
+                        path: from,
+                        after: backoff(1),
+                    });
                     if let Some(n) = from_next {
                         self.notice(n, out);
                     }
@@ -405,16 +563,47 @@ impl SinkEngine {
                     (Stage::Fetching { hash, attempt: 1 }, entry)
                 }
                 Op::Write { entry, .. } => match entry.hash {
-                    Some(hash) if hash != ContentHash::empty() => (Stage::Fetching { hash, attempt: 1 }, entry),
-                    _ => (Stage::Retry { op: Box::new(Op::Write { entry: entry.clone(), content: Content::Empty }), attempt: 1 }, entry),
+                    Some(hash) if hash != ContentHash::empty() => {
+                        (Stage::Fetching { hash, attempt: 1 }, entry)
+                    }
+                    _ => (
+                        Stage::Retry {
+                            op: Box::new(Op::Write {
+                                entry: entry.clone(),
+                                content: Content::Empty,
+                            }),
+                            attempt: 1,
+                        },
+                        entry,
+                    ),
                 },
                 op @ (Op::Mkdir { .. } | Op::Symlink { .. }) => {
-                    let entry = op.entry().cloned().expect("mkdir and symlink carry an entry");
-                    (Stage::Retry { op: Box::new(op), attempt: 1 }, entry)
+                    let entry = op
+                        .entry()
+                        .cloned()
+                        .expect("mkdir and symlink carry an entry");
+                    (
+                        Stage::Retry {
+                            op: Box::new(op),
+                            attempt: 1,
+                        },
+                        entry,
+                    )
                 }
             };
-            self.slots.insert(path.clone(), Slot { seq, entry: Some(entry), stage, next: None });
-            out.push(SinkAction::RetryLater { path, after: backoff(1) });
+            self.slots.insert(
+                path.clone(),
+                Slot {
+                    seq,
+                    entry: Some(entry),
+                    stage,
+                    next: None,
+                },
+            );
+            out.push(SinkAction::RetryLater {
+                path,
+                after: backoff(1),
+            });
             if let Some(n) = next {
                 self.notice(n, out);
             }
@@ -430,7 +619,12 @@ impl SinkEngine {
 
     /// Acknowledges the longest settled prefix of sequence numbers.
     fn advance(&mut self, out: &mut Vec<SinkAction>) {
-        let floor = self.slots.values().map(|s| s.seq).min().map(|m| m.saturating_sub(1));
+        let floor = self
+            .slots
+            .values()
+            .map(|s| s.seq)
+            .min()
+            .map(|m| m.saturating_sub(1));
         let target = floor.map_or(self.seen, |f| f.min(self.seen));
         if target > self.applied {
             self.applied = target;

@@ -36,21 +36,38 @@ pub enum Observation {
     /// A complete scan: any known path not listed is gone.
     Full(Vec<Entry>),
     /// Watcher events: these paths changed, these (and everything below) are gone.
-    Partial { upserts: Vec<Entry>, removed: Vec<RelPath> },
+    Partial {
+        upserts: Vec<Entry>,
+        removed: Vec<RelPath>,
+    },
 }
 
 #[derive(Clone, Debug)]
 pub enum SourceEvent {
     Observed(Observation),
     /// The control stream is up; the hub durably applied everything up to `hub_applied`.
-    Connected { hub_applied: u64 },
+    Connected {
+        hub_applied: u64,
+    },
     Disconnected,
     /// The hub durably applied everything up to `seq`.
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     /// The hub asks for this content.
-    Need { path: RelPath, hash: ContentHash },
-    UploadDone { path: RelPath, hash: ContentHash },
-    UploadFailed { path: RelPath, hash: ContentHash, failure: TransferFailure },
+    Need {
+        path: RelPath,
+        hash: ContentHash,
+    },
+    UploadDone {
+        path: RelPath,
+        hash: ContentHash,
+    },
+    UploadFailed {
+        path: RelPath,
+        hash: ContentHash,
+        failure: TransferFailure,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,11 +75,19 @@ pub enum SourceAction {
     /// Write to the node index in one transaction, BEFORE performing the
     /// actions that follow: entries (new stat and/or new seq), tombstones, and
     /// the sequence counter.
-    Record { entries: Vec<Entry>, tombstones: Vec<Tombstone>, seq: u64 },
+    Record {
+        entries: Vec<Entry>,
+        tombstones: Vec<Tombstone>,
+        seq: u64,
+    },
     /// Send on the control stream.
     Send(Notice),
     /// Open an upload stream with this file's content.
-    Upload { path: RelPath, hash: ContentHash, size: u64 },
+    Upload {
+        path: RelPath,
+        hash: ContentHash,
+        size: u64,
+    },
     /// Persist the hub's acknowledgement: set the peer sequence to `seq` and
     /// forget tombstones with `seq` at or below it.
     PersistAck { seq: u64 },
@@ -84,8 +109,16 @@ pub struct SourceEngine {
 impl SourceEngine {
     pub fn new(state: SourceState) -> Self {
         Self {
-            entries: state.entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
-            tombstones: state.tombstones.into_iter().map(|t| (t.path.clone(), t)).collect(),
+            entries: state
+                .entries
+                .into_iter()
+                .map(|e| (e.path.clone(), e))
+                .collect(),
+            tombstones: state
+                .tombstones
+                .into_iter()
+                .map(|t| (t.path.clone(), t))
+                .collect(),
             seq: state.seq,
             acked: state.acked,
             connected: false,
@@ -131,7 +164,11 @@ impl SourceEngine {
                 self.uploading.remove(&path);
                 Vec::new()
             }
-            SourceEvent::UploadFailed { path, hash, failure } => {
+            SourceEvent::UploadFailed {
+                path,
+                hash,
+                failure,
+            } => {
                 self.uploading.remove(&path);
                 debug!(%path, %hash, ?failure, "upload failed");
                 match failure {
@@ -150,7 +187,12 @@ impl SourceEngine {
         let (upserts, mut removed): (Vec<Entry>, Vec<RelPath>) = match obs {
             Observation::Full(all) => {
                 let seen: HashSet<&RelPath> = all.iter().map(|e| &e.path).collect();
-                let gone = self.entries.keys().filter(|p| !seen.contains(p)).cloned().collect();
+                let gone = self
+                    .entries
+                    .keys()
+                    .filter(|p| !seen.contains(p))
+                    .cloned()
+                    .collect();
                 (all, gone)
             }
             Observation::Partial { upserts, removed } => {
@@ -170,7 +212,10 @@ impl SourceEngine {
                 (upserts, gone)
             }
         };
-        let upserts: Vec<Entry> = upserts.into_iter().filter(|e| !removed.contains(&e.path)).collect();
+        let upserts: Vec<Entry> = upserts
+            .into_iter()
+            .filter(|e| !removed.contains(&e.path))
+            .collect();
         removed.sort();
         removed.dedup();
 
@@ -205,7 +250,10 @@ impl SourceEngine {
             if self.entries.contains_key(&e.path) {
                 continue;
             }
-            if let Some(from) = file_hash(e).and_then(|h| by_hash.get_mut(&h)).and_then(Vec::pop) {
+            if let Some(from) = file_hash(e)
+                .and_then(|h| by_hash.get_mut(&h))
+                .and_then(Vec::pop)
+            {
                 rename_from.insert(e.path.clone(), from);
             }
         }
@@ -215,23 +263,41 @@ impl SourceEngine {
         let mut tombs = Vec::new();
         // Deletes first, deepest first, so a dir is emptied before it goes and a
         // file replaced by a dir (or back) never collides.
-        let mut plain_deletes: Vec<&RelPath> = removed.iter().filter(|p| !renamed.contains(p)).collect();
+        let mut plain_deletes: Vec<&RelPath> =
+            removed.iter().filter(|p| !renamed.contains(p)).collect();
         plain_deletes.sort_by(|a, b| b.cmp(a));
         for p in plain_deletes {
             self.seq += 1;
             let hash = self.entries.get(p).and_then(file_hash);
-            tombs.push(Tombstone { path: p.clone(), seq: self.seq, hash });
-            notices.push(Notice::Delete { path: p.clone(), seq: self.seq });
+            tombs.push(Tombstone {
+                path: p.clone(),
+                seq: self.seq,
+                hash,
+            });
+            notices.push(Notice::Delete {
+                path: p.clone(),
+                seq: self.seq,
+            });
         }
         changed.sort_by(|a, b| a.path.cmp(&b.path));
         for e in &mut changed {
             self.seq += 1;
             e.seq = self.seq;
-            e.version = Version { origin: Replica::Node, seq: self.seq };
+            e.version = Version {
+                origin: Replica::Node,
+                seq: self.seq,
+            };
             match rename_from.get(&e.path) {
                 Some(from) => {
-                    tombs.push(Tombstone { path: from.clone(), seq: self.seq, hash: file_hash(e) });
-                    notices.push(Notice::Rename { from: from.clone(), entry: e.clone() });
+                    tombs.push(Tombstone {
+                        path: from.clone(),
+                        seq: self.seq,
+                        hash: file_hash(e),
+                    });
+                    notices.push(Notice::Rename {
+                        from: from.clone(),
+                        entry: e.clone(),
+                    });
                 }
                 None => notices.push(Notice::Upsert(e.clone())),
             }
@@ -247,7 +313,11 @@ impl SourceEngine {
             self.tombstones.remove(&e.path);
             self.entries.insert(e.path.clone(), e.clone());
         }
-        let mut actions = vec![SourceAction::Record { entries: record, tombstones: tombs, seq: self.seq }];
+        let mut actions = vec![SourceAction::Record {
+            entries: record,
+            tombstones: tombs,
+            seq: self.seq,
+        }];
         if self.connected {
             actions.extend(notices.into_iter().map(SourceAction::Send));
         }
@@ -275,7 +345,11 @@ impl SourceEngine {
         self.uploading.clear();
         let mut actions = Vec::new();
         if hub_applied != self.acked {
-            debug!(hub_applied, acked = self.acked, "hub reports a different applied sequence, resending from it");
+            debug!(
+                hub_applied,
+                acked = self.acked,
+                "hub reports a different applied sequence, resending from it"
+            );
             self.acked = hub_applied;
             actions.push(SourceAction::PersistAck { seq: hub_applied });
         }
@@ -288,12 +362,23 @@ impl SourceEngine {
             for e in self.entries.values_mut() {
                 self.seq += 1;
                 e.seq = self.seq;
-                e.version = Version { origin: Replica::Node, seq: self.seq };
+                e.version = Version {
+                    origin: Replica::Node,
+                    seq: self.seq,
+                };
                 restamped.push(e.clone());
             }
-            actions.push(SourceAction::Record { entries: restamped, tombstones: Vec::new(), seq: self.seq });
+            actions.push(SourceAction::Record {
+                entries: restamped,
+                tombstones: Vec::new(),
+                seq: self.seq,
+            });
         }
-        actions.extend(self.changes_since(hub_applied).into_iter().map(SourceAction::Send));
+        actions.extend(
+            self.changes_since(hub_applied)
+                .into_iter()
+                .map(SourceAction::Send),
+        );
         actions
     }
 
@@ -316,11 +401,17 @@ impl SourceEngine {
                     .position(|t| t.hash.is_some() && t.hash == file_hash(e))
                     .map(|i| tombs.remove(i));
                 match paired {
-                    Some(t) => out.push(Notice::Rename { from: t.path.clone(), entry: e.clone() }),
+                    Some(t) => out.push(Notice::Rename {
+                        from: t.path.clone(),
+                        entry: e.clone(),
+                    }),
                     None => out.push(Notice::Upsert(e.clone())),
                 }
             }
-            out.extend(tombs.into_iter().map(|t| Notice::Delete { path: t.path.clone(), seq: s }));
+            out.extend(tombs.into_iter().map(|t| Notice::Delete {
+                path: t.path.clone(),
+                seq: s,
+            }));
         }
         out
     }
@@ -346,6 +437,10 @@ impl SourceEngine {
         if !self.connected || !self.uploading.insert(path.clone()) {
             return Vec::new();
         }
-        vec![SourceAction::Upload { path, hash, size: e.size }]
+        vec![SourceAction::Upload {
+            path,
+            hash,
+            size: e.size,
+        }]
     }
 }
