@@ -1,0 +1,282 @@
+//! Group commit: stage, retract, place, fsync directories, publish.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+
+use cap_std::fs::Permissions;
+use ganglion_core::RelPath;
+use tracing::{debug, instrument, warn};
+
+use super::{BatchOutcome, Error, Receiver, file_mode, io_err, lock};
+use crate::engine::{Content, Op, TransferFailure};
+use crate::entry::ContentHash;
+use crate::index::Batch;
+
+impl Receiver {
+    /// Applies a batch with the durability order of the module docs.
+    #[instrument(skip_all, fields(node = %self.inner.node, ops = ops.len()))]
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<BatchOutcome, Error> {
+        let me = self.clone();
+        let (prepared, mut failed) = tokio::task::spawn_blocking(move || me.stage(ops))
+            .await
+            .map_err(|e| Error::Io {
+                op: "join",
+                path: String::new(),
+                source: io::Error::other(e),
+            })?;
+        let mut retract = Batch::default();
+        for (op, _) in &prepared {
+            retract.removes.push(op.path().clone());
+            if let Op::Move { from, .. } = op {
+                retract.removes.push(from.clone());
+            }
+        }
+        if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
+            for (_, s) in &prepared {
+                if let Some(name) = s {
+                    self.remove_staged(name);
+                }
+            }
+            return Err(e.into());
+        }
+        let me = self.clone();
+        let (done, place_failed) = tokio::task::spawn_blocking(move || me.place(prepared))
+            .await
+            .map_err(|e| Error::Io {
+                op: "join",
+                path: String::new(),
+                source: io::Error::other(e),
+            })?;
+        failed.extend(place_failed);
+        let publish = Batch {
+            upserts: done.iter().filter_map(|o| o.entry().cloned()).collect(),
+            ..Batch::default()
+        };
+        self.inner.index.apply(&self.inner.node, &publish).await?;
+        debug!(done = done.len(), failed = failed.len(), "batch committed");
+        Ok(BatchOutcome { done, failed })
+    }
+
+    /// Phase 1: fsync staged files, stage copies, empties and symlinks.
+    fn stage(&self, ops: Vec<Op>) -> (Vec<(Op, Option<String>)>, Vec<(Op, TransferFailure)>) {
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for op in ops {
+            match self.stage_one(&op) {
+                Ok(name) => ok.push((op, name)),
+                Err(e) => {
+                    warn!(path = %op.path(), error = %e, "op failed while staging");
+                    failed.push((op, e.failure()));
+                }
+            }
+        }
+        (ok, failed)
+    }
+
+    fn stage_one(&self, op: &Op) -> Result<Option<String>, Error> {
+        match op {
+            Op::Write { entry, content } => {
+                let hash = entry.hash.ok_or_else(|| Error::NotAFile {
+                    path: entry.path.to_string(),
+                })?;
+                match content {
+                    Content::Staged => {
+                        let s = lock(&self.inner.staged)
+                            .remove(&entry.path)
+                            .filter(|s| s.hash == hash)
+                            .ok_or(Error::UnknownTransfer { id: 0 })?;
+                        s.file.sync_all().map_err(io_err("fsync", &entry.path))?;
+                        Ok(Some(s.staged_name))
+                    }
+                    Content::Empty | Content::Copy(_) => {
+                        let (mut file, name) =
+                            self.create_staged(rand::random(), file_mode(entry))?;
+                        let res = (|| {
+                            if let Content::Copy(from) = content {
+                                let mut src = self.open_no_follow(from)?;
+                                let mut hasher = blake3::Hasher::new();
+                                let mut buf = vec![0u8; 256 * 1024];
+                                loop {
+                                    let n = src.read(&mut buf).map_err(io_err("read", from))?;
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    hasher.update(&buf[..n]);
+                                    file.write_all(&buf[..n])
+                                        .map_err(io_err("write", &entry.path))?;
+                                }
+                                let actual: ContentHash = hasher.finalize().into();
+                                if actual != hash {
+                                    return Err(Error::HashMismatch {
+                                        path: from.to_string(),
+                                        declared: hash,
+                                        actual,
+                                    });
+                                }
+                            }
+                            file.sync_all().map_err(io_err("fsync", &entry.path))
+                        })();
+                        if let Err(e) = res {
+                            self.remove_staged(&name);
+                            return Err(e);
+                        }
+                        Ok(Some(name))
+                    }
+                }
+            }
+            Op::Symlink { entry } => {
+                let target = entry.symlink_target.as_deref().unwrap_or_default();
+                let name = format!("{:016x}.link", rand::random::<u64>());
+                // Created as a link, never followed; the target is just text.
+                self.inner
+                    .staging
+                    .symlink_contents(target, &name)
+                    .map_err(io_err("symlink", &entry.path))?;
+                Ok(Some(name))
+            }
+            Op::Delete { path, .. } => {
+                if let Ok(m) = self.inner.mirror.symlink_metadata(path.as_str())
+                    && m.is_dir()
+                {
+                    let mut it = self
+                        .inner
+                        .mirror
+                        .read_dir(path.as_str())
+                        .map_err(io_err("read_dir", path))?;
+                    if it.next().is_some() {
+                        return Err(Error::Io {
+                            op: "remove_dir",
+                            path: path.to_string(),
+                            source: io::Error::from_raw_os_error(libc::ENOTEMPTY),
+                        });
+                    }
+                }
+                Ok(None)
+            }
+            Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
+        }
+    }
+
+    /// Phases 3 and 4: place everything, then fsync each touched directory once.
+    fn place(&self, prepared: Vec<(Op, Option<String>)>) -> (Vec<Op>, Vec<(Op, TransferFailure)>) {
+        let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for (op, staged) in prepared {
+            dirs.insert(op.path().parent());
+            if let Op::Move { from, .. } = &op {
+                dirs.insert(from.parent());
+            }
+            match self.place_one(&op, staged.as_deref()) {
+                Ok(()) => done.push(op),
+                Err(e) => {
+                    warn!(path = %op.path(), error = %e, "op failed while placing");
+                    if let Some(name) = staged {
+                        self.remove_staged(&name);
+                    }
+                    failed.push((op, e.failure()));
+                }
+            }
+        }
+        for d in dirs {
+            let name = d.as_ref().map_or(".", |p| p.as_str());
+            let r = self
+                .inner
+                .mirror
+                .open_dir(name)
+                .and_then(|d| d.into_std_file().sync_all());
+            if let Err(e) = r
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!(dir = name, error = %e, "directory fsync failed");
+            }
+        }
+        (done, failed)
+    }
+
+    fn place_one(&self, op: &Op, staged: Option<&str>) -> Result<(), Error> {
+        let m = &self.inner.mirror;
+        match op {
+            Op::Write { entry, .. } | Op::Symlink { entry } => {
+                self.ensure_parent(&entry.path)?;
+                self.clear_dir_at(&entry.path)?;
+                let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
+                self.inner
+                    .staging
+                    .rename(name, m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))
+            }
+            Op::Move { from, entry } => {
+                self.ensure_parent(&entry.path)?;
+                self.clear_dir_at(&entry.path)?;
+                m.rename(from.as_str(), m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))?;
+                let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
+                let f = self.open_no_follow(&entry.path)?;
+                f.set_permissions(perm)
+                    .map_err(io_err("fchmod", &entry.path))
+            }
+            Op::Mkdir { entry } => {
+                self.ensure_parent(&entry.path)?;
+                match m.symlink_metadata(entry.path.as_str()) {
+                    Ok(md) if md.is_dir() => return Ok(()),
+                    Ok(_) => m
+                        .remove_file(entry.path.as_str())
+                        .map_err(io_err("unlink", &entry.path))?,
+                    Err(_) => {}
+                }
+                m.create_dir(entry.path.as_str())
+                    .map_err(io_err("mkdir", &entry.path))
+            }
+            Op::Delete { path, .. } => match m.symlink_metadata(path.as_str()) {
+                Ok(md) if md.is_dir() => m
+                    .remove_dir(path.as_str())
+                    .map_err(io_err("remove_dir", path)),
+                Ok(_) => m.remove_file(path.as_str()).map_err(io_err("unlink", path)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("stat", path)(e)),
+            },
+        }
+    }
+
+    fn ensure_parent(&self, path: &RelPath) -> Result<(), Error> {
+        if let Some(p) = path.parent() {
+            match self.inner.mirror.symlink_metadata(p.as_str()) {
+                Ok(md) if md.is_dir() => {}
+                // A symlink or file where a directory must be: replace it (the
+                // node's tree says this is a directory now).
+                Ok(_) => {
+                    self.inner
+                        .mirror
+                        .remove_file(p.as_str())
+                        .map_err(io_err("unlink", &p))?;
+                    self.inner
+                        .mirror
+                        .create_dir_all(p.as_str())
+                        .map_err(io_err("mkdir", &p))?;
+                }
+                Err(_) => {
+                    self.ensure_parent(&p)?;
+                    self.inner
+                        .mirror
+                        .create_dir_all(p.as_str())
+                        .map_err(io_err("mkdir", &p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an empty directory where a file or link is about to go.
+    fn clear_dir_at(&self, path: &RelPath) -> Result<(), Error> {
+        match self.inner.mirror.symlink_metadata(path.as_str()) {
+            Ok(md) if md.is_dir() => self
+                .inner
+                .mirror
+                .remove_dir(path.as_str())
+                .map_err(io_err("remove_dir", path)),
+            _ => Ok(()),
+        }
+    }
+}

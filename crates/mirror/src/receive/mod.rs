@@ -1,0 +1,440 @@
+//! The hub's confined writer for one node's mirror.
+//!
+//! Layout: `DATA_DIR/mirrors/<node>/` (the mirror) and `DATA_DIR/staging/<node>/`
+//! (transfers in progress, outside the mirror tree, same filesystem). Every
+//! access goes through `cap-std` directory handles: no path and no symlink can
+//! reach outside the mirror root, on write or on read.
+//!
+//! A transfer: [`Receiver::open`] creates the staged file exclusively, sets its
+//! final mode on the open fd before any byte, and takes the transfer lock;
+//! [`Receiver::chunk`] appends in order (offset checked), hashing each byte
+//! once as it streams; [`Receiver::finish`] compares the hash once. The staged
+//! file then waits for [`Receiver::commit`], which applies a batch of
+//! [`Op`]s with this durability order (group commit):
+//!
+//! 1. stage: fsync staged files; copies and symlinks are staged too;
+//! 2. retract: ONE index transaction removes the rows of every path the batch
+//!    replaces, moves or deletes (the index stops naming content about to go);
+//! 3. place: rename staged files into place, move, mkdir, unlink;
+//! 4. fsync each touched directory once;
+//! 5. publish: ONE index transaction inserts the new rows.
+//!
+//! A crash at any point leaves the index naming only durable content; the
+//! node's applied sequence is not advanced, so the node resends what was lost.
+//!
+//! The filesystem work is blocking: call the sync methods from a blocking
+//! thread; [`Receiver::commit`] and [`Receiver::verify`] move their IO there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod commit;
+mod read;
+
+use cap_std::ambient_authority;
+use std::os::unix::fs::PermissionsExt;
+
+use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt, Permissions};
+use ganglion_core::RelPath;
+use tracing::{info, instrument, warn};
+
+use crate::engine::{Op, TransferFailure};
+use crate::entry::{ContentHash, Entry};
+use crate::immutable::ImmutablePaths;
+use crate::index::{self, Index};
+use crate::locks::{self, LockRegistry, TransferGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("filesystem error")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: io::Error,
+    },
+    #[error("disk full")]
+    DiskFull { path: String },
+    #[error("chunk for an unknown transfer")]
+    UnknownTransfer { id: u64 },
+    #[error("chunk out of order")]
+    OutOfOrder { id: u64, expected: u64, got: u64 },
+    #[error("transfer longer than declared")]
+    TooLong { id: u64, declared: u64 },
+    #[error("transfer shorter than declared")]
+    TooShort {
+        id: u64,
+        declared: u64,
+        received: u64,
+    },
+    #[error("content does not match the declared hash")]
+    HashMismatch {
+        path: String,
+        declared: ContentHash,
+        actual: ContentHash,
+    },
+    #[error("path is immutable at the hub")]
+    Refused { path: String },
+    #[error("refusing to follow a symlink")]
+    Symlink { path: String },
+    #[error("not a regular file")]
+    NotAFile { path: String },
+    #[error(transparent)]
+    Busy(#[from] locks::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+impl Error {
+    /// What the engines need to know of this error.
+    pub fn failure(&self) -> TransferFailure {
+        match self {
+            Self::DiskFull { .. } => TransferFailure::DiskFull,
+            Self::HashMismatch { .. } => TransferFailure::HashMismatch,
+            Self::Refused { .. } => TransferFailure::Refused,
+            Self::Busy(_) | Self::UnknownTransfer { .. } => TransferFailure::Cancelled,
+            _ => TransferFailure::Io,
+        }
+    }
+}
+
+fn io_err(op: &'static str, path: impl ToString) -> impl FnOnce(io::Error) -> Error {
+    move |source| {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
+        {
+            Error::DiskFull {
+                path: path.to_string(),
+            }
+        } else {
+            Error::Io {
+                op,
+                path: path.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+/// The mode a mirrored file gets: the node's exec bit, nothing else.
+pub fn file_mode(entry: &Entry) -> u32 {
+    if entry.is_executable() { 0o755 } else { 0o644 }
+}
+
+struct Upload {
+    path: RelPath,
+    hash: ContentHash,
+    size: u64,
+    written: u64,
+    hasher: blake3::Hasher,
+    file: File,
+    staged_name: String,
+    guard: TransferGuard,
+}
+
+struct Staged {
+    hash: ContentHash,
+    file: File,
+    staged_name: String,
+    _guard: TransferGuard,
+}
+
+/// A verified staged transfer's identity.
+pub type TransferId = u64;
+
+/// One hash mismatch found by [`Receiver::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub path: RelPath,
+    pub expected: String,
+    pub found: String,
+}
+
+/// What a commit did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub done: Vec<Op>,
+    pub failed: Vec<(Op, TransferFailure)>,
+}
+
+struct Inner {
+    node: String,
+    mirror: Dir,
+    staging: Dir,
+    index: Index,
+    locks: LockRegistry,
+    uploads: Mutex<HashMap<TransferId, Upload>>,
+    staged: Mutex<HashMap<RelPath, Staged>>,
+}
+
+/// The receiver of one node's mirror. Cheap to clone.
+#[derive(Clone)]
+pub struct Receiver {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("node", &self.inner.node)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Receiver {
+    /// Opens (creating) `data_dir/mirrors/<node>` and `data_dir/staging/<node>`,
+    /// and sweeps stale staging files.
+    pub fn open(
+        data_dir: &Path,
+        node: &str,
+        index: Index,
+        locks: LockRegistry,
+    ) -> Result<Self, Error> {
+        let m = data_dir.join("mirrors").join(node);
+        let s = data_dir.join("staging").join(node);
+        for d in [&m, &s] {
+            std::fs::create_dir_all(d).map_err(io_err("create_dir", d.display()))?;
+        }
+        let open = |p: &PathBuf| {
+            Dir::open_ambient_dir(p, ambient_authority()).map_err(io_err("open_dir", p.display()))
+        };
+        let inner = Inner {
+            node: node.to_owned(),
+            mirror: open(&m)?,
+            staging: open(&s)?,
+            index,
+            locks,
+            uploads: Mutex::new(HashMap::new()),
+            staged: Mutex::new(HashMap::new()),
+        };
+        let r = Self {
+            inner: Arc::new(inner),
+        };
+        r.sweep_staging()?;
+        Ok(r)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    /// Starts a transfer: checks immutability (first check), takes the lock,
+    /// creates the staged file exclusively with its final mode.
+    #[instrument(skip(self, immutable), fields(node = %self.inner.node))]
+    pub fn open_transfer(
+        &self,
+        path: &RelPath,
+        hash: ContentHash,
+        size: u64,
+        mode: u32,
+        immutable: &ImmutablePaths,
+    ) -> Result<TransferId, Error> {
+        if immutable.matches(path, false) {
+            warn!(%path, "transfer refused: immutable path");
+            return Err(Error::Refused {
+                path: path.to_string(),
+            });
+        }
+        let guard = self.inner.locks.acquire(&self.inner.node, path)?;
+        let id: TransferId = rand::random();
+        let (file, staged_name) = self.create_staged(id, mode)?;
+        let up = Upload {
+            path: path.clone(),
+            hash,
+            size,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+            file,
+            staged_name,
+            guard,
+        };
+        lock(&self.inner.uploads).insert(id, up);
+        Ok(id)
+    }
+
+    fn create_staged(&self, id: u64, mode: u32) -> Result<(File, String), Error> {
+        let name = format!("{id:016x}-{:08x}.staged", rand::random::<u32>());
+        let mut o = OpenOptions::new();
+        o.write(true).read(true).create_new(true).mode(0o600);
+        let file = self
+            .inner
+            .staging
+            .open_with(&name, &o)
+            .map_err(io_err("create_staged", &name))?;
+        // Final mode on the fd before any byte is written.
+        file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
+            .map_err(io_err("fchmod", &name))?;
+        Ok((file, name))
+    }
+
+    /// Appends a chunk at `offset` (must equal the bytes received so far).
+    /// Any error aborts the transfer and removes its staged file.
+    pub fn chunk(&self, id: TransferId, offset: u64, data: &[u8]) -> Result<(), Error> {
+        let mut uploads = lock(&self.inner.uploads);
+        let up = uploads.get_mut(&id).ok_or(Error::UnknownTransfer { id })?;
+        let res = (|| {
+            if up.guard.is_cancelled() {
+                return Err(Error::UnknownTransfer { id });
+            }
+            if offset != up.written {
+                return Err(Error::OutOfOrder {
+                    id,
+                    expected: up.written,
+                    got: offset,
+                });
+            }
+            if up.written + data.len() as u64 > up.size {
+                return Err(Error::TooLong {
+                    id,
+                    declared: up.size,
+                });
+            }
+            up.file.write_all(data).map_err(io_err("write", &up.path))?;
+            up.hasher.update(data);
+            up.written += data.len() as u64;
+            up.guard.touch();
+            Ok(())
+        })();
+        if res.is_err() {
+            let up = uploads.remove(&id).expect("present");
+            drop(uploads);
+            self.remove_staged(&up.staged_name);
+        }
+        res
+    }
+
+    /// Ends a transfer: checks length and hash (once). On success the content
+    /// waits in staging for a commit naming `path`.
+    pub fn finish(&self, id: TransferId) -> Result<(RelPath, ContentHash), Error> {
+        let up = lock(&self.inner.uploads)
+            .remove(&id)
+            .ok_or(Error::UnknownTransfer { id })?;
+        let check = if up.written != up.size {
+            Err(Error::TooShort {
+                id,
+                declared: up.size,
+                received: up.written,
+            })
+        } else {
+            let actual: ContentHash = up.hasher.finalize().into();
+            if actual == up.hash {
+                Ok(())
+            } else {
+                Err(Error::HashMismatch {
+                    path: up.path.to_string(),
+                    declared: up.hash,
+                    actual,
+                })
+            }
+        };
+        if let Err(e) = check {
+            warn!(path = %up.path, error = %e, "transfer rejected");
+            self.remove_staged(&up.staged_name);
+            return Err(e);
+        }
+        let staged = Staged {
+            hash: up.hash,
+            file: up.file,
+            staged_name: up.staged_name,
+            _guard: up.guard,
+        };
+        if let Some(old) = lock(&self.inner.staged).insert(up.path.clone(), staged) {
+            self.remove_staged(&old.staged_name);
+        }
+        Ok((up.path, up.hash))
+    }
+
+    /// Abandons an open transfer (the stream ended).
+    pub fn abort(&self, id: TransferId) {
+        if let Some(up) = lock(&self.inner.uploads).remove(&id) {
+            self.remove_staged(&up.staged_name);
+        }
+    }
+
+    /// Drops a staged transfer that will not be committed.
+    pub fn discard(&self, path: &RelPath, hash: ContentHash) {
+        let mut staged = lock(&self.inner.staged);
+        if staged.get(path).is_some_and(|s| s.hash == hash) {
+            let s = staged.remove(path).expect("present");
+            drop(staged);
+            self.remove_staged(&s.staged_name);
+        }
+    }
+
+    /// Drops transfers whose lock was reaped for idleness.
+    pub fn reap_idle(&self) -> usize {
+        let dead: Vec<(TransferId, String)> = {
+            let mut uploads = lock(&self.inner.uploads);
+            let ids: Vec<TransferId> = uploads
+                .iter()
+                .filter(|(_, u)| u.guard.is_cancelled())
+                .map(|(i, _)| *i)
+                .collect();
+            ids.into_iter()
+                .filter_map(|i| uploads.remove(&i).map(|u| (i, u.staged_name)))
+                .collect()
+        };
+        for (_, name) in &dead {
+            self.remove_staged(name);
+        }
+        dead.len()
+    }
+
+    fn remove_staged(&self, name: &str) {
+        if let Err(e) = self.inner.staging.remove_file(name)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(name, error = %e, "cannot remove staged file");
+        }
+    }
+
+    /// Removes staging files no open or staged transfer owns. Run at start and
+    /// periodically. Returns how many were removed.
+    pub fn sweep_staging(&self) -> Result<usize, Error> {
+        let mut live: BTreeSet<String> = lock(&self.inner.uploads)
+            .values()
+            .map(|u| u.staged_name.clone())
+            .collect();
+        live.extend(
+            lock(&self.inner.staged)
+                .values()
+                .map(|s| s.staged_name.clone()),
+        );
+        let mut n = 0;
+        for ent in self
+            .inner
+            .staging
+            .entries()
+            .map_err(io_err("read_dir", "staging"))?
+        {
+            let ent = ent.map_err(io_err("read_dir", "staging"))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if live.contains(&name) {
+                continue;
+            }
+            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let r = if is_dir {
+                self.inner.staging.remove_dir_all(&name)
+            } else {
+                self.inner.staging.remove_file(&name)
+            };
+            match r {
+                Ok(()) => n += 1,
+                Err(e) => warn!(name, error = %e, "cannot sweep staging entry"),
+            }
+        }
+        if n > 0 {
+            info!(node = %self.inner.node, removed = n, "swept stale staging files");
+        }
+        Ok(n)
+    }
+}
