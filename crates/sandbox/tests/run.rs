@@ -153,6 +153,7 @@ async fn output_flood_is_capped_while_the_task_finishes() {
     let before = peak_rss_kib();
     let run = fx.run(s, &Policy::strict()).await;
     let grown_mib = (peak_rss_kib() - before) / 1024;
+    eprintln!("flood: peak RSS grew by {grown_mib} MiB for {FLOOD} bytes");
     assert_eq!(
         run.outcome.status,
         Status::Exited(0),

@@ -44,8 +44,10 @@ async fn malformed_tasks_are_refused_before_spawning() {
     assert!(matches!(refused(&fx, s, &p), Error::NulByte));
 
     let huge = "x".repeat(100 << 20);
+    let huge_spec = spec(&["echo", &huge]);
+    // Refused from its size alone: no scan of the 100 MB, no spawn.
     let started = Instant::now();
-    let e = refused(&fx, spec(&["echo", &huge]), &Policy::permissive());
+    let e = refused(&fx, huge_spec, &Policy::permissive());
     assert!(matches!(e, Error::ArgumentsTooLarge { .. }), "{e}");
     assert_eq!(
         e.to_string(),
@@ -54,7 +56,11 @@ async fn malformed_tasks_are_refused_before_spawning() {
             huge.len() + 6
         )
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -300,7 +306,8 @@ fn count_processes() -> usize {
         .count()
 }
 
-fn helper_processes() -> usize {
+/// Processes of the bomb, alive or not (`include_zombies`).
+fn helper_processes(include_zombies: bool) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
@@ -309,7 +316,10 @@ fn helper_processes() -> usize {
                 c.starts_with(HELPER.as_bytes()) && c.windows(8).any(|w| w == b"forkbomb")
             })
         })
-        .filter(|e| !common::is_dead(e.file_name().to_string_lossy().parse().unwrap_or(0)))
+        .filter(|e| {
+            include_zombies
+                || !common::is_dead(e.file_name().to_string_lossy().parse().unwrap_or(0))
+        })
         .count()
 }
 
@@ -338,19 +348,24 @@ async fn fork_bomb_under_strict_the_limit_holds_the_node_stays_healthy() {
         let mut peak = 0;
         let end = Instant::now() + Duration::from_millis(2500);
         while Instant::now() < end {
-            peak = peak.max(count_processes());
+            peak = peak.max(helper_processes(true));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         peak
     });
     let run = common::collect(task).await;
     let peak = watcher.await.unwrap();
+    eprintln!(
+        "fork bomb: baseline {baseline} processes, peak {peak}, limit {LIMIT}, {:?}",
+        run.outcome
+    );
+    // Exactly the bomb's processes, whatever else runs on the machine.
     assert!(
-        peak <= baseline + LIMIT as usize + 16,
-        "process count peaked at {peak} (baseline {baseline}, limit {LIMIT})"
+        peak <= LIMIT as usize,
+        "the bomb reached {peak} processes (limit {LIMIT})"
     );
     assert!(
-        peak > baseline + LIMIT as usize / 2,
+        peak > LIMIT as usize / 2,
         "the bomb never got going: peak {peak}"
     );
     assert!(
@@ -359,7 +374,7 @@ async fn fork_bomb_under_strict_the_limit_holds_the_node_stays_healthy() {
         run.outcome
     );
     // Nothing of the bomb is left, and the node still starts tasks at once.
-    assert_eq!(helper_processes(), 0);
+    assert_eq!(helper_processes(false), 0);
     let started = Instant::now();
     let ok = fx.run(spec(&["echo", "alive"]), &Policy::strict()).await;
     assert_eq!(ok.stdout(), "alive\n");
