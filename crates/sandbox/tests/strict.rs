@@ -344,6 +344,14 @@ async fn fork_bomb_under_strict_the_limit_holds_the_node_stays_healthy() {
     let mut s = spec(&[HELPER, "forkbomb", "3"]);
     s.timeout = Some(Duration::from_secs(20));
     let task = fx.sandbox.start(s, &p).unwrap();
+    // The bomb's own cgroup (other tests of this process run tasks concurrently).
+    let bomb_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", task.pid()))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .find(|n| n.starts_with("ganglion-task-"))
+        .unwrap_or_default()
+        .to_owned();
     let watcher = tokio::spawn(async move {
         let mut peak = 0;
         let end = Instant::now() + Duration::from_millis(2500);
@@ -385,14 +393,8 @@ async fn fork_bomb_under_strict_the_limit_holds_the_node_stays_healthy() {
         "/sys/fs/cgroup/unified",
     ]
     .iter()
-    .filter_map(|d| std::fs::read_dir(d).ok())
-    .flatten()
-    .filter_map(Result::ok)
-    .filter(|e| {
-        e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("ganglion-task-{}-", std::process::id()))
-    })
+    .map(|d| PathBuf::from(d).join(&bomb_cgroup))
+    .filter(|d| !bomb_cgroup.is_empty() && d.exists())
     .collect();
     assert!(
         leftovers.is_empty(),
