@@ -22,6 +22,7 @@ pub mod index;
 pub mod locks;
 pub mod receive;
 pub mod scan;
+pub mod sim;
 
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};

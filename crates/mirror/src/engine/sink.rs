@@ -137,6 +137,10 @@ enum Stage {
         op: Box<Op>,
         attempt: u32,
     },
+    /// A directory delete waiting for the ops below it to settle.
+    Waiting {
+        op: Box<Op>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -235,10 +239,9 @@ impl SinkEngine {
                 for s in self.slots.values_mut() {
                     s.next = None;
                 }
+                // Fetches below a commit in flight were dropped: nothing above
+                // `applied` may be acknowledged until the node resends it.
                 self.seen = self.applied;
-                for s in self.slots.values() {
-                    self.seen = self.seen.max(s.seq);
-                }
             }
             SinkEvent::Notice(n) => {
                 self.seen = self.seen.max(n.seq());
@@ -355,7 +358,7 @@ impl SinkEngine {
                 return;
             }
             match slot.stage {
-                Stage::Committing => {
+                Stage::Committing | Stage::Waiting { .. } => {
                     slot.next = Some(n);
                     return;
                 }
@@ -379,6 +382,24 @@ impl SinkEngine {
         let path = n.path().clone();
         let seq = n.seq();
         let (op, entry) = match n {
+            Notice::Delete { path, seq } if self.busy_below(&path) => {
+                let stage = Stage::Waiting {
+                    op: Box::new(Op::Delete {
+                        path: path.clone(),
+                        seq,
+                    }),
+                };
+                self.slots.insert(
+                    path,
+                    Slot {
+                        seq,
+                        entry: None,
+                        stage,
+                        next: None,
+                    },
+                );
+                return;
+            }
             Notice::Delete { path, seq } => (Some(Op::Delete { path, seq }), None),
             Notice::Rename { from, entry } => {
                 self.slots.insert(
@@ -468,6 +489,32 @@ impl SinkEngine {
         out.extend(op.map(SinkAction::Apply));
     }
 
+    /// Whether an op below `path` is still in progress.
+    fn busy_below(&self, path: &RelPath) -> bool {
+        self.slots
+            .range(path.clone()..)
+            .filter(|(p, _)| *p != path)
+            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+            .any(|(p, _)| p.starts_with(path))
+    }
+
+    /// Issues waiting directory deletes whose subtree has settled.
+    fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        let ready: Vec<RelPath> = self
+            .slots
+            .iter()
+            .filter(|(p, s)| matches!(s.stage, Stage::Waiting { .. }) && !self.busy_below(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in ready {
+            if let Some(slot) = self.slots.get_mut(&p)
+                && let Stage::Waiting { op } = std::mem::replace(&mut slot.stage, Stage::Committing)
+            {
+                out.push(SinkAction::Apply(*op));
+            }
+        }
+    }
+
     /// A committed path (other than `path` itself, unless unchanged) holding `hash`.
     fn local_copy_of(&self, hash: ContentHash, path: &RelPath) -> Option<RelPath> {
         let paths = self.by_hash.get(&hash)?;
@@ -529,7 +576,10 @@ impl SinkEngine {
                 // A delete that cannot happen (say, a directory still holding
                 // refused immutable content) is logged and left.
                 Op::Delete { .. } => {
-                    settled.push(path);
+                    self.slots.remove(&path);
+                    if let Some(n) = next {
+                        self.notice(n, out);
+                    }
                     continue;
                 }
                 Op::Move { from, entry } => {
@@ -615,6 +665,7 @@ impl SinkEngine {
                 self.notice(n, out);
             }
         }
+        self.wake_waiting(out);
     }
 
     /// Acknowledges the longest settled prefix of sequence numbers.

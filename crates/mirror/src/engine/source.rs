@@ -331,7 +331,7 @@ impl SourceEngine {
             out.extend(
                 self.entries
                     .range(e.path.clone()..)
-                    .skip(1)
+                    .filter(|(p, _)| **p != e.path)
                     .take_while(|(p, _)| p.as_str().starts_with(e.path.as_str()))
                     .filter(|(p, _)| p.starts_with(&e.path))
                     .map(|(p, _)| p.clone()),

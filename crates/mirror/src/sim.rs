@@ -1,0 +1,833 @@
+//! A seeded simulation of the node and hub engines, the wire between them,
+//! and both sides' durable state, with random edits, renames, deletes,
+//! disconnects, injected full disks and crashes of either side (a crash loses
+//! everything in memory and keeps only what was durably committed, including a
+//! hub crash between the retract and publish steps of a group commit).
+//!
+//! Invariants: after every step, no hub index entry names content the mirror
+//! does not hold (nothing torn); at the end, once quiet, the mirror and its
+//! index equal the node's tree and no transfer lock is held.
+//!
+//! `cargo test -p ganglion-mirror sim` runs a few hundred seeds;
+//! `GANGLION_SIM_SEEDS=10000` runs more, `GANGLION_SIM_SEED=1234` replays one.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use ganglion_core::RelPath;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::engine::{
+    Content, Notice, Observation, Op, SinkAction, SinkEngine, SinkEvent, SourceAction,
+    SourceEngine, SourceEvent, SourceState, Tombstone, TransferFailure,
+};
+use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use crate::immutable::ImmutablePaths;
+use crate::locks::{LockRegistry, TransferGuard};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File {
+        data: Vec<u8>,
+        exec: bool,
+        inode: u64,
+        mtime: i64,
+    },
+    Link(String),
+}
+
+/// A file system: path → node. Parents of every path exist as `Dir`.
+type Fs = BTreeMap<RelPath, Node>;
+
+#[derive(Debug)]
+enum ToHub {
+    Notice(Notice),
+    Upload {
+        path: RelPath,
+        hash: ContentHash,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+enum ToNode {
+    Need {
+        path: RelPath,
+        hash: ContentHash,
+    },
+    Ack(u64),
+    UploadOutcome {
+        path: RelPath,
+        hash: ContentHash,
+        failure: Option<TransferFailure>,
+    },
+}
+
+/// Hub-side durable state: mirror files, index, the node's applied seq.
+#[derive(Default)]
+struct HubDisk {
+    files: Fs,
+    index: BTreeMap<RelPath, Entry>,
+    applied: u64,
+}
+
+struct Sim {
+    rng: StdRng,
+    clock: i64,
+    next_inode: u64,
+    node_fs: Fs,
+    node_disk: SourceState,
+    node: SourceEngine,
+    hub_disk: HubDisk,
+    hub: SinkEngine,
+    staged: HashMap<RelPath, (ContentHash, Vec<u8>, TransferGuard)>,
+    batch: Vec<Op>,
+    timers: Vec<RelPath>,
+    to_hub: VecDeque<ToHub>,
+    to_node: VecDeque<ToNode>,
+    connected: bool,
+    locks: LockRegistry,
+    disk_full: bool,
+    log: Vec<String>,
+}
+
+const NAMES: &[&str] = &["a", "b", "c"];
+
+fn p(s: &str) -> RelPath {
+    RelPath::parse(s).expect("sim paths are valid")
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            clock: 1,
+            next_inode: 1,
+            node_fs: Fs::new(),
+            node_disk: SourceState::default(),
+            node: SourceEngine::default(),
+            hub_disk: HubDisk::default(),
+            hub: SinkEngine::default(),
+            staged: HashMap::new(),
+            batch: Vec::new(),
+            timers: Vec::new(),
+            to_hub: VecDeque::new(),
+            to_node: VecDeque::new(),
+            connected: false,
+            locks: LockRegistry::default(),
+            disk_full: false,
+            log: Vec::new(),
+        }
+    }
+
+    fn random_path(&mut self) -> RelPath {
+        let depth = self.rng.random_range(1..=3);
+        let parts: Vec<&str> = (0..depth)
+            .map(|_| NAMES[self.rng.random_range(0..NAMES.len())])
+            .collect();
+        p(&parts.join("/"))
+    }
+
+    // ---- the node's workspace ----
+
+    fn edit(&mut self) -> Vec<RelPath> {
+        let path = self.random_path();
+        let mut touched = vec![path.clone()];
+        self.clock += 1;
+        match self.rng.random_range(0..10) {
+            0..=3 => {
+                let len = self.rng.random_range(0..3);
+                let data = (0..len)
+                    .map(|_| b"xy"[self.rng.random_range(0..2)])
+                    .collect();
+                let exec = self.rng.random_bool(0.2);
+                if self.make_parents(&path) && !matches!(self.node_fs.get(&path), Some(Node::Dir)) {
+                    self.next_inode += 1;
+                    let node = Node::File {
+                        data,
+                        exec,
+                        inode: self.next_inode,
+                        mtime: self.clock,
+                    };
+                    self.node_fs.insert(path, node);
+                }
+            }
+            4 => {
+                if self.make_parents(&path) && !self.node_fs.contains_key(&path) {
+                    self.node_fs.insert(path, Node::Dir);
+                }
+            }
+            5 => {
+                let target = if self.rng.random_bool(0.5) {
+                    "/etc/passwd".into()
+                } else {
+                    "../../x".into()
+                };
+                if self.make_parents(&path) && !matches!(self.node_fs.get(&path), Some(Node::Dir)) {
+                    self.node_fs.insert(path, Node::Link(target));
+                }
+            }
+            6 | 7 => {
+                let dst = self.random_path();
+                if self.node_fs.contains_key(&path)
+                    && !dst.starts_with(&path)
+                    && !path.starts_with(&dst)
+                {
+                    let moved: Vec<(RelPath, Node)> = self
+                        .node_fs
+                        .range(path.clone()..)
+                        .filter(|(k, _)| k.starts_with(&path))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let dst_is_dir = matches!(self.node_fs.get(&dst), Some(Node::Dir));
+                    if !dst_is_dir && self.make_parents(&dst) {
+                        for (k, _) in &moved {
+                            self.node_fs.remove(k);
+                        }
+                        for (k, v) in moved {
+                            let rest = &k.as_str()[path.as_str().len()..];
+                            self.node_fs.insert(p(&format!("{dst}{rest}")), v);
+                        }
+                        touched.push(dst);
+                    }
+                }
+            }
+            8 => {
+                let gone: Vec<RelPath> = self
+                    .node_fs
+                    .keys()
+                    .filter(|k| k.starts_with(&path))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.node_fs.remove(&k);
+                }
+            }
+            _ => {
+                // chmod or touch: stat changes, maybe the exec bit.
+                let flip = self.rng.random_bool(0.5);
+                if let Some(Node::File { exec, mtime, .. }) = self.node_fs.get_mut(&path) {
+                    *mtime = self.clock;
+                    if flip {
+                        *exec = !*exec;
+                    }
+                }
+            }
+        }
+        touched
+    }
+
+    /// Makes the parents of `path` directories; false if a non-dir is in the way.
+    fn make_parents(&mut self, path: &RelPath) -> bool {
+        let mut cur = path.parent();
+        let mut chain = Vec::new();
+        while let Some(d) = cur {
+            match self.node_fs.get(&d) {
+                Some(Node::Dir) => break,
+                Some(_) => return false,
+                None => chain.push(d.clone()),
+            }
+            cur = d.parent();
+        }
+        for d in chain {
+            self.node_fs.insert(d, Node::Dir);
+        }
+        true
+    }
+
+    fn stat(&self, path: &RelPath, node: &Node) -> Entry {
+        let (kind, size, mode, inode, mtime, target, hash) = match node {
+            Node::Dir => (EntryKind::Dir, 0, 0o755, 0, 0, None, None),
+            Node::Link(t) => (
+                EntryKind::Symlink,
+                t.len() as u64,
+                0o777,
+                0,
+                0,
+                Some(t.clone()),
+                None,
+            ),
+            Node::File {
+                data,
+                exec,
+                inode,
+                mtime,
+            } => {
+                let mode = if *exec { 0o755 } else { 0o644 };
+                (
+                    EntryKind::File,
+                    data.len() as u64,
+                    mode,
+                    *inode,
+                    *mtime,
+                    None,
+                    Some(ContentHash::of(data)),
+                )
+            }
+        };
+        Entry {
+            path: path.clone(),
+            kind,
+            size,
+            mtime_ns: mtime,
+            mode,
+            inode,
+            dev: 1,
+            symlink_target: target,
+            hash,
+            seq: 0,
+            version: Version {
+                origin: Replica::Node,
+                seq: 0,
+            },
+        }
+    }
+
+    fn observe_full(&mut self) {
+        let all = self.node_fs.iter().map(|(k, v)| self.stat(k, v)).collect();
+        self.node_event(SourceEvent::Observed(Observation::Full(all)));
+    }
+
+    fn observe_partial(&mut self, touched: Vec<RelPath>) {
+        let mut upserts = Vec::new();
+        let mut removed = Vec::new();
+        for t in touched {
+            if self.node_fs.contains_key(&t) {
+                let mut a = t.parent();
+                while let Some(d) = a {
+                    upserts.push(self.stat(&d, &Node::Dir));
+                    a = d.parent();
+                }
+                for (k, v) in self.node_fs.iter().filter(|(k, _)| k.starts_with(&t)) {
+                    upserts.push(self.stat(k, v));
+                }
+            } else {
+                removed.push(t);
+            }
+        }
+        self.node_event(SourceEvent::Observed(Observation::Partial {
+            upserts,
+            removed,
+        }));
+    }
+
+    fn node_event(&mut self, ev: SourceEvent) {
+        self.log.push(format!("node <- {ev:?}"));
+        let actions = self.node.handle(ev);
+        self.log.push(format!("node -> {actions:?}"));
+        for a in actions {
+            match a {
+                SourceAction::Record {
+                    entries,
+                    tombstones,
+                    seq,
+                } => {
+                    let d = &mut self.node_disk;
+                    for t in tombstones {
+                        d.entries.retain(|e| e.path != t.path);
+                        d.tombstones.retain(|x| x.path != t.path);
+                        d.tombstones.push(t);
+                    }
+                    for e in entries {
+                        d.entries.retain(|x| x.path != e.path);
+                        d.tombstones.retain(|x| x.path != e.path);
+                        d.entries.push(e);
+                    }
+                    d.seq = seq;
+                }
+                SourceAction::PersistAck { seq } => {
+                    self.node_disk.acked = seq;
+                    self.node_disk
+                        .tombstones
+                        .retain(|t: &Tombstone| t.seq > seq);
+                }
+                SourceAction::Send(n) => {
+                    if self.connected {
+                        self.to_hub.push_back(ToHub::Notice(n));
+                    }
+                }
+                SourceAction::Upload { path, hash, .. } => {
+                    // The stream carries whatever the file holds now.
+                    let data = match self.node_fs.get(&path) {
+                        Some(Node::File { data, .. }) => data.clone(),
+                        _ => Vec::new(),
+                    };
+                    if self.connected {
+                        self.to_hub.push_back(ToHub::Upload { path, hash, data });
+                    }
+                }
+                SourceAction::Rescan { path } => self.observe_partial(vec![path]),
+            }
+        }
+    }
+
+    // ---- the hub ----
+
+    fn hub_event(&mut self, ev: SinkEvent) {
+        let mut queue = VecDeque::from([ev]);
+        while let Some(ev) = queue.pop_front() {
+            self.log.push(format!("hub <- {ev:?}"));
+            let actions = self.hub.handle(ev);
+            self.log.push(format!("hub -> {actions:?}"));
+            for a in actions {
+                match a {
+                    SinkAction::Fetch { path, hash, .. } => {
+                        if self.connected {
+                            self.to_node.push_back(ToNode::Need { path, hash });
+                        }
+                    }
+                    SinkAction::Discard { path, hash } => {
+                        if self.staged.get(&path).is_some_and(|s| s.0 == hash) {
+                            self.staged.remove(&path);
+                        }
+                    }
+                    SinkAction::Apply(op) => self.batch.push(op),
+                    SinkAction::Ack { seq } => {
+                        self.hub_disk.applied = seq;
+                        if self.connected {
+                            self.to_node.push_back(ToNode::Ack(seq));
+                        }
+                    }
+                    SinkAction::RetryLater { path, .. } => self.timers.push(path),
+                }
+            }
+        }
+    }
+
+    fn receive_upload(&mut self, path: RelPath, hash: ContentHash, data: Vec<u8>) {
+        let failure = match self.locks.acquire("node", &path) {
+            Err(_) => Some(TransferFailure::Cancelled),
+            Ok(_) if self.disk_full && self.rng.random_bool(0.3) => Some(TransferFailure::DiskFull),
+            Ok(_) if ContentHash::of(&data) != hash => Some(TransferFailure::HashMismatch),
+            Ok(guard) => {
+                self.staged.insert(path.clone(), (hash, data, guard));
+                None
+            }
+        };
+        match failure {
+            None => self.hub_event(SinkEvent::Staged {
+                path: path.clone(),
+                hash,
+            }),
+            Some(f) => self.hub_event(SinkEvent::FetchFailed {
+                path: path.clone(),
+                hash,
+                failure: f,
+            }),
+        }
+        if self.connected {
+            self.to_node.push_back(ToNode::UploadOutcome {
+                path,
+                hash,
+                failure,
+            });
+        }
+    }
+
+    /// Group commit with the receiver's semantics; `crash_mid` stops after
+    /// the place step (the retract transaction is durable, publish is not).
+    fn commit(&mut self, crash_mid: bool) {
+        let ops = self.hub.admit(std::mem::take(&mut self.batch));
+        let mut prepared = Vec::new();
+        let mut failed = Vec::new();
+        for op in ops {
+            match self.stage(&op) {
+                Ok(node) => prepared.push((op, node)),
+                Err(f) => failed.push((op, f)),
+            }
+        }
+        for (op, _) in &prepared {
+            self.hub_disk.index.remove(op.path());
+            if let Op::Move { from, .. } = op {
+                self.hub_disk.index.remove(from);
+            }
+        }
+        let mut done = Vec::new();
+        for (op, node) in prepared {
+            match self.place(&op, node) {
+                Ok(()) => done.push(op),
+                Err(f) => failed.push((op, f)),
+            }
+        }
+        if crash_mid {
+            self.log.push("hub crash mid-commit".into());
+            return self.crash_hub();
+        }
+        for op in &done {
+            if let Some(e) = op.entry() {
+                self.hub_disk.index.insert(e.path.clone(), e.clone());
+            }
+        }
+        self.hub_event(SinkEvent::Committed { done, failed });
+    }
+
+    fn stage(&mut self, op: &Op) -> Result<Option<Node>, TransferFailure> {
+        let mode_exec = |e: &Entry| e.is_executable();
+        match op {
+            Op::Write { entry, content } => {
+                let hash = entry.hash.ok_or(TransferFailure::Io)?;
+                if self.disk_full && self.rng.random_bool(0.2) {
+                    self.staged.remove(&entry.path);
+                    return Err(TransferFailure::DiskFull);
+                }
+                let data = match content {
+                    Content::Staged => match self.staged.remove(&entry.path) {
+                        Some((h, d, _guard)) if h == hash => d,
+                        _ => return Err(TransferFailure::Io),
+                    },
+                    Content::Empty => Vec::new(),
+                    Content::Copy(from) => match self.hub_disk.files.get(from) {
+                        Some(Node::File { data, .. }) if ContentHash::of(data) == hash => {
+                            data.clone()
+                        }
+                        _ => return Err(TransferFailure::HashMismatch),
+                    },
+                };
+                Ok(Some(Node::File {
+                    data,
+                    exec: mode_exec(entry),
+                    inode: 0,
+                    mtime: 0,
+                }))
+            }
+            Op::Symlink { entry } => Ok(Some(Node::Link(
+                entry.symlink_target.clone().unwrap_or_default(),
+            ))),
+            Op::Delete { path, .. } => {
+                let has_children = self
+                    .hub_disk
+                    .files
+                    .keys()
+                    .any(|k| k != path && k.starts_with(path));
+                if matches!(self.hub_disk.files.get(path), Some(Node::Dir)) && has_children {
+                    return Err(TransferFailure::Io);
+                }
+                Ok(None)
+            }
+            Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
+        }
+    }
+
+    fn place(&mut self, op: &Op, node: Option<Node>) -> Result<(), TransferFailure> {
+        let files = &mut self.hub_disk.files;
+        let ensure_parents = |files: &mut Fs, path: &RelPath| {
+            let mut cur = path.parent();
+            while let Some(d) = cur {
+                if !matches!(files.get(&d), Some(Node::Dir)) {
+                    files.insert(d.clone(), Node::Dir);
+                }
+                cur = d.parent();
+            }
+        };
+        let clear_dir = |files: &mut Fs, path: &RelPath| -> Result<(), TransferFailure> {
+            if matches!(files.get(path), Some(Node::Dir)) {
+                if files.keys().any(|k| k != path && k.starts_with(path)) {
+                    return Err(TransferFailure::Io);
+                }
+                files.remove(path);
+            }
+            Ok(())
+        };
+        match op {
+            Op::Write { entry, .. } | Op::Symlink { entry } => {
+                ensure_parents(files, &entry.path);
+                clear_dir(files, &entry.path)?;
+                files.insert(entry.path.clone(), node.ok_or(TransferFailure::Io)?);
+            }
+            Op::Move { from, entry } => {
+                ensure_parents(files, &entry.path);
+                clear_dir(files, &entry.path)?;
+                let Some(Node::File { data, .. }) = files.remove(from) else {
+                    return Err(TransferFailure::Io);
+                };
+                files.insert(
+                    entry.path.clone(),
+                    Node::File {
+                        data,
+                        exec: entry.is_executable(),
+                        inode: 0,
+                        mtime: 0,
+                    },
+                );
+            }
+            Op::Mkdir { entry } => {
+                ensure_parents(files, &entry.path);
+                if !matches!(files.get(&entry.path), Some(Node::Dir)) {
+                    files.insert(entry.path.clone(), Node::Dir);
+                }
+            }
+            Op::Delete { path, .. } => {
+                if files.keys().any(|k| k != path && k.starts_with(path)) {
+                    return Err(TransferFailure::Io);
+                }
+                files.remove(path);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- connection and crashes ----
+
+    fn connect(&mut self) {
+        if self.connected {
+            return;
+        }
+        self.connected = true;
+        self.hub_event(SinkEvent::Connected);
+        let applied = self.hub.applied();
+        self.node_event(SourceEvent::Connected {
+            hub_applied: applied,
+        });
+    }
+
+    fn disconnect(&mut self) {
+        if !self.connected {
+            return;
+        }
+        self.connected = false;
+        self.to_hub.clear();
+        self.to_node.clear();
+        self.node_event(SourceEvent::Disconnected);
+        self.hub_event(SinkEvent::Disconnected);
+    }
+
+    fn crash_node(&mut self) {
+        self.disconnect();
+        self.node = SourceEngine::new(self.node_disk.clone());
+    }
+
+    fn crash_hub(&mut self) {
+        self.connected = false;
+        self.to_hub.clear();
+        self.to_node.clear();
+        self.node_event(SourceEvent::Disconnected);
+        self.staged.clear();
+        self.batch.clear();
+        self.timers.clear();
+        let entries = self.hub_disk.index.values().cloned().collect();
+        self.hub = SinkEngine::new(entries, self.hub_disk.applied, ImmutablePaths::default());
+    }
+
+    // ---- driving ----
+
+    fn step(&mut self) {
+        match self.rng.random_range(0..100) {
+            0..=24 => {
+                let n = self.rng.random_range(1..=3);
+                let mut touched = Vec::new();
+                for _ in 0..n {
+                    touched.extend(self.edit());
+                }
+                match self.rng.random_range(0..10) {
+                    0..=2 => self.observe_full(),
+                    3..=8 => self.observe_partial(touched),
+                    _ => {} // seen later by a full scan
+                }
+            }
+            25..=44 => self.deliver_to_hub(),
+            45..=59 => self.deliver_to_node(),
+            60..=69 => self.commit(false),
+            70..=74 => self.fire_timer(),
+            75..=84 => self.connect(),
+            85..=88 => self.disconnect(),
+            89..=91 => {
+                self.log.push("node crash".into());
+                self.crash_node();
+            }
+            92..=93 => {
+                self.log.push("hub crash".into());
+                self.crash_hub();
+            }
+            94 => self.commit(true),
+            95..=96 => self.disk_full = !self.disk_full,
+            _ => self.observe_full(),
+        }
+    }
+
+    fn deliver_to_hub(&mut self) {
+        match self.to_hub.pop_front() {
+            Some(ToHub::Notice(n)) => self.hub_event(SinkEvent::Notice(n)),
+            Some(ToHub::Upload { path, hash, data }) => self.receive_upload(path, hash, data),
+            None => {}
+        }
+    }
+
+    fn deliver_to_node(&mut self) {
+        match self.to_node.pop_front() {
+            Some(ToNode::Need { path, hash }) => self.node_event(SourceEvent::Need { path, hash }),
+            Some(ToNode::Ack(seq)) => self.node_event(SourceEvent::Ack { seq }),
+            Some(ToNode::UploadOutcome {
+                path,
+                hash,
+                failure,
+            }) => self.node_event(match failure {
+                None => SourceEvent::UploadDone { path, hash },
+                Some(failure) => SourceEvent::UploadFailed {
+                    path,
+                    hash,
+                    failure,
+                },
+            }),
+            None => {}
+        }
+    }
+
+    fn fire_timer(&mut self) {
+        if !self.timers.is_empty() {
+            let i = self.rng.random_range(0..self.timers.len());
+            let path = self.timers.swap_remove(i);
+            self.hub_event(SinkEvent::RetryDue { path });
+        }
+    }
+
+    fn quiesce(&mut self) -> Result<(), String> {
+        self.disk_full = false;
+        self.connect();
+        self.observe_full();
+        for _ in 0..10_000 {
+            if !self.to_hub.is_empty() {
+                self.deliver_to_hub();
+            } else if !self.to_node.is_empty() {
+                self.deliver_to_node();
+            } else if !self.batch.is_empty() {
+                self.commit(false);
+            } else if !self.timers.is_empty() {
+                self.fire_timer();
+            } else {
+                return Ok(());
+            }
+        }
+        Err("did not quiesce in 10000 deliveries".into())
+    }
+
+    /// Nothing torn: every index entry names content the mirror holds.
+    fn check_not_torn(&self) -> Result<(), String> {
+        for (path, e) in &self.hub_disk.index {
+            let ok = match (self.hub_disk.files.get(path), e.kind) {
+                (Some(Node::Dir), EntryKind::Dir) => true,
+                (Some(Node::Link(t)), EntryKind::Symlink) => Some(t) == e.symlink_target.as_ref(),
+                (Some(Node::File { data, .. }), EntryKind::File) => {
+                    Some(ContentHash::of(data)) == e.hash
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "torn: index names {path} ({:?}) but the mirror holds {:?}",
+                    e.kind,
+                    self.hub_disk.files.get(path)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_converged(&self) -> Result<(), String> {
+        let strip = |fs: &Fs| -> BTreeMap<RelPath, Node> {
+            fs.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Node::File { data, exec, .. } => Node::File {
+                            data: data.clone(),
+                            exec: *exec,
+                            inode: 0,
+                            mtime: 0,
+                        },
+                        other => other.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        };
+        let (node, hub) = (strip(&self.node_fs), strip(&self.hub_disk.files));
+        if node != hub {
+            let only_node: Vec<_> = node
+                .iter()
+                .filter(|(k, v)| hub.get(*k) != Some(*v))
+                .collect();
+            let only_hub: Vec<_> = hub
+                .iter()
+                .filter(|(k, v)| node.get(*k) != Some(*v))
+                .collect();
+            return Err(format!(
+                "mirror differs from the node: node has {only_node:?}, hub has {only_hub:?}"
+            ));
+        }
+        let indexed: Vec<&RelPath> = self.hub_disk.index.keys().collect();
+        let present: Vec<&RelPath> = self.hub_disk.files.keys().collect();
+        if indexed != present {
+            return Err(format!(
+                "index paths {indexed:?} differ from mirror paths {present:?}"
+            ));
+        }
+        if self.locks.locks() != 0 || self.locks.in_flight() != 0 {
+            return Err(format!(
+                "leaked locks: {} held, {} in flight",
+                self.locks.locks(),
+                self.locks.in_flight()
+            ));
+        }
+        if self.node.pending() != 0 {
+            return Err(format!(
+                "node still has {} unacknowledged changes",
+                self.node.pending()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seed for `steps` random steps, then quiesces and checks.
+pub fn run(seed: u64, steps: usize) -> Result<(), String> {
+    run_logged(seed, steps).map_err(|(e, _)| e)
+}
+
+/// Like [`run`], returning the event log on failure.
+pub fn run_logged(seed: u64, steps: usize) -> Result<(), (String, Vec<String>)> {
+    let mut sim = Sim::new(seed);
+    let res = (|| {
+        for i in 0..steps {
+            sim.step();
+            sim.check_not_torn().map_err(|e| format!("step {i}: {e}"))?;
+        }
+        sim.quiesce()?;
+        sim.check_not_torn()?;
+        sim.check_converged()
+    })();
+    res.map_err(|e| (e, std::mem::take(&mut sim.log)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim() {
+        let steps = 300;
+        if let Some(seed) = std::env::var("GANGLION_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if let Err((e, log)) = run_logged(seed, steps) {
+                let tail = log.len().saturating_sub(400);
+                panic!(
+                    "seed {seed} failed: {e}\nlast events:\n{}",
+                    log[tail..].join("\n")
+                );
+            }
+            return;
+        }
+        let seeds: u64 = std::env::var("GANGLION_SIM_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300);
+        for seed in 0..seeds {
+            if let Err(e) = run(seed, steps) {
+                panic!(
+                    "simulation failed for seed {seed}: {e}\nreplay: GANGLION_SIM_SEED={seed} cargo test -p ganglion-mirror sim"
+                );
+            }
+        }
+    }
+}
