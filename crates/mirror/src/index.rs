@@ -38,6 +38,8 @@ pub struct Batch {
     pub upserts: Vec<Entry>,
     /// Rows to delete outright (hub side).
     pub removes: Vec<RelPath>,
+    /// Rows strictly below these paths are deleted too (directory deletes).
+    pub removes_below: Vec<RelPath>,
     /// Rows to turn into tombstones (node side).
     pub tombstones: Vec<Tombstone>,
     /// New value of the mirror's own sequence counter.
@@ -50,6 +52,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty()
             && self.removes.is_empty()
+            && self.removes_below.is_empty()
             && self.tombstones.is_empty()
             && self.seq.is_none()
             && self.peer_seq.is_none()
@@ -178,6 +181,18 @@ impl Index {
                 .bind(p.as_str())
                 .execute(&mut *tx)
                 .await?;
+        }
+        for p in &batch.removes_below {
+            // substr, not LIKE: names may contain '%' and '_'
+            let prefix = format!("{p}/");
+            sqlx::query(
+                "DELETE FROM mirror_entries WHERE mirror_id = ? AND substr(path, 1, length(?)) = ?",
+            )
+            .bind(mirror)
+            .bind(&prefix)
+            .bind(&prefix)
+            .execute(&mut *tx)
+            .await?;
         }
         for t in &batch.tombstones {
             upsert_row(&mut tx, mirror, &tombstone_entry(t), true).await?;

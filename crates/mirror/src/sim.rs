@@ -439,8 +439,12 @@ impl Sim {
         }
         for (op, _) in &prepared {
             self.hub_disk.index.remove(op.path());
-            if let Op::Move { from, .. } = op {
-                self.hub_disk.index.remove(from);
+            match op {
+                Op::Move { from, .. } => {
+                    self.hub_disk.index.remove(from);
+                }
+                Op::Delete { path, .. } => self.hub_disk.index.retain(|k, _| !k.starts_with(path)),
+                _ => {}
             }
         }
         let mut done = Vec::new();
@@ -494,18 +498,7 @@ impl Sim {
             Op::Symlink { entry } => Ok(Some(Node::Link(
                 entry.symlink_target.clone().unwrap_or_default(),
             ))),
-            Op::Delete { path, .. } => {
-                let has_children = self
-                    .hub_disk
-                    .files
-                    .keys()
-                    .any(|k| k != path && k.starts_with(path));
-                if matches!(self.hub_disk.files.get(path), Some(Node::Dir)) && has_children {
-                    return Err(TransferFailure::Io);
-                }
-                Ok(None)
-            }
-            Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
+            Op::Delete { .. } | Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
         }
     }
 
@@ -557,12 +550,7 @@ impl Sim {
                     files.insert(entry.path.clone(), Node::Dir);
                 }
             }
-            Op::Delete { path, .. } => {
-                if files.keys().any(|k| k != path && k.starts_with(path)) {
-                    return Err(TransferFailure::Io);
-                }
-                files.remove(path);
-            }
+            Op::Delete { path, .. } => files.retain(|k, _| !k.starts_with(path)),
         }
         Ok(())
     }
@@ -698,7 +686,12 @@ impl Sim {
                 return Ok(());
             }
         }
-        Err("did not quiesce in 10000 deliveries".into())
+        Err(format!(
+            "did not quiesce in 10000 deliveries; hub files {:?}; hub index {:?}; node files {:?}",
+            self.hub_disk.files.keys().collect::<Vec<_>>(),
+            self.hub_disk.index.keys().collect::<Vec<_>>(),
+            self.node_fs.keys().collect::<Vec<_>>()
+        ))
     }
 
     /// Nothing torn: every index entry names content the mirror holds.
@@ -810,7 +803,7 @@ mod tests {
             .and_then(|s| s.parse::<u64>().ok())
         {
             if let Err((e, log)) = run_logged(seed, steps) {
-                let tail = log.len().saturating_sub(400);
+                let tail = log.len().saturating_sub(20_000);
                 panic!(
                     "seed {seed} failed: {e}\nlast events:\n{}",
                     log[tail..].join("\n")

@@ -174,6 +174,8 @@ pub struct SinkEngine {
     slots: BTreeMap<RelPath, Slot>,
     immutable: ImmutablePaths,
     refused: u64,
+    /// Notices below a directory whose delete is in progress; they wait for it.
+    parked: Vec<Notice>,
 }
 
 impl SinkEngine {
@@ -236,6 +238,7 @@ impl SinkEngine {
                 // Fetches die with the node's streams; the node resends every
                 // notice above `applied` on reconnect. Commits in flight stay.
                 self.slots.retain(|_, s| s.stage == Stage::Committing);
+                self.parked.clear();
                 for s in self.slots.values_mut() {
                     s.next = None;
                 }
@@ -353,6 +356,10 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "stale notice ignored");
             return;
         }
+        if self.deleting_above(&path) {
+            self.parked.push(n);
+            return;
+        }
         if let Some(slot) = self.slots.get_mut(&path) {
             if slot.seq > n.seq() {
                 return;
@@ -382,6 +389,12 @@ impl SinkEngine {
         let path = n.path().clone();
         let seq = n.seq();
         let (op, entry) = match n {
+            Notice::Delete { path, .. } if self.immutable_below(&path) => {
+                // A delete removes the whole subtree at the hub; hub-owned
+                // content below keeps the directory.
+                self.refuse(&path, "at notice (immutable content below)");
+                return;
+            }
             Notice::Delete { path, seq } if self.busy_below(&path) => {
                 let stage = Stage::Waiting {
                     op: Box::new(Op::Delete {
@@ -489,6 +502,43 @@ impl SinkEngine {
         out.extend(op.map(SinkAction::Apply));
     }
 
+    /// Whether a directory delete above `path` is in progress.
+    fn deleting_above(&self, path: &RelPath) -> bool {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self.slots.get(&p).is_some_and(|s| s.entry.is_none()) {
+                return true;
+            }
+            cur = p.parent();
+        }
+        false
+    }
+
+    /// Whether an immutable entry lies below `path`.
+    fn immutable_below(&self, path: &RelPath) -> bool {
+        self.below(path)
+            .any(|(p, e)| self.immutable.matches(p, e.kind == EntryKind::Dir))
+    }
+
+    fn below<'a>(
+        &'a self,
+        path: &'a RelPath,
+    ) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> + 'a {
+        self.entries
+            .range(path.clone()..)
+            .filter(move |(p, _)| *p != path)
+            .take_while(move |(p, _)| p.as_str().starts_with(path.as_str()))
+            .filter(move |(p, _)| p.starts_with(path))
+    }
+
+    fn remove_subtree(&mut self, path: &RelPath) {
+        let below: Vec<RelPath> = self.below(path).map(|(p, _)| p.clone()).collect();
+        for p in below {
+            self.remove(&p);
+        }
+        self.remove(path);
+    }
+
     /// Whether an op below `path` is still in progress.
     fn busy_below(&self, path: &RelPath) -> bool {
         self.slots
@@ -563,7 +613,7 @@ impl SinkEngine {
             }
             match op.entry() {
                 Some(e) => self.insert(e.clone()),
-                None => self.remove(op.path()),
+                None => self.remove_subtree(op.path()),
             }
             settled.push(op.path().clone());
         }
@@ -666,6 +716,9 @@ impl SinkEngine {
             }
         }
         self.wake_waiting(out);
+        for n in std::mem::take(&mut self.parked) {
+            self.notice(n, out);
+        }
     }
 
     /// Acknowledges the longest settled prefix of sequence numbers.
@@ -674,6 +727,7 @@ impl SinkEngine {
             .slots
             .values()
             .map(|s| s.seq)
+            .chain(self.parked.iter().map(Notice::seq))
             .min()
             .map(|m| m.saturating_sub(1));
         let target = floor.map_or(self.seen, |f| f.min(self.seen));

@@ -28,8 +28,10 @@ impl Receiver {
         let mut retract = Batch::default();
         for (op, _) in &prepared {
             retract.removes.push(op.path().clone());
-            if let Op::Move { from, .. } = op {
-                retract.removes.push(from.clone());
+            match op {
+                Op::Move { from, .. } => retract.removes.push(from.clone()),
+                Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
+                _ => {}
             }
         }
         if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
@@ -135,26 +137,7 @@ impl Receiver {
                     .map_err(io_err("symlink", &entry.path))?;
                 Ok(Some(name))
             }
-            Op::Delete { path, .. } => {
-                if let Ok(m) = self.inner.mirror.symlink_metadata(path.as_str())
-                    && m.is_dir()
-                {
-                    let mut it = self
-                        .inner
-                        .mirror
-                        .read_dir(path.as_str())
-                        .map_err(io_err("read_dir", path))?;
-                    if it.next().is_some() {
-                        return Err(Error::Io {
-                            op: "remove_dir",
-                            path: path.to_string(),
-                            source: io::Error::from_raw_os_error(libc::ENOTEMPTY),
-                        });
-                    }
-                }
-                Ok(None)
-            }
-            Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
+            Op::Delete { .. } | Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
         }
     }
 
@@ -230,8 +213,10 @@ impl Receiver {
                     .map_err(io_err("mkdir", &entry.path))
             }
             Op::Delete { path, .. } => match m.symlink_metadata(path.as_str()) {
+                // The node says the whole subtree is gone (cap-std does not
+                // follow links while removing).
                 Ok(md) if md.is_dir() => m
-                    .remove_dir(path.as_str())
+                    .remove_dir_all(path.as_str())
                     .map_err(io_err("remove_dir", path)),
                 Ok(_) => m.remove_file(path.as_str()).map_err(io_err("unlink", path)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
