@@ -386,6 +386,9 @@ impl SinkEngine {
     }
 
     fn start(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
+        if let Notice::Delete { path, .. } = &n {
+            self.cancel_below(path, out);
+        }
         let path = n.path().clone();
         let seq = n.seq();
         let (op, entry) = match n {
@@ -537,6 +540,28 @@ impl SinkEngine {
             self.remove(&p);
         }
         self.remove(path);
+    }
+
+    /// Drops fetches and retries below `path`: its delete supersedes them.
+    /// Commits in flight below it cannot be cancelled; the delete waits for them.
+    fn cancel_below(&mut self, path: &RelPath, out: &mut Vec<SinkAction>) {
+        let doomed: Vec<RelPath> = self
+            .slots
+            .range(path.clone()..)
+            .filter(|(p, _)| *p != path)
+            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+            .filter(|(p, s)| p.starts_with(path) && !matches!(s.stage, Stage::Committing))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            if let Some(Slot {
+                stage: Stage::Fetching { hash, .. },
+                ..
+            }) = self.slots.remove(&p)
+            {
+                out.push(SinkAction::Discard { path: p, hash });
+            }
+        }
     }
 
     /// Whether an op below `path` is still in progress.
@@ -708,17 +733,19 @@ impl SinkEngine {
                 self.notice(n, out);
             }
         }
+        // Waiting notices resume in sequence order, so an older change never
+        // lands after a newer one it was parked behind.
+        let mut resume = std::mem::take(&mut self.parked);
         for p in settled {
-            if let Some(slot) = self.slots.remove(&p)
-                && let Some(n) = slot.next
-            {
-                self.notice(n, out);
+            if let Some(slot) = self.slots.remove(&p) {
+                resume.extend(slot.next);
             }
         }
-        self.wake_waiting(out);
-        for n in std::mem::take(&mut self.parked) {
+        resume.sort_by_key(Notice::seq);
+        for n in resume {
             self.notice(n, out);
         }
+        self.wake_waiting(out);
     }
 
     /// Acknowledges the longest settled prefix of sequence numbers.
