@@ -356,7 +356,7 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "stale notice ignored");
             return;
         }
-        if self.deleting_above(&path) {
+        if self.deleting_above(&path, n.seq()) {
             self.parked.push(n);
             return;
         }
@@ -505,11 +505,16 @@ impl SinkEngine {
         out.extend(op.map(SinkAction::Apply));
     }
 
-    /// Whether a directory delete above `path` is in progress.
-    fn deleting_above(&self, path: &RelPath) -> bool {
+    /// Whether a directory delete older than `seq` is in progress above `path`.
+    /// (An older change below it goes first; the delete waits for it.)
+    fn deleting_above(&self, path: &RelPath, seq: u64) -> bool {
         let mut cur = path.parent();
         while let Some(p) = cur {
-            if self.slots.get(&p).is_some_and(|s| s.entry.is_none()) {
+            if self
+                .slots
+                .get(&p)
+                .is_some_and(|s| s.entry.is_none() && s.seq < seq)
+            {
                 return true;
             }
             cur = p.parent();
