@@ -1,1 +1,35 @@
-//! (being written)
+//! The Ganglion hub.
+//!
+//! - [`options`]: what the hub is told (addresses, data dir, timings).
+//! - [`datadir`]: the data dir's layout and the files the hub publishes there.
+//! - [`tls`]: the hub's certificate (self-signed on first start) and its fingerprint.
+//! - [`auth`]: node credentials, admin tokens, the per-address failure limiter.
+//! - [`invites`]: creating, listing, revoking and redeeming invites.
+//! - [`registry`]: the live control streams, one per connected node.
+//! - [`worker`]: the background worker trait and its supervisor.
+//! - [`monitor`]: the mesh monitor (heartbeat timeouts) and the status writer.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`grpc`]: the tonic service: thin handlers over the parts above.
+//! - [`http`]: the axum API, `/metrics`, `/healthz` and the dashboard.
+//! - [`api`]: the JSON shapes of the HTTP API (shared with the CLI).
+//! - [`hub`]: builds all of the above and runs it with an ordered shutdown.
+
+pub mod api;
+pub mod auth;
+pub mod datadir;
+mod error;
+pub mod grpc;
+pub mod http;
+pub mod hub;
+pub mod invites;
+pub mod metrics;
+pub mod monitor;
+pub mod nodes;
+pub mod options;
+pub mod registry;
+pub mod tls;
+pub mod worker;
+
+pub use error::Error;
+pub use hub::{Hub, HubHandle};
+pub use options::HubOptions;

@@ -1,1 +1,23 @@
-//! (being written)
+//! The Ganglion node.
+//!
+//! - [`state`]: the node's state dir (credential, hub address, pinned fingerprint),
+//!   with its permission checks.
+//! - [`tls`]: the pinned-certificate TLS connector and the gRPC channel.
+//! - [`join`]: redeeming an invite.
+//! - [`capabilities`]: what this machine reports at the handshake.
+//! - [`backoff`]: capped, jittered exponential backoff for reconnects.
+//! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
+//! - [`error`]: the node's errors.
+
+pub mod agent;
+pub mod backoff;
+pub mod capabilities;
+mod error;
+pub mod join;
+pub mod limits;
+pub mod state;
+pub mod tls;
+
+pub use agent::{Agent, AgentHandle, AgentOptions};
+pub use error::Error;
+pub use state::NodeState;

@@ -1,10 +1,13 @@
-//! Ganglion's wire protocol: generated from `proto/ganglion/v1/*.proto`.
+//! Ganglion's wire protocol, generated from `proto/ganglion/v1/*.proto`.
 //!
-//! Only generated code lives here. Conversions to domain types happen at the
-//! edge, in the hub and node crates; domain code never touches these structs.
+//! - [`v1`]: the generated messages and services.
+//! - [`convert`]: conversions between wire messages and `ganglion-core` domain
+//!   types, in one place, so the hub and the node share them and domain code
+//!   never touches a prost struct.
 
-#![allow(clippy::all, missing_docs, rust_2018_idioms)]
+pub mod convert;
 
+#[allow(clippy::all, clippy::pedantic, missing_docs, rust_2018_idioms)]
 pub mod v1 {
     tonic::include_proto!("ganglion.v1");
 }

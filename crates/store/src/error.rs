@@ -37,6 +37,8 @@ pub enum InviteRefusal {
     NameScope { scope: String, asked: String },
     #[error("node name {0:?} is already taken")]
     NameTaken(String),
+    #[error("a node name is required: this invite is not scoped to one")]
+    NameRequired,
 }
 
 impl Error {

@@ -53,6 +53,8 @@ pub struct Redemption {
     pub invite_hash: SecretHash,
     /// The name the node asked for; `None` takes the invite's scope.
     pub name: Option<NodeName>,
+    /// Used when neither `name` nor the invite's scope gives a name.
+    pub default_name: Option<NodeName>,
     pub node_id: NodeId,
     pub credential: Credential,
     pub capabilities: Capabilities,

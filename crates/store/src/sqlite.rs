@@ -219,7 +219,7 @@ impl Store for SqliteStore {
         let scope: Option<String> = row.try_get("name_scope")?;
         let policy: Option<String> = row.try_get("policy")?;
 
-        let name = match (&r.name, scope) {
+        let name = match (r.name.as_ref().or(if scope.is_none() { r.default_name.as_ref() } else { None }), scope) {
             (Some(asked), Some(scope)) if asked.as_str() != scope => {
                 tx.rollback().await?;
                 let asked = asked.to_string();
@@ -229,7 +229,8 @@ impl Store for SqliteStore {
             (None, Some(scope)) => NodeName::parse(&scope)
                 .map_err(|e| Error::Corrupt(format!("invite scope: {e}")))?,
             (None, None) => {
-                return Err(Error::Corrupt("redemption without a name".into()));
+                tx.rollback().await?;
+                return Err(InviteRefusal::NameRequired.into());
             }
         };
         let policy: Policy = match policy {

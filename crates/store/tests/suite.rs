@@ -30,6 +30,7 @@ fn redemption(secret: &Secret, asked: Option<&str>, now: Timestamp) -> Redemptio
     Redemption {
         invite_hash: secret.hash(Purpose::Invite),
         name: asked.map(name),
+        default_name: None,
         node_id: NodeId::generate(),
         credential: Credential { hash: Secret::generate().hash(Purpose::NodeCredential) },
         capabilities: Capabilities::default(),

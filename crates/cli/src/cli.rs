@@ -1,0 +1,245 @@
+//! Command-line arguments. Every flag that takes a value also reads
+//! `GANGLION_<FLAG>` from the environment; hub flags may also come from the
+//! TOML file given by `--config` (flag > env > file > default).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "ganglion", version, about = "Run autonomous agents across a team's machines from one hub")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub
+    Hub(HubArgs),
+    /// Run a hub and one node named `local` in one process
+    Up(UpArgs),
+    /// Join a hub, or run a joined node
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Create, list and revoke invites
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// List nodes, change their policy, revoke them
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Run a program on a node and stream its output (not available yet)
+    Run(PendingArgs),
+    /// List, show and cancel tasks (not available yet)
+    Tasks(PendingArgs),
+    /// Inspect node mirrors (not available yet)
+    Mirror(PendingArgs),
+    /// Benchmarks against a real hub
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Hub settings, shared by `hub` and `up`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HubFlags {
+    /// Data directory [default: ./ganglion-data]
+    #[arg(long, env = "GANGLION_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address for nodes [default: 127.0.0.1:7443]
+    #[arg(long, env = "GANGLION_GRPC_ADDR")]
+    pub grpc_addr: Option<String>,
+    /// HTTP listen address for the API and dashboard [default: 127.0.0.1:7080]
+    #[arg(long, env = "GANGLION_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// gRPC address put into invites [default: the bound gRPC address]
+    #[arg(long, env = "GANGLION_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// TLS certificate (PEM) to serve instead of the self-signed one
+    #[arg(long, env = "GANGLION_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-cert
+    #[arg(long, env = "GANGLION_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Interval between node heartbeats [default: 5s]
+    #[arg(long, env = "GANGLION_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<String>,
+    /// Heartbeats a node may miss before it is marked offline [default: 3]
+    #[arg(long, env = "GANGLION_MISSED_HEARTBEATS")]
+    pub missed_heartbeats: Option<u32>,
+    /// TOML configuration file
+    #[arg(long, env = "GANGLION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration and exit
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HubArgs {
+    #[command(flatten)]
+    pub hub: HubFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub hub: HubFlags,
+    /// Workspace of the `local` node [default: the current directory]
+    #[arg(long, env = "GANGLION_WORKSPACE")]
+    pub workspace: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Redeem an invite, store the credential, then run the node
+    Join(JoinArgs),
+    /// Run an already joined node
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The invite string from `ganglion invite create`
+    pub invite: String,
+    /// The directory this node shares with the hub
+    #[arg(long, env = "GANGLION_WORKSPACE")]
+    pub workspace: PathBuf,
+    /// Where the node keeps its credential [default: ./ganglion-node]
+    #[arg(long, env = "GANGLION_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The node's name [default: the invite's name, else the host name]
+    #[arg(long, env = "GANGLION_NODE_NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// The state dir given to `node join` [default: ./ganglion-node]
+    #[arg(long, env = "GANGLION_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How operator commands find the hub.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HubLocator {
+    /// The hub's HTTP base URL, e.g. http://127.0.0.1:7080
+    #[arg(long = "hub", env = "GANGLION_HUB_URL", global = true)]
+    pub hub_url: Option<String>,
+    /// The admin token
+    #[arg(long, env = "GANGLION_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The hub's data dir on this machine (reads its endpoints and admin token)
+    #[arg(long, env = "GANGLION_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InviteCommand {
+    /// Create a single-use invite
+    Create {
+        /// Only a node of this name may redeem it
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the invite stays valid, e.g. 10m, 2h [default: 1h]
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The policy of the node it creates [default: strict]
+        #[arg(long, value_enum)]
+        policy: Option<PolicyArg>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// List invites
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Revoke an unused invite
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyArg {
+    Strict,
+    Permissive,
+}
+
+impl PolicyArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyArg::Strict => "strict",
+            PolicyArg::Permissive => "permissive",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List nodes
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Set a node's policy; takes effect on the live node without a restart
+    Policy {
+        node: String,
+        #[arg(value_enum)]
+        mode: PolicyArg,
+        /// Programs to allow on top of the strict default, comma-separated
+        #[arg(long, value_delimiter = ',')]
+        allow: Vec<String>,
+        /// Allow TCP bind/connect (strict only)
+        #[arg(long)]
+        network: bool,
+        /// Allow shells that are on the allowlist (strict only)
+        #[arg(long)]
+        allow_shell: bool,
+        /// Run tasks even where the kernel cannot confine writes (strict only)
+        #[arg(long)]
+        allow_weak_sandbox: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Close a node's stream now and refuse it from then on
+    Revoke {
+        node: String,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PendingArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Join and connect N simulated nodes to a real hub process; report join
+    /// latency and the hub's memory per idle node
+    Nodes(BenchNodesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchNodesArgs {
+    /// Connected idle nodes to measure memory at (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    pub counts: Vec<usize>,
+    /// Joins to time for the latency figures
+    #[arg(long, default_value_t = 1000)]
+    pub joins: usize,
+    /// Concurrent joins in flight
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+}

@@ -1,0 +1,87 @@
+//! The operator's HTTP client: finds the hub (CONTRACT.md "Locating the hub")
+//! and calls its JSON API with the admin token.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cli::HubLocator;
+use crate::config::DEFAULT_DATA_DIR;
+
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// `--hub`/`--admin-token` (or their variables) win; otherwise both are
+    /// read from the data dir (`--data-dir`, `GANGLION_DATA_DIR`, or ./ganglion-data).
+    pub fn locate(loc: &HubLocator) -> anyhow::Result<Self> {
+        let data_dir = loc.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let base = match &loc.hub_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let path = data_dir.join("run").join("endpoints.json");
+                let text = std::fs::read(&path).with_context(|| {
+                    format!("no --hub given and no running hub found at {} (is the hub running?)", path.display())
+                })?;
+                let e: ganglion_hub::datadir::Endpoints =
+                    serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+                format!("http://{}", e.http)
+            }
+        };
+        let token = match &loc.admin_token {
+            Some(t) => t.trim().to_owned(),
+            None => {
+                let path = data_dir.join("admin.token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("no --admin-token given and cannot read {}", path.display()))?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--hub must be an http:// or https:// URL, not {base:?}");
+        }
+        Ok(Self { base, token, http: reqwest::Client::new() })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json().await.context("reading the hub's answer");
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| body.trim().to_owned());
+        match status.as_u16() {
+            401 => bail!("the hub refused the admin token ({msg})"),
+            _ => bail!("{msg}"),
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+}

@@ -1,0 +1,21 @@
+//! `ganglion hub`
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ganglion_hub::Hub;
+
+use crate::cli::HubArgs;
+use crate::config;
+
+pub async fn run(args: HubArgs) -> anyhow::Result<ExitCode> {
+    let options = config::hub_options(&args.hub)?;
+    if args.hub.print_config {
+        super::out(config::print(&options).trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cancel = crate::signal::shutdown_token()?;
+    let hub = Hub::build(options).await.context("starting the hub")?;
+    hub.run(cancel).await.context("running the hub")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,48 @@
+//! `ganglion node join|start`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ganglion_core::NodeName;
+use ganglion_node::state::StateDir;
+use ganglion_node::{Agent, AgentOptions, capabilities, join};
+
+use crate::cli::NodeCommand;
+
+const DEFAULT_STATE_DIR: &str = "./ganglion-node";
+
+pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Join(a) => {
+            let name = a.name.as_deref().map(NodeName::parse).transpose().context("--name")?;
+            let workspace = workspace_dir(&a.workspace)?;
+            let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
+            let caps = capabilities::probe();
+            join::join(&a.invite, name, workspace, &state_dir, caps).await?;
+            start(&state_dir).await
+        }
+        NodeCommand::Start(a) => {
+            let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
+            start(&state_dir).await
+        }
+    }
+}
+
+/// The workspace as an absolute path; it must exist and be a directory.
+pub fn workspace_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(path).with_context(|| format!("workspace {}", path.display()))?;
+    if !abs.is_dir() {
+        anyhow::bail!("workspace {} is not a directory", path.display());
+    }
+    Ok(abs)
+}
+
+/// Runs a joined node until SIGTERM/SIGINT.
+pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
+    let (state, credential) = state_dir.load()?;
+    let cancel = crate::signal::shutdown_token()?;
+    let agent = Agent::new(AgentOptions::new(state, credential, capabilities::probe()));
+    agent.run(cancel).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+//! `ganglion nodes ls|policy|revoke`
+
+use std::process::ExitCode;
+
+use ganglion_hub::api;
+use serde::Serialize;
+
+use super::invite::encode;
+use super::{out, print_json};
+use crate::cli::{NodesCommand, PolicyArg};
+use crate::client::ApiClient;
+
+/// The fields CONTRACT.md lists for `nodes ls --json`.
+#[derive(Serialize)]
+struct NodeOut<'a> {
+    name: &'a str,
+    id: &'a str,
+    status: &'a str,
+    policy: &'a str,
+    last_heartbeat: Option<&'a str>,
+    capabilities: &'a serde_json::Value,
+    allow: &'a [String],
+    network: bool,
+    revoked: bool,
+}
+
+impl<'a> From<&'a api::Node> for NodeOut<'a> {
+    fn from(n: &'a api::Node) -> Self {
+        NodeOut {
+            name: &n.name,
+            id: &n.id,
+            status: &n.status,
+            policy: &n.policy,
+            last_heartbeat: n.last_heartbeat.as_deref(),
+            capabilities: &n.capabilities,
+            allow: &n.policy_detail.allow,
+            network: n.policy_detail.network,
+            revoked: n.revoked,
+        }
+    }
+}
+
+pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodesCommand::Ls { json, hub } => {
+            let nodes: Vec<api::Node> = ApiClient::locate(&hub)?.get("/api/v1/nodes").await?;
+            if json {
+                print_json(&nodes.iter().map(NodeOut::from).collect::<Vec<_>>())?;
+            } else {
+                out(format!("{:<20} {:<8} {:<10} {:<25} {}", "NAME", "STATUS", "POLICY", "LAST HEARTBEAT", "PROTECTIONS"));
+                for n in &nodes {
+                    let hb = n.last_heartbeat.as_deref().unwrap_or("never");
+                    let prot = n.capabilities.get("protections").and_then(|p| p.as_array()).map(|a| {
+                        a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
+                    });
+                    let status = if n.revoked { "revoked" } else { &n.status };
+                    out(format!("{:<20} {:<8} {:<10} {:<25} {}", n.name, status, n.policy, hb, prot.unwrap_or_default()));
+                }
+            }
+        }
+        NodesCommand::Policy { node, mode, allow, network, allow_shell, allow_weak_sandbox, hub } => {
+            let body = api::SetPolicy { mode: mode.as_str().into(), allow, network, allow_shell, allow_weak_sandbox };
+            let path = format!("/api/v1/nodes/{}/policy", encode(&node));
+            let n: api::Node = ApiClient::locate(&hub)?.put(&path, &body).await?;
+            let live = if n.status == "online" { " (applied live)" } else { " (applies when it connects)" };
+            let extra = if mode == PolicyArg::Strict && !n.policy_detail.allow.is_empty() {
+                format!(", also allowing {}", n.policy_detail.allow.join(","))
+            } else {
+                String::new()
+            };
+            out(format!("node {} is now {}{extra}{live}", n.name, n.policy));
+        }
+        NodesCommand::Revoke { node, hub } => {
+            let path = format!("/api/v1/nodes/{}/revoke", encode(&node));
+            let n: api::Node = ApiClient::locate(&hub)?.post(&path, &serde_json::json!({})).await?;
+            out(format!("node {} revoked", n.name));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

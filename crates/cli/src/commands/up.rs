@@ -1,0 +1,60 @@
+//! `ganglion up`: a hub and a node named `local` in one process.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ganglion_core::NodeName;
+use ganglion_hub::Hub;
+use ganglion_node::state::StateDir;
+use ganglion_node::{Agent, AgentOptions, capabilities, join};
+
+use super::out;
+use crate::cli::UpArgs;
+use crate::config;
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let options = config::hub_options(&args.hub)?;
+    if args.hub.print_config {
+        super::out(config::print(&options).trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workspace = super::node::workspace_dir(&args.workspace.unwrap_or_else(|| ".".into()))?;
+    let state_dir = StateDir::new(options.data_dir.join("node-local"));
+    let cancel = crate::signal::shutdown_token()?;
+
+    let hub = Hub::build(options).await.context("starting the hub")?;
+    let mut handle = hub.handle();
+    let token_path = hub.admin_token_path();
+    let hub_cancel = cancel.child_token();
+    let hub_task = tokio::spawn(hub.run(hub_cancel.clone()));
+    handle.ready().await;
+
+    if !state_dir.is_joined() {
+        let local = NodeName::parse("local").expect("valid name");
+        let invite = handle.core.invites.create(Some(local.clone()), Some(Duration::from_secs(60)), None).await?;
+        join::join(&invite.code, Some(local), workspace.clone(), &state_dir, capabilities::probe()).await?;
+    }
+    let (mut state, credential) = state_dir.load()?;
+    // The hub may have moved (port 0, other flags): the local node follows it.
+    state.hub_addr = handle.endpoints.grpc.clone();
+    state.cert_sha256 = handle.endpoints.cert_sha256.clone();
+    state.workspace = workspace;
+    let agent = Agent::new(AgentOptions::new(state.clone(), credential, capabilities::probe()));
+    let mut link = agent.handle();
+    let agent_cancel = cancel.child_token();
+    let agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
+    link.wait_for(|s| s.connected).await;
+
+    out(format!("ganglion is up: hub and node \"local\" (workspace {})", state.workspace.display()));
+    out(format!("dashboard:   http://{}/", handle.endpoints.http));
+    out(format!("admin token: {}", token_path.display()));
+    out(format!("nodes join with: ganglion invite create --data-dir {}", handle.data_dir.root().display()));
+
+    cancel.cancelled().await;
+    agent_cancel.cancel();
+    let _ = agent_task.await;
+    hub_cancel.cancel();
+    hub_task.await.context("hub task")?.context("running the hub")?;
+    Ok(ExitCode::SUCCESS)
+}

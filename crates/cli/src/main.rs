@@ -1,0 +1,34 @@
+//! `ganglion`: one binary for the hub, the node and the operator commands.
+//! Parsing lives in [`cli`], layered configuration in [`config`], and each
+//! subcommand in [`commands`]; this file only wires them and reports errors.
+
+mod cli;
+mod client;
+mod commands;
+mod config;
+mod logging;
+mod signal;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!("starting the runtime: {e}")),
+    };
+    match runtime.block_on(commands::dispatch(args)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints the one-line `error: …` CONTRACT.md promises and picks the exit code.
+#[allow(clippy::print_stderr)]
+fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    let line = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {line}");
+    let code = e.downcast_ref::<commands::ExitCode>().map(|c| c.0).unwrap_or(1);
+    std::process::ExitCode::from(code)
+}

@@ -1,0 +1,192 @@
+//! Who may talk to the hub.
+//!
+//! Nodes present a credential (`authorization: Bearer …`); operators an admin
+//! token. Both are 256-bit secrets of which the hub keeps only hashes. A node
+//! credential check is one indexed lookup by hash, async, under a deadline.
+//! Failures are counted per peer address; an address that fails too often is
+//! refused for a while before any lookup is made.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ganglion_core::secret::Purpose;
+use ganglion_core::{Secret, SecretHash};
+use ganglion_store::{NodeRecord, Store};
+use tokio::time::Instant;
+
+use crate::Error;
+use crate::metrics::Metrics;
+
+/// Extracts the bearer secret from an `authorization` header value.
+pub fn bearer(value: Option<&str>) -> Result<Secret, Error> {
+    let token = value.and_then(|v| v.strip_prefix("Bearer ")).ok_or(Error::Unauthenticated)?;
+    Secret::decode(token).map_err(|_| Error::Unauthenticated)
+}
+
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    deadline: Duration,
+    limiter: FailureLimiter,
+    admin_hashes: RwLock<Vec<SecretHash>>,
+    metrics: Metrics,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        deadline: Duration,
+        limiter: FailureLimiter,
+        admin_hashes: Vec<SecretHash>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { store, deadline, limiter, admin_hashes: RwLock::new(admin_hashes), metrics }
+    }
+
+    pub fn limiter(&self) -> &FailureLimiter {
+        &self.limiter
+    }
+
+    /// Authenticates a node from its `authorization` header.
+    pub async fn node(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<NodeRecord, Error> {
+        self.limiter.check(peer)?;
+        let result = self.node_inner(header).await;
+        match &result {
+            Ok(_) => self.metrics.handshake("ok"),
+            Err(Error::StoreTimeout) => self.metrics.handshake("timeout"),
+            Err(_) => {
+                self.metrics.auth_failure("node");
+                self.limiter.record_failure(peer);
+            }
+        }
+        result
+    }
+
+    async fn node_inner(&self, header: Option<&str>) -> Result<NodeRecord, Error> {
+        let hash = bearer(header)?.hash(Purpose::NodeCredential);
+        let lookup = self.store.node_by_credential(&hash);
+        let node = tokio::time::timeout(self.deadline, lookup)
+            .await
+            .map_err(|_| Error::StoreTimeout)??
+            .ok_or(Error::BadCredential)?;
+        if node.revoked_at.is_some() {
+            return Err(Error::Revoked(node.name.to_string()));
+        }
+        Ok(node)
+    }
+
+    /// Checks an operator's bearer token (constant-time comparison of hashes).
+    pub fn admin(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<(), Error> {
+        self.limiter.check(peer)?;
+        let ok = bearer(header).ok().is_some_and(|s| {
+            let h = s.hash(Purpose::AdminToken);
+            let known = self.admin_hashes.read().expect("lock");
+            // Compare against every hash, so timing does not depend on which matched.
+            known.iter().fold(false, |acc, k| acc | (*k == h))
+        });
+        if ok {
+            return Ok(());
+        }
+        self.metrics.auth_failure("admin");
+        self.limiter.record_failure(peer);
+        Err(Error::Unauthenticated)
+    }
+
+    /// Counts a failed invite redemption against the peer.
+    pub fn record_join_failure(&self, peer: Option<IpAddr>) {
+        self.metrics.auth_failure("invite");
+        self.limiter.record_failure(peer);
+    }
+}
+
+/// Token buckets of failed attempts, per peer address. Only failures take
+/// tokens; an address with none left is refused until it regains one.
+pub struct FailureLimiter {
+    burst: f64,
+    refill_per_s: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Addresses tracked at most; past that, full buckets are forgotten first.
+const MAX_TRACKED: usize = 65_536;
+
+impl FailureLimiter {
+    pub fn new(burst: u32, refill_per_s: f64) -> Self {
+        Self { burst: f64::from(burst), refill_per_s, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    fn refreshed(&self, b: Bucket, now: Instant) -> Bucket {
+        let gained = now.duration_since(b.at).as_secs_f64() * self.refill_per_s;
+        Bucket { tokens: (b.tokens + gained).min(self.burst), at: now }
+    }
+
+    /// Refuses an address that has no failures left.
+    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Error> {
+        let Some(ip) = peer else { return Ok(()) };
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("lock");
+        let Some(b) = buckets.get_mut(&ip) else { return Ok(()) };
+        *b = self.refreshed(*b, now);
+        if b.tokens >= 1.0 {
+            return Ok(());
+        }
+        let retry_after_s = ((1.0 - b.tokens) / self.refill_per_s).ceil() as u64;
+        Err(Error::RateLimited { retry_after_s: retry_after_s.max(1) })
+    }
+
+    pub fn record_failure(&self, peer: Option<IpAddr>) {
+        let Some(ip) = peer else { return };
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("lock");
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
+            let burst = self.burst;
+            let refill = self.refill_per_s;
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * refill < burst
+            });
+        }
+        let b = buckets.entry(ip).or_insert(Bucket { tokens: self.burst, at: now });
+        *b = self.refreshed(*b, now);
+        b.tokens = (b.tokens - 1.0).max(0.0);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().expect("lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_failures_per_address_and_recovers() {
+        let l = FailureLimiter::new(3, 1.0);
+        let bad: IpAddr = "127.0.0.2".parse().unwrap();
+        let good: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            l.check(Some(bad)).unwrap();
+            l.record_failure(Some(bad));
+        }
+        assert!(matches!(l.check(Some(bad)), Err(Error::RateLimited { .. })));
+        l.check(Some(good)).unwrap();
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        l.check(Some(bad)).unwrap();
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert!(bearer(None).is_err());
+        assert!(bearer(Some("Basic abc")).is_err());
+        assert!(bearer(Some("Bearer nope")).is_err());
+        let s = Secret::generate();
+        assert_eq!(bearer(Some(&format!("Bearer {}", s.encode()))).unwrap(), s);
+    }
+}

@@ -1,0 +1,126 @@
+//! The `Hub` gRPC service. Handlers are thin: they check input, call the hub's
+//! parts and convert between wire and domain types.
+//!
+//! Status codes (see [`crate::Error::grpc_code`]):
+//! - `Join`: InvalidArgument (bad name or secret), Unauthenticated (unknown
+//!   invite), FailedPrecondition (expired, used, revoked, other name's invite),
+//!   AlreadyExists (name taken), ResourceExhausted (too many failures from this
+//!   address).
+//! - `SyncConfiguration`, `Connect`: Unauthenticated / PermissionDenied
+//!   (revoked) from the auth layer; `Connect` also InvalidArgument when the
+//!   first message is not a hello.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use ganglion_core::time::SharedClock;
+use ganglion_core::{NodeName, Secret};
+use ganglion_proto::v1;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth_layer::AuthenticatedNode;
+use super::connection::ConnectionDriver;
+use crate::Error;
+use crate::auth::Authenticator;
+use crate::invites::Invites;
+use crate::metrics::Metrics;
+use crate::monitor::StatusSink;
+use crate::registry::Registry;
+
+#[derive(Clone)]
+pub struct HubService {
+    pub invites: Arc<Invites>,
+    pub auth: Arc<Authenticator>,
+    pub registry: Registry,
+    pub status: StatusSink,
+    pub clock: SharedClock,
+    pub heartbeat_interval: Duration,
+    pub metrics: Metrics,
+}
+
+fn authenticated<T>(req: &Request<T>) -> Result<AuthenticatedNode, Status> {
+    // The auth layer inserts this for every method not on the open list; its
+    // absence means the layer was bypassed, which must never serve a request.
+    req.extensions()
+        .get::<AuthenticatedNode>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing credential"))
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<v1::HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::hub_server::Hub for HubService {
+    #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
+    async fn join(&self, req: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
+        self.auth.limiter().check(peer)?;
+        let result = self.join_inner(req.into_inner()).await;
+        if let Err(e) = &result {
+            tracing::info!(error = %e, ?peer, "join refused");
+            if !matches!(e, Error::StoreTimeout | Error::Store(_)) {
+                self.auth.record_join_failure(peer);
+            }
+        }
+        Ok(Response::new(result?))
+    }
+
+    async fn sync_configuration(
+        &self,
+        req: Request<v1::SyncConfigurationRequest>,
+    ) -> Result<Response<v1::NodeConfig>, Status> {
+        let AuthenticatedNode(node) = authenticated(&req)?;
+        Ok(Response::new(v1::NodeConfig {
+            node_id: node.id.to_string(),
+            name: node.name.to_string(),
+            policy: Some((&node.policy).into()),
+            heartbeat_interval_ms: millis(self.heartbeat_interval),
+            sync: Some(v1::SyncSettings { enabled: false, debounce_ms: 100, rescan_interval_s: 60 }),
+        }))
+    }
+
+    type ConnectStream = HubStream;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<v1::NodeMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let AuthenticatedNode(node) = authenticated(&req)?;
+        let peer = req.remote_addr();
+        let driver = ConnectionDriver {
+            registry: self.registry.clone(),
+            status: self.status.clone(),
+            clock: self.clock.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+        };
+        let stream = driver.start(node, peer, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+}
+
+impl HubService {
+    async fn join_inner(&self, req: v1::JoinRequest) -> Result<v1::JoinResponse, Error> {
+        let secret = Secret::decode(&req.invite_secret)
+            .map_err(|e| Error::InvalidArgument(format!("invite secret: {e}")))?;
+        let name = match req.name.as_str() {
+            "" => None,
+            n => Some(NodeName::parse(n).map_err(|e| Error::InvalidArgument(e.to_string()))?),
+        };
+        // A bad default name is dropped, not an error: it only stands in.
+        let default_name = NodeName::parse(&req.default_name).ok();
+        let caps = req.capabilities.map(Into::into).unwrap_or_default();
+        let (node, credential) = self.invites.redeem(&secret, name, default_name, caps).await?;
+        self.metrics.joins.inc();
+        Ok(v1::JoinResponse {
+            node_id: node.id.to_string(),
+            name: node.name.to_string(),
+            credential: credential.encode(),
+        })
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,147 @@
+//! JSON API handlers: parse, call the hub's parts, shape the answer.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use ganglion_core::{NodeName, Policy, PolicyMode};
+use ganglion_core::time::parse_duration;
+use ganglion_store::InviteRecord;
+
+use crate::Error;
+use crate::api;
+use crate::hub::HubCore;
+use crate::nodes::NodeView;
+
+type Core = State<Arc<HubCore>>;
+
+pub async fn metrics(State(core): Core) -> impl IntoResponse {
+    let body = core.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}
+
+pub async fn status(State(core): Core) -> Json<api::Status> {
+    Json(api::Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        nodes_online: core.registry.len(),
+        workers: core.supervisor.statuses(),
+        extra: Default::default(),
+    })
+}
+
+pub async fn workers(State(core): Core) -> Json<Vec<api::WorkerStatus>> {
+    Json(core.supervisor.statuses())
+}
+
+fn parse_mode(s: &str) -> Result<PolicyMode, Error> {
+    PolicyMode::parse(s).ok_or_else(|| {
+        Error::InvalidArgument(format!("policy must be \"strict\" or \"permissive\", not {s:?}"))
+    })
+}
+
+pub async fn create_invite(
+    State(core): Core,
+    Json(req): Json<api::CreateInvite>,
+) -> Result<Json<api::InviteCreated>, Error> {
+    let name = req
+        .name
+        .as_deref()
+        .map(NodeName::parse)
+        .transpose()
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let ttl = req
+        .ttl
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let policy = match req.policy.as_deref().map(parse_mode).transpose()? {
+        Some(PolicyMode::Permissive) => Some(Policy::permissive()),
+        Some(PolicyMode::Strict) | None => None,
+    };
+    let created = core.invites.create(name, ttl, policy).await?;
+    Ok(Json(api::InviteCreated {
+        id: created.record.id.to_string(),
+        invite: created.code,
+        expires_at: created.record.expires_at.to_rfc3339(),
+    }))
+}
+
+fn invite_json(r: &InviteRecord, now: ganglion_core::Timestamp) -> api::Invite {
+    api::Invite {
+        id: r.id.to_string(),
+        name: r.name_scope.as_ref().map(|n| n.to_string()),
+        policy: r.policy.as_ref().map(|p| p.mode.as_str().to_owned()),
+        state: r.state(now).into(),
+        created_at: r.created_at.to_rfc3339(),
+        expires_at: r.expires_at.to_rfc3339(),
+        used_at: r.used_at.map(|t| t.to_rfc3339()),
+        used_by: r.used_by.as_ref().map(|n| n.to_string()),
+    }
+}
+
+pub async fn list_invites(State(core): Core) -> Result<Json<Vec<api::Invite>>, Error> {
+    let now = core.clock.now();
+    Ok(Json(core.invites.list().await?.iter().map(|r| invite_json(r, now)).collect()))
+}
+
+pub async fn revoke_invite(State(core): Core, Path(id): Path<String>) -> Result<Json<api::Invite>, Error> {
+    let r = core.invites.revoke(&id).await?;
+    Ok(Json(invite_json(&r, core.clock.now())))
+}
+
+pub fn node_json(v: &NodeView) -> api::Node {
+    api::Node {
+        name: v.record.name.to_string(),
+        id: v.record.id.to_string(),
+        status: v.state().as_str().into(),
+        policy: v.record.policy.mode.as_str().into(),
+        last_heartbeat: v.last_heartbeat.map(|t| t.to_rfc3339()),
+        capabilities: api::Node::capabilities_json(v.record.capabilities.as_ref()),
+        policy_detail: v.record.policy.clone(),
+        revoked: v.record.revoked_at.is_some(),
+    }
+}
+
+pub async fn list_nodes(State(core): Core) -> Result<Json<Vec<api::Node>>, Error> {
+    Ok(Json(core.nodes.list().await?.iter().map(node_json).collect()))
+}
+
+pub async fn get_node(State(core): Core, Path(name): Path<String>) -> Result<Json<api::Node>, Error> {
+    Ok(Json(node_json(&core.nodes.get(&name).await?)))
+}
+
+pub async fn set_policy(
+    State(core): Core,
+    Path(name): Path<String>,
+    Json(req): Json<api::SetPolicy>,
+) -> Result<Json<api::Node>, Error> {
+    let mode = parse_mode(&req.mode)?;
+    let strict_only = !req.allow.is_empty() || req.network || req.allow_shell || req.allow_weak_sandbox;
+    if mode == PolicyMode::Permissive && strict_only {
+        return Err(Error::InvalidArgument(
+            "--allow, --network, --allow-shell and --allow-weak-sandbox apply to strict only".into(),
+        ));
+    }
+    for prog in &req.allow {
+        let bad = prog.is_empty() || prog.contains('\0') || prog.len() > 255 || prog.contains(',');
+        if bad {
+            return Err(Error::InvalidArgument(format!("invalid program name {prog:?}")));
+        }
+    }
+    let policy = Policy {
+        mode,
+        allow: req.allow,
+        network: req.network,
+        allow_shell: req.allow_shell,
+        allow_weak_sandbox: req.allow_weak_sandbox,
+        version: 0,
+    };
+    Ok(Json(node_json(&core.nodes.set_policy(&name, policy).await?)))
+}
+
+pub async fn revoke_node(State(core): Core, Path(name): Path<String>) -> Result<Json<api::Node>, Error> {
+    Ok(Json(node_json(&core.nodes.revoke(&name).await?)))
+}

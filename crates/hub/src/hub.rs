@@ -1,0 +1,256 @@
+//! Building and running the hub, with an ordered, time-bounded shutdown:
+//! stop accepting → close node streams → stop workers → close the store.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ganglion_core::secret::Purpose;
+use ganglion_core::time::SharedClock;
+use ganglion_core::{Secret, SystemClock};
+use ganglion_proto::v1::hub_server::HubServer;
+use ganglion_store::{SqliteStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::Error;
+use crate::auth::{Authenticator, FailureLimiter};
+use crate::datadir::{DataDir, Endpoints, write_atomic};
+use crate::grpc::{AuthLayer, HubService};
+use crate::invites::Invites;
+use crate::metrics::Metrics;
+use crate::monitor::{MeshMonitor, StatusSink, StatusWriter};
+use crate::nodes::Nodes;
+use crate::options::HubOptions;
+use crate::registry::{CloseReason, Registry};
+use crate::tls::TlsIdentity;
+use crate::worker::{Supervisor, Worker};
+
+/// Time allowed for node streams and HTTP requests to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+/// Time allowed for workers to stop at shutdown.
+const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The hub's shared parts, used by the gRPC and HTTP handlers.
+pub struct HubCore {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    pub invites: Arc<Invites>,
+    pub nodes: Nodes,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub supervisor: Supervisor,
+    pub clock: SharedClock,
+}
+
+pub struct Hub {
+    core: Arc<HubCore>,
+    options: HubOptions,
+    data_dir: DataDir,
+    tls: TlsIdentity,
+    grpc: TcpListener,
+    http: TcpListener,
+    endpoints: Endpoints,
+    workers: Vec<Box<dyn Worker>>,
+    status: StatusSink,
+    ready: watch::Sender<bool>,
+}
+
+/// A cheap handle on a built hub: its parts, endpoints and readiness.
+#[derive(Clone)]
+pub struct HubHandle {
+    pub core: Arc<HubCore>,
+    pub endpoints: Endpoints,
+    pub data_dir: DataDir,
+    ready: watch::Receiver<bool>,
+}
+
+impl HubHandle {
+    /// Resolves once the hub serves (endpoints published).
+    pub async fn ready(&mut self) {
+        let _ = self.ready.wait_for(|r| *r).await;
+    }
+}
+
+async fn ensure_admin_token(dir: &DataDir, store: &dyn Store, clock: &SharedClock) -> Result<(), Error> {
+    let path = dir.admin_token();
+    if tokio::fs::try_exists(&path).await? {
+        return Ok(());
+    }
+    let token = Secret::generate();
+    store.add_admin_token(&token.hash(Purpose::AdminToken), clock.now()).await?;
+    write_atomic(path.clone(), format!("{}\n", token.encode()).into_bytes(), 0o600).await?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Io(std::io::Error::new(e.kind(), format!("binding {what} address {addr}: {e}")))
+    })
+}
+
+impl Hub {
+    /// Prepares everything (data dir, store, certificate, token, listeners)
+    /// without serving yet.
+    pub async fn build(options: HubOptions) -> Result<Hub, Error> {
+        Self::build_with_clock(options, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(options: HubOptions, clock: SharedClock) -> Result<Hub, Error> {
+        let data_dir = DataDir::new(&options.data_dir);
+        data_dir.create().await?;
+        data_dir.remove_endpoints().await;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
+        store.mark_all_offline(clock.now()).await?;
+        ensure_admin_token(&data_dir, store.as_ref(), &clock).await?;
+
+        let grpc = bind(options.grpc_addr, "gRPC").await?;
+        let http = bind(options.http_addr, "HTTP").await?;
+        let grpc_addr = grpc.local_addr()?;
+        let advertise = options.advertise_addr.clone().unwrap_or_else(|| grpc_addr.to_string());
+        let advertise_host = advertise.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
+        let configured = match (&options.tls_cert, &options.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err(Error::Tls("--tls-cert and --tls-key go together".into())),
+        };
+        let tls = TlsIdentity::load_or_create(&data_dir, configured, advertise_host.into_iter().collect()).await?;
+
+        let metrics = Metrics::new();
+        let registry = Registry::new(metrics.clone());
+        let limiter = FailureLimiter::new(options.auth_failure_burst, options.auth_failure_refill_per_s);
+        let admin = store.admin_token_hashes().await?;
+        let auth = Arc::new(Authenticator::new(store.clone(), options.auth_deadline, limiter, admin, metrics.clone()));
+        let invites = Arc::new(Invites::new(store.clone(), clock.clone(), advertise, tls.cert_sha256.clone()));
+        let (status_writer, status) = StatusWriter::new(store.clone());
+        let monitor = MeshMonitor::new(registry.clone(), options.heartbeat_interval, options.silence_limit());
+        let core = Arc::new(HubCore {
+            nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
+            store,
+            auth,
+            invites,
+            registry,
+            metrics,
+            supervisor: Supervisor::default(),
+            clock,
+        });
+        let endpoints = Endpoints {
+            grpc: grpc_addr.to_string(),
+            http: http.local_addr()?.to_string(),
+            cert_sha256: tls.cert_sha256.clone(),
+            pid: std::process::id(),
+        };
+        let workers: Vec<Box<dyn Worker>> = vec![Box::new(status_writer), Box::new(monitor)];
+        let (ready, _) = watch::channel(false);
+        Ok(Hub { core, options, data_dir, tls, grpc, http, endpoints, workers, status, ready })
+    }
+
+    pub fn handle(&self) -> HubHandle {
+        HubHandle {
+            core: self.core.clone(),
+            endpoints: self.endpoints.clone(),
+            data_dir: self.data_dir.clone(),
+            ready: self.ready.subscribe(),
+        }
+    }
+
+    pub fn admin_token_path(&self) -> std::path::PathBuf {
+        self.data_dir.admin_token()
+    }
+
+    /// Serves until `cancel` fires, then shuts down in order.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
+        let Hub { core, options, data_dir, tls, grpc, http, endpoints, workers, status, ready } = self;
+        let accepting = CancellationToken::new();
+        let workers_cancel = CancellationToken::new();
+
+        let mut worker_set = JoinSet::new();
+        for w in workers {
+            core.supervisor.spawn(&mut worker_set, w, workers_cancel.clone());
+        }
+
+        let service = HubService {
+            invites: core.invites.clone(),
+            auth: core.auth.clone(),
+            registry: core.registry.clone(),
+            status,
+            clock: core.clock.clone(),
+            heartbeat_interval: options.heartbeat_interval,
+            metrics: core.metrics.clone(),
+        };
+        let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        let incoming = TcpListenerStream::new(grpc).map_ok(|s| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        let grpc_server = Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(AuthLayer::new(core.auth.clone()))
+            .add_service(HubServer::new(service))
+            .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());
+        let mut servers = JoinSet::new();
+        servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
+        let app = crate::http::router(core.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http_server = axum::serve(http, app).with_graceful_shutdown(accepting.clone().cancelled_owned());
+        servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
+
+        data_dir.write_endpoints(&endpoints).await?;
+        let _ = ready.send(true);
+        tracing::info!(grpc = %endpoints.grpc, http = %endpoints.http, cert_sha256 = %endpoints.cert_sha256, "hub ready");
+
+        tokio::select! {
+            _ = cancel.cancelled() => tracing::info!("shutting down"),
+            Some(r) = servers.join_next() => {
+                tracing::error!(result = ?r, "a server stopped on its own; shutting down");
+            }
+        }
+
+        // 1. Stop accepting; 2. close node streams so the servers can drain.
+        accepting.cancel();
+        core.registry.close_all(CloseReason::Shutdown);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(r) = servers.join_next().await {
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "server ended with an error");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections did not drain in time; closing them");
+            servers.abort_all();
+        }
+        // 3. Stop workers (the status writer flushes what is queued).
+        workers_cancel.cancel();
+        if tokio::time::timeout(WORKER_STOP_TIMEOUT, async { while worker_set.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("workers did not stop in time");
+            worker_set.abort_all();
+        }
+        // 4. Close the store.
+        core.store.mark_all_offline(core.clock.now()).await.ok();
+        core.store.close().await;
+        data_dir.remove_endpoints().await;
+        tracing::info!("hub stopped");
+        Ok(())
+    }
+}
+
+/// Reads the admin token the hub wrote into its data dir.
+pub async fn read_admin_token(data_dir: &Path) -> std::io::Result<String> {
+    let t = tokio::fs::read_to_string(DataDir::new(data_dir).admin_token()).await?;
+    Ok(t.trim().to_owned())
+}

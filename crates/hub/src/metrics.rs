@@ -1,0 +1,73 @@
+//! Prometheus metrics, exposed at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// The hub's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub connected_nodes: Gauge,
+    handshakes: Family<ResultLabel, Counter>,
+    auth_failures: Family<KindLabel, Counter>,
+    pub joins: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ganglion");
+        let connected_nodes = Gauge::default();
+        let handshakes = Family::<ResultLabel, Counter>::default();
+        let auth_failures = Family::<KindLabel, Counter>::default();
+        let joins = Counter::default();
+        registry.register(
+            "connected_nodes",
+            "Nodes with an open control stream",
+            connected_nodes.clone(),
+        );
+        registry.register("handshakes", "Node credential checks, by result", handshakes.clone());
+        registry.register(
+            "auth_failures",
+            "Failed authentications, by kind (node, admin, invite)",
+            auth_failures.clone(),
+        );
+        registry.register("joins", "Invites redeemed", joins.clone());
+        Self { registry: Arc::new(registry), connected_nodes, handshakes, auth_failures, joins }
+    }
+
+    pub fn handshake(&self, result: &str) {
+        self.handshakes.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    pub fn auth_failure(&self, kind: &str) {
+        self.auth_failures.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encodes");
+        out
+    }
+}

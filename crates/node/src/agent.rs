@@ -1,0 +1,231 @@
+//! The node's main loop: fetch configuration, hold the control stream open,
+//! heartbeat, apply policy updates live, and reconnect after any loss with a
+//! capped, jittered backoff. Stops for good only when cancelled, revoked, or
+//! refused by the hub.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ganglion_core::{Capabilities, Policy, Secret};
+use ganglion_proto::v1;
+use ganglion_proto::v1::hub_client::HubClient;
+use ganglion_proto::v1::hub_message::Kind as In;
+use ganglion_proto::v1::node_message::Kind as Out;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::Error;
+use crate::backoff::Backoff;
+use crate::state::NodeState;
+use crate::tls::{self, HubTarget};
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub state: NodeState,
+    pub credential: Secret,
+    pub capabilities: Capabilities,
+    /// Local address to connect from (tests and benchmarks); any when `None`.
+    pub bind_ip: Option<IpAddr>,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl AgentOptions {
+    pub fn new(state: NodeState, credential: Secret, capabilities: Capabilities) -> Self {
+        Self {
+            state,
+            credential,
+            capabilities,
+            bind_ip: None,
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the node knows about its link to the hub, for callers and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkStatus {
+    pub connected: bool,
+    pub policy: Policy,
+    /// Completed sessions (each successful connect counts one).
+    pub sessions: u64,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    status: watch::Sender<LinkStatus>,
+}
+
+#[derive(Clone)]
+pub struct AgentHandle {
+    status: watch::Receiver<LinkStatus>,
+}
+
+impl AgentHandle {
+    pub fn status(&self) -> LinkStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `f`.
+    pub async fn wait_for(&mut self, f: impl Fn(&LinkStatus) -> bool) -> LinkStatus {
+        let found = self.status.wait_for(|s| f(s)).await.map(|s| s.clone());
+        found.unwrap_or_else(|_| self.status.borrow().clone())
+    }
+}
+
+enum SessionEnd {
+    Cancelled,
+    Closed(String),
+}
+
+/// Maps a gRPC status from the hub to the node's view of it.
+fn from_status(s: &Status) -> Error {
+    match s.code() {
+        Code::PermissionDenied => Error::Revoked,
+        Code::Unauthenticated => Error::Unauthenticated(s.message().to_owned()),
+        _ => Error::Hub(format!("{}: {}", s.code(), s.message())),
+    }
+}
+
+impl Agent {
+    pub fn new(opts: AgentOptions) -> Self {
+        let (status, _) = watch::channel(LinkStatus { connected: false, policy: Policy::strict(), sessions: 0 });
+        Self { opts, status }
+    }
+
+    pub fn handle(&self) -> AgentHandle {
+        AgentHandle { status: self.status.subscribe() }
+    }
+
+    /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
+    #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
+        let mut backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_cap);
+        loop {
+            let started = Instant::now();
+            let result = self.session(&cancel).await;
+            self.status.send_modify(|s| s.connected = false);
+            match result {
+                Ok(SessionEnd::Cancelled) => return Ok(()),
+                Ok(SessionEnd::Closed(reason)) => tracing::warn!(%reason, "control stream ended; reconnecting"),
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(error = %e, "stopping");
+                    return Err(e);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reach the hub; will retry"),
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            tracing::debug!(delay_ms = delay.as_millis() as u64, "waiting before reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn session(&self, cancel: &CancellationToken) -> Result<SessionEnd, Error> {
+        let target = HubTarget {
+            addr: self.opts.state.hub_addr.clone(),
+            cert_sha256: self.opts.state.cert_sha256.clone(),
+            bind_ip: self.opts.bind_ip,
+        };
+        let channel = tokio::select! {
+            c = tls::connect(&target) => c?,
+            _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+        };
+        let bearer: MetadataValue<_> = format!("Bearer {}", self.opts.credential.encode())
+            .parse()
+            .expect("base64url is valid metadata");
+        let mut client = HubClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        });
+        let config = client
+            .sync_configuration(v1::SyncConfigurationRequest {})
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        if let Some(p) = config.policy {
+            self.apply_policy(p);
+        }
+        let interval = Duration::from_millis(u64::from(config.heartbeat_interval_ms.max(100)));
+
+        let (tx, rx) = mpsc::channel(64);
+        let hello = v1::Hello { capabilities: Some((&self.opts.capabilities).into()) };
+        tx.send(v1::NodeMessage { kind: Some(Out::Hello(hello)) }).await.expect("receiver alive");
+        let mut inbound = client.connect(ReceiverStream::new(rx)).await.map_err(|s| from_status(&s))?.into_inner();
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.sessions += 1;
+        });
+        tracing::info!(hub = %target.addr, "connected to the hub");
+
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+                _ = heartbeat.tick() => {
+                    seq += 1;
+                    let hb = v1::NodeMessage { kind: Some(Out::Heartbeat(v1::Heartbeat { seq })) };
+                    if tx.send(hb).await.is_err() {
+                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind)?,
+                    Ok(Some(v1::HubMessage { kind: None })) => tracing::warn!("empty message from the hub ignored"),
+                    Ok(None) => return Ok(SessionEnd::Closed("the hub closed the stream".into())),
+                    Err(s) => {
+                        let e = from_status(&s);
+                        if e.is_fatal() { return Err(e); }
+                        return Ok(SessionEnd::Closed(s.message().to_owned()));
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_message(&self, msg: In) -> Result<(), Error> {
+        match msg {
+            In::Welcome(w) => tracing::debug!(node_id = %w.node_id, "welcomed"),
+            In::HeartbeatAck(_) => {}
+            In::PolicyUpdate(u) => {
+                if let Some(p) = u.policy {
+                    self.apply_policy(p);
+                }
+            }
+            In::Revoked(r) => {
+                tracing::error!(reason = %r.reason, "the hub revoked this node");
+                return Err(Error::Revoked);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_policy(&self, wire: v1::Policy) {
+        match Policy::try_from(wire) {
+            Ok(p) => self.status.send_if_modified(|s| {
+                if s.policy == p {
+                    return false;
+                }
+                tracing::info!(mode = p.mode.as_str(), version = p.version, "policy applied");
+                s.policy = p;
+                true
+            }),
+            // An invalid policy never loosens anything: keep the current one.
+            Err(e) => {
+                tracing::error!(error = %e, "ignoring an invalid policy from the hub");
+                false
+            }
+        };
+    }
+}

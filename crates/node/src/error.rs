@@ -1,0 +1,36 @@
+//! The node's errors.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid invite: {0}")]
+    Invite(#[from] ganglion_core::invite::Error),
+    #[error("invalid node name: {0}")]
+    Name(#[from] ganglion_core::name::Error),
+    #[error("state dir {path} {problem}")]
+    StateDir { path: PathBuf, problem: String },
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the hub presented certificate {got} but this node pins {expected}")]
+    CertificateMismatch { expected: String, got: String },
+    #[error("cannot reach the hub at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("the hub refused the join: {0}")]
+    JoinRefused(String),
+    #[error("this node was revoked by the hub; it will not reconnect")]
+    Revoked,
+    #[error("the hub does not accept this node's credential: {0}")]
+    Unauthenticated(String),
+    #[error("hub: {0}")]
+    Hub(String),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Errors that retrying cannot fix: the node stops instead of reconnecting.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Revoked | Error::Unauthenticated(_) | Error::StateDir { .. } | Error::Corrupt { .. })
+    }
+}
