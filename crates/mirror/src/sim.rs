@@ -446,6 +446,17 @@ impl Sim {
                 Op::Delete { path, .. } => self.hub_disk.index.retain(|k, _| !k.starts_with(path)),
                 _ => {}
             }
+            let mut cur = if matches!(op, Op::Delete { .. }) {
+                None
+            } else {
+                op.path().parent()
+            };
+            while let Some(d) = cur {
+                if self.hub_disk.files.get(&d).is_some_and(|n| *n != Node::Dir) {
+                    self.hub_disk.index.remove(&d);
+                }
+                cur = d.parent();
+            }
         }
         let mut done = Vec::new();
         for (op, node) in prepared {

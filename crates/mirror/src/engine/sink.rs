@@ -176,6 +176,9 @@ pub struct SinkEngine {
     refused: u64,
     /// Notices below a directory whose delete is in progress; they wait for it.
     parked: Vec<Notice>,
+    /// A directory delete that cancelled fetches below it holds back the
+    /// acknowledgement of their sequence numbers until it commits.
+    held: BTreeMap<RelPath, u64>,
 }
 
 impl SinkEngine {
@@ -239,6 +242,7 @@ impl SinkEngine {
                 // notice above `applied` on reconnect. Commits in flight stay.
                 self.slots.retain(|_, s| s.stage == Stage::Committing);
                 self.parked.clear();
+                self.held.clear();
                 for s in self.slots.values_mut() {
                     s.next = None;
                 }
@@ -555,15 +559,19 @@ impl SinkEngine {
             .range(path.clone()..)
             .filter(|(p, _)| *p != path)
             .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
-            .filter(|(p, s)| p.starts_with(path) && !matches!(s.stage, Stage::Committing))
+            .filter(|(p, s)| {
+                p.starts_with(path)
+                    && matches!(s.stage, Stage::Fetching { .. } | Stage::Retry { .. })
+            })
             .map(|(p, _)| p.clone())
             .collect();
         for p in doomed {
-            if let Some(Slot {
-                stage: Stage::Fetching { hash, .. },
-                ..
-            }) = self.slots.remove(&p)
-            {
+            let Some(slot) = self.slots.remove(&p) else {
+                continue;
+            };
+            let held = self.held.entry(path.clone()).or_insert(slot.seq);
+            *held = (*held).min(slot.seq);
+            if let Stage::Fetching { hash, .. } = slot.stage {
                 out.push(SinkAction::Discard { path: p, hash });
             }
         }
@@ -755,11 +763,14 @@ impl SinkEngine {
 
     /// Acknowledges the longest settled prefix of sequence numbers.
     fn advance(&mut self, out: &mut Vec<SinkAction>) {
+        let slots = &self.slots;
+        self.held.retain(|p, _| slots.contains_key(p));
         let floor = self
             .slots
             .values()
             .map(|s| s.seq)
             .chain(self.parked.iter().map(Notice::seq))
+            .chain(self.held.values().copied())
             .min()
             .map(|m| m.saturating_sub(1));
         let target = floor.map_or(self.seen, |f| f.min(self.seen));

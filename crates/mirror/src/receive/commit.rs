@@ -33,6 +33,24 @@ impl Receiver {
                 Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
                 _ => {}
             }
+            // A file or link where a parent directory must go is replaced
+            // (deletes create no parents).
+            let mut cur = if matches!(op, Op::Delete { .. }) {
+                None
+            } else {
+                op.path().parent()
+            };
+            while let Some(d) = cur {
+                if self
+                    .inner
+                    .mirror
+                    .symlink_metadata(d.as_str())
+                    .is_ok_and(|m| !m.is_dir())
+                {
+                    retract.removes.push(d.clone());
+                }
+                cur = d.parent();
+            }
         }
         if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
             for (_, s) in &prepared {
