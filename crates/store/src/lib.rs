@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the records the store reads and writes (domain types, no SQL).
 //! - [`error`]: the store's error type; database errors are translated here, once.
+//! - [`tasks`]: the journal's records (tasks and their history).
 //! - [`sqlite`]: the embedded SQLite backend (WAL, foreign keys on).
 //!
 //! [`Store`] is what the hub programs against. A PostgreSQL backend will
@@ -10,15 +11,19 @@
 mod error;
 pub mod model;
 mod sqlite;
+pub mod tasks;
 
 use async_trait::async_trait;
-use ganglion_core::{InviteId, NodeName, Policy, SecretHash, Timestamp};
+use ganglion_core::{InviteId, NodeId, NodeName, Policy, SecretHash, TaskId, Timestamp};
 
 pub use error::{Error, InviteRefusal, Result};
 pub use model::{
     Credential, InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate,
 };
 pub use sqlite::SqliteStore;
+pub use tasks::{
+    EndApplied, HistoryEntry, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+};
 
 /// Everything the hub persists. Every method is one transaction.
 #[async_trait]
@@ -46,6 +51,25 @@ pub trait Store: Send + Sync + 'static {
     async fn update_status(&self, updates: &[StatusUpdate]) -> Result<()>;
     /// At hub start: no stream is open yet, so every node is offline.
     async fn mark_all_offline(&self, at: Timestamp) -> Result<()>;
+
+    // --- the journal ---
+    /// Records a new task as `pending`.
+    async fn create_task(&self, task: &NewTask) -> Result<()>;
+    /// `pending` → `running`; `false` if the task was not pending.
+    async fn mark_task_running(&self, id: &TaskId, at: Timestamp) -> Result<bool>;
+    /// Records a task's end (see [`EndApplied`]).
+    async fn finish_task(&self, end: &TaskEnd) -> Result<EndApplied>;
+    /// Fails every unfinished task (of one node, or all) with `error`;
+    /// returns the ids it failed.
+    async fn fail_unfinished_tasks(
+        &self,
+        node_id: Option<&NodeId>,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<Vec<TaskId>>;
+    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>>;
+    /// Newest first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
 
     // --- operators ---
     async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()>;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ganglion_core::{InviteId, NodeId, NodeName, Policy, SecretHash, Timestamp};
+use ganglion_core::{InviteId, NodeId, NodeName, Policy, SecretHash, TaskId, Timestamp};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -14,6 +14,10 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::error::{Error, InviteRefusal, Result};
 use crate::model::{InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate};
+use crate::tasks::{
+    EndApplied, HistoryEntry, NewTask, TASK_COLUMNS, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+    task_from_row,
+};
 use crate::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -366,6 +370,163 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn create_task(&self, t: &NewTask) -> Result<()> {
+        let history = vec![HistoryEntry { at: t.created_at, status: TaskStatus::Pending, note: None }];
+        sqlx::query(
+            "INSERT INTO tasks (id, node_id, argv, cwd, timeout_ms, status, created_at, history) \
+             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.node_id.as_str())
+        .bind(json(&t.argv))
+        .bind(t.cwd.as_deref())
+        .bind(t.timeout_ms.map(|v| v as i64))
+        .bind(t.created_at.millis())
+        .bind(json(&history))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("task"))?;
+        Ok(())
+    }
+
+    async fn mark_task_running(&self, id: &TaskId, at: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let history: Option<String> =
+            sqlx::query_scalar("SELECT history FROM tasks WHERE id = ? AND status = 'pending'")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(history) = history else { return Ok(false) };
+        let mut history: Vec<HistoryEntry> = parse_json(&history, "task history")?;
+        history.push(HistoryEntry { at, status: TaskStatus::Running, note: None });
+        sqlx::query("UPDATE tasks SET status = 'running', started_at = ?, history = ? WHERE id = ?")
+            .bind(at.millis())
+            .bind(json(&history))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_task(&self, end: &TaskEnd) -> Result<EndApplied> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT status, history, error, lost_at FROM tasks WHERE id = ?")
+            .bind(end.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Err(Error::NotFound { what: "task" }) };
+        let status: String = row.try_get("status")?;
+        let status = TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt("task status".into()))?;
+        let mut history: Vec<HistoryEntry> = parse_json(&row.try_get::<String, _>("history")?, "task history")?;
+        let lost_at: Option<i64> = row.try_get("lost_at")?;
+        let applied = if !status.is_final() {
+            EndApplied::Finished
+        } else if end.late && lost_at.is_some() && status == TaskStatus::Failed {
+            EndApplied::LateResult
+        } else {
+            return Ok(EndApplied::Ignored);
+        };
+        let note = match applied {
+            EndApplied::LateResult => Some(format!(
+                "late result from the node: {}{}",
+                end.status.as_str(),
+                end.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+            )),
+            _ => end.error.clone(),
+        };
+        history.push(HistoryEntry { at: end.at, status: end.status, note });
+        let error = match applied {
+            // Keep the disconnection diagnostic: the history says what came later.
+            EndApplied::LateResult => row.try_get::<Option<String>, _>("error")?,
+            _ => end.error.clone(),
+        };
+        let out = end.output.clone().unwrap_or_default();
+        sqlx::query(
+            "UPDATE tasks SET status = ?, exit_code = ?, error = ?, finished_at = ?, history = ?, \
+               stdout = CASE WHEN ? THEN ? ELSE stdout END, stderr = CASE WHEN ? THEN ? ELSE stderr END, \
+               output_bytes = MAX(output_bytes, ?), output_truncated = output_truncated OR ? \
+             WHERE id = ?",
+        )
+        .bind(end.status.as_str())
+        .bind(end.exit_code)
+        .bind(error)
+        .bind(end.at.millis())
+        .bind(json(&history))
+        .bind(end.output.is_some())
+        .bind(&out.stdout)
+        .bind(end.output.is_some())
+        .bind(&out.stderr)
+        .bind(out.bytes as i64)
+        .bind(out.truncated)
+        .bind(end.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn fail_unfinished_tasks(
+        &self,
+        node_id: Option<&NodeId>,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<Vec<TaskId>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, history FROM tasks WHERE status IN ('pending', 'running') \
+             AND (? IS NULL OR node_id = ?)",
+        )
+        .bind(node_id.map(|n| n.as_str()))
+        .bind(node_id.map(|n| n.as_str()))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let mut history: Vec<HistoryEntry> = parse_json(&row.try_get::<String, _>("history")?, "task history")?;
+            history.push(HistoryEntry { at, status: TaskStatus::Failed, note: Some(error.to_owned()) });
+            sqlx::query(
+                "UPDATE tasks SET status = 'failed', error = ?, finished_at = ?, lost_at = ?, history = ? WHERE id = ?",
+            )
+            .bind(error)
+            .bind(at.millis())
+            .bind(at.millis())
+            .bind(json(&history))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            failed.push(TaskId::from_string(id).ok_or_else(|| Error::Corrupt("task id".into()))?);
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }
+
+    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t JOIN nodes n ON n.id = t.node_id WHERE t.id = ?");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN nodes n ON n.id = t.node_id \
+             WHERE (? IS NULL OR t.node_id = ?) AND (? IS NULL OR t.status = ?) \
+             ORDER BY t.created_at DESC, t.id DESC LIMIT ?"
+        );
+        let node = f.node_id.as_ref().map(|n| n.as_str());
+        let status = f.status.map(|s| s.as_str());
+        let rows = sqlx::query(&sql)
+            .bind(node)
+            .bind(node)
+            .bind(status)
+            .bind(status)
+            .bind(i64::from(f.limit.unwrap_or(1000)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(task_from_row).collect()
     }
 
     async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()> {

@@ -130,6 +130,60 @@ async fn admin_tokens(store: &dyn Store) {
     assert!(matches!(store.add_admin_token(&t, T0).await, Err(Error::AlreadyExists { .. })));
 }
 
+async fn journal_records_changes_and_late_results(store: &dyn Store) {
+    use ganglion_core::TaskId;
+    use ganglion_store::{EndApplied, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskStatus};
+    let s = Secret::generate();
+    store.create_invite(&invite(&s, None)).await.unwrap();
+    let node = store.redeem_invite(&redemption(&s, Some("n1"), T0)).await.unwrap();
+    let new = |id: &TaskId| NewTask {
+        id: id.clone(),
+        node_id: node.id.clone(),
+        argv: vec!["echo".into(), "hi".into()],
+        cwd: None,
+        timeout_ms: Some(1000),
+        created_at: T0,
+    };
+    let done = TaskId::generate();
+    store.create_task(&new(&done)).await.unwrap();
+    assert!(store.mark_task_running(&done, T0).await.unwrap());
+    assert!(!store.mark_task_running(&done, T0).await.unwrap(), "only pending tasks start");
+    let end = TaskEnd {
+        id: done.clone(),
+        status: TaskStatus::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        output: Some(StoredOutput { stdout: b"hi\n".to_vec(), stderr: vec![], bytes: 3, truncated: false }),
+        late: false,
+        at: T0,
+    };
+    assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Finished);
+    assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Ignored, "a final task stays final");
+    let rec = store.get_task(&done).await.unwrap().unwrap();
+    assert_eq!((rec.status, rec.exit_code, rec.stdout.as_slice()), (TaskStatus::Succeeded, Some(0), &b"hi\n"[..]));
+    let statuses: Vec<_> = rec.history.iter().map(|h| h.status).collect();
+    assert_eq!(statuses, [TaskStatus::Pending, TaskStatus::Running, TaskStatus::Succeeded]);
+
+    let lost = TaskId::generate();
+    store.create_task(&new(&lost)).await.unwrap();
+    store.mark_task_running(&lost, T0).await.unwrap();
+    let failed = store.fail_unfinished_tasks(Some(&node.id), "node lost", T0).await.unwrap();
+    assert_eq!(failed, vec![lost.clone()]);
+    let late = TaskEnd { id: lost.clone(), late: true, ..end.clone() };
+    assert_eq!(store.finish_task(&late).await.unwrap(), EndApplied::LateResult);
+    let rec = store.get_task(&lost).await.unwrap().unwrap();
+    assert_eq!(rec.status, TaskStatus::Succeeded);
+    assert_eq!(rec.error.as_deref(), Some("node lost"), "the disconnection stays on record");
+    assert_eq!(rec.history.len(), 4);
+
+    let by_node = TaskFilter { node_id: Some(node.id.clone()), ..Default::default() };
+    assert_eq!(store.list_tasks(&by_node).await.unwrap().len(), 2);
+    let pending = TaskFilter { status: Some(TaskStatus::Pending), ..Default::default() };
+    assert!(store.list_tasks(&pending).await.unwrap().is_empty());
+    let missing = store.finish_task(&TaskEnd { id: TaskId::generate(), ..end }).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })));
+}
+
 macro_rules! backends {
     ($($backend:ident => $open:expr;)*) => {$(
         mod $backend {
@@ -138,6 +192,7 @@ macro_rules! backends {
             #[tokio::test] async fn refusals_write_nothing() { let (s, _d) = $open; super::refusals_write_nothing(&s).await }
             #[tokio::test] async fn policy_status_and_revocation() { let (s, _d) = $open; super::policy_status_and_revocation(&s).await }
             #[tokio::test] async fn admin_tokens() { let (s, _d) = $open; super::admin_tokens(&s).await }
+            #[tokio::test] async fn journal_records_changes_and_late_results() { let (s, _d) = $open; super::journal_records_changes_and_late_results(&s).await }
         }
     )*};
 }
@@ -161,6 +216,8 @@ async fn hot_lookups_use_indexes() {
         ("SELECT id FROM invites WHERE secret_hash = x'00'", "invites"),
         ("SELECT id FROM nodes WHERE name = 'a'", "nodes"),
         ("SELECT hash FROM node_credentials WHERE node_id = 'a'", "node_credentials"),
+        ("SELECT id FROM tasks WHERE node_id = 'a' ORDER BY created_at DESC", "tasks"),
+        ("SELECT id FROM tasks WHERE status = 'running'", "tasks"),
     ];
     for (sql, table) in plans {
         let rows: Vec<(i64, i64, i64, String)> =

@@ -1,0 +1,164 @@
+//! The journal: task records and their state changes (SQLite).
+
+use ganglion_core::{NodeId, NodeName, TaskId, Timestamp};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "running" => TaskStatus::Running,
+            "succeeded" => TaskStatus::Succeeded,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+}
+
+/// One entry of a task's history: what changed, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub id: TaskId,
+    pub node_id: NodeId,
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub node_id: NodeId,
+    pub node_name: NodeName,
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub output_bytes: u64,
+    pub output_truncated: bool,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// The stored (capped) output of a finished task.
+#[derive(Clone, Debug, Default)]
+pub struct StoredOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes the task wrote in all, including what was not stored.
+    pub bytes: u64,
+    pub truncated: bool,
+}
+
+/// A task's end, as reported by its node (or decided by the hub).
+#[derive(Clone, Debug)]
+pub struct TaskEnd {
+    pub id: TaskId,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub output: Option<StoredOutput>,
+    /// The node reports a task that finished while it was disconnected.
+    pub late: bool,
+    pub at: Timestamp,
+}
+
+/// What recording an end did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndApplied {
+    /// The task was unfinished and now has its final status.
+    Finished,
+    /// The task had been failed by a disconnection; the late result was added.
+    LateResult,
+    /// Nothing changed (already final, or a late result for a task that was
+    /// not failed by a disconnection).
+    Ignored,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub node_id: Option<NodeId>,
+    pub status: Option<TaskStatus>,
+    pub limit: Option<u32>,
+}
+
+pub(crate) const TASK_COLUMNS: &str = "t.id, t.node_id, n.name AS node_name, t.argv, t.cwd, t.timeout_ms, \
+     t.status, t.exit_code, t.error, t.created_at, t.started_at, t.finished_at, t.stdout, t.stderr, \
+     t.output_bytes, t.output_truncated, t.history";
+
+pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
+    let corrupt = |what: &str| Error::Corrupt(format!("task {what}"));
+    let id: String = row.try_get("id")?;
+    let node_id: String = row.try_get("node_id")?;
+    let node_name: String = row.try_get("node_name")?;
+    let argv: String = row.try_get("argv")?;
+    let status: String = row.try_get("status")?;
+    let history: String = row.try_get("history")?;
+    let timeout: Option<i64> = row.try_get("timeout_ms")?;
+    let stdout: Option<Vec<u8>> = row.try_get("stdout")?;
+    let stderr: Option<Vec<u8>> = row.try_get("stderr")?;
+    let bytes: i64 = row.try_get("output_bytes")?;
+    Ok(TaskRecord {
+        id: TaskId::from_string(id).ok_or_else(|| corrupt("id"))?,
+        node_id: NodeId::from_string(node_id).ok_or_else(|| corrupt("node id"))?,
+        node_name: NodeName::parse(&node_name).map_err(|_| corrupt("node name"))?,
+        argv: serde_json::from_str(&argv).map_err(|_| corrupt("argv"))?,
+        cwd: row.try_get("cwd")?,
+        timeout_ms: timeout.map(|t| t as u64),
+        status: TaskStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        exit_code: row.try_get("exit_code")?,
+        error: row.try_get("error")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(Timestamp::from_millis),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp::from_millis),
+        stdout: stdout.unwrap_or_default(),
+        stderr: stderr.unwrap_or_default(),
+        output_bytes: bytes as u64,
+        output_truncated: row.try_get::<i64, _>("output_truncated")? != 0,
+        history: serde_json::from_str(&history).map_err(|_| corrupt("history"))?,
+    })
+}
