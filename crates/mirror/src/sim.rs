@@ -755,7 +755,8 @@ impl Sim {
                 .filter(|(k, v)| node.get(*k) != Some(*v))
                 .collect();
             return Err(format!(
-                "mirror differs from the node: node has {only_node:?}, hub has {only_hub:?}"
+                "mirror differs from the node: node has {only_node:?}, hub has {only_hub:?}; hub engine {}",
+                self.hub.debug_pending()
             ));
         }
         let indexed: Vec<&RelPath> = self.hub_disk.index.keys().collect();

@@ -218,6 +218,14 @@ impl SinkEngine {
         self.immutable.matches(path, is_dir)
     }
 
+    /// In-progress work, for diagnostics.
+    pub fn debug_pending(&self) -> String {
+        format!(
+            "slots {:?}; parked {:?}; held {:?}",
+            self.slots, self.parked, self.held
+        )
+    }
+
     pub fn stats(&self) -> SinkStats {
         let files = self.entries.values().filter(|e| e.kind == EntryKind::File);
         SinkStats {
@@ -298,8 +306,25 @@ impl SinkEngine {
                 }
             }
         }
+        self.resume_parked(&mut out);
+        self.wake_waiting(&mut out);
         self.advance(&mut out);
         out
+    }
+
+    /// Parked notices whose blocker is gone go ahead, oldest first.
+    fn resume_parked(&mut self, out: &mut Vec<SinkAction>) {
+        loop {
+            let before = self.parked.len();
+            let mut parked = std::mem::take(&mut self.parked);
+            parked.sort_by_key(Notice::seq);
+            for n in parked {
+                self.notice(n, out);
+            }
+            if self.parked.len() >= before {
+                return;
+            }
+        }
     }
 
     /// Filters a batch right before it is committed: ops under paths that
@@ -360,7 +385,7 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "stale notice ignored");
             return;
         }
-        if self.deleting_above(&path, n.seq()) {
+        if self.pending_above(&path, n.seq()) {
             self.parked.push(n);
             return;
         }
@@ -509,16 +534,13 @@ impl SinkEngine {
         out.extend(op.map(SinkAction::Apply));
     }
 
-    /// Whether a directory delete older than `seq` is in progress above `path`.
-    /// (An older change below it goes first; the delete waits for it.)
-    fn deleting_above(&self, path: &RelPath, seq: u64) -> bool {
+    /// Whether an older change is in progress above `path`: it goes first
+    /// (a directory delete, or a file becoming a directory). An older change
+    /// below a delete goes first instead; the delete waits for it.
+    fn pending_above(&self, path: &RelPath, seq: u64) -> bool {
         let mut cur = path.parent();
         while let Some(p) = cur {
-            if self
-                .slots
-                .get(&p)
-                .is_some_and(|s| s.entry.is_none() && s.seq < seq)
-            {
+            if self.slots.get(&p).is_some_and(|s| s.seq < seq) {
                 return true;
             }
             cur = p.parent();
@@ -583,11 +605,24 @@ impl SinkEngine {
             .range(path.clone()..)
             .filter(|(p, _)| *p != path)
             .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
-            .any(|(p, _)| p.starts_with(path))
+            .any(|(p, s)| {
+                p.starts_with(path) && matches!(s.stage, Stage::Committing | Stage::Waiting { .. })
+            })
     }
 
     /// Issues waiting directory deletes whose subtree has settled.
     fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        // Fetches below a waiting delete (older changes that started after
+        // it) would hold it forever if the node no longer has their content.
+        let waiting: Vec<RelPath> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s.stage, Stage::Waiting { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &waiting {
+            self.cancel_below(p, out);
+        }
         let ready: Vec<RelPath> = self
             .slots
             .iter()
