@@ -440,10 +440,17 @@ impl Sim {
         for (op, _) in &prepared {
             self.hub_disk.index.remove(op.path());
             match op {
-                Op::Move { from, .. } => {
+                Op::Move { from, entry } => {
                     self.hub_disk.index.remove(from);
+                    self.hub_disk
+                        .index
+                        .retain(|k, _| !k.starts_with(&entry.path));
                 }
                 Op::Delete { path, .. } => self.hub_disk.index.retain(|k, _| !k.starts_with(path)),
+                Op::Write { entry, .. } | Op::Symlink { entry } => self
+                    .hub_disk
+                    .index
+                    .retain(|k, _| !k.starts_with(&entry.path)),
                 _ => {}
             }
             let mut cur = if matches!(op, Op::Delete { .. }) {
@@ -469,10 +476,8 @@ impl Sim {
             self.log.push("hub crash mid-commit".into());
             return self.crash_hub();
         }
-        for op in &done {
-            if let Some(e) = op.entry() {
-                self.hub_disk.index.insert(e.path.clone(), e.clone());
-            }
+        for e in crate::receive::survivors(&done) {
+            self.hub_disk.index.insert(e.path.clone(), e);
         }
         self.hub_event(SinkEvent::Committed { done, failed });
     }
@@ -526,10 +531,7 @@ impl Sim {
         };
         let clear_dir = |files: &mut Fs, path: &RelPath| -> Result<(), TransferFailure> {
             if matches!(files.get(path), Some(Node::Dir)) {
-                if files.keys().any(|k| k != path && k.starts_with(path)) {
-                    return Err(TransferFailure::Io);
-                }
-                files.remove(path);
+                files.retain(|k, _| !k.starts_with(path));
             }
             Ok(())
         };
@@ -698,10 +700,11 @@ impl Sim {
             }
         }
         Err(format!(
-            "did not quiesce in 10000 deliveries; hub files {:?}; hub index {:?}; node files {:?}",
+            "did not quiesce in 10000 deliveries; hub files {:?}; hub index {:?}; node files {:?}; hub engine {}",
             self.hub_disk.files.keys().collect::<Vec<_>>(),
             self.hub_disk.index.keys().collect::<Vec<_>>(),
-            self.node_fs.keys().collect::<Vec<_>>()
+            self.node_fs.keys().collect::<Vec<_>>(),
+            self.hub.debug_pending()
         ))
     }
 

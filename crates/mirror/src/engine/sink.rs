@@ -149,7 +149,7 @@ struct Slot {
     entry: Option<Entry>,
     stage: Stage,
     /// A newer notice that waits for the commit in flight.
-    next: Option<Notice>,
+    next: Vec<Notice>,
 }
 
 /// Counters for `mirror status` and metrics.
@@ -252,7 +252,7 @@ impl SinkEngine {
                 self.parked.clear();
                 self.held.clear();
                 for s in self.slots.values_mut() {
-                    s.next = None;
+                    s.next.clear();
                 }
                 // Fetches below a commit in flight were dropped: nothing above
                 // `applied` may be acknowledged until the node resends it.
@@ -385,6 +385,10 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "stale notice ignored");
             return;
         }
+        if self.superseded_above(&path, n.seq()) {
+            debug!(%path, seq = n.seq(), "notice below a newer state of a parent ignored");
+            return;
+        }
         if self.pending_above(&path, n.seq()) {
             self.parked.push(n);
             return;
@@ -395,7 +399,7 @@ impl SinkEngine {
             }
             match slot.stage {
                 Stage::Committing | Stage::Waiting { .. } => {
-                    slot.next = Some(n);
+                    slot.next.push(n);
                     return;
                 }
                 Stage::Fetching { hash, .. } => {
@@ -421,6 +425,10 @@ impl SinkEngine {
         let path = n.path().clone();
         let seq = n.seq();
         let (op, entry) = match n {
+            Notice::Upsert(e) if e.kind != EntryKind::Dir && self.immutable_below(&e.path) => {
+                self.refuse(&e.path, "at notice (immutable content below)");
+                return;
+            }
             Notice::Delete { path, .. } if self.immutable_below(&path) => {
                 // A delete removes the whole subtree at the hub; hub-owned
                 // content below keeps the directory.
@@ -440,7 +448,7 @@ impl SinkEngine {
                         seq,
                         entry: None,
                         stage,
-                        next: None,
+                        next: Vec::new(),
                     },
                 );
                 return;
@@ -453,7 +461,7 @@ impl SinkEngine {
                         seq,
                         entry: None,
                         stage: Stage::Committing,
-                        next: None,
+                        next: Vec::new(),
                     },
                 );
                 (
@@ -513,7 +521,7 @@ impl SinkEngine {
                                     seq,
                                     entry: Some(entry),
                                     stage,
-                                    next: None,
+                                    next: Vec::new(),
                                 },
                             );
                             return;
@@ -528,10 +536,23 @@ impl SinkEngine {
                 seq,
                 entry,
                 stage: Stage::Committing,
-                next: None,
+                next: Vec::new(),
             },
         );
         out.extend(op.map(SinkAction::Apply));
+    }
+
+    /// Whether a parent of `path` was (re)created after `seq`: the notice is
+    /// older than the parent's current state, which already replaced it.
+    fn superseded_above(&self, path: &RelPath, seq: u64) -> bool {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self.entries.get(&p).is_some_and(|e| e.version.seq > seq) {
+                return true;
+            }
+            cur = p.parent();
+        }
+        false
     }
 
     /// Whether an older change is in progress above `path`: it goes first
@@ -685,7 +706,11 @@ impl SinkEngine {
                 settled.push(from.clone());
             }
             match op.entry() {
-                Some(e) => self.insert(e.clone()),
+                Some(e) if e.kind == EntryKind::Dir => self.insert(e.clone()),
+                Some(e) => {
+                    self.remove_subtree(&e.path);
+                    self.insert(e.clone());
+                }
                 None => self.remove_subtree(op.path()),
             }
             settled.push(op.path().clone());
@@ -693,21 +718,25 @@ impl SinkEngine {
         for (op, failure) in failed {
             warn!(path = %op.path(), ?failure, "commit failed, will retry");
             let path = op.path().clone();
-            let next = self.slots.get_mut(&path).and_then(|s| s.next.take());
+            let next = self
+                .slots
+                .get_mut(&path)
+                .map(|s| std::mem::take(&mut s.next))
+                .unwrap_or_default();
             let seq = op.seq();
             let (stage, entry) = match op {
                 // A delete that cannot happen (say, a directory still holding
                 // refused immutable content) is logged and left.
                 Op::Delete { .. } => {
                     self.slots.remove(&path);
-                    if let Some(n) = next {
+                    for n in next {
                         self.notice(n, out);
                     }
                     continue;
                 }
                 Op::Move { from, entry } => {
                     // The source stays here; delete it and fetch the target instead.
-                    let from_next = self.slots.remove(&from).and_then(|s| s.next);
+                    let from_next = self.slots.remove(&from).map(|s| s.next).unwrap_or_default();
                     let del = Op::Delete {
                         path: from.clone(),
                         seq,
@@ -722,14 +751,14 @@ impl SinkEngine {
                             seq,
                             entry: None,
                             stage,
-                            next: None,
+                            next: Vec::new(),
                         },
                     );
                     out.push(SinkAction::RetryLater {
                         path: from,
                         after: backoff(1),
                     });
-                    if let Some(n) = from_next {
+                    for n in from_next {
                         self.notice(n, out);
                     }
                     let hash = entry.hash.unwrap_or_else(ContentHash::empty);
@@ -770,14 +799,14 @@ impl SinkEngine {
                     seq,
                     entry: Some(entry),
                     stage,
-                    next: None,
+                    next: Vec::new(),
                 },
             );
             out.push(SinkAction::RetryLater {
                 path,
                 after: backoff(1),
             });
-            if let Some(n) = next {
+            for n in next {
                 self.notice(n, out);
             }
         }

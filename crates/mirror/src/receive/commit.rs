@@ -1,6 +1,6 @@
 //! Group commit: stage, retract, place, fsync directories, publish.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 
@@ -10,8 +10,46 @@ use tracing::{debug, instrument, warn};
 
 use super::{BatchOutcome, Error, Receiver, file_mode, io_err, lock};
 use crate::engine::{Content, Op, TransferFailure};
-use crate::entry::ContentHash;
+use crate::entry::{ContentHash, Entry, EntryKind};
 use crate::index::Batch;
+
+/// The entries a batch leaves in place, applying its ops in order: a later
+/// delete, move or file-over-directory in the same batch removes what an
+/// earlier op created, so the index never names it.
+pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
+    let mut out: BTreeMap<RelPath, Entry> = BTreeMap::new();
+    let drop_subtree = |out: &mut BTreeMap<RelPath, Entry>, p: &RelPath, keep_self: bool| {
+        out.retain(|k, _| !k.starts_with(p) || (keep_self && k == p));
+    };
+    for op in done {
+        match op {
+            Op::Delete { path, .. } => drop_subtree(&mut out, path, false),
+            Op::Move { from, entry } => {
+                out.remove(from);
+                drop_subtree(&mut out, &entry.path, false);
+                out.insert(entry.path.clone(), entry.clone());
+            }
+            Op::Mkdir { entry } => {
+                out.insert(entry.path.clone(), entry.clone());
+            }
+            Op::Write { entry, .. } | Op::Symlink { entry } => {
+                drop_subtree(&mut out, &entry.path, false);
+                out.insert(entry.path.clone(), entry.clone());
+            }
+        }
+        // Creating a path turns any non-directory parent into a directory.
+        let mut cur = op.path().parent();
+        while let Some(d) = cur {
+            if out.get(&d).is_some_and(|e| e.kind != EntryKind::Dir)
+                && !matches!(op, Op::Delete { .. })
+            {
+                out.remove(&d);
+            }
+            cur = d.parent();
+        }
+    }
+    out.into_values().collect()
+}
 
 impl Receiver {
     /// Applies a batch with the durability order of the module docs.
@@ -29,8 +67,15 @@ impl Receiver {
         for (op, _) in &prepared {
             retract.removes.push(op.path().clone());
             match op {
-                Op::Move { from, .. } => retract.removes.push(from.clone()),
+                Op::Move { from, entry } => {
+                    retract.removes.push(from.clone());
+                    retract.removes_below.push(entry.path.clone());
+                }
                 Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
+                // A file or link replaces a directory with everything below it.
+                Op::Write { entry, .. } | Op::Symlink { entry } => {
+                    retract.removes_below.push(entry.path.clone())
+                }
                 _ => {}
             }
             // A file or link where a parent directory must go is replaced
@@ -70,7 +115,7 @@ impl Receiver {
             })?;
         failed.extend(place_failed);
         let publish = Batch {
-            upserts: done.iter().filter_map(|o| o.entry().cloned()).collect(),
+            upserts: survivors(&done),
             ..Batch::default()
         };
         self.inner.index.apply(&self.inner.node, &publish).await?;
@@ -271,13 +316,14 @@ impl Receiver {
         Ok(())
     }
 
-    /// Removes an empty directory where a file or link is about to go.
+    /// Removes a directory (and its subtree) where a file or link is about to go.
     fn clear_dir_at(&self, path: &RelPath) -> Result<(), Error> {
         match self.inner.mirror.symlink_metadata(path.as_str()) {
+            // The node says this path is a file or link now: nothing is below it.
             Ok(md) if md.is_dir() => self
                 .inner
                 .mirror
-                .remove_dir(path.as_str())
+                .remove_dir_all(path.as_str())
                 .map_err(io_err("remove_dir", path)),
             _ => Ok(()),
         }

@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod commit;
+
+pub(crate) use commit::survivors;
 mod read;
 
 use cap_std::ambient_authority;
