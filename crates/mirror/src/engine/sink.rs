@@ -542,12 +542,18 @@ impl SinkEngine {
         out.extend(op.map(SinkAction::Apply));
     }
 
-    /// Whether a parent of `path` was (re)created after `seq`: the notice is
-    /// older than the parent's current state, which already replaced it.
+    /// Whether a parent of `path` became a file or link after `seq`: the
+    /// notice is older than that state, which removed everything below it.
+    /// (A newer *directory* proves nothing: a delete and re-create of a
+    /// directory reach the hub as one upsert, so older deletes below still count.)
     fn superseded_above(&self, path: &RelPath, seq: u64) -> bool {
         let mut cur = path.parent();
         while let Some(p) = cur {
-            if self.entries.get(&p).is_some_and(|e| e.version.seq > seq) {
+            if self
+                .entries
+                .get(&p)
+                .is_some_and(|e| e.kind != EntryKind::Dir && e.version.seq > seq)
+            {
                 return true;
             }
             cur = p.parent();
