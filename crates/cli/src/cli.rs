@@ -28,10 +28,11 @@ pub enum Command {
     /// List nodes, change their policy, revoke them
     #[command(subcommand)]
     Nodes(NodesCommand),
-    /// Run a program on a node and stream its output (not available yet)
-    Run(PendingArgs),
-    /// List, show and cancel tasks (not available yet)
-    Tasks(PendingArgs),
+    /// Run a program on a node and stream its output
+    Run(RunArgs),
+    /// List, show and cancel tasks
+    #[command(subcommand)]
+    Tasks(TasksCommand),
     /// Inspect node mirrors (not available yet)
     Mirror(PendingArgs),
     /// Benchmarks against a real hub
@@ -242,4 +243,58 @@ pub struct BenchNodesArgs {
     /// Concurrent joins in flight
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The node to run on
+    #[arg(long)]
+    pub node: String,
+    /// Wall-clock limit, e.g. 30s, 10m [default: 1h]
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Working directory, relative to the node's workspace
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Extra environment variables, NAME=VALUE (repeatable)
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Bytes of output the node forwards before dropping the rest [default: 16 MiB]
+    #[arg(long)]
+    pub output_cap: Option<u64>,
+    /// The program and its arguments
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub argv: Vec<String>,
+    #[command(flatten)]
+    pub hub: HubLocator,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// List tasks, newest first
+    Ls {
+        #[arg(long)]
+        node: Option<String>,
+        /// pending, running, succeeded, failed or cancelled
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Show one task with its stored output and history
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Cancel a running task and wait until its process group is gone
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
 }

@@ -69,6 +69,28 @@ impl ApiClient {
         }
     }
 
+    /// Sends a request whose answer is a stream; errors are read as usual.
+    pub async fn post_stream<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<reqwest::Response> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(body).bearer_auth(&self.token);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| body.trim().to_owned());
+        match status.as_u16() {
+            401 => bail!("the hub refused the admin token ({msg})"),
+            413 => bail!("the request is too large for the hub ({msg})"),
+            _ => bail!("{msg}"),
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }

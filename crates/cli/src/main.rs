@@ -29,6 +29,6 @@ fn main() -> std::process::ExitCode {
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
     let line = format!("{e:#}").replace('\n', " ");
     eprintln!("error: {line}");
-    let code = e.downcast_ref::<commands::ExitCode>().map(|c| c.0).unwrap_or(1);
+    let code = e.downcast_ref::<commands::Failure>().map(|c| c.code).unwrap_or(1);
     std::process::ExitCode::from(code)
 }

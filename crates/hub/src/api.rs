@@ -87,3 +87,53 @@ pub struct Status {
     pub workers: Vec<WorkerStatus>,
     pub extra: BTreeMap<String, serde_json::Value>,
 }
+
+/// `POST /api/v1/tasks`: run a program on a node.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RunTask {
+    pub node: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// A duration such as `30s`; default 1h.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub output_cap: Option<u64>,
+}
+
+/// A task as CONTRACT.md lists it, plus detail for `tasks show`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub node: String,
+    pub argv: Vec<String>,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub started_at: Option<String>,
+    pub cwd: Option<String>,
+    pub output_bytes: u64,
+    pub output_truncated: bool,
+    /// Stored output (capped), base64; only in `tasks show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ganglion_store::HistoryEntry>,
+}
+
+/// One line of a task's event stream (NDJSON).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum TaskEventLine {
+    Created { id: String },
+    Started { pid: u32 },
+    Output { seq: u64, stream: String, data_b64: String },
+    Finished { task: Task },
+}

@@ -29,6 +29,7 @@ use crate::monitor::{MeshMonitor, StatusSink, StatusWriter};
 use crate::nodes::Nodes;
 use crate::options::HubOptions;
 use crate::registry::{CloseReason, Registry};
+use crate::tasks::Tasks;
 use crate::tls::TlsIdentity;
 use crate::worker::{Supervisor, Worker};
 
@@ -44,6 +45,7 @@ pub struct HubCore {
     pub invites: Arc<Invites>,
     pub nodes: Nodes,
     pub registry: Registry,
+    pub tasks: Arc<Tasks>,
     pub metrics: Metrics,
     pub supervisor: Supervisor,
     pub clock: SharedClock,
@@ -109,6 +111,11 @@ impl Hub {
         data_dir.remove_endpoints().await;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
         store.mark_all_offline(clock.now()).await?;
+        let note = "the hub restarted while the task was unfinished; the node may still report its result";
+        let orphaned = store.fail_unfinished_tasks(None, note, clock.now()).await?;
+        if !orphaned.is_empty() {
+            tracing::warn!(tasks = orphaned.len(), "failed tasks left unfinished by the previous run");
+        }
         ensure_admin_token(&data_dir, store.as_ref(), &clock).await?;
 
         let grpc = bind(options.grpc_addr, "gRPC").await?;
@@ -133,6 +140,7 @@ impl Hub {
         let monitor = MeshMonitor::new(registry.clone(), options.heartbeat_interval, options.silence_limit());
         let core = Arc::new(HubCore {
             nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
+            tasks: Arc::new(Tasks::new(store.clone(), registry.clone(), clock.clone())),
             store,
             auth,
             invites,
@@ -180,6 +188,7 @@ impl Hub {
             invites: core.invites.clone(),
             auth: core.auth.clone(),
             registry: core.registry.clone(),
+            tasks: core.tasks.clone(),
             status,
             clock: core.clock.clone(),
             heartbeat_interval: options.heartbeat_interval,

@@ -27,6 +27,7 @@ pub mod monitor;
 pub mod nodes;
 pub mod options;
 pub mod registry;
+pub mod tasks;
 pub mod tls;
 pub mod worker;
 

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToNode {
     Policy(Policy),
+    Dispatch(crate::tasks::Dispatch),
+    Cancel(ganglion_core::TaskId),
 }
 
 /// Why a connection was closed by the hub.

@@ -4,9 +4,11 @@
 //! refused by the hub.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ganglion_core::{Capabilities, Policy, Secret};
+use ganglion_core::{Capabilities, Policy, RelPath, Secret};
+use ganglion_sandbox::{Sandbox, SandboxOptions};
 use ganglion_proto::v1;
 use ganglion_proto::v1::hub_client::HubClient;
 use ganglion_proto::v1::hub_message::Kind as In;
@@ -21,6 +23,7 @@ use tonic::{Code, Status};
 use crate::Error;
 use crate::backoff::Backoff;
 use crate::state::NodeState;
+use crate::tasks::{Dispatch, End, RunnerEvent, TaskRunner};
 use crate::tls::{self, HubTarget};
 
 #[derive(Clone, Debug)]
@@ -32,6 +35,10 @@ pub struct AgentOptions {
     pub bind_ip: Option<IpAddr>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Where tasks run; `None`: the node refuses tasks (benchmarks).
+    pub sandbox: Option<SandboxOptions>,
+    /// How long tasks keep running while the node cannot report them.
+    pub report_grace: Duration,
 }
 
 impl AgentOptions {
@@ -43,6 +50,8 @@ impl AgentOptions {
             bind_ip: None,
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
+            sandbox: None,
+            report_grace: Duration::from_secs(60),
         }
     }
 }
@@ -59,6 +68,8 @@ pub struct LinkStatus {
 pub struct Agent {
     opts: AgentOptions,
     status: watch::Sender<LinkStatus>,
+    runner: Arc<TaskRunner>,
+    events: mpsc::UnboundedReceiver<RunnerEvent>,
 }
 
 #[derive(Clone)]
@@ -93,9 +104,14 @@ fn from_status(s: &Status) -> Error {
 }
 
 impl Agent {
-    pub fn new(opts: AgentOptions) -> Self {
+    pub fn new(opts: AgentOptions) -> Result<Self, Error> {
         let (status, _) = watch::channel(LinkStatus { connected: false, policy: Policy::strict(), sessions: 0 });
-        Self { opts, status }
+        let sandbox = match &opts.sandbox {
+            Some(o) => Some(Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?),
+            None => None,
+        };
+        let (runner, events) = TaskRunner::new(sandbox, opts.state.name.clone());
+        Ok(Self { opts, status, runner, events })
     }
 
     pub fn handle(&self) -> AgentHandle {
@@ -104,12 +120,13 @@ impl Agent {
 
     /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
     #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
         let mut backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_cap);
         loop {
             let started = Instant::now();
             let result = self.session(&cancel).await;
             self.status.send_modify(|s| s.connected = false);
+            self.watch_report_grace();
             match result {
                 Ok(SessionEnd::Cancelled) => return Ok(()),
                 Ok(SessionEnd::Closed(reason)) => tracing::warn!(%reason, "control stream ended; reconnecting"),
@@ -131,7 +148,23 @@ impl Agent {
         }
     }
 
-    async fn session(&self, cancel: &CancellationToken) -> Result<SessionEnd, Error> {
+    /// Kills running tasks if the node stays disconnected past the grace period.
+    fn watch_report_grace(&self) {
+        if self.runner.running() == 0 {
+            return;
+        }
+        let runner = self.runner.clone();
+        let grace = self.opts.report_grace;
+        let mut status = self.status.subscribe();
+        tokio::spawn(async move {
+            let reconnected = status.wait_for(|s| s.connected);
+            if tokio::time::timeout(grace, reconnected).await.is_err() {
+                runner.cancel_all("the node could not reach the hub within the grace period");
+            }
+        });
+    }
+
+    async fn session(&mut self, cancel: &CancellationToken) -> Result<SessionEnd, Error> {
         let target = HubTarget {
             addr: self.opts.state.hub_addr.clone(),
             cert_sha256: self.opts.state.cert_sha256.clone(),
@@ -166,6 +199,7 @@ impl Agent {
             s.connected = true;
             s.sessions += 1;
         });
+        let session = self.status.borrow().sessions;
         tracing::info!(hub = %target.addr, "connected to the hub");
 
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -180,8 +214,15 @@ impl Agent {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
+                Some(event) = self.events.recv() => {
+                    if let Some(msg) = event_message(event, session) {
+                        if tx.send(msg).await.is_err() {
+                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                        }
+                    }
+                }
                 msg = inbound.message() => match msg {
-                    Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind)?,
+                    Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind, session)?,
                     Ok(Some(v1::HubMessage { kind: None })) => tracing::warn!("empty message from the hub ignored"),
                     Ok(None) => return Ok(SessionEnd::Closed("the hub closed the stream".into())),
                     Err(s) => {
@@ -194,7 +235,7 @@ impl Agent {
         }
     }
 
-    fn on_message(&self, msg: In) -> Result<(), Error> {
+    fn on_message(&self, msg: In, session: u64) -> Result<(), Error> {
         match msg {
             In::Welcome(w) => tracing::debug!(node_id = %w.node_id, "welcomed"),
             In::HeartbeatAck(_) => {}
@@ -207,6 +248,17 @@ impl Agent {
                 tracing::error!(reason = %r.reason, "the hub revoked this node");
                 return Err(Error::Revoked);
             }
+            In::TaskDispatch(d) => {
+                let policy = self.status.borrow().policy.clone();
+                match dispatch_from_wire(d) {
+                    Ok(d) => self.runner.start(d, &policy, session),
+                    Err((id, error)) => {
+                        tracing::warn!(task = %id, %error, "invalid task refused");
+                        self.runner.refuse(id, session, 126, error);
+                    }
+                }
+            }
+            In::TaskCancel(c) => self.runner.cancel(&c.task_id),
         }
         Ok(())
     }
@@ -228,4 +280,54 @@ impl Agent {
             }
         };
     }
+}
+
+fn dispatch_from_wire(d: v1::TaskDispatch) -> Result<Dispatch, (String, String)> {
+    let cwd = match d.cwd.as_str() {
+        "" => None,
+        c => Some(RelPath::parse(c).map_err(|e| (d.task_id.clone(), format!("cwd {c:?}: {e}")))?),
+    };
+    Ok(Dispatch {
+        id: d.task_id,
+        argv: d.argv,
+        cwd,
+        env: d.env.into_iter().map(|e| (e.name, e.value)).collect(),
+        timeout: (d.timeout_ms > 0).then(|| Duration::from_millis(d.timeout_ms)),
+        output_cap: d.output_cap,
+    })
+}
+
+/// The wire message for a runner event in the current session, or `None` for
+/// live events (start, output) of an earlier session: the hub has already
+/// failed those tasks and only their result is still worth sending.
+fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
+    let kind = match event {
+        RunnerEvent::Started { id, pid, session } if session == current => {
+            Out::TaskStarted(v1::TaskStarted { task_id: id, pid })
+        }
+        RunnerEvent::Output { id, seq, stderr, data, session } if session == current => {
+            let stream = if stderr { v1::OutputStream::Stderr } else { v1::OutputStream::Stdout };
+            Out::TaskOutput(v1::TaskOutput { task_id: id, seq, stream: stream as i32, data })
+        }
+        RunnerEvent::Started { .. } | RunnerEvent::Output { .. } => return None,
+        RunnerEvent::Finished { id, end, output_bytes, output_truncated, session } => {
+            let (end, code, error) = match end {
+                End::Exited(c) => (v1::TaskEnd::Exited, c, String::new()),
+                End::Signaled(s) => (v1::TaskEnd::Signaled, s, String::new()),
+                End::TimedOut => (v1::TaskEnd::TimedOut, 124, String::new()),
+                End::Cancelled => (v1::TaskEnd::Cancelled, 0, String::new()),
+                End::Refused { exit_code, error } => (v1::TaskEnd::Refused, exit_code, error),
+            };
+            Out::TaskFinished(v1::TaskFinished {
+                task_id: id,
+                end: end as i32,
+                code,
+                error,
+                output_bytes,
+                output_truncated,
+                late: session != current,
+            })
+        }
+    };
+    Some(v1::NodeMessage { kind: Some(kind) })
 }

@@ -16,6 +16,7 @@ mod error;
 pub mod join;
 pub mod limits;
 pub mod state;
+pub mod tasks;
 pub mod tls;
 
 pub use agent::{Agent, AgentHandle, AgentOptions};

@@ -447,7 +447,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE tasks SET status = ?, exit_code = ?, error = ?, finished_at = ?, history = ?, \
                stdout = CASE WHEN ? THEN ? ELSE stdout END, stderr = CASE WHEN ? THEN ? ELSE stderr END, \
-               output_bytes = MAX(output_bytes, ?), output_truncated = output_truncated OR ? \
+               output_bytes = MAX(output_bytes, ?), output_truncated = output_truncated OR ?, \
+               lost_at = CASE WHEN ? THEN ? ELSE lost_at END \
              WHERE id = ?",
         )
         .bind(end.status.as_str())
@@ -461,6 +462,8 @@ impl Store for SqliteStore {
         .bind(&out.stderr)
         .bind(out.bytes as i64)
         .bind(out.truncated)
+        .bind(end.lost)
+        .bind(end.at.millis())
         .bind(end.id.as_str())
         .execute(&mut *tx)
         .await?;

@@ -104,6 +104,9 @@ pub struct TaskEnd {
     pub output: Option<StoredOutput>,
     /// The node reports a task that finished while it was disconnected.
     pub late: bool,
+    /// The hub failed the task because its node was lost: a late result
+    /// from the node may still be recorded.
+    pub lost: bool,
     pub at: Timestamp,
 }
 

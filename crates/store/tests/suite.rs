@@ -155,6 +155,7 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
         error: None,
         output: Some(StoredOutput { stdout: b"hi\n".to_vec(), stderr: vec![], bytes: 3, truncated: false }),
         late: false,
+        lost: false,
         at: T0,
     };
     assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Finished);

@@ -143,7 +143,7 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
             let mut opts = AgentOptions::new(state, cred, caps.clone());
             // Spread source addresses so 10k connections never exhaust ephemeral ports.
             opts.bind_ip = Some(std::net::IpAddr::from([127, 0, 1 + (running / 20_000) as u8, 1]));
-            tokio::spawn(Agent::new(opts).run(cancel.child_token()));
+            tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
             running += 1;
         }
         wait_online(&api, n).await?;

@@ -6,23 +6,34 @@ mod hub;
 mod invite;
 mod node;
 mod nodes;
+mod run;
+mod tasks;
 mod up;
 
 use std::process::ExitCode as ProcessExit;
 
 use crate::cli::{Cli, Command};
 
-/// An error that carries the process exit code to use.
+/// An error that carries the process exit code to use with its message.
 #[derive(Debug)]
-pub struct ExitCode(pub u8);
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
 
-impl std::fmt::Display for ExitCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code {}", self.0)
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Failure { code, message: message.into() })
     }
 }
 
-impl std::error::Error for ExitCode {}
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ProcessExit> {
     match cli.command {
@@ -32,14 +43,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ProcessExit> {
         Command::Invite(c) => invite::run(c).await,
         Command::Nodes(c) => nodes::run(c).await,
         Command::Bench(c) => bench::run(c).await,
-        Command::Run(_) => not_yet("run"),
-        Command::Tasks(_) => not_yet("tasks"),
+        Command::Run(a) => run::run(a).await,
+        Command::Tasks(c) => tasks::run(c).await,
         Command::Mirror(_) => not_yet("mirror"),
     }
 }
 
 fn not_yet(what: &str) -> anyhow::Result<ProcessExit> {
-    Err(anyhow::anyhow!("`ganglion {what}` is not available yet in this version").context(ExitCode(2)))
+    Err(Failure::new(2, format!("`ganglion {what}` is not available yet in this version")))
 }
 
 /// Prints a value as the one JSON document on stdout.

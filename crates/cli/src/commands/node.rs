@@ -42,7 +42,22 @@ pub fn workspace_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
-    let agent = Agent::new(AgentOptions::new(state, credential, capabilities::probe()));
+    let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
+    opts.sandbox = Some(sandbox_options(&state.workspace, state_dir.path(), &state.name)?);
+    let agent = Agent::new(opts)?;
     agent.run(cancel).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a node's tasks run: its workspace, never its state dir, with per-task
+/// temp dirs under the system temp dir.
+pub fn sandbox_options(
+    workspace: &std::path::Path,
+    state_dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<ganglion_sandbox::SandboxOptions> {
+    let state_dir = std::fs::canonicalize(state_dir).with_context(|| format!("state dir {}", state_dir.display()))?;
+    let temp_root = std::env::temp_dir().join(format!("ganglion-tasks-{name}"));
+    std::fs::create_dir_all(&temp_root).with_context(|| format!("creating {}", temp_root.display()))?;
+    Ok(ganglion_sandbox::SandboxOptions::new(workspace.to_path_buf(), state_dir, temp_root))
 }

@@ -40,7 +40,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     state.hub_addr = handle.endpoints.grpc.clone();
     state.cert_sha256 = handle.endpoints.cert_sha256.clone();
     state.workspace = workspace;
-    let agent = Agent::new(AgentOptions::new(state.clone(), credential, capabilities::probe()));
+    let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
+    opts.sandbox = Some(super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?);
+    let agent = Agent::new(opts)?;
     let mut link = agent.handle();
     let agent_cancel = cancel.child_token();
     let agent_task = tokio::spawn(agent.run(agent_cancel.clone()));

@@ -18,7 +18,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
+use std::sync::Arc;
+
+use ganglion_core::TaskId;
+
 use crate::monitor::StatusSink;
+use crate::tasks::{NodeEnd, NodeReport, OutputStream, Tasks};
 use crate::registry::{CloseReason, ConnectionParts, Registry, ToNode};
 
 /// How long a node has to send its hello after opening the stream.
@@ -26,6 +31,7 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct ConnectionDriver {
     pub registry: Registry,
+    pub tasks: Arc<Tasks>,
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
@@ -107,6 +113,11 @@ impl ConnectionDriver {
                     Some(Ok(v1::NodeMessage { kind: Some(In::Hello(_)) })) => {
                         tracing::warn!("duplicate hello ignored");
                     }
+                    Some(Ok(v1::NodeMessage { kind: Some(task_msg) })) => {
+                        if let Err(e) = self.on_task_message(&conn.node_id, task_msg).await {
+                            tracing::error!(error = %e, "recording a task message failed");
+                        }
+                    }
                     Some(Ok(v1::NodeMessage { kind: None })) => {
                         tracing::warn!("empty message ignored");
                     }
@@ -117,6 +128,15 @@ impl ConnectionDriver {
                     let Some(msg) = msg else { break "registry dropped the connection".into() };
                     let wire = match msg {
                         ToNode::Policy(p) => Out::PolicyUpdate(v1::PolicyUpdate { policy: Some((&p).into()) }),
+                        ToNode::Dispatch(d) => Out::TaskDispatch(v1::TaskDispatch {
+                            task_id: d.id.to_string(),
+                            argv: d.argv,
+                            cwd: d.cwd.map(|c| c.to_string()).unwrap_or_default(),
+                            env: d.env.into_iter().map(|(name, value)| v1::EnvVar { name, value }).collect(),
+                            timeout_ms: d.timeout.as_millis() as u64,
+                            output_cap: d.output_cap,
+                        }),
+                        ToNode::Cancel(id) => Out::TaskCancel(v1::TaskCancel { task_id: id.to_string() }),
                     };
                     if tx.send(out(wire)).await.is_err() { break "node stopped reading".into(); }
                 }
@@ -137,6 +157,10 @@ impl ConnectionDriver {
         };
         if self.registry.remove(&conn) {
             let now = self.clock.now();
+            let (_, last_heartbeat) = conn.last_heartbeat();
+            if let Err(e) = self.tasks.on_node_lost(&conn.node_id, &ending, last_heartbeat).await {
+                tracing::error!(error = %e, "failing the tasks of a lost node");
+            }
             self.status.send(StatusUpdate {
                 node_id: conn.node_id.clone(),
                 status: NodeState::Offline,
@@ -148,6 +172,45 @@ impl ConnectionDriver {
             tracing::info!(reason = %ending, "node offline");
         } else {
             tracing::info!(reason = %ending, "superseded connection ended");
+        }
+    }
+}
+
+impl ConnectionDriver {
+    /// Hands a task message from the node to the task service. Messages about
+    /// tasks the node was never given are logged and ignored there.
+    async fn on_task_message(&self, node: &ganglion_core::NodeId, msg: In) -> Result<(), crate::Error> {
+        let task_id = |s: &str| {
+            TaskId::from_string(s).ok_or_else(|| crate::Error::InvalidArgument(format!("bad task id {s:?}")))
+        };
+        match msg {
+            In::TaskStarted(m) => self.tasks.on_started(node, &task_id(&m.task_id)?, m.pid).await,
+            In::TaskOutput(m) => {
+                let stream = match v1::OutputStream::try_from(m.stream) {
+                    Ok(v1::OutputStream::Stderr) => OutputStream::Stderr,
+                    _ => OutputStream::Stdout,
+                };
+                self.tasks.on_output(node, &task_id(&m.task_id)?, m.seq, stream, m.data);
+                Ok(())
+            }
+            In::TaskFinished(m) => {
+                let end = match v1::TaskEnd::try_from(m.end) {
+                    Ok(v1::TaskEnd::Exited) => NodeEnd::Exited(m.code),
+                    Ok(v1::TaskEnd::Signaled) => NodeEnd::Signaled(m.code),
+                    Ok(v1::TaskEnd::TimedOut) => NodeEnd::TimedOut,
+                    Ok(v1::TaskEnd::Cancelled) => NodeEnd::Cancelled,
+                    Ok(v1::TaskEnd::Refused) => NodeEnd::Refused { exit_code: m.code, error: m.error },
+                    _ => return Err(crate::Error::InvalidArgument(format!("unknown task end {}", m.end))),
+                };
+                let report = NodeReport {
+                    end,
+                    output_bytes: m.output_bytes,
+                    output_truncated: m.output_truncated,
+                    late: m.late,
+                };
+                self.tasks.on_finished(node, &task_id(&m.task_id)?, report).await
+            }
+            In::Hello(_) | In::Heartbeat(_) => Ok(()),
         }
     }
 }

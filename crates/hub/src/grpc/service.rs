@@ -34,6 +34,7 @@ pub struct HubService {
     pub invites: Arc<Invites>,
     pub auth: Arc<Authenticator>,
     pub registry: Registry,
+    pub tasks: Arc<crate::tasks::Tasks>,
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
@@ -91,6 +92,7 @@ impl v1::hub_server::Hub for HubService {
         let peer = req.remote_addr();
         let driver = ConnectionDriver {
             registry: self.registry.clone(),
+            tasks: self.tasks.clone(),
             status: self.status.clone(),
             clock: self.clock.clone(),
             heartbeat_interval: self.heartbeat_interval,

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,11 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/api/v1/nodes/{name}", get(api::get_node))
         .route("/api/v1/nodes/{name}/policy", put(api::set_policy))
         .route("/api/v1/nodes/{name}/revoke", post(api::revoke_node))
+        .route("/api/v1/tasks", post(tasks::run).get(tasks::list))
+        .route("/api/v1/tasks/{id}", get(tasks::show))
+        .route("/api/v1/tasks/{id}/events", get(tasks::events))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -1,0 +1,386 @@
+//! Tasks: dispatch to a node, live output to watchers, the journal.
+//!
+//! Every state change is written to the journal before anyone is told of it.
+//! When a node's stream ends, each of its unfinished tasks fails at once with
+//! a diagnostic; a result the node reports after reconnecting is recorded as
+//! a late result, and the history keeps the disconnection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ganglion_core::time::SharedClock;
+use ganglion_core::{NodeId, NodeName, RelPath, TaskId, Timestamp};
+use ganglion_store::{
+    EndApplied, NewTask, StoredOutput, Store, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+};
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::registry::{Registry, ToNode};
+
+/// Largest argv + env accepted, in bytes (the node refuses more, too).
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+/// Output a task may produce before the node drops the rest.
+pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
+/// Output kept in the journal per task.
+pub const STORED_OUTPUT_CAP: usize = 1 << 20;
+/// Timeout when the caller gives none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a node keeps running a task it cannot report before killing it.
+pub const NODE_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    pub argv: Vec<String>,
+    pub cwd: Option<RelPath>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub output_cap: Option<u64>,
+}
+
+/// A task as sent to its node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    pub id: TaskId,
+    pub argv: Vec<String>,
+    pub cwd: Option<RelPath>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub output_cap: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// What a watcher of a task sees, in order.
+#[derive(Clone, Debug)]
+pub enum TaskEvent {
+    Started { pid: u32 },
+    Output { seq: u64, stream: OutputStream, data: Vec<u8> },
+    Finished(Box<TaskRecord>),
+}
+
+/// How a node says a task ended.
+#[derive(Clone, Debug)]
+pub enum NodeEnd {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+    Refused { exit_code: i32, error: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeReport {
+    pub end: NodeEnd,
+    pub output_bytes: u64,
+    pub output_truncated: bool,
+    pub late: bool,
+}
+
+struct LiveTask {
+    node_id: NodeId,
+    node_name: NodeName,
+    timeout: Duration,
+    watchers: Vec<mpsc::UnboundedSender<TaskEvent>>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    truncated: bool,
+    last_seq: Option<u64>,
+}
+
+impl LiveTask {
+    fn keep(&mut self, stream: OutputStream, data: &[u8]) {
+        let room = STORED_OUTPUT_CAP.saturating_sub(self.stdout.len() + self.stderr.len());
+        let take = data.len().min(room);
+        let buf = match stream {
+            OutputStream::Stdout => &mut self.stdout,
+            OutputStream::Stderr => &mut self.stderr,
+        };
+        buf.extend_from_slice(&data[..take]);
+        self.truncated |= take < data.len();
+    }
+
+    fn tell(&mut self, event: &TaskEvent) {
+        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+}
+
+pub struct Tasks {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    clock: SharedClock,
+    live: Mutex<HashMap<TaskId, LiveTask>>,
+}
+
+fn validate(spec: &TaskSpec) -> Result<(), Error> {
+    let bad = |m: &str| Err(Error::InvalidArgument(m.to_owned()));
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return bad("argv is empty: give a program to run");
+    }
+    if spec.argv.iter().any(|a| a.contains('\0')) {
+        return bad("an argument contains a NUL byte");
+    }
+    let env_ok = spec.env.iter().all(|(k, v)| {
+        !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0')
+    });
+    if !env_ok {
+        return bad("an environment variable has an empty name, '=' in its name, or a NUL byte");
+    }
+    let size: usize = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
+        + spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    if size > MAX_COMMAND_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+impl Tasks {
+    pub fn new(store: Arc<dyn Store>, registry: Registry, clock: SharedClock) -> Self {
+        Self { store, registry, clock, live: Mutex::default() }
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.lock().expect("lock").len()
+    }
+
+    /// Journals a task as pending, then sends it to its node. The returned
+    /// receiver sees the task's events from the start.
+    #[tracing::instrument(skip_all, fields(node = node_name))]
+    pub async fn submit(
+        &self,
+        node_name: &str,
+        spec: TaskSpec,
+    ) -> Result<(TaskId, mpsc::UnboundedReceiver<TaskEvent>), Error> {
+        validate(&spec)?;
+        let name = NodeName::parse(node_name).map_err(|_| Error::NotFound { what: format!("node {node_name:?}") })?;
+        let node = self.store.node_by_name(&name).await?;
+        let node = node.ok_or_else(|| Error::NotFound { what: format!("node {node_name:?}") })?;
+        if node.revoked_at.is_some() {
+            return Err(Error::Conflict(format!("node {node_name:?} was revoked")));
+        }
+        let conn = self.registry.get(&node.id).ok_or_else(|| {
+            Error::Unavailable(format!("node {node_name:?} is offline"))
+        })?;
+        let id = TaskId::generate();
+        let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        self.store
+            .create_task(&NewTask {
+                id: id.clone(),
+                node_id: node.id.clone(),
+                argv: spec.argv.clone(),
+                cwd: spec.cwd.as_ref().map(|c| c.to_string()),
+                timeout_ms: Some(timeout.as_millis() as u64),
+                created_at: self.clock.now(),
+            })
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.live.lock().expect("lock").insert(
+            id.clone(),
+            LiveTask {
+                node_id: node.id.clone(),
+                node_name: node.name.clone(),
+                timeout,
+                watchers: vec![tx],
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                truncated: false,
+                last_seq: None,
+            },
+        );
+        let dispatch = Dispatch {
+            id: id.clone(),
+            argv: spec.argv,
+            cwd: spec.cwd,
+            env: spec.env,
+            timeout,
+            output_cap: spec.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
+        };
+        if !conn.send(ToNode::Dispatch(dispatch)) {
+            let error = format!("node {node_name:?} did not accept the task (its stream is closing or full)");
+            self.finish(&id, TaskStatus::Failed, None, Some(error), 0, false).await?;
+        } else {
+            tracing::info!(task = %id, "task dispatched");
+        }
+        Ok((id, rx))
+    }
+
+    /// Watches a task that is still live; `None` once it has finished.
+    pub fn watch(&self, id: &TaskId) -> Option<mpsc::UnboundedReceiver<TaskEvent>> {
+        let mut live = self.live.lock().expect("lock");
+        let task = live.get_mut(id)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        task.watchers.push(tx);
+        Some(rx)
+    }
+
+    fn owned_by(&self, node: &NodeId, id: &TaskId) -> bool {
+        let owned = self.live.lock().expect("lock").get(id).is_some_and(|t| &t.node_id == node);
+        if !owned {
+            tracing::warn!(node_id = %node, task = %id, "node reported on a task it was not given; ignored");
+        }
+        owned
+    }
+
+    pub async fn on_started(&self, node: &NodeId, id: &TaskId, pid: u32) -> Result<(), Error> {
+        if !self.owned_by(node, id) {
+            return Ok(());
+        }
+        self.store.mark_task_running(id, self.clock.now()).await?;
+        if let Some(t) = self.live.lock().expect("lock").get_mut(id) {
+            t.tell(&TaskEvent::Started { pid });
+        }
+        Ok(())
+    }
+
+    pub fn on_output(&self, node: &NodeId, id: &TaskId, seq: u64, stream: OutputStream, data: Vec<u8>) {
+        let mut live = self.live.lock().expect("lock");
+        let Some(t) = live.get_mut(id).filter(|t| &t.node_id == node) else {
+            drop(live);
+            self.owned_by(node, id);
+            return;
+        };
+        if t.last_seq.is_some_and(|last| seq <= last) {
+            tracing::warn!(task = %id, seq, "output out of order or repeated; ignored");
+            return;
+        }
+        t.last_seq = Some(seq);
+        t.keep(stream, &data);
+        t.tell(&TaskEvent::Output { seq, stream, data });
+    }
+
+    pub async fn on_finished(&self, node: &NodeId, id: &TaskId, report: NodeReport) -> Result<(), Error> {
+        let (status, exit_code, error) = match report.end {
+            NodeEnd::Exited(0) => (TaskStatus::Succeeded, Some(0), None),
+            NodeEnd::Exited(c) => (TaskStatus::Failed, Some(c), None),
+            NodeEnd::Signaled(s) => (TaskStatus::Failed, Some(128 + s), Some(format!("killed by signal {s}"))),
+            NodeEnd::TimedOut => {
+                let t = self.live.lock().expect("lock").get(id).map(|t| t.timeout);
+                let after = t.map(|t| format!(" after {}", ganglion_core::time::format_duration(t))).unwrap_or_default();
+                (TaskStatus::Failed, Some(124), Some(format!("timed out{after}; its process group was killed")))
+            }
+            NodeEnd::Cancelled => (TaskStatus::Cancelled, None, Some("cancelled; its process group was killed".into())),
+            NodeEnd::Refused { exit_code, error } => (TaskStatus::Failed, Some(exit_code), Some(error)),
+        };
+        if report.late {
+            let end = TaskEnd { id: id.clone(), status, exit_code, error, output: None, late: true, lost: false, at: self.clock.now() };
+            match self.store.finish_task(&end).await {
+                Ok(EndApplied::LateResult) => tracing::info!(task = %id, status = status.as_str(), "late result recorded"),
+                Ok(_) => tracing::info!(task = %id, "late result for a task already settled; ignored"),
+                Err(ganglion_store::Error::NotFound { .. }) => {
+                    tracing::warn!(node_id = %node, task = %id, "late result for an unknown task; ignored")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        if !self.owned_by(node, id) {
+            return Ok(());
+        }
+        if let Some(t) = self.live.lock().expect("lock").get_mut(id) {
+            t.truncated |= report.output_truncated;
+        }
+        self.finish(id, status, exit_code, error, report.output_bytes, false).await
+    }
+
+    /// Journals a live task's end (with its stored output), then settles it.
+    async fn finish(
+        &self,
+        id: &TaskId,
+        status: TaskStatus,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        output_bytes: u64,
+        lost: bool,
+    ) -> Result<(), Error> {
+        let output = self.live.lock().expect("lock").get(id).map(|t| StoredOutput {
+            stdout: t.stdout.clone(),
+            stderr: t.stderr.clone(),
+            bytes: output_bytes,
+            truncated: t.truncated,
+        });
+        let end = TaskEnd { id: id.clone(), status, exit_code, error, output, late: false, lost, at: self.clock.now() };
+        self.store.finish_task(&end).await?;
+        self.settle(id).await
+    }
+
+    /// Removes a task from the live set and tells its watchers its final record.
+    async fn settle(&self, id: &TaskId) -> Result<(), Error> {
+        let record = self.store.get_task(id).await?;
+        let task = self.live.lock().expect("lock").remove(id);
+        if let (Some(mut task), Some(record)) = (task, record) {
+            tracing::info!(task = %id, node = %task.node_name, status = record.status.as_str(), exit_code = ?record.exit_code, "task finished");
+            task.tell(&TaskEvent::Finished(Box::new(record)));
+        }
+        Ok(())
+    }
+
+    /// Fails every unfinished task of a node whose stream ended, with a diagnostic.
+    pub async fn on_node_lost(&self, node: &NodeId, cause: &str, last_heartbeat: Timestamp) -> Result<(), Error> {
+        let now = self.clock.now();
+        let silent = now.since(last_heartbeat).as_secs();
+        let ids: Vec<(TaskId, Option<u64>)> = self
+            .live
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, t)| &t.node_id == node)
+            .map(|(id, t)| (id.clone(), t.last_seq))
+            .collect();
+        for (id, last_seq) in ids {
+            let seq = last_seq.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+            let error = format!(
+                "node lost: {cause}; last heartbeat {silent} s ago; last output seq {seq}; \
+                 the process may still be running on the node (it is killed there if the node \
+                 cannot reconnect within {} s)",
+                NODE_GRACE.as_secs()
+            );
+            self.finish(&id, TaskStatus::Failed, None, Some(error), 0, true).await?;
+        }
+        // Tasks journaled but not live (e.g. from before a hub restart).
+        let generic = format!("node lost: {cause}; last heartbeat {silent} s ago");
+        self.store.fail_unfinished_tasks(Some(node), &generic, now).await?;
+        Ok(())
+    }
+
+    /// Asks the node to cancel a task. The task becomes `cancelled` when the
+    /// node confirms that its process group is gone.
+    pub async fn cancel(&self, id: &str) -> Result<TaskRecord, Error> {
+        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
+        let record = self.store.get_task(&tid).await?.ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
+        if record.status.is_final() {
+            return Err(Error::Conflict(format!("task {id} already finished ({})", record.status.as_str())));
+        }
+        let conn = self.registry.get(&record.node_id).ok_or_else(|| {
+            Error::Unavailable(format!("node {:?} is offline", record.node_name.as_str()))
+        })?;
+        if !conn.send(ToNode::Cancel(tid.clone())) {
+            return Err(Error::Unavailable("the node's stream is closing or full".into()));
+        }
+        tracing::info!(task = %tid, "cancel sent");
+        Ok(record)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<TaskRecord, Error> {
+        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
+        self.store.get_task(&tid).await?.ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })
+    }
+
+    pub async fn list(&self, node: Option<&str>, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>, Error> {
+        let node_id = match node {
+            None => None,
+            Some(n) => {
+                let name = NodeName::parse(n).map_err(|_| Error::NotFound { what: format!("node {n:?}") })?;
+                let rec = self.store.node_by_name(&name).await?;
+                Some(rec.ok_or_else(|| Error::NotFound { what: format!("node {n:?}") })?.id)
+            }
+        };
+        Ok(self.store.list_tasks(&TaskFilter { node_id, status, limit: None }).await?)
+    }
+}
