@@ -5,7 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     // No generated `HubClient::connect` constructor: it would clash with the `Connect` RPC,
     // and nodes build their channel themselves (pinned TLS).
-    tonic_prost_build::configure().build_transport(false).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(fds)?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "ganglion", version, about = "Run autonomous agents across a team's machines from one hub")]
+#[command(
+    name = "ganglion",
+    version,
+    about = "Run autonomous agents across a team's machines from one hub"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -127,7 +131,12 @@ pub struct HubLocator {
     #[arg(long = "hub", env = "GANGLION_HUB_URL", global = true)]
     pub hub_url: Option<String>,
     /// The admin token
-    #[arg(long, env = "GANGLION_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GANGLION_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// The hub's data dir on this machine (reads its endpoints and admin token)
     #[arg(long, env = "GANGLION_DATA_DIR", global = true)]

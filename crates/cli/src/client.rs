@@ -20,16 +20,22 @@ impl ApiClient {
     /// `--hub`/`--admin-token` (or their variables) win; otherwise both are
     /// read from the data dir (`--data-dir`, `GANGLION_DATA_DIR`, or ./ganglion-data).
     pub fn locate(loc: &HubLocator) -> anyhow::Result<Self> {
-        let data_dir = loc.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = loc
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let base = match &loc.hub_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
                 let path = data_dir.join("run").join("endpoints.json");
                 let text = std::fs::read(&path).with_context(|| {
-                    format!("no --hub given and no running hub found at {} (is the hub running?)", path.display())
+                    format!(
+                        "no --hub given and no running hub found at {} (is the hub running?)",
+                        path.display()
+                    )
                 })?;
-                let e: ganglion_hub::datadir::Endpoints =
-                    serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+                let e: ganglion_hub::datadir::Endpoints = serde_json::from_slice(&text)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 format!("http://{}", e.http)
             }
         };
@@ -38,7 +44,9 @@ impl ApiClient {
             None => {
                 let path = data_dir.join("admin.token");
                 std::fs::read_to_string(&path)
-                    .with_context(|| format!("no --admin-token given and cannot read {}", path.display()))?
+                    .with_context(|| {
+                        format!("no --admin-token given and cannot read {}", path.display())
+                    })?
                     .trim()
                     .to_owned()
             }
@@ -46,15 +54,21 @@ impl ApiClient {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--hub must be an http:// or https:// URL, not {base:?}");
         }
-        Ok(Self { base, token, http: reqwest::Client::new() })
+        Ok(Self {
+            base,
+            token,
+            http: reqwest::Client::new(),
+        })
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the hub at {}: {}",
+                self.base,
+                ganglion_node::tls::error_chain(&e)
+            )
+        })?;
         let status = resp.status();
         if status.is_success() {
             return resp.json().await.context("reading the hub's answer");
@@ -70,12 +84,23 @@ impl ApiClient {
     }
 
     /// Sends a request whose answer is a stream; errors are read as usual.
-    pub async fn post_stream<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<reqwest::Response> {
-        let req = self.http.post(format!("{}{path}", self.base)).json(body).bearer_auth(&self.token);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+    pub async fn post_stream<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<reqwest::Response> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .bearer_auth(&self.token);
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the hub at {}: {}",
+                self.base,
+                ganglion_node::tls::error_chain(&e)
+            )
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -92,18 +117,30 @@ impl ApiClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
-    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body)).await
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
     }
 }

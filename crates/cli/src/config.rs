@@ -41,12 +41,15 @@ pub struct FileConfig {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config {}", path.display()))
 }
 
 fn addr(value: &str, what: &str) -> anyhow::Result<SocketAddr> {
-    value.parse().with_context(|| format!("{what} {value:?} is not an address like 127.0.0.1:7443"))
+    value
+        .parse()
+        .with_context(|| format!("{what} {value:?} is not an address like 127.0.0.1:7443"))
 }
 
 /// Resolves hub options from flags/env, the file, and defaults.
@@ -55,7 +58,11 @@ pub fn hub_options(flags: &HubFlags) -> anyhow::Result<HubOptions> {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
     };
-    let data_dir = flags.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let data_dir = flags
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
     let mut o = HubOptions::new(data_dir);
     if let Some(a) = flags.grpc_addr.as_ref().or(file.grpc_addr.as_ref()) {
         o.grpc_addr = addr(a, "grpc_addr")?;
@@ -64,14 +71,20 @@ pub fn hub_options(flags: &HubFlags) -> anyhow::Result<HubOptions> {
         o.http_addr = addr(a, "http_addr")?;
     }
     o.advertise_addr = flags.advertise_addr.clone().or(file.advertise_addr);
-    if let Some(a) = &o.advertise_addr {
-        if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            bail!("advertise_addr {a:?} must be HOST:PORT");
-        }
+    if let Some(a) = &o.advertise_addr
+        && a.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+    {
+        bail!("advertise_addr {a:?} must be HOST:PORT");
     }
     o.tls_cert = flags.tls_cert.clone().or(file.tls_cert);
     o.tls_key = flags.tls_key.clone().or(file.tls_key);
-    if let Some(h) = flags.heartbeat_interval.as_ref().or(file.heartbeat_interval.as_ref()) {
+    if let Some(h) = flags
+        .heartbeat_interval
+        .as_ref()
+        .or(file.heartbeat_interval.as_ref())
+    {
         o.heartbeat_interval = parse_duration(h).context("heartbeat_interval")?;
     }
     if let Some(m) = flags.missed_heartbeats.or(file.missed_heartbeats) {
@@ -106,18 +119,29 @@ mod tests {
     fn flag_beats_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
-        std::fs::write(&path, "grpc_addr = \"127.0.0.1:9000\"\nhttp_addr = \"127.0.0.1:9001\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "grpc_addr = \"127.0.0.1:9000\"\nhttp_addr = \"127.0.0.1:9001\"\n",
+        )
+        .unwrap();
         let flags = HubFlags {
             config: Some(path.clone()),
             http_addr: Some("127.0.0.1:9999".into()),
             ..Default::default()
         };
         let o = hub_options(&flags).unwrap();
-        assert_eq!(o.grpc_addr.to_string(), "127.0.0.1:9000", "file beats default");
+        assert_eq!(
+            o.grpc_addr.to_string(),
+            "127.0.0.1:9000",
+            "file beats default"
+        );
         assert_eq!(o.http_addr.to_string(), "127.0.0.1:9999", "flag beats file");
         assert_eq!(o.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         let printed = print(&o);
-        assert!(printed.contains("grpc_addr = \"127.0.0.1:9000\""), "{printed}");
+        assert!(
+            printed.contains("grpc_addr = \"127.0.0.1:9000\""),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -125,11 +149,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
         std::fs::write(&path, "grpc_adr = \"x\"\n").unwrap();
-        let flags = HubFlags { config: Some(path), ..Default::default() };
+        let flags = HubFlags {
+            config: Some(path),
+            ..Default::default()
+        };
         assert!(format!("{:#}", hub_options(&flags).unwrap_err()).contains("unknown field"));
-        let flags = HubFlags { grpc_addr: Some("nope".into()), ..Default::default() };
+        let flags = HubFlags {
+            grpc_addr: Some("nope".into()),
+            ..Default::default()
+        };
         assert!(hub_options(&flags).is_err());
-        let flags = HubFlags { heartbeat_interval: Some("soon".into()), ..Default::default() };
+        let flags = HubFlags {
+            heartbeat_interval: Some("soon".into()),
+            ..Default::default()
+        };
         assert!(hub_options(&flags).is_err());
     }
 }

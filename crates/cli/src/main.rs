@@ -14,7 +14,10 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::anyhow!("starting the runtime: {e}")),
     };
@@ -29,6 +32,9 @@ fn main() -> std::process::ExitCode {
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
     let line = format!("{e:#}").replace('\n', " ");
     eprintln!("error: {line}");
-    let code = e.downcast_ref::<commands::Failure>().map(|c| c.code).unwrap_or(1);
+    let code = e
+        .downcast_ref::<commands::Failure>()
+        .map(|c| c.code)
+        .unwrap_or(1);
     std::process::ExitCode::from(code)
 }

@@ -56,7 +56,11 @@ impl InviteCode {
             secret: self.secret.encode(),
         })
         .expect("payload serialises");
-        format!("{PREFIX}{}.{}", URL_SAFE_NO_PAD.encode(&payload), checksum(&payload))
+        format!(
+            "{PREFIX}{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            checksum(&payload)
+        )
     }
 
     pub fn parse(s: &str) -> Result<Self, Error> {
@@ -83,7 +87,11 @@ impl InviteCode {
         if p.hub.is_empty() || !p.hub.contains(':') {
             return Err(Error::Malformed("hub address"));
         }
-        Ok(Self { hub_addr: p.hub, cert_sha256: p.fp.to_ascii_lowercase(), secret })
+        Ok(Self {
+            hub_addr: p.hub,
+            cert_sha256: p.fp.to_ascii_lowercase(),
+            secret,
+        })
     }
 }
 
@@ -114,7 +122,10 @@ mod tests {
         assert_eq!(InviteCode::parse(&s[..20]), Err(Error::Checksum));
         let mut flipped = s.clone().into_bytes();
         flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
-        assert_eq!(InviteCode::parse(std::str::from_utf8(&flipped).unwrap()), Err(Error::Checksum));
+        assert_eq!(
+            InviteCode::parse(std::str::from_utf8(&flipped).unwrap()),
+            Err(Error::Checksum)
+        );
         assert_eq!(InviteCode::parse(&"x".repeat(5000)), Err(Error::TooLong));
     }
 }

@@ -35,10 +35,46 @@ impl PolicyMode {
 /// `make`, `git` or compilers: an admin adds those knowingly). Matched by program name (the last
 /// path component of `argv[0]`), resolved on the node's `PATH` at run time.
 pub const DEFAULT_ALLOW: &[&str] = &[
-    "true", "false", "echo", "printf", "cat", "head", "tail", "ls", "stat", "wc", "sort",
-    "uniq", "cut", "tr", "grep", "diff", "cmp", "sha256sum", "b2sum", "md5sum", "date",
-    "uname", "pwd", "basename", "dirname", "realpath", "readlink", "du", "df", "sleep", "seq",
-    "yes", "test", "mkdir", "touch", "cp", "mv", "rm", "ln", "tee",
+    "true",
+    "false",
+    "echo",
+    "printf",
+    "cat",
+    "head",
+    "tail",
+    "ls",
+    "stat",
+    "wc",
+    "sort",
+    "uniq",
+    "cut",
+    "tr",
+    "grep",
+    "diff",
+    "cmp",
+    "sha256sum",
+    "b2sum",
+    "md5sum",
+    "date",
+    "uname",
+    "pwd",
+    "basename",
+    "dirname",
+    "realpath",
+    "readlink",
+    "du",
+    "df",
+    "sleep",
+    "seq",
+    "yes",
+    "test",
+    "mkdir",
+    "touch",
+    "cp",
+    "mv",
+    "rm",
+    "ln",
+    "tee",
 ];
 
 /// Shells and shell-script interpreters: refused under STRICT even when allowlisted,
@@ -87,7 +123,10 @@ impl Policy {
     }
 
     pub fn permissive() -> Self {
-        Self { mode: PolicyMode::Permissive, ..Self::strict() }
+        Self {
+            mode: PolicyMode::Permissive,
+            ..Self::strict()
+        }
     }
 
     /// The program name (last component of `argv0`) used for allowlist checks.

@@ -77,7 +77,10 @@ impl RelPath {
         if s.starts_with('/') {
             return Err(Error::Absolute);
         }
-        let parts: Vec<&str> = s.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let parts: Vec<&str> = s
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         if parts.is_empty() {
             return Ok(None);
         }
@@ -153,13 +156,19 @@ mod tests {
         assert_eq!(RelPath::parse("a//b"), Err(Error::NotNormal));
         assert_eq!(RelPath::parse("./a"), Err(Error::NotNormal));
         assert_eq!(RelPath::parse("a/"), Err(Error::NotNormal));
-        assert_eq!(RelPath::parse(&"x".repeat(256)), Err(Error::ComponentTooLong));
+        assert_eq!(
+            RelPath::parse(&"x".repeat(256)),
+            Err(Error::ComponentTooLong)
+        );
         assert_eq!(RelPath::parse(&["x"; 3000].join("/")), Err(Error::TooLong));
     }
 
     #[test]
     fn lenient_parse_is_still_confined() {
-        assert_eq!(RelPath::parse_lenient("./a//b/").unwrap().unwrap().as_str(), "a/b");
+        assert_eq!(
+            RelPath::parse_lenient("./a//b/").unwrap().unwrap().as_str(),
+            "a/b"
+        );
         assert_eq!(RelPath::parse_lenient(".").unwrap(), None);
         assert_eq!(RelPath::parse_lenient("a/../.."), Err(Error::DotDot));
         assert_eq!(RelPath::parse_lenient("/a"), Err(Error::Absolute));
@@ -169,7 +178,11 @@ mod tests {
     fn prefix_is_by_component() {
         let a = RelPath::parse("a/b").unwrap();
         assert!(a.starts_with(&RelPath::parse("a").unwrap()));
-        assert!(!RelPath::parse("ab").unwrap().starts_with(&RelPath::parse("a").unwrap()));
+        assert!(
+            !RelPath::parse("ab")
+                .unwrap()
+                .starts_with(&RelPath::parse("a").unwrap())
+        );
         assert_eq!(a.parent().unwrap().as_str(), "a");
         assert_eq!(a.file_name(), "b");
     }

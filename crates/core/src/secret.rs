@@ -54,8 +54,13 @@ impl Secret {
 
     /// Parses the base64url (no padding) form produced by [`Secret::encode`].
     pub fn decode(s: &str) -> Result<Self, Error> {
-        let bytes = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| Error::Encoding)?;
-        let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Error::Length(bytes.len()))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map_err(|_| Error::Encoding)?;
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Length(bytes.len()))?;
         Ok(Self(arr))
     }
 

@@ -26,7 +26,10 @@ impl Timestamp {
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {
-        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
@@ -57,7 +60,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 }
@@ -94,7 +99,9 @@ pub struct DurationError {
 
 /// Parses `1s`, `10m`, `2h`, `1d`, `1h30m`, `500ms`. Zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let err = || DurationError { input: s.to_owned() };
+    let err = || DurationError {
+        input: s.to_owned(),
+    };
     let d = humantime::parse_duration(s.trim()).map_err(|_| err())?;
     if d.is_zero() { Err(err()) } else { Ok(d) }
 }

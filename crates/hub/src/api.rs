@@ -53,9 +53,8 @@ pub struct Node {
 
 impl Node {
     pub fn capabilities_json(c: Option<&Capabilities>) -> serde_json::Value {
-        c.map(|c| serde_json::to_value(c).expect("serialises")).unwrap_or_else(|| {
-            serde_json::Value::Object(serde_json::Map::new())
-        })
+        c.map(|c| serde_json::to_value(c).expect("serialises"))
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
     }
 }
 
@@ -132,8 +131,18 @@ pub struct Task {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum TaskEventLine {
-    Created { id: String },
-    Started { pid: u32 },
-    Output { seq: u64, stream: String, data_b64: String },
-    Finished { task: Task },
+    Created {
+        id: String,
+    },
+    Started {
+        pid: u32,
+    },
+    Output {
+        seq: u64,
+        stream: String,
+        data_b64: String,
+    },
+    Finished {
+        task: Box<Task>,
+    },
 }

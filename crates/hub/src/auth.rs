@@ -21,7 +21,9 @@ use crate::metrics::Metrics;
 
 /// Extracts the bearer secret from an `authorization` header value.
 pub fn bearer(value: Option<&str>) -> Result<Secret, Error> {
-    let token = value.and_then(|v| v.strip_prefix("Bearer ")).ok_or(Error::Unauthenticated)?;
+    let token = value
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Error::Unauthenticated)?;
     Secret::decode(token).map_err(|_| Error::Unauthenticated)
 }
 
@@ -41,7 +43,13 @@ impl Authenticator {
         admin_hashes: Vec<SecretHash>,
         metrics: Metrics,
     ) -> Self {
-        Self { store, deadline, limiter, admin_hashes: RwLock::new(admin_hashes), metrics }
+        Self {
+            store,
+            deadline,
+            limiter,
+            admin_hashes: RwLock::new(admin_hashes),
+            metrics,
+        }
     }
 
     pub fn limiter(&self) -> &FailureLimiter {
@@ -49,7 +57,11 @@ impl Authenticator {
     }
 
     /// Authenticates a node from its `authorization` header.
-    pub async fn node(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<NodeRecord, Error> {
+    pub async fn node(
+        &self,
+        header: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<NodeRecord, Error> {
         self.limiter.check(peer)?;
         let result = self.node_inner(header).await;
         match &result {
@@ -119,12 +131,19 @@ const MAX_TRACKED: usize = 65_536;
 
 impl FailureLimiter {
     pub fn new(burst: u32, refill_per_s: f64) -> Self {
-        Self { burst: f64::from(burst), refill_per_s, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            burst: f64::from(burst),
+            refill_per_s,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn refreshed(&self, b: Bucket, now: Instant) -> Bucket {
         let gained = now.duration_since(b.at).as_secs_f64() * self.refill_per_s;
-        Bucket { tokens: (b.tokens + gained).min(self.burst), at: now }
+        Bucket {
+            tokens: (b.tokens + gained).min(self.burst),
+            at: now,
+        }
     }
 
     /// Refuses an address that has no failures left.
@@ -132,13 +151,17 @@ impl FailureLimiter {
         let Some(ip) = peer else { return Ok(()) };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("lock");
-        let Some(b) = buckets.get_mut(&ip) else { return Ok(()) };
+        let Some(b) = buckets.get_mut(&ip) else {
+            return Ok(());
+        };
         *b = self.refreshed(*b, now);
         if b.tokens >= 1.0 {
             return Ok(());
         }
         let retry_after_s = ((1.0 - b.tokens) / self.refill_per_s).ceil() as u64;
-        Err(Error::RateLimited { retry_after_s: retry_after_s.max(1) })
+        Err(Error::RateLimited {
+            retry_after_s: retry_after_s.max(1),
+        })
     }
 
     pub fn record_failure(&self, peer: Option<IpAddr>) {
@@ -148,11 +171,13 @@ impl FailureLimiter {
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let burst = self.burst;
             let refill = self.refill_per_s;
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * refill < burst
-            });
+            buckets
+                .retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * refill < burst);
         }
-        let b = buckets.entry(ip).or_insert(Bucket { tokens: self.burst, at: now });
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
         *b = self.refreshed(*b, now);
         b.tokens = (b.tokens - 1.0).max(0.0);
     }

@@ -80,21 +80,35 @@ impl HubHandle {
     }
 }
 
-async fn ensure_admin_token(dir: &DataDir, store: &dyn Store, clock: &SharedClock) -> Result<(), Error> {
+async fn ensure_admin_token(
+    dir: &DataDir,
+    store: &dyn Store,
+    clock: &SharedClock,
+) -> Result<(), Error> {
     let path = dir.admin_token();
     if tokio::fs::try_exists(&path).await? {
         return Ok(());
     }
     let token = Secret::generate();
-    store.add_admin_token(&token.hash(Purpose::AdminToken), clock.now()).await?;
-    write_atomic(path.clone(), format!("{}\n", token.encode()).into_bytes(), 0o600).await?;
+    store
+        .add_admin_token(&token.hash(Purpose::AdminToken), clock.now())
+        .await?;
+    write_atomic(
+        path.clone(),
+        format!("{}\n", token.encode()).into_bytes(),
+        0o600,
+    )
+    .await?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(())
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|e| {
-        Error::Io(std::io::Error::new(e.kind(), format!("binding {what} address {addr}: {e}")))
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("binding {what} address {addr}: {e}"),
+        ))
     })
 }
 
@@ -111,33 +125,65 @@ impl Hub {
         data_dir.remove_endpoints().await;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
         store.mark_all_offline(clock.now()).await?;
-        let note = "the hub restarted while the task was unfinished; the node may still report its result";
+        let note =
+            "the hub restarted while the task was unfinished; the node may still report its result";
         let orphaned = store.fail_unfinished_tasks(None, note, clock.now()).await?;
         if !orphaned.is_empty() {
-            tracing::warn!(tasks = orphaned.len(), "failed tasks left unfinished by the previous run");
+            tracing::warn!(
+                tasks = orphaned.len(),
+                "failed tasks left unfinished by the previous run"
+            );
         }
         ensure_admin_token(&data_dir, store.as_ref(), &clock).await?;
 
         let grpc = bind(options.grpc_addr, "gRPC").await?;
         let http = bind(options.http_addr, "HTTP").await?;
         let grpc_addr = grpc.local_addr()?;
-        let advertise = options.advertise_addr.clone().unwrap_or_else(|| grpc_addr.to_string());
-        let advertise_host = advertise.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
+        let advertise = options
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string());
+        let advertise_host = advertise
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
         let configured = match (&options.tls_cert, &options.tls_key) {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             (None, None) => None,
             _ => return Err(Error::Tls("--tls-cert and --tls-key go together".into())),
         };
-        let tls = TlsIdentity::load_or_create(&data_dir, configured, advertise_host.into_iter().collect()).await?;
+        let tls = TlsIdentity::load_or_create(
+            &data_dir,
+            configured,
+            advertise_host.into_iter().collect(),
+        )
+        .await?;
 
         let metrics = Metrics::new();
         let registry = Registry::new(metrics.clone());
-        let limiter = FailureLimiter::new(options.auth_failure_burst, options.auth_failure_refill_per_s);
+        let limiter = FailureLimiter::new(
+            options.auth_failure_burst,
+            options.auth_failure_refill_per_s,
+        );
         let admin = store.admin_token_hashes().await?;
-        let auth = Arc::new(Authenticator::new(store.clone(), options.auth_deadline, limiter, admin, metrics.clone()));
-        let invites = Arc::new(Invites::new(store.clone(), clock.clone(), advertise, tls.cert_sha256.clone()));
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            options.auth_deadline,
+            limiter,
+            admin,
+            metrics.clone(),
+        ));
+        let invites = Arc::new(Invites::new(
+            store.clone(),
+            clock.clone(),
+            advertise,
+            tls.cert_sha256.clone(),
+        ));
         let (status_writer, status) = StatusWriter::new(store.clone());
-        let monitor = MeshMonitor::new(registry.clone(), options.heartbeat_interval, options.silence_limit());
+        let monitor = MeshMonitor::new(
+            registry.clone(),
+            options.heartbeat_interval,
+            options.silence_limit(),
+        );
         let core = Arc::new(HubCore {
             nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
             tasks: Arc::new(Tasks::new(store.clone(), registry.clone(), clock.clone())),
@@ -157,7 +203,18 @@ impl Hub {
         };
         let workers: Vec<Box<dyn Worker>> = vec![Box::new(status_writer), Box::new(monitor)];
         let (ready, _) = watch::channel(false);
-        Ok(Hub { core, options, data_dir, tls, grpc, http, endpoints, workers, status, ready })
+        Ok(Hub {
+            core,
+            options,
+            data_dir,
+            tls,
+            grpc,
+            http,
+            endpoints,
+            workers,
+            status,
+            ready,
+        })
     }
 
     pub fn handle(&self) -> HubHandle {
@@ -175,13 +232,25 @@ impl Hub {
 
     /// Serves until `cancel` fires, then shuts down in order.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
-        let Hub { core, options, data_dir, tls, grpc, http, endpoints, workers, status, ready } = self;
+        let Hub {
+            core,
+            options,
+            data_dir,
+            tls,
+            grpc,
+            http,
+            endpoints,
+            workers,
+            status,
+            ready,
+        } = self;
         let accepting = CancellationToken::new();
         let workers_cancel = CancellationToken::new();
 
         let mut worker_set = JoinSet::new();
         for w in workers {
-            core.supervisor.spawn(&mut worker_set, w, workers_cancel.clone());
+            core.supervisor
+                .spawn(&mut worker_set, w, workers_cancel.clone());
         }
 
         let service = HubService {
@@ -209,9 +278,10 @@ impl Hub {
             .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());
         let mut servers = JoinSet::new();
         servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
-        let app = crate::http::router(core.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let http_server = axum::serve(http, app).with_graceful_shutdown(accepting.clone().cancelled_owned());
+        let app =
+            crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http_server =
+            axum::serve(http, app).with_graceful_shutdown(accepting.clone().cancelled_owned());
         servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
 
         data_dir.write_endpoints(&endpoints).await?;
@@ -242,9 +312,11 @@ impl Hub {
         }
         // 3. Stop workers (the status writer flushes what is queued).
         workers_cancel.cancel();
-        if tokio::time::timeout(WORKER_STOP_TIMEOUT, async { while worker_set.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(WORKER_STOP_TIMEOUT, async {
+            while worker_set.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             tracing::warn!("workers did not stop in time");
             worker_set.abort_all();

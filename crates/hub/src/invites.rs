@@ -28,8 +28,18 @@ pub struct Created {
 }
 
 impl Invites {
-    pub fn new(store: Arc<dyn Store>, clock: SharedClock, hub_addr: String, cert_sha256: String) -> Self {
-        Self { store, clock, hub_addr, cert_sha256 }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        hub_addr: String,
+        cert_sha256: String,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            hub_addr,
+            cert_sha256,
+        }
     }
 
     pub async fn create(
@@ -70,12 +80,19 @@ impl Invites {
     }
 
     pub async fn revoke(&self, id: &str) -> Result<InviteRecord, Error> {
-        let id = InviteId::from_string(id)
-            .ok_or_else(|| Error::NotFound { what: format!("invite {id:?}") })?;
-        let rec = self.store.revoke_invite(&id, self.clock.now()).await.map_err(|e| match e {
-            ganglion_store::Error::NotFound { .. } => Error::NotFound { what: format!("invite {id}") },
-            e => e.into(),
+        let id = InviteId::from_string(id).ok_or_else(|| Error::NotFound {
+            what: format!("invite {id:?}"),
         })?;
+        let rec = self
+            .store
+            .revoke_invite(&id, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                ganglion_store::Error::NotFound { .. } => Error::NotFound {
+                    what: format!("invite {id}"),
+                },
+                e => e.into(),
+            })?;
         if rec.used_at.is_some() {
             return Err(Error::Conflict(format!("invite {id} was already used")));
         }
@@ -100,7 +117,9 @@ impl Invites {
                 name,
                 default_name,
                 node_id: NodeId::generate(),
-                credential: Credential { hash: credential.hash(Purpose::NodeCredential) },
+                credential: Credential {
+                    hash: credential.hash(Purpose::NodeCredential),
+                },
                 capabilities,
                 now: self.clock.now(),
             })

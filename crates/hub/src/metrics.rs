@@ -46,22 +46,38 @@ impl Metrics {
             "Nodes with an open control stream",
             connected_nodes.clone(),
         );
-        registry.register("handshakes", "Node credential checks, by result", handshakes.clone());
+        registry.register(
+            "handshakes",
+            "Node credential checks, by result",
+            handshakes.clone(),
+        );
         registry.register(
             "auth_failures",
             "Failed authentications, by kind (node, admin, invite)",
             auth_failures.clone(),
         );
         registry.register("joins", "Invites redeemed", joins.clone());
-        Self { registry: Arc::new(registry), connected_nodes, handshakes, auth_failures, joins }
+        Self {
+            registry: Arc::new(registry),
+            connected_nodes,
+            handshakes,
+            auth_failures,
+            joins,
+        }
     }
 
     pub fn handshake(&self, result: &str) {
-        self.handshakes.get_or_create(&ResultLabel { result: result.into() }).inc();
+        self.handshakes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn auth_failure(&self, kind: &str) {
-        self.auth_failures.get_or_create(&KindLabel { kind: kind.into() }).inc();
+        self.auth_failures
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -26,7 +26,11 @@ pub struct MeshMonitor {
 impl MeshMonitor {
     pub fn new(registry: Registry, heartbeat_interval: Duration, silence_limit: Duration) -> Self {
         let tick = (heartbeat_interval / 2).max(Duration::from_millis(50));
-        Self { registry, silence_limit, tick }
+        Self {
+            registry,
+            silence_limit,
+            tick,
+        }
     }
 
     /// Closes every connection silent for longer than the limit; returns how many.
@@ -92,7 +96,10 @@ impl StatusWriter {
         if batch.is_empty() {
             return Ok(());
         }
-        self.store.update_status(batch).await.map_err(|e| format!("writing node status: {e}"))?;
+        self.store
+            .update_status(batch)
+            .await
+            .map_err(|e| format!("writing node status: {e}"))?;
         batch.clear();
         Ok(())
     }
@@ -146,12 +153,20 @@ mod tests {
             None,
             Timestamp(0),
         );
-        let monitor = MeshMonitor::new(registry.clone(), Duration::from_secs(5), Duration::from_secs(15));
+        let monitor = MeshMonitor::new(
+            registry.clone(),
+            Duration::from_secs(5),
+            Duration::from_secs(15),
+        );
         tokio::time::advance(Duration::from_secs(14)).await;
         assert_eq!(monitor.sweep(Instant::now()), 0);
         parts.conn.touch(Timestamp(14_000));
         tokio::time::advance(Duration::from_secs(14)).await;
-        assert_eq!(monitor.sweep(Instant::now()), 0, "a heartbeat resets the silence");
+        assert_eq!(
+            monitor.sweep(Instant::now()),
+            0,
+            "a heartbeat resets the silence"
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(monitor.sweep(Instant::now()), 1);
         assert_eq!(*parts.closed.borrow(), Some(CloseReason::HeartbeatTimeout));

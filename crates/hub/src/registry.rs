@@ -98,11 +98,21 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(metrics: Metrics) -> Self {
-        Self { inner: Arc::default(), next_id: Arc::new(AtomicU64::new(1)), metrics }
+        Self {
+            inner: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            metrics,
+        }
     }
 
     /// Registers a new connection for a node, closing any older one.
-    pub fn register(&self, node_id: NodeId, name: NodeName, peer: Option<SocketAddr>, now: Timestamp) -> ConnectionParts {
+    pub fn register(
+        &self,
+        node_id: NodeId,
+        name: NodeName,
+        peer: Option<SocketAddr>,
+        now: Timestamp,
+    ) -> ConnectionParts {
         let (tx, rx) = mpsc::channel(256);
         let (close, closed) = watch::channel(None);
         let conn = Arc::new(Connection {
@@ -114,7 +124,11 @@ impl Registry {
             close,
             heartbeat: Mutex::new((Instant::now(), now)),
         });
-        let old = self.inner.lock().expect("lock").insert(node_id, conn.clone());
+        let old = self
+            .inner
+            .lock()
+            .expect("lock")
+            .insert(node_id, conn.clone());
         match old {
             Some(old) => old.close(CloseReason::Superseded),
             None => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeId, NodeName, RelPath, TaskId, Timestamp};
 use ganglion_store::{
-    EndApplied, NewTask, StoredOutput, Store, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+    EndApplied, NewTask, Store, StoredOutput, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
 use tokio::sync::mpsc;
 
@@ -59,8 +59,14 @@ pub enum OutputStream {
 /// What a watcher of a task sees, in order.
 #[derive(Clone, Debug)]
 pub enum TaskEvent {
-    Started { pid: u32 },
-    Output { seq: u64, stream: OutputStream, data: Vec<u8> },
+    Started {
+        pid: u32,
+    },
+    Output {
+        seq: u64,
+        stream: OutputStream,
+        data: Vec<u8>,
+    },
     Finished(Box<TaskRecord>),
 }
 
@@ -125,14 +131,19 @@ fn validate(spec: &TaskSpec) -> Result<(), Error> {
     if spec.argv.iter().any(|a| a.contains('\0')) {
         return bad("an argument contains a NUL byte");
     }
-    let env_ok = spec.env.iter().all(|(k, v)| {
-        !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0')
-    });
+    let env_ok = spec
+        .env
+        .iter()
+        .all(|(k, v)| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0'));
     if !env_ok {
         return bad("an environment variable has an empty name, '=' in its name, or a NUL byte");
     }
     let size: usize = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
     if size > MAX_COMMAND_BYTES {
         return Err(Error::InvalidArgument(format!(
             "the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted"
@@ -143,7 +154,12 @@ fn validate(spec: &TaskSpec) -> Result<(), Error> {
 
 impl Tasks {
     pub fn new(store: Arc<dyn Store>, registry: Registry, clock: SharedClock) -> Self {
-        Self { store, registry, clock, live: Mutex::default() }
+        Self {
+            store,
+            registry,
+            clock,
+            live: Mutex::default(),
+        }
     }
 
     pub fn live_count(&self) -> usize {
@@ -159,15 +175,20 @@ impl Tasks {
         spec: TaskSpec,
     ) -> Result<(TaskId, mpsc::UnboundedReceiver<TaskEvent>), Error> {
         validate(&spec)?;
-        let name = NodeName::parse(node_name).map_err(|_| Error::NotFound { what: format!("node {node_name:?}") })?;
+        let name = NodeName::parse(node_name).map_err(|_| Error::NotFound {
+            what: format!("node {node_name:?}"),
+        })?;
         let node = self.store.node_by_name(&name).await?;
-        let node = node.ok_or_else(|| Error::NotFound { what: format!("node {node_name:?}") })?;
+        let node = node.ok_or_else(|| Error::NotFound {
+            what: format!("node {node_name:?}"),
+        })?;
         if node.revoked_at.is_some() {
             return Err(Error::Conflict(format!("node {node_name:?} was revoked")));
         }
-        let conn = self.registry.get(&node.id).ok_or_else(|| {
-            Error::Unavailable(format!("node {node_name:?} is offline"))
-        })?;
+        let conn = self
+            .registry
+            .get(&node.id)
+            .ok_or_else(|| Error::Unavailable(format!("node {node_name:?} is offline")))?;
         let id = TaskId::generate();
         let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
         self.store
@@ -203,8 +224,11 @@ impl Tasks {
             output_cap: spec.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
         };
         if !conn.send(ToNode::Dispatch(dispatch)) {
-            let error = format!("node {node_name:?} did not accept the task (its stream is closing or full)");
-            self.finish(&id, TaskStatus::Failed, None, Some(error), 0, false).await?;
+            let error = format!(
+                "node {node_name:?} did not accept the task (its stream is closing or full)"
+            );
+            let end = self.end(&id, TaskStatus::Failed, None, Some(error));
+            self.finish(end, 0).await?;
         } else {
             tracing::info!(task = %id, "task dispatched");
         }
@@ -221,7 +245,12 @@ impl Tasks {
     }
 
     fn owned_by(&self, node: &NodeId, id: &TaskId) -> bool {
-        let owned = self.live.lock().expect("lock").get(id).is_some_and(|t| &t.node_id == node);
+        let owned = self
+            .live
+            .lock()
+            .expect("lock")
+            .get(id)
+            .is_some_and(|t| &t.node_id == node);
         if !owned {
             tracing::warn!(node_id = %node, task = %id, "node reported on a task it was not given; ignored");
         }
@@ -239,7 +268,14 @@ impl Tasks {
         Ok(())
     }
 
-    pub fn on_output(&self, node: &NodeId, id: &TaskId, seq: u64, stream: OutputStream, data: Vec<u8>) {
+    pub fn on_output(
+        &self,
+        node: &NodeId,
+        id: &TaskId,
+        seq: u64,
+        stream: OutputStream,
+        data: Vec<u8>,
+    ) {
         let mut live = self.live.lock().expect("lock");
         let Some(t) = live.get_mut(id).filter(|t| &t.node_id == node) else {
             drop(live);
@@ -255,24 +291,58 @@ impl Tasks {
         t.tell(&TaskEvent::Output { seq, stream, data });
     }
 
-    pub async fn on_finished(&self, node: &NodeId, id: &TaskId, report: NodeReport) -> Result<(), Error> {
+    pub async fn on_finished(
+        &self,
+        node: &NodeId,
+        id: &TaskId,
+        report: NodeReport,
+    ) -> Result<(), Error> {
         let (status, exit_code, error) = match report.end {
             NodeEnd::Exited(0) => (TaskStatus::Succeeded, Some(0), None),
             NodeEnd::Exited(c) => (TaskStatus::Failed, Some(c), None),
-            NodeEnd::Signaled(s) => (TaskStatus::Failed, Some(128 + s), Some(format!("killed by signal {s}"))),
+            NodeEnd::Signaled(s) => (
+                TaskStatus::Failed,
+                Some(128 + s),
+                Some(format!("killed by signal {s}")),
+            ),
             NodeEnd::TimedOut => {
                 let t = self.live.lock().expect("lock").get(id).map(|t| t.timeout);
-                let after = t.map(|t| format!(" after {}", ganglion_core::time::format_duration(t))).unwrap_or_default();
-                (TaskStatus::Failed, Some(124), Some(format!("timed out{after}; its process group was killed")))
+                let after = t
+                    .map(|t| format!(" after {}", ganglion_core::time::format_duration(t)))
+                    .unwrap_or_default();
+                (
+                    TaskStatus::Failed,
+                    Some(124),
+                    Some(format!("timed out{after}; its process group was killed")),
+                )
             }
-            NodeEnd::Cancelled => (TaskStatus::Cancelled, None, Some("cancelled; its process group was killed".into())),
-            NodeEnd::Refused { exit_code, error } => (TaskStatus::Failed, Some(exit_code), Some(error)),
+            NodeEnd::Cancelled => (
+                TaskStatus::Cancelled,
+                None,
+                Some("cancelled; its process group was killed".into()),
+            ),
+            NodeEnd::Refused { exit_code, error } => {
+                (TaskStatus::Failed, Some(exit_code), Some(error))
+            }
         };
         if report.late {
-            let end = TaskEnd { id: id.clone(), status, exit_code, error, output: None, late: true, lost: false, at: self.clock.now() };
+            let end = TaskEnd {
+                id: id.clone(),
+                status,
+                exit_code,
+                error,
+                output: None,
+                late: true,
+                lost: false,
+                at: self.clock.now(),
+            };
             match self.store.finish_task(&end).await {
-                Ok(EndApplied::LateResult) => tracing::info!(task = %id, status = status.as_str(), "late result recorded"),
-                Ok(_) => tracing::info!(task = %id, "late result for a task already settled; ignored"),
+                Ok(EndApplied::LateResult) => {
+                    tracing::info!(task = %id, status = status.as_str(), "late result recorded")
+                }
+                Ok(_) => {
+                    tracing::info!(task = %id, "late result for a task already settled; ignored")
+                }
                 Err(ganglion_store::Error::NotFound { .. }) => {
                     tracing::warn!(node_id = %node, task = %id, "late result for an unknown task; ignored")
                 }
@@ -286,28 +356,45 @@ impl Tasks {
         if let Some(t) = self.live.lock().expect("lock").get_mut(id) {
             t.truncated |= report.output_truncated;
         }
-        self.finish(id, status, exit_code, error, report.output_bytes, false).await
+        let end = self.end(id, status, exit_code, error);
+        self.finish(end, report.output_bytes).await
     }
 
-    /// Journals a live task's end (with its stored output), then settles it.
-    async fn finish(
+    fn end(
         &self,
         id: &TaskId,
         status: TaskStatus,
         exit_code: Option<i32>,
         error: Option<String>,
-        output_bytes: u64,
-        lost: bool,
-    ) -> Result<(), Error> {
-        let output = self.live.lock().expect("lock").get(id).map(|t| StoredOutput {
-            stdout: t.stdout.clone(),
-            stderr: t.stderr.clone(),
-            bytes: output_bytes,
-            truncated: t.truncated,
-        });
-        let end = TaskEnd { id: id.clone(), status, exit_code, error, output, late: false, lost, at: self.clock.now() };
+    ) -> TaskEnd {
+        TaskEnd {
+            id: id.clone(),
+            status,
+            exit_code,
+            error,
+            output: None,
+            late: false,
+            lost: false,
+            at: self.clock.now(),
+        }
+    }
+
+    /// Journals a live task's end (with its stored output), then settles it.
+    async fn finish(&self, mut end: TaskEnd, output_bytes: u64) -> Result<(), Error> {
+        let id = end.id.clone();
+        end.output = self
+            .live
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .map(|t| StoredOutput {
+                stdout: t.stdout.clone(),
+                stderr: t.stderr.clone(),
+                bytes: output_bytes,
+                truncated: t.truncated,
+            });
         self.store.finish_task(&end).await?;
-        self.settle(id).await
+        self.settle(&id).await
     }
 
     /// Removes a task from the live set and tells its watchers its final record.
@@ -322,7 +409,12 @@ impl Tasks {
     }
 
     /// Fails every unfinished task of a node whose stream ended, with a diagnostic.
-    pub async fn on_node_lost(&self, node: &NodeId, cause: &str, last_heartbeat: Timestamp) -> Result<(), Error> {
+    pub async fn on_node_lost(
+        &self,
+        node: &NodeId,
+        cause: &str,
+        last_heartbeat: Timestamp,
+    ) -> Result<(), Error> {
         let now = self.clock.now();
         let silent = now.since(last_heartbeat).as_secs();
         let ids: Vec<(TaskId, Option<u64>)> = self
@@ -334,53 +426,99 @@ impl Tasks {
             .map(|(id, t)| (id.clone(), t.last_seq))
             .collect();
         for (id, last_seq) in ids {
-            let seq = last_seq.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+            let seq = last_seq
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none".into());
             let error = format!(
                 "node lost: {cause}; last heartbeat {silent} s ago; last output seq {seq}; \
                  the process may still be running on the node (it is killed there if the node \
                  cannot reconnect within {} s)",
                 NODE_GRACE.as_secs()
             );
-            self.finish(&id, TaskStatus::Failed, None, Some(error), 0, true).await?;
+            let end = TaskEnd {
+                lost: true,
+                ..self.end(&id, TaskStatus::Failed, None, Some(error))
+            };
+            self.finish(end, 0).await?;
         }
         // Tasks journaled but not live (e.g. from before a hub restart).
         let generic = format!("node lost: {cause}; last heartbeat {silent} s ago");
-        self.store.fail_unfinished_tasks(Some(node), &generic, now).await?;
+        self.store
+            .fail_unfinished_tasks(Some(node), &generic, now)
+            .await?;
         Ok(())
     }
 
     /// Asks the node to cancel a task. The task becomes `cancelled` when the
     /// node confirms that its process group is gone.
     pub async fn cancel(&self, id: &str) -> Result<TaskRecord, Error> {
-        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
-        let record = self.store.get_task(&tid).await?.ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
+        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound {
+            what: format!("task {id:?}"),
+        })?;
+        let record = self
+            .store
+            .get_task(&tid)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("task {id:?}"),
+            })?;
         if record.status.is_final() {
-            return Err(Error::Conflict(format!("task {id} already finished ({})", record.status.as_str())));
+            return Err(Error::Conflict(format!(
+                "task {id} already finished ({})",
+                record.status.as_str()
+            )));
         }
         let conn = self.registry.get(&record.node_id).ok_or_else(|| {
             Error::Unavailable(format!("node {:?} is offline", record.node_name.as_str()))
         })?;
         if !conn.send(ToNode::Cancel(tid.clone())) {
-            return Err(Error::Unavailable("the node's stream is closing or full".into()));
+            return Err(Error::Unavailable(
+                "the node's stream is closing or full".into(),
+            ));
         }
         tracing::info!(task = %tid, "cancel sent");
         Ok(record)
     }
 
     pub async fn get(&self, id: &str) -> Result<TaskRecord, Error> {
-        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })?;
-        self.store.get_task(&tid).await?.ok_or_else(|| Error::NotFound { what: format!("task {id:?}") })
+        let tid = TaskId::from_string(id).ok_or_else(|| Error::NotFound {
+            what: format!("task {id:?}"),
+        })?;
+        self.store
+            .get_task(&tid)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("task {id:?}"),
+            })
     }
 
-    pub async fn list(&self, node: Option<&str>, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>, Error> {
+    pub async fn list(
+        &self,
+        node: Option<&str>,
+        status: Option<TaskStatus>,
+    ) -> Result<Vec<TaskRecord>, Error> {
         let node_id = match node {
             None => None,
             Some(n) => {
-                let name = NodeName::parse(n).map_err(|_| Error::NotFound { what: format!("node {n:?}") })?;
+                let name = NodeName::parse(n).map_err(|_| Error::NotFound {
+                    what: format!("node {n:?}"),
+                })?;
                 let rec = self.store.node_by_name(&name).await?;
-                Some(rec.ok_or_else(|| Error::NotFound { what: format!("node {n:?}") })?.id)
+                Some(
+                    rec.ok_or_else(|| Error::NotFound {
+                        what: format!("node {n:?}"),
+                    })?
+                    .id,
+                )
             }
         };
-        Ok(self.store.list_tasks(&TaskFilter { node_id, status, limit: None }).await?)
+        Ok(self
+            .store
+            .list_tasks(&TaskFilter {
+                node_id,
+                status,
+                limit: None,
+            })
+            .await?)
     }
 }

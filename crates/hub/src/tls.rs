@@ -20,7 +20,9 @@ pub struct TlsIdentity {
 
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsIdentity").field("cert_sha256", &self.cert_sha256).finish()
+        f.debug_struct("TlsIdentity")
+            .field("cert_sha256", &self.cert_sha256)
+            .finish()
     }
 }
 
@@ -47,8 +49,12 @@ impl TlsIdentity {
             names.dedup();
             let certified = rcgen::generate_simple_self_signed(names)
                 .map_err(|e| Error::Tls(format!("generating certificate: {e}")))?;
-            write_atomic(key_path.clone(), certified.signing_key.serialize_pem().into_bytes(), 0o600)
-                .await?;
+            write_atomic(
+                key_path.clone(),
+                certified.signing_key.serialize_pem().into_bytes(),
+                0o600,
+            )
+            .await?;
             write_atomic(cert_path.clone(), certified.cert.pem().into_bytes(), 0o644).await?;
             tracing::info!(path = %cert_path.display(), "generated a self-signed certificate");
         }
@@ -59,6 +65,10 @@ impl TlsIdentity {
             .ok_or_else(|| Error::Tls(format!("no certificate in {}", cert_path.display())))?
             .map_err(|e| Error::Tls(format!("{}: {e}", cert_path.display())))?;
         let cert_sha256 = fingerprint(&leaf);
-        Ok(Self { cert_pem, key_pem, cert_sha256 })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            cert_sha256,
+        })
     }
 }

@@ -29,12 +29,17 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn statuses(&self) -> Vec<WorkerStatus> {
-        self.states.lock().expect("lock").iter().map(|s| WorkerStatus {
-            name: s.name.clone(),
-            state: s.state.clone(),
-            restarts: s.restarts,
-            last_error: s.last_error.clone(),
-        }).collect()
+        self.states
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| WorkerStatus {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                restarts: s.restarts,
+                last_error: s.last_error.clone(),
+            })
+            .collect()
     }
 
     fn update(&self, idx: usize, f: impl FnOnce(&mut WorkerStatus)) {
@@ -42,7 +47,12 @@ impl Supervisor {
     }
 
     /// Starts a worker under supervision in `set`.
-    pub fn spawn(&self, set: &mut JoinSet<()>, mut worker: Box<dyn Worker>, cancel: CancellationToken) {
+    pub fn spawn(
+        &self,
+        set: &mut JoinSet<()>,
+        mut worker: Box<dyn Worker>,
+        cancel: CancellationToken,
+    ) {
         let idx = {
             let mut states = self.states.lock().expect("lock");
             states.push(WorkerStatus {
@@ -57,7 +67,9 @@ impl Supervisor {
         set.spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let result = AssertUnwindSafe(worker.run(cancel.clone())).catch_unwind().await;
+                let result = AssertUnwindSafe(worker.run(cancel.clone()))
+                    .catch_unwind()
+                    .await;
                 let error = match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e),

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::{Capabilities, Policy, RelPath, Secret};
-use ganglion_sandbox::{Sandbox, SandboxOptions};
 use ganglion_proto::v1;
 use ganglion_proto::v1::hub_client::HubClient;
 use ganglion_proto::v1::hub_message::Kind as In;
 use ganglion_proto::v1::node_message::Kind as Out;
+use ganglion_sandbox::{Sandbox, SandboxOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,17 +105,30 @@ fn from_status(s: &Status) -> Error {
 
 impl Agent {
     pub fn new(opts: AgentOptions) -> Result<Self, Error> {
-        let (status, _) = watch::channel(LinkStatus { connected: false, policy: Policy::strict(), sessions: 0 });
+        let (status, _) = watch::channel(LinkStatus {
+            connected: false,
+            policy: Policy::strict(),
+            sessions: 0,
+        });
         let sandbox = match &opts.sandbox {
-            Some(o) => Some(Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?),
+            Some(o) => {
+                Some(Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?)
+            }
             None => None,
         };
         let (runner, events) = TaskRunner::new(sandbox, opts.state.name.clone());
-        Ok(Self { opts, status, runner, events })
+        Ok(Self {
+            opts,
+            status,
+            runner,
+            events,
+        })
     }
 
     pub fn handle(&self) -> AgentHandle {
-        AgentHandle { status: self.status.subscribe() }
+        AgentHandle {
+            status: self.status.subscribe(),
+        }
     }
 
     /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
@@ -129,7 +142,9 @@ impl Agent {
             self.watch_report_grace();
             match result {
                 Ok(SessionEnd::Cancelled) => return Ok(()),
-                Ok(SessionEnd::Closed(reason)) => tracing::warn!(%reason, "control stream ended; reconnecting"),
+                Ok(SessionEnd::Closed(reason)) => {
+                    tracing::warn!(%reason, "control stream ended; reconnecting")
+                }
                 Err(e) if e.is_fatal() => {
                     tracing::error!(error = %e, "stopping");
                     return Err(e);
@@ -140,7 +155,10 @@ impl Agent {
                 backoff.reset();
             }
             let delay = backoff.next_delay();
-            tracing::debug!(delay_ms = delay.as_millis() as u64, "waiting before reconnecting");
+            tracing::debug!(
+                delay_ms = delay.as_millis() as u64,
+                "waiting before reconnecting"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = cancel.cancelled() => return Ok(()),
@@ -192,9 +210,19 @@ impl Agent {
         let interval = Duration::from_millis(u64::from(config.heartbeat_interval_ms.max(100)));
 
         let (tx, rx) = mpsc::channel(64);
-        let hello = v1::Hello { capabilities: Some((&self.opts.capabilities).into()) };
-        tx.send(v1::NodeMessage { kind: Some(Out::Hello(hello)) }).await.expect("receiver alive");
-        let mut inbound = client.connect(ReceiverStream::new(rx)).await.map_err(|s| from_status(&s))?.into_inner();
+        let hello = v1::Hello {
+            capabilities: Some((&self.opts.capabilities).into()),
+        };
+        tx.send(v1::NodeMessage {
+            kind: Some(Out::Hello(hello)),
+        })
+        .await
+        .expect("receiver alive");
+        let mut inbound = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
         self.status.send_modify(|s| {
             s.connected = true;
             s.sessions += 1;
@@ -215,10 +243,10 @@ impl Agent {
                     }
                 }
                 Some(event) = self.events.recv() => {
-                    if let Some(msg) = event_message(event, session) {
-                        if tx.send(msg).await.is_err() {
-                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
-                        }
+                    if let Some(msg) = event_message(event, session)
+                        && tx.send(msg).await.is_err()
+                    {
+                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
                 msg = inbound.message() => match msg {
@@ -269,7 +297,11 @@ impl Agent {
                 if s.policy == p {
                     return false;
                 }
-                tracing::info!(mode = p.mode.as_str(), version = p.version, "policy applied");
+                tracing::info!(
+                    mode = p.mode.as_str(),
+                    version = p.version,
+                    "policy applied"
+                );
                 s.policy = p;
                 true
             }),
@@ -305,12 +337,33 @@ fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
         RunnerEvent::Started { id, pid, session } if session == current => {
             Out::TaskStarted(v1::TaskStarted { task_id: id, pid })
         }
-        RunnerEvent::Output { id, seq, stderr, data, session } if session == current => {
-            let stream = if stderr { v1::OutputStream::Stderr } else { v1::OutputStream::Stdout };
-            Out::TaskOutput(v1::TaskOutput { task_id: id, seq, stream: stream as i32, data })
+        RunnerEvent::Output {
+            id,
+            seq,
+            stderr,
+            data,
+            session,
+        } if session == current => {
+            let stream = if stderr {
+                v1::OutputStream::Stderr
+            } else {
+                v1::OutputStream::Stdout
+            };
+            Out::TaskOutput(v1::TaskOutput {
+                task_id: id,
+                seq,
+                stream: stream as i32,
+                data,
+            })
         }
         RunnerEvent::Started { .. } | RunnerEvent::Output { .. } => return None,
-        RunnerEvent::Finished { id, end, output_bytes, output_truncated, session } => {
+        RunnerEvent::Finished {
+            id,
+            end,
+            output_bytes,
+            output_truncated,
+            session,
+        } => {
             let (end, code, error) = match end {
                 End::Exited(c) => (v1::TaskEnd::Exited, c, String::new()),
                 End::Signaled(s) => (v1::TaskEnd::Signaled, s, String::new()),

@@ -13,14 +13,21 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap, attempt: 0 }
+        Self {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The next delay: uniform in [ceiling/2, ceiling], where the ceiling doubles
     /// per attempt up to the cap. Half the ceiling is kept so a crowd of nodes
     /// reconnecting after a hub restart spreads out without reconnecting at once.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)

@@ -13,7 +13,9 @@ pub fn probe() -> Capabilities {
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
         landlock_abi: support.landlock_abi,
-        cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_bytes: total_memory().unwrap_or(0),
         version: env!("CARGO_PKG_VERSION").into(),
         protections: support.protections(),

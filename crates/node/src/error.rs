@@ -31,6 +31,12 @@ pub enum Error {
 impl Error {
     /// Errors that retrying cannot fix: the node stops instead of reconnecting.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Revoked | Error::Unauthenticated(_) | Error::StateDir { .. } | Error::Corrupt { .. })
+        matches!(
+            self,
+            Error::Revoked
+                | Error::Unauthenticated(_)
+                | Error::StateDir { .. }
+                | Error::Corrupt { .. }
+        )
     }
 }

@@ -47,10 +47,18 @@ pub fn host_name() -> Option<String> {
         .trim()
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let trimmed = cleaned.trim_start_matches(['.', '_', '-']);
-    NodeName::parse(&trimmed[..trimmed.len().min(63)]).ok().map(|n| n.to_string())
+    NodeName::parse(&trimmed[..trimmed.len().min(63)])
+        .ok()
+        .map(|n| n.to_string())
 }
 
 /// What the hub answers to a successful join.
@@ -67,7 +75,11 @@ pub async fn redeem(
     capabilities: Capabilities,
     default_name: Option<String>,
 ) -> Result<Joined, Error> {
-    let target = HubTarget { addr: code.hub_addr.clone(), cert_sha256: code.cert_sha256.clone(), bind_ip: None };
+    let target = HubTarget {
+        addr: code.hub_addr.clone(),
+        cert_sha256: code.cert_sha256.clone(),
+        bind_ip: None,
+    };
     let channel = connect(&target).await?;
     let mut client = HubClient::new(channel);
     let req = v1::JoinRequest {
@@ -76,8 +88,16 @@ pub async fn redeem(
         capabilities: Some((&capabilities).into()),
         default_name: default_name.unwrap_or_default(),
     };
-    let resp = client.join(req).await.map_err(|s| Error::JoinRefused(s.message().to_owned()))?.into_inner();
+    let resp = client
+        .join(req)
+        .await
+        .map_err(|s| Error::JoinRefused(s.message().to_owned()))?
+        .into_inner();
     let credential = Secret::decode(&resp.credential)
         .map_err(|e| Error::Hub(format!("hub sent an unusable credential: {e}")))?;
-    Ok(Joined { node_id: resp.node_id, name: resp.name, credential })
+    Ok(Joined {
+        node_id: resp.node_id,
+        name: resp.name,
+        credential,
+    })
 }

@@ -46,7 +46,10 @@ impl StateDir {
     }
 
     fn problem(&self, problem: impl Into<String>) -> Error {
-        Error::StateDir { path: self.path.clone(), problem: problem.into() }
+        Error::StateDir {
+            path: self.path.clone(),
+            problem: problem.into(),
+        }
     }
 
     /// Creates the dir (0700) for a node about to join; refuses one that
@@ -62,14 +65,18 @@ impl StateDir {
 
     pub fn save(&self, state: &NodeState, credential: &Secret) -> Result<(), Error> {
         let json = serde_json::to_vec_pretty(state).expect("serialises");
-        write_private(&self.credential_file(), format!("{}\n", credential.encode()).as_bytes())?;
+        write_private(
+            &self.credential_file(),
+            format!("{}\n", credential.encode()).as_bytes(),
+        )?;
         write_private(&self.node_file(), &json)?;
         Ok(())
     }
 
     /// Loads a joined node, after checking the permissions of the dir and files.
     pub fn load(&self) -> Result<(NodeState, Secret), Error> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.problem(format!("cannot be read: {e}")))?;
+        let meta = std::fs::metadata(&self.path)
+            .map_err(|e| self.problem(format!("cannot be read: {e}")))?;
         if !meta.is_dir() {
             return Err(self.problem("is not a directory"));
         }
@@ -78,23 +85,37 @@ impl StateDir {
         let cred_file = self.credential_file();
         for f in [&node_file, &cred_file] {
             let meta = std::fs::symlink_metadata(f).map_err(|e| {
-                self.problem(format!("has no usable {}: {e} (was this node joined?)", file_name(f)))
+                self.problem(format!(
+                    "has no usable {}: {e} (was this node joined?)",
+                    file_name(f)
+                ))
             })?;
             if !meta.is_file() {
                 return Err(self.problem(format!("{} is not a regular file", file_name(f))));
             }
             self.check_private(f, &meta, 0o600)?;
         }
-        let state: NodeState = serde_json::from_slice(&std::fs::read(&node_file)?)
-            .map_err(|e| Error::Corrupt { path: node_file.clone(), reason: e.to_string() })?;
-        let cred_text = std::fs::read_to_string(&cred_file)
-            .map_err(|e| Error::Corrupt { path: cred_file.clone(), reason: e.to_string() })?;
-        let credential = Secret::decode(&cred_text)
-            .map_err(|e| Error::Corrupt { path: cred_file.clone(), reason: e.to_string() })?;
-        let fp_ok = state.cert_sha256.len() == 64 && state.cert_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        let state: NodeState =
+            serde_json::from_slice(&std::fs::read(&node_file)?).map_err(|e| Error::Corrupt {
+                path: node_file.clone(),
+                reason: e.to_string(),
+            })?;
+        let cred_text = std::fs::read_to_string(&cred_file).map_err(|e| Error::Corrupt {
+            path: cred_file.clone(),
+            reason: e.to_string(),
+        })?;
+        let credential = Secret::decode(&cred_text).map_err(|e| Error::Corrupt {
+            path: cred_file.clone(),
+            reason: e.to_string(),
+        })?;
+        let fp_ok = state.cert_sha256.len() == 64
+            && state.cert_sha256.bytes().all(|b| b.is_ascii_hexdigit());
         if !fp_ok {
             let reason = "certificate fingerprint is not 64 hex digits".into();
-            return Err(Error::Corrupt { path: node_file, reason });
+            return Err(Error::Corrupt {
+                path: node_file,
+                reason,
+            });
         }
         Ok((state, credential))
     }
@@ -111,14 +132,20 @@ impl StateDir {
         // SAFETY-free: geteuid via libc is safe to call; no memory involved.
         let uid = current_uid();
         if meta.uid() != uid {
-            return Err(self.problem(format!("{} is owned by uid {}, not by this user ({uid})", file_name(path), meta.uid())));
+            return Err(self.problem(format!(
+                "{} is owned by uid {}, not by this user ({uid})",
+                file_name(path),
+                meta.uid()
+            )));
         }
         Ok(())
     }
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 #[allow(unsafe_code)]
@@ -133,7 +160,11 @@ fn write_private(path: &Path, body: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(body)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -164,9 +195,15 @@ mod tests {
         let (state, cred) = dir.load().unwrap();
         assert_eq!(state, sample(tmp.path()));
         assert_eq!(cred, secret);
-        let mode = std::fs::metadata(dir.path().join("credential")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("credential"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(dir.create(), Err(Error::StateDir { .. })), "refuses to join twice");
+        assert!(
+            matches!(dir.create(), Err(Error::StateDir { .. })),
+            "refuses to join twice"
+        );
     }
 
     #[test]

@@ -35,9 +35,25 @@ pub enum End {
 /// was dispatched in (a result reported in a later session is late).
 #[derive(Clone, Debug)]
 pub enum RunnerEvent {
-    Started { id: String, pid: u32, session: u64 },
-    Output { id: String, seq: u64, stderr: bool, data: Vec<u8>, session: u64 },
-    Finished { id: String, end: End, output_bytes: u64, output_truncated: bool, session: u64 },
+    Started {
+        id: String,
+        pid: u32,
+        session: u64,
+    },
+    Output {
+        id: String,
+        seq: u64,
+        stderr: bool,
+        data: Vec<u8>,
+        session: u64,
+    },
+    Finished {
+        id: String,
+        end: End,
+        output_bytes: u64,
+        output_truncated: bool,
+        session: u64,
+    },
 }
 
 pub struct TaskRunner {
@@ -49,9 +65,17 @@ pub struct TaskRunner {
 
 impl TaskRunner {
     /// A runner; without a sandbox the node refuses every task.
-    pub fn new(sandbox: Option<Sandbox>, node_name: String) -> (Arc<Self>, mpsc::UnboundedReceiver<RunnerEvent>) {
+    pub fn new(
+        sandbox: Option<Sandbox>,
+        node_name: String,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<RunnerEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
-        let runner = Self { sandbox: sandbox.map(Arc::new), node_name, events, running: Mutex::default() };
+        let runner = Self {
+            sandbox: sandbox.map(Arc::new),
+            node_name,
+            events,
+            running: Mutex::default(),
+        };
         (Arc::new(runner), rx)
     }
 
@@ -62,7 +86,13 @@ impl TaskRunner {
     /// Reports a task as refused without running it.
     pub fn refuse(&self, id: String, session: u64, exit_code: i32, error: String) {
         let end = End::Refused { exit_code, error };
-        let _ = self.events.send(RunnerEvent::Finished { id, end, output_bytes: 0, output_truncated: false, session });
+        let _ = self.events.send(RunnerEvent::Finished {
+            id,
+            end,
+            output_bytes: 0,
+            output_truncated: false,
+            session,
+        });
     }
 
     /// Starts a task under `policy`; refusals are reported as a finished task.
@@ -75,7 +105,13 @@ impl TaskRunner {
             tracing::warn!(task = %d.id, "task dispatched twice; ignored");
             return;
         }
-        let spec = TaskSpec { argv: d.argv, cwd: d.cwd, env: d.env, timeout: d.timeout, output_cap: d.output_cap };
+        let spec = TaskSpec {
+            argv: d.argv,
+            cwd: d.cwd,
+            env: d.env,
+            timeout: d.timeout,
+            output_cap: d.output_cap,
+        };
         let mut task = match sandbox.start(spec, policy) {
             Ok(t) => t,
             Err(e) => {
@@ -91,15 +127,28 @@ impl TaskRunner {
         };
         let pid = task.pid();
         tracing::info!(task = %d.id, pid, "task started");
-        self.running.lock().expect("lock").insert(d.id.clone(), task.canceller());
-        let _ = self.events.send(RunnerEvent::Started { id: d.id.clone(), pid, session });
+        self.running
+            .lock()
+            .expect("lock")
+            .insert(d.id.clone(), task.canceller());
+        let _ = self.events.send(RunnerEvent::Started {
+            id: d.id.clone(),
+            pid,
+            session,
+        });
         let runner = self.clone();
         tokio::spawn(async move {
             let id = d.id;
             if let Some(mut output) = task.take_output() {
                 while let Some(chunk) = output.recv().await {
                     let stderr = chunk.stream == Stream::Stderr;
-                    let ev = RunnerEvent::Output { id: id.clone(), seq: chunk.seq, stderr, data: chunk.data, session };
+                    let ev = RunnerEvent::Output {
+                        id: id.clone(),
+                        seq: chunk.seq,
+                        stderr,
+                        data: chunk.data,
+                        session,
+                    };
                     let _ = runner.events.send(ev);
                 }
             }
@@ -138,8 +187,13 @@ impl TaskRunner {
 
     /// Cancels every running task: the node could not report them in time.
     pub fn cancel_all(&self, why: &str) {
-        let all: Vec<(String, Canceller)> =
-            self.running.lock().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(String, Canceller)> = self
+            .running
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (id, c) in all {
             tracing::warn!(task = %id, why, "killing a task the node cannot report");
             tokio::spawn(async move {

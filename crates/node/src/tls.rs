@@ -47,7 +47,9 @@ impl ServerCertVerifier for PinnedVerifier {
             return Ok(ServerCertVerified::assertion());
         }
         *self.mismatch.lock().expect("lock") = Some(got);
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
     }
 
     fn verify_tls12_signature(
@@ -56,7 +58,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -65,11 +72,18 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -90,7 +104,11 @@ async fn tcp_connect(addr: &str, bind_ip: Option<IpAddr>) -> std::io::Result<Tcp
                 .await?
                 .find(|a| a.is_ipv4() == ip.is_ipv4())
                 .ok_or_else(|| std::io::Error::other("no address of the right family"))?;
-            let sock = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            let sock = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
             sock.bind(SocketAddr::new(ip, 0))?;
             sock.connect(target).await?
         }
@@ -131,16 +149,25 @@ pub async fn connect(target: &HubTarget) -> Result<Channel, Error> {
         }
     });
     let endpoint = Endpoint::from_shared(format!("http://{}", target.addr))
-        .map_err(|e| Error::Connect { addr: target.addr.clone(), reason: e.to_string() })?
+        .map_err(|e| Error::Connect {
+            addr: target.addr.clone(),
+            reason: e.to_string(),
+        })?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     endpoint.connect_with_connector(make).await.map_err(|e| {
         if let Some(got) = mismatch.lock().expect("lock").take() {
-            return Error::CertificateMismatch { expected: target.cert_sha256.clone(), got };
+            return Error::CertificateMismatch {
+                expected: target.cert_sha256.clone(),
+                got,
+            };
         }
-        Error::Connect { addr: target.addr.clone(), reason: error_chain(&e) }
+        Error::Connect {
+            addr: target.addr.clone(),
+            reason: error_chain(&e),
+        }
     })
 }
 

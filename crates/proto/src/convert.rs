@@ -38,7 +38,10 @@ impl TryFrom<v1::Policy> for Policy {
             Ok(v1::PolicyMode::Permissive) => PolicyMode::Permissive,
             // An unknown or missing mode never widens what a node may do.
             _ => {
-                return Err(Invalid { field: "policy.mode", reason: format!("{}", p.mode) });
+                return Err(Invalid {
+                    field: "policy.mode",
+                    reason: format!("{}", p.mode),
+                });
             }
         };
         Ok(Policy {
@@ -102,16 +105,26 @@ mod tests {
 
     #[test]
     fn policy_round_trips_and_unknown_mode_is_refused() {
-        let p = Policy { allow: vec!["python3".into()], network: true, ..Policy::strict() };
+        let p = Policy {
+            allow: vec!["python3".into()],
+            network: true,
+            ..Policy::strict()
+        };
         let back = Policy::try_from(v1::Policy::from(&p)).unwrap();
         assert_eq!(back, p);
-        let bad = v1::Policy { mode: 0, ..v1::Policy::from(&p) };
+        let bad = v1::Policy {
+            mode: 0,
+            ..v1::Policy::from(&p)
+        };
         assert!(Policy::try_from(bad).is_err());
     }
 
     #[test]
     fn capabilities_are_bounded() {
-        let c = v1::Capabilities { os: "x".repeat(10_000), ..Default::default() };
+        let c = v1::Capabilities {
+            os: "x".repeat(10_000),
+            ..Default::default()
+        };
         assert_eq!(Capabilities::from(c).os.len(), MAX_FIELD);
     }
 }

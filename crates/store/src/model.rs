@@ -1,8 +1,6 @@
 //! Records the store reads and writes. Plain domain types: no SQL, no wire types.
 
-use ganglion_core::{
-    Capabilities, InviteId, NodeId, NodeName, Policy, SecretHash, Timestamp,
-};
+use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Policy, SecretHash, Timestamp};
 
 #[derive(Clone, Debug)]
 pub struct NewInvite {

@@ -12,13 +12,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::Store;
 use crate::error::{Error, InviteRefusal, Result};
 use crate::model::{InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate};
 use crate::tasks::{
     EndApplied, HistoryEntry, NewTask, TASK_COLUMNS, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
     task_from_row,
 };
-use crate::Store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -72,7 +72,10 @@ impl SqliteStore {
             "SELECT {NODE_COLUMNS} FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id \
              WHERE {clause}"
         );
-        let row = sqlx::query(&sql).bind(bind).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(bind)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(node_from_row).transpose()
     }
 }
@@ -99,10 +102,17 @@ fn node_from_row(row: &SqliteRow) -> Result<NodeRecord> {
         id: NodeId::from_string(id).ok_or_else(|| Error::Corrupt("node id".into()))?,
         name: NodeName::parse(&name).map_err(|e| Error::Corrupt(format!("node name: {e}")))?,
         policy: parse_json(&policy, "node policy")?,
-        capabilities: caps.as_deref().map(|c| parse_json(c, "capabilities")).transpose()?,
+        capabilities: caps
+            .as_deref()
+            .map(|c| parse_json(c, "capabilities"))
+            .transpose()?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         revoked_at: ts(row.try_get("revoked_at")?),
-        status: if status == "online" { NodeState::Online } else { NodeState::Offline },
+        status: if status == "online" {
+            NodeState::Online
+        } else {
+            NodeState::Offline
+        },
         last_heartbeat: ts(row.try_get("last_heartbeat")?),
     })
 }
@@ -118,7 +128,10 @@ fn invite_from_row(row: &SqliteRow) -> Result<InviteRecord> {
             .map(|s| NodeName::parse(&s))
             .transpose()
             .map_err(|e| Error::Corrupt(format!("invite scope: {e}")))?,
-        policy: policy.as_deref().map(|p| parse_json(p, "invite policy")).transpose()?,
+        policy: policy
+            .as_deref()
+            .map(|p| parse_json(p, "invite policy"))
+            .transpose()?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
         used_at: ts(row.try_get("used_at")?),
@@ -138,8 +151,13 @@ async fn invite_refusal(
     now: Timestamp,
 ) -> Result<InviteRefusal> {
     let sql = format!("SELECT {INVITE_COLUMNS} FROM invites WHERE secret_hash = ?");
-    let row = sqlx::query(&sql).bind(&hash.as_bytes()[..]).fetch_optional(&mut **tx).await?;
-    let Some(row) = row else { return Ok(InviteRefusal::Unknown) };
+    let row = sqlx::query(&sql)
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(InviteRefusal::Unknown);
+    };
     let inv = invite_from_row(&row)?;
     Ok(if inv.used_at.is_some() {
         InviteRefusal::Used
@@ -223,15 +241,23 @@ impl Store for SqliteStore {
         let scope: Option<String> = row.try_get("name_scope")?;
         let policy: Option<String> = row.try_get("policy")?;
 
-        let name = match (r.name.as_ref().or(if scope.is_none() { r.default_name.as_ref() } else { None }), scope) {
+        let name = match (
+            r.name.as_ref().or(if scope.is_none() {
+                r.default_name.as_ref()
+            } else {
+                None
+            }),
+            scope,
+        ) {
             (Some(asked), Some(scope)) if asked.as_str() != scope => {
                 tx.rollback().await?;
                 let asked = asked.to_string();
                 return Err(InviteRefusal::NameScope { scope, asked }.into());
             }
             (Some(asked), _) => asked.clone(),
-            (None, Some(scope)) => NodeName::parse(&scope)
-                .map_err(|e| Error::Corrupt(format!("invite scope: {e}")))?,
+            (None, Some(scope)) => {
+                NodeName::parse(&scope).map_err(|e| Error::Corrupt(format!("invite scope: {e}")))?
+            }
             (None, None) => {
                 tx.rollback().await?;
                 return Err(InviteRefusal::NameRequired.into());
@@ -288,7 +314,10 @@ impl Store for SqliteStore {
             "SELECT {NODE_COLUMNS} FROM node_credentials c JOIN nodes n ON n.id = c.node_id \
              LEFT JOIN node_status s ON s.node_id = n.id WHERE c.hash = ?"
         );
-        let row = sqlx::query(&sql).bind(&hash.as_bytes()[..]).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(&hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(node_from_row).transpose()
     }
 
@@ -313,24 +342,33 @@ impl Store for SqliteStore {
             .await
             .map_err(Error::db("node"))?;
         let current: Policy = parse_json(&current, "node policy")?;
-        let next = Policy { version: current.version + 1, ..policy.clone() };
+        let next = Policy {
+            version: current.version + 1,
+            ..policy.clone()
+        };
         sqlx::query("UPDATE nodes SET policy = ? WHERE name = ?")
             .bind(json(&next))
             .bind(name.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.node_by_name(name).await?.ok_or(Error::NotFound { what: "node" })
+        self.node_by_name(name)
+            .await?
+            .ok_or(Error::NotFound { what: "node" })
     }
 
     async fn revoke_node(&self, name: &NodeName, at: Timestamp) -> Result<NodeRecord> {
-        sqlx::query("UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ? RETURNING id")
-            .bind(at.millis())
-            .bind(name.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(Error::db("node"))?;
-        self.node_by_name(name).await?.ok_or(Error::NotFound { what: "node" })
+        sqlx::query(
+            "UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ? RETURNING id",
+        )
+        .bind(at.millis())
+        .bind(name.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(Error::db("node"))?;
+        self.node_by_name(name)
+            .await?
+            .ok_or(Error::NotFound { what: "node" })
     }
 
     async fn update_status(&self, updates: &[StatusUpdate]) -> Result<()> {
@@ -365,15 +403,21 @@ impl Store for SqliteStore {
     }
 
     async fn mark_all_offline(&self, at: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE node_status SET status = 'offline', updated_at = ? WHERE status != 'offline'")
-            .bind(at.millis())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE node_status SET status = 'offline', updated_at = ? WHERE status != 'offline'",
+        )
+        .bind(at.millis())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn create_task(&self, t: &NewTask) -> Result<()> {
-        let history = vec![HistoryEntry { at: t.created_at, status: TaskStatus::Pending, note: None }];
+        let history = vec![HistoryEntry {
+            at: t.created_at,
+            status: TaskStatus::Pending,
+            note: None,
+        }];
         sqlx::query(
             "INSERT INTO tasks (id, node_id, argv, cwd, timeout_ms, status, created_at, history) \
              VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
@@ -398,15 +442,23 @@ impl Store for SqliteStore {
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(history) = history else { return Ok(false) };
+        let Some(history) = history else {
+            return Ok(false);
+        };
         let mut history: Vec<HistoryEntry> = parse_json(&history, "task history")?;
-        history.push(HistoryEntry { at, status: TaskStatus::Running, note: None });
-        sqlx::query("UPDATE tasks SET status = 'running', started_at = ?, history = ? WHERE id = ?")
-            .bind(at.millis())
-            .bind(json(&history))
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        history.push(HistoryEntry {
+            at,
+            status: TaskStatus::Running,
+            note: None,
+        });
+        sqlx::query(
+            "UPDATE tasks SET status = 'running', started_at = ?, history = ? WHERE id = ?",
+        )
+        .bind(at.millis())
+        .bind(json(&history))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -417,10 +469,14 @@ impl Store for SqliteStore {
             .bind(end.id.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(row) = row else { return Err(Error::NotFound { what: "task" }) };
+        let Some(row) = row else {
+            return Err(Error::NotFound { what: "task" });
+        };
         let status: String = row.try_get("status")?;
-        let status = TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt("task status".into()))?;
-        let mut history: Vec<HistoryEntry> = parse_json(&row.try_get::<String, _>("history")?, "task history")?;
+        let status =
+            TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt("task status".into()))?;
+        let mut history: Vec<HistoryEntry> =
+            parse_json(&row.try_get::<String, _>("history")?, "task history")?;
         let lost_at: Option<i64> = row.try_get("lost_at")?;
         let applied = if !status.is_final() {
             EndApplied::Finished
@@ -433,11 +489,17 @@ impl Store for SqliteStore {
             EndApplied::LateResult => Some(format!(
                 "late result from the node: {}{}",
                 end.status.as_str(),
-                end.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+                end.exit_code
+                    .map(|c| format!(" (exit code {c})"))
+                    .unwrap_or_default()
             )),
             _ => end.error.clone(),
         };
-        history.push(HistoryEntry { at: end.at, status: end.status, note });
+        history.push(HistoryEntry {
+            at: end.at,
+            status: end.status,
+            note,
+        });
         let error = match applied {
             // Keep the disconnection diagnostic: the history says what came later.
             EndApplied::LateResult => row.try_get::<Option<String>, _>("error")?,
@@ -489,8 +551,13 @@ impl Store for SqliteStore {
         let mut failed = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("id")?;
-            let mut history: Vec<HistoryEntry> = parse_json(&row.try_get::<String, _>("history")?, "task history")?;
-            history.push(HistoryEntry { at, status: TaskStatus::Failed, note: Some(error.to_owned()) });
+            let mut history: Vec<HistoryEntry> =
+                parse_json(&row.try_get::<String, _>("history")?, "task history")?;
+            history.push(HistoryEntry {
+                at,
+                status: TaskStatus::Failed,
+                note: Some(error.to_owned()),
+            });
             sqlx::query(
                 "UPDATE tasks SET status = 'failed', error = ?, finished_at = ?, lost_at = ?, history = ? WHERE id = ?",
             )
@@ -508,8 +575,13 @@ impl Store for SqliteStore {
     }
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>> {
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks t JOIN nodes n ON n.id = t.node_id WHERE t.id = ?");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN nodes n ON n.id = t.node_id WHERE t.id = ?"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(task_from_row).transpose()
     }
 
@@ -543,8 +615,9 @@ impl Store for SqliteStore {
     }
 
     async fn admin_token_hashes(&self) -> Result<Vec<SecretHash>> {
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT hash FROM admin_tokens").fetch_all(&self.pool).await?;
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM admin_tokens")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|b| SecretHash::from_bytes(b).ok_or_else(|| Error::Corrupt("admin token".into())))
             .collect()

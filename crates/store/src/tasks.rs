@@ -156,8 +156,12 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         exit_code: row.try_get("exit_code")?,
         error: row.try_get("error")?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
-        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(Timestamp::from_millis),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp::from_millis),
+        started_at: row
+            .try_get::<Option<i64>, _>("started_at")?
+            .map(Timestamp::from_millis),
+        finished_at: row
+            .try_get::<Option<i64>, _>("finished_at")?
+            .map(Timestamp::from_millis),
         stdout: stdout.unwrap_or_default(),
         stderr: stderr.unwrap_or_default(),
         output_bytes: bytes as u64,

@@ -32,7 +32,9 @@ fn redemption(secret: &Secret, asked: Option<&str>, now: Timestamp) -> Redemptio
         name: asked.map(name),
         default_name: None,
         node_id: NodeId::generate(),
-        credential: Credential { hash: Secret::generate().hash(Purpose::NodeCredential) },
+        credential: Credential {
+            hash: Secret::generate().hash(Purpose::NodeCredential),
+        },
         capabilities: Capabilities::default(),
         now,
     }
@@ -45,10 +47,17 @@ async fn redeem_is_single_use(store: &dyn Store) {
     let node = store.redeem_invite(&r).await.unwrap();
     assert_eq!(node.name.as_str(), "n1");
     assert_eq!(node.policy, Policy::strict(), "a fresh node is strict");
-    let found = store.node_by_credential(&r.credential.hash).await.unwrap().unwrap();
+    let found = store
+        .node_by_credential(&r.credential.hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, node.id);
     let again = store.redeem_invite(&redemption(&s, Some("n2"), T0)).await;
-    assert!(matches!(again, Err(Error::Invite(InviteRefusal::Used))), "{again:?}");
+    assert!(
+        matches!(again, Err(Error::Invite(InviteRefusal::Used))),
+        "{again:?}"
+    );
     assert!(store.node_by_name(&name("n2")).await.unwrap().is_none());
     let inv = &store.list_invites().await.unwrap()[0];
     assert_eq!(inv.used_by.as_ref(), Some(&node.id));
@@ -58,47 +67,98 @@ async fn refusals_write_nothing(store: &dyn Store) {
     let expired = Secret::generate();
     store.create_invite(&invite(&expired, None)).await.unwrap();
     let late = T0.saturating_add(Duration::from_secs(3601));
-    let e = store.redeem_invite(&redemption(&expired, Some("a"), late)).await;
-    assert!(matches!(e, Err(Error::Invite(InviteRefusal::Expired(_)))), "{e:?}");
+    let e = store
+        .redeem_invite(&redemption(&expired, Some("a"), late))
+        .await;
+    assert!(
+        matches!(e, Err(Error::Invite(InviteRefusal::Expired(_)))),
+        "{e:?}"
+    );
 
     let scoped = Secret::generate();
-    store.create_invite(&invite(&scoped, Some("web"))).await.unwrap();
-    let e = store.redeem_invite(&redemption(&scoped, Some("db"), T0)).await;
-    assert!(matches!(e, Err(Error::Invite(InviteRefusal::NameScope { .. }))), "{e:?}");
+    store
+        .create_invite(&invite(&scoped, Some("web")))
+        .await
+        .unwrap();
+    let e = store
+        .redeem_invite(&redemption(&scoped, Some("db"), T0))
+        .await;
+    assert!(
+        matches!(e, Err(Error::Invite(InviteRefusal::NameScope { .. }))),
+        "{e:?}"
+    );
     // The scoped invite is still usable by the right name after a refusal.
-    let node = store.redeem_invite(&redemption(&scoped, None, T0)).await.unwrap();
+    let node = store
+        .redeem_invite(&redemption(&scoped, None, T0))
+        .await
+        .unwrap();
     assert_eq!(node.name.as_str(), "web");
 
     let taken = Secret::generate();
     store.create_invite(&invite(&taken, None)).await.unwrap();
-    let e = store.redeem_invite(&redemption(&taken, Some("web"), T0)).await;
-    assert!(matches!(e, Err(Error::Invite(InviteRefusal::NameTaken(_)))), "{e:?}");
+    let e = store
+        .redeem_invite(&redemption(&taken, Some("web"), T0))
+        .await;
+    assert!(
+        matches!(e, Err(Error::Invite(InviteRefusal::NameTaken(_)))),
+        "{e:?}"
+    );
     let inv = store.list_invites().await.unwrap();
-    let inv = inv.iter().find(|i| i.used_at.is_none() && i.revoked_at.is_none()).unwrap();
-    assert_eq!(inv.state(T0), "pending", "a refused redemption leaves the invite unused");
+    let inv = inv
+        .iter()
+        .find(|i| i.used_at.is_none() && i.revoked_at.is_none())
+        .unwrap();
+    assert_eq!(
+        inv.state(T0),
+        "pending",
+        "a refused redemption leaves the invite unused"
+    );
 
     let revoked = Secret::generate();
     let rec = store.create_invite(&invite(&revoked, None)).await.unwrap();
     store.revoke_invite(&rec.id, T0).await.unwrap();
-    let e = store.redeem_invite(&redemption(&revoked, Some("x"), T0)).await;
-    assert!(matches!(e, Err(Error::Invite(InviteRefusal::Revoked))), "{e:?}");
+    let e = store
+        .redeem_invite(&redemption(&revoked, Some("x"), T0))
+        .await;
+    assert!(
+        matches!(e, Err(Error::Invite(InviteRefusal::Revoked))),
+        "{e:?}"
+    );
 
-    let unknown = store.redeem_invite(&redemption(&Secret::generate(), Some("y"), T0)).await;
-    assert!(matches!(unknown, Err(Error::Invite(InviteRefusal::Unknown))), "{unknown:?}");
+    let unknown = store
+        .redeem_invite(&redemption(&Secret::generate(), Some("y"), T0))
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::Invite(InviteRefusal::Unknown))),
+        "{unknown:?}"
+    );
     let missing = store.revoke_invite(&InviteId::generate(), T0).await;
-    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
     assert_eq!(store.list_nodes().await.unwrap().len(), 1);
 }
 
 async fn policy_status_and_revocation(store: &dyn Store) {
     let s = Secret::generate();
     store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store.redeem_invite(&redemption(&s, Some("n1"), T0)).await.unwrap();
-    let p = store.set_policy(&node.name, &Policy::permissive()).await.unwrap();
+    let node = store
+        .redeem_invite(&redemption(&s, Some("n1"), T0))
+        .await
+        .unwrap();
+    let p = store
+        .set_policy(&node.name, &Policy::permissive())
+        .await
+        .unwrap();
     assert_eq!(p.policy.mode, ganglion_core::PolicyMode::Permissive);
     assert_eq!(p.policy.version, node.policy.version + 1);
 
-    let caps = Capabilities { os: "linux".into(), cores: 2, ..Default::default() };
+    let caps = Capabilities {
+        os: "linux".into(),
+        cores: 2,
+        ..Default::default()
+    };
     let up = StatusUpdate {
         node_id: node.id.clone(),
         status: NodeState::Online,
@@ -115,19 +175,29 @@ async fn policy_status_and_revocation(store: &dyn Store) {
     store.mark_all_offline(T0).await.unwrap();
     let n = store.node_by_name(&node.name).await.unwrap().unwrap();
     assert_eq!(n.status, NodeState::Offline);
-    assert_eq!(n.last_heartbeat, Some(T0), "offline keeps the last heartbeat");
+    assert_eq!(
+        n.last_heartbeat,
+        Some(T0),
+        "offline keeps the last heartbeat"
+    );
 
     let r = store.revoke_node(&node.name, T0).await.unwrap();
     assert_eq!(r.revoked_at, Some(T0));
     let missing = store.revoke_node(&name("ghost"), T0).await;
-    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
 }
 
 async fn admin_tokens(store: &dyn Store) {
     let t = Secret::generate().hash(Purpose::AdminToken);
     store.add_admin_token(&t, T0).await.unwrap();
     assert_eq!(store.admin_token_hashes().await.unwrap(), vec![t]);
-    assert!(matches!(store.add_admin_token(&t, T0).await, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        store.add_admin_token(&t, T0).await,
+        Err(Error::AlreadyExists { .. })
+    ));
 }
 
 async fn journal_records_changes_and_late_results(store: &dyn Store) {
@@ -135,7 +205,10 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
     use ganglion_store::{EndApplied, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskStatus};
     let s = Secret::generate();
     store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store.redeem_invite(&redemption(&s, Some("n1"), T0)).await.unwrap();
+    let node = store
+        .redeem_invite(&redemption(&s, Some("n1"), T0))
+        .await
+        .unwrap();
     let new = |id: &TaskId| NewTask {
         id: id.clone(),
         node_id: node.id.clone(),
@@ -147,41 +220,88 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
     let done = TaskId::generate();
     store.create_task(&new(&done)).await.unwrap();
     assert!(store.mark_task_running(&done, T0).await.unwrap());
-    assert!(!store.mark_task_running(&done, T0).await.unwrap(), "only pending tasks start");
+    assert!(
+        !store.mark_task_running(&done, T0).await.unwrap(),
+        "only pending tasks start"
+    );
     let end = TaskEnd {
         id: done.clone(),
         status: TaskStatus::Succeeded,
         exit_code: Some(0),
         error: None,
-        output: Some(StoredOutput { stdout: b"hi\n".to_vec(), stderr: vec![], bytes: 3, truncated: false }),
+        output: Some(StoredOutput {
+            stdout: b"hi\n".to_vec(),
+            stderr: vec![],
+            bytes: 3,
+            truncated: false,
+        }),
         late: false,
         lost: false,
         at: T0,
     };
     assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Finished);
-    assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Ignored, "a final task stays final");
+    assert_eq!(
+        store.finish_task(&end).await.unwrap(),
+        EndApplied::Ignored,
+        "a final task stays final"
+    );
     let rec = store.get_task(&done).await.unwrap().unwrap();
-    assert_eq!((rec.status, rec.exit_code, rec.stdout.as_slice()), (TaskStatus::Succeeded, Some(0), &b"hi\n"[..]));
+    assert_eq!(
+        (rec.status, rec.exit_code, rec.stdout.as_slice()),
+        (TaskStatus::Succeeded, Some(0), &b"hi\n"[..])
+    );
     let statuses: Vec<_> = rec.history.iter().map(|h| h.status).collect();
-    assert_eq!(statuses, [TaskStatus::Pending, TaskStatus::Running, TaskStatus::Succeeded]);
+    assert_eq!(
+        statuses,
+        [
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Succeeded
+        ]
+    );
 
     let lost = TaskId::generate();
     store.create_task(&new(&lost)).await.unwrap();
     store.mark_task_running(&lost, T0).await.unwrap();
-    let failed = store.fail_unfinished_tasks(Some(&node.id), "node lost", T0).await.unwrap();
+    let failed = store
+        .fail_unfinished_tasks(Some(&node.id), "node lost", T0)
+        .await
+        .unwrap();
     assert_eq!(failed, vec![lost.clone()]);
-    let late = TaskEnd { id: lost.clone(), late: true, ..end.clone() };
-    assert_eq!(store.finish_task(&late).await.unwrap(), EndApplied::LateResult);
+    let late = TaskEnd {
+        id: lost.clone(),
+        late: true,
+        ..end.clone()
+    };
+    assert_eq!(
+        store.finish_task(&late).await.unwrap(),
+        EndApplied::LateResult
+    );
     let rec = store.get_task(&lost).await.unwrap().unwrap();
     assert_eq!(rec.status, TaskStatus::Succeeded);
-    assert_eq!(rec.error.as_deref(), Some("node lost"), "the disconnection stays on record");
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("node lost"),
+        "the disconnection stays on record"
+    );
     assert_eq!(rec.history.len(), 4);
 
-    let by_node = TaskFilter { node_id: Some(node.id.clone()), ..Default::default() };
+    let by_node = TaskFilter {
+        node_id: Some(node.id.clone()),
+        ..Default::default()
+    };
     assert_eq!(store.list_tasks(&by_node).await.unwrap().len(), 2);
-    let pending = TaskFilter { status: Some(TaskStatus::Pending), ..Default::default() };
+    let pending = TaskFilter {
+        status: Some(TaskStatus::Pending),
+        ..Default::default()
+    };
     assert!(store.list_tasks(&pending).await.unwrap().is_empty());
-    let missing = store.finish_task(&TaskEnd { id: TaskId::generate(), ..end }).await;
+    let missing = store
+        .finish_task(&TaskEnd {
+            id: TaskId::generate(),
+            ..end
+        })
+        .await;
     assert!(matches!(missing, Err(Error::NotFound { .. })));
 }
 
@@ -200,7 +320,9 @@ macro_rules! backends {
 
 async fn sqlite() -> (ganglion_store::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = ganglion_store::SqliteStore::open(&dir.path().join("hub.db")).await.unwrap();
+    let store = ganglion_store::SqliteStore::open(&dir.path().join("hub.db"))
+        .await
+        .unwrap();
     (store, dir)
 }
 
@@ -213,19 +335,39 @@ backends! {
 async fn hot_lookups_use_indexes() {
     let (store, _dir) = sqlite().await;
     let plans = [
-        ("SELECT node_id FROM node_credentials WHERE hash = x'00'", "node_credentials"),
-        ("SELECT id FROM invites WHERE secret_hash = x'00'", "invites"),
+        (
+            "SELECT node_id FROM node_credentials WHERE hash = x'00'",
+            "node_credentials",
+        ),
+        (
+            "SELECT id FROM invites WHERE secret_hash = x'00'",
+            "invites",
+        ),
         ("SELECT id FROM nodes WHERE name = 'a'", "nodes"),
-        ("SELECT hash FROM node_credentials WHERE node_id = 'a'", "node_credentials"),
-        ("SELECT id FROM tasks WHERE node_id = 'a' ORDER BY created_at DESC", "tasks"),
+        (
+            "SELECT hash FROM node_credentials WHERE node_id = 'a'",
+            "node_credentials",
+        ),
+        (
+            "SELECT id FROM tasks WHERE node_id = 'a' ORDER BY created_at DESC",
+            "tasks",
+        ),
         ("SELECT id FROM tasks WHERE status = 'running'", "tasks"),
     ];
     for (sql, table) in plans {
         let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(store.pool()).await.unwrap();
-        let detail = rows.iter().map(|r| r.3.as_str()).collect::<Vec<_>>().join("; ");
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let detail = rows
+            .iter()
+            .map(|r| r.3.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         assert!(
-            detail.contains("USING INDEX") || detail.contains("USING PRIMARY KEY")
+            detail.contains("USING INDEX")
+                || detail.contains("USING PRIMARY KEY")
                 || detail.contains("USING COVERING INDEX"),
             "{table}: {detail}"
         );

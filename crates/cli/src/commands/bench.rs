@@ -39,7 +39,14 @@ async fn start_hub() -> anyhow::Result<HubProcess> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
-        .args(["hub", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "hub",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("GANGLION_LOG", "warn")
         .stdin(Stdio::null())
@@ -55,13 +62,24 @@ async fn start_hub() -> anyhow::Result<HubProcess> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(HubProcess { _child: child, pid, dir })
+    Ok(HubProcess {
+        _child: child,
+        pid,
+        dir,
+    })
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -72,7 +90,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn create_invites(api: &ApiClient, n: usize) -> anyhow::Result<Vec<String>> {
     let mut codes = Vec::with_capacity(n);
     for _ in 0..n {
-        let c: api::InviteCreated = api.post("/api/v1/invites", &api::CreateInvite::default()).await?;
+        let c: api::InviteCreated = api
+            .post("/api/v1/invites", &api::CreateInvite::default())
+            .await?;
         codes.push(c.invite);
     }
     Ok(codes)
@@ -98,9 +118,16 @@ async fn join_one(code: &str, name: String) -> anyhow::Result<(Duration, NodeSta
 async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
     ganglion_node::limits::raise_nofile();
     let hub = start_hub().await?;
-    let loc = HubLocator { data_dir: Some(hub.dir.path().to_path_buf()), ..Default::default() };
+    let loc = HubLocator {
+        data_dir: Some(hub.dir.path().to_path_buf()),
+        ..Default::default()
+    };
     let api = Arc::new(ApiClient::locate(&loc)?);
-    out(format!("# bench nodes: hub pid {} on {} cores; client and hub share the machine", hub.pid, num_cpus()));
+    out(format!(
+        "# bench nodes: hub pid {} on {} cores; client and hub share the machine",
+        hub.pid,
+        num_cpus()
+    ));
 
     let max_nodes = a.counts.iter().copied().max().unwrap_or(0).max(a.joins);
     let codes = create_invites(&api, max_nodes).await?;
@@ -127,9 +154,21 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
     latencies.sort();
     let p50 = percentile(&latencies, 0.5);
     let p99 = percentile(&latencies, 0.99);
-    let detail = format!("n={} concurrency={} TLS connect + Join RPC", latencies.len(), a.concurrency);
-    out(format!("{:<36} {:>10.2} ms  # {detail}", "nodes.join_p50", p50.as_secs_f64() * 1e3));
-    out(format!("{:<36} {:>10.2} ms  # {detail}", "nodes.join_p99", p99.as_secs_f64() * 1e3));
+    let detail = format!(
+        "n={} concurrency={} TLS connect + Join RPC",
+        latencies.len(),
+        a.concurrency
+    );
+    out(format!(
+        "{:<36} {:>10.2} ms  # {detail}",
+        "nodes.join_p50",
+        p50.as_secs_f64() * 1e3
+    ));
+    out(format!(
+        "{:<36} {:>10.2} ms  # {detail}",
+        "nodes.join_p99",
+        p99.as_secs_f64() * 1e3
+    ));
 
     let caps = capabilities::probe();
     let mut counts = a.counts.clone();
@@ -142,7 +181,12 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
             let (state, cred) = joined[running].clone();
             let mut opts = AgentOptions::new(state, cred, caps.clone());
             // Spread source addresses so 10k connections never exhaust ephemeral ports.
-            opts.bind_ip = Some(std::net::IpAddr::from([127, 0, 1 + (running / 20_000) as u8, 1]));
+            opts.bind_ip = Some(std::net::IpAddr::from([
+                127,
+                0,
+                1 + (running / 20_000) as u8,
+                1,
+            ]));
             tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
             running += 1;
         }
@@ -150,7 +194,11 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_secs(2)).await; // let allocations settle after the burst
         let rss = rss_kib(hub.pid)?;
         let per = (rss.saturating_sub(baseline) as f64) / n as f64;
-        out(format!("{:<36} {:>10.1} KiB # hub RSS {rss} KiB, baseline {baseline} KiB", format!("nodes.hub_rss_per_idle_node@{n}"), per));
+        out(format!(
+            "{:<36} {:>10.1} KiB # hub RSS {rss} KiB, baseline {baseline} KiB",
+            format!("nodes.hub_rss_per_idle_node@{n}"),
+            per
+        ));
     }
     cancel.cancel();
     drop(hub);
@@ -185,5 +233,7 @@ async fn wait_online(api: &ApiClient, n: usize) -> anyhow::Result<()> {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

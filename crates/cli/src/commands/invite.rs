@@ -10,9 +10,21 @@ use crate::client::ApiClient;
 
 pub async fn run(cmd: InviteCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        InviteCommand::Create { name, ttl, policy, json, hub } => {
-            let body = api::CreateInvite { name, ttl, policy: policy.map(|p| p.as_str().to_owned()) };
-            let created: api::InviteCreated = ApiClient::locate(&hub)?.post("/api/v1/invites", &body).await?;
+        InviteCommand::Create {
+            name,
+            ttl,
+            policy,
+            json,
+            hub,
+        } => {
+            let body = api::CreateInvite {
+                name,
+                ttl,
+                policy: policy.map(|p| p.as_str().to_owned()),
+            };
+            let created: api::InviteCreated = ApiClient::locate(&hub)?
+                .post("/api/v1/invites", &body)
+                .await?;
             if json {
                 print_json(&serde_json::json!({
                     "invite": created.invite,
@@ -28,10 +40,16 @@ pub async fn run(cmd: InviteCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&invites)?;
             } else {
-                out(format!("{:<22} {:<9} {:<16} {:<24}", "ID", "STATE", "NAME", "EXPIRES"));
+                out(format!(
+                    "{:<22} {:<9} {:<16} {:<24}",
+                    "ID", "STATE", "NAME", "EXPIRES"
+                ));
                 for i in invites {
                     let name = i.name.unwrap_or_else(|| "-".into());
-                    out(format!("{:<22} {:<9} {:<16} {:<24}", i.id, i.state, name, i.expires_at));
+                    out(format!(
+                        "{:<22} {:<9} {:<16} {:<24}",
+                        i.id, i.state, name, i.expires_at
+                    ));
                 }
             }
         }
@@ -49,7 +67,9 @@ pub fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -22,8 +22,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(Failure { code, message: message.into() })
+    pub fn error(code: u8, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(Failure {
+            code,
+            message: message.into(),
+        })
     }
 }
 
@@ -50,7 +53,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ProcessExit> {
 }
 
 fn not_yet(what: &str) -> anyhow::Result<ProcessExit> {
-    Err(Failure::new(2, format!("`ganglion {what}` is not available yet in this version")))
+    Err(Failure::error(
+        2,
+        format!("`ganglion {what}` is not available yet in this version"),
+    ))
 }
 
 /// Prints a value as the one JSON document on stdout.

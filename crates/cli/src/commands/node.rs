@@ -15,7 +15,12 @@ const DEFAULT_STATE_DIR: &str = "./ganglion-node";
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         NodeCommand::Join(a) => {
-            let name = a.name.as_deref().map(NodeName::parse).transpose().context("--name")?;
+            let name = a
+                .name
+                .as_deref()
+                .map(NodeName::parse)
+                .transpose()
+                .context("--name")?;
             let workspace = workspace_dir(&a.workspace)?;
             let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
             let caps = capabilities::probe();
@@ -31,7 +36,8 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
 
 /// The workspace as an absolute path; it must exist and be a directory.
 pub fn workspace_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let abs = std::fs::canonicalize(path).with_context(|| format!("workspace {}", path.display()))?;
+    let abs =
+        std::fs::canonicalize(path).with_context(|| format!("workspace {}", path.display()))?;
     if !abs.is_dir() {
         anyhow::bail!("workspace {} is not a directory", path.display());
     }
@@ -43,7 +49,11 @@ pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
-    opts.sandbox = Some(sandbox_options(&state.workspace, state_dir.path(), &state.name)?);
+    opts.sandbox = Some(sandbox_options(
+        &state.workspace,
+        state_dir.path(),
+        &state.name,
+    )?);
     let agent = Agent::new(opts)?;
     agent.run(cancel).await?;
     Ok(ExitCode::SUCCESS)
@@ -56,8 +66,14 @@ pub fn sandbox_options(
     state_dir: &std::path::Path,
     name: &str,
 ) -> anyhow::Result<ganglion_sandbox::SandboxOptions> {
-    let state_dir = std::fs::canonicalize(state_dir).with_context(|| format!("state dir {}", state_dir.display()))?;
+    let state_dir = std::fs::canonicalize(state_dir)
+        .with_context(|| format!("state dir {}", state_dir.display()))?;
     let temp_root = std::env::temp_dir().join(format!("ganglion-tasks-{name}"));
-    std::fs::create_dir_all(&temp_root).with_context(|| format!("creating {}", temp_root.display()))?;
-    Ok(ganglion_sandbox::SandboxOptions::new(workspace.to_path_buf(), state_dir, temp_root))
+    std::fs::create_dir_all(&temp_root)
+        .with_context(|| format!("creating {}", temp_root.display()))?;
+    Ok(ganglion_sandbox::SandboxOptions::new(
+        workspace.to_path_buf(),
+        state_dir,
+        temp_root,
+    ))
 }

@@ -47,22 +47,57 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&nodes.iter().map(NodeOut::from).collect::<Vec<_>>())?;
             } else {
-                out(format!("{:<20} {:<8} {:<10} {:<25} {}", "NAME", "STATUS", "POLICY", "LAST HEARTBEAT", "PROTECTIONS"));
+                out(format!(
+                    "{:<20} {:<8} {:<10} {:<25} {}",
+                    "NAME", "STATUS", "POLICY", "LAST HEARTBEAT", "PROTECTIONS"
+                ));
                 for n in &nodes {
                     let hb = n.last_heartbeat.as_deref().unwrap_or("never");
-                    let prot = n.capabilities.get("protections").and_then(|p| p.as_array()).map(|a| {
-                        a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(",")
-                    });
+                    let prot = n
+                        .capabilities
+                        .get("protections")
+                        .and_then(|p| p.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        });
                     let status = if n.revoked { "revoked" } else { &n.status };
-                    out(format!("{:<20} {:<8} {:<10} {:<25} {}", n.name, status, n.policy, hb, prot.unwrap_or_default()));
+                    out(format!(
+                        "{:<20} {:<8} {:<10} {:<25} {}",
+                        n.name,
+                        status,
+                        n.policy,
+                        hb,
+                        prot.unwrap_or_default()
+                    ));
                 }
             }
         }
-        NodesCommand::Policy { node, mode, allow, network, allow_shell, allow_weak_sandbox, hub } => {
-            let body = api::SetPolicy { mode: mode.as_str().into(), allow, network, allow_shell, allow_weak_sandbox };
+        NodesCommand::Policy {
+            node,
+            mode,
+            allow,
+            network,
+            allow_shell,
+            allow_weak_sandbox,
+            hub,
+        } => {
+            let body = api::SetPolicy {
+                mode: mode.as_str().into(),
+                allow,
+                network,
+                allow_shell,
+                allow_weak_sandbox,
+            };
             let path = format!("/api/v1/nodes/{}/policy", encode(&node));
             let n: api::Node = ApiClient::locate(&hub)?.put(&path, &body).await?;
-            let live = if n.status == "online" { " (applied live)" } else { " (applies when it connects)" };
+            let live = if n.status == "online" {
+                " (applied live)"
+            } else {
+                " (applies when it connects)"
+            };
             let extra = if mode == PolicyArg::Strict && !n.policy_detail.allow.is_empty() {
                 format!(", also allowing {}", n.policy_detail.allow.join(","))
             } else {
@@ -72,7 +107,9 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         }
         NodesCommand::Revoke { node, hub } => {
             let path = format!("/api/v1/nodes/{}/revoke", encode(&node));
-            let n: api::Node = ApiClient::locate(&hub)?.post(&path, &serde_json::json!({})).await?;
+            let n: api::Node = ApiClient::locate(&hub)?
+                .post(&path, &serde_json::json!({}))
+                .await?;
             out(format!("node {} revoked", n.name));
         }
     }

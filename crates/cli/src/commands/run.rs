@@ -17,14 +17,19 @@ use crate::client::ApiClient;
 const MAX_COMMAND_BYTES: usize = 1 << 20;
 
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let size: usize = a.argv.iter().map(|s| s.len() + 1).sum::<usize>() + a.env.iter().map(|e| e.len() + 1).sum::<usize>();
+    let size: usize = a.argv.iter().map(|s| s.len() + 1).sum::<usize>()
+        + a.env.iter().map(|e| e.len() + 1).sum::<usize>();
     if size > MAX_COMMAND_BYTES {
         bail!("the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted");
     }
     let env = a
         .env
         .iter()
-        .map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).context("--env takes NAME=VALUE"))
+        .map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .context("--env takes NAME=VALUE")
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let body = api::RunTask {
         node: a.node.clone(),
@@ -59,15 +64,20 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         buf.extend_from_slice(&chunk.context("reading the task's output from the hub")?);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
-            let event: TaskEventLine = serde_json::from_slice(&line).context("a malformed event from the hub")?;
+            let event: TaskEventLine =
+                serde_json::from_slice(&line).context("a malformed event from the hub")?;
             match event {
                 TaskEventLine::Created { id } => {
                     tracing::debug!(task = %id, "task created");
                     task_id = Some(id);
                 }
                 TaskEventLine::Started { pid } => tracing::debug!(pid, "task started"),
-                TaskEventLine::Output { stream, data_b64, .. } => {
-                    let data = STANDARD.decode(data_b64).context("malformed output from the hub")?;
+                TaskEventLine::Output {
+                    stream, data_b64, ..
+                } => {
+                    let data = STANDARD
+                        .decode(data_b64)
+                        .context("malformed output from the hub")?;
                     if stream == "stderr" {
                         let mut e = std::io::stderr().lock();
                         e.write_all(&data)?;
@@ -100,7 +110,7 @@ fn finished(task: &api::Task) -> anyhow::Result<ExitCode> {
         _ => 1,
     };
     match &task.error {
-        Some(reason) => Err(Failure::new(code, reason.clone())),
+        Some(reason) => Err(Failure::error(code, reason.clone())),
         // A plain non-zero exit: the program already said what it had to.
         None => Ok(ExitCode::from(code)),
     }

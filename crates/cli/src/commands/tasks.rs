@@ -43,7 +43,12 @@ impl<'a> From<&'a api::Task> for TaskOut<'a> {
 
 pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TasksCommand::Ls { node, status, json, hub } => {
+        TasksCommand::Ls {
+            node,
+            status,
+            json,
+            hub,
+        } => {
             let mut query = Vec::new();
             if let Some(n) = &node {
                 query.push(format!("node={}", encode(n)));
@@ -56,15 +61,31 @@ pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&tasks.iter().map(TaskOut::from).collect::<Vec<_>>())?;
             } else {
-                out(format!("{:<21} {:<12} {:<10} {:<5} {:<25} COMMAND", "ID", "NODE", "STATUS", "EXIT", "CREATED"));
+                out(format!(
+                    "{:<21} {:<12} {:<10} {:<5} {:<25} COMMAND",
+                    "ID", "NODE", "STATUS", "EXIT", "CREATED"
+                ));
                 for t in &tasks {
-                    let code = t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-                    out(format!("{:<21} {:<12} {:<10} {:<5} {:<25} {}", t.id, t.node, t.status, code, t.created_at, t.argv.join(" ")));
+                    let code = t
+                        .exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    out(format!(
+                        "{:<21} {:<12} {:<10} {:<5} {:<25} {}",
+                        t.id,
+                        t.node,
+                        t.status,
+                        code,
+                        t.created_at,
+                        t.argv.join(" ")
+                    ));
                 }
             }
         }
         TasksCommand::Show { id, json, hub } => {
-            let t: api::Task = ApiClient::locate(&hub)?.get(&format!("/api/v1/tasks/{}", encode(&id))).await?;
+            let t: api::Task = ApiClient::locate(&hub)?
+                .get(&format!("/api/v1/tasks/{}", encode(&id)))
+                .await?;
             if json {
                 print_json(&t)?;
             } else {
@@ -73,7 +94,9 @@ pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
         }
         TasksCommand::Cancel { id, hub } => {
             let path = format!("/api/v1/tasks/{}/cancel", encode(&id));
-            let t: api::Task = ApiClient::locate(&hub)?.post(&path, &serde_json::json!({})).await?;
+            let t: api::Task = ApiClient::locate(&hub)?
+                .post(&path, &serde_json::json!({}))
+                .await?;
             out(format!("task {} is {}", t.id, t.status));
         }
     }
@@ -84,7 +107,13 @@ fn show(t: &api::Task) -> anyhow::Result<()> {
     out(format!("task:     {}", t.id));
     out(format!("node:     {}", t.node));
     out(format!("command:  {}", t.argv.join(" ")));
-    out(format!("status:   {}{}", t.status, t.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()));
+    out(format!(
+        "status:   {}{}",
+        t.status,
+        t.exit_code
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default()
+    ));
     if let Some(e) = &t.error {
         out(format!("error:    {e}"));
     }
@@ -92,10 +121,18 @@ fn show(t: &api::Task) -> anyhow::Result<()> {
     if let Some(f) = &t.finished_at {
         out(format!("finished: {f}"));
     }
-    let trunc = if t.output_truncated { " (truncated)" } else { "" };
+    let trunc = if t.output_truncated {
+        " (truncated)"
+    } else {
+        ""
+    };
     out(format!("output:   {} bytes{trunc}", t.output_bytes));
     for h in &t.history {
-        let note = h.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+        let note = h
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default();
         out(format!("  {} {}{note}", h.at, h.status.as_str()));
     }
     let mut stdout = std::io::stdout().lock();

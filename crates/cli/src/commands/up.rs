@@ -32,8 +32,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     if !state_dir.is_joined() {
         let local = NodeName::parse("local").expect("valid name");
-        let invite = handle.core.invites.create(Some(local.clone()), Some(Duration::from_secs(60)), None).await?;
-        join::join(&invite.code, Some(local), workspace.clone(), &state_dir, capabilities::probe()).await?;
+        let invite = handle
+            .core
+            .invites
+            .create(Some(local.clone()), Some(Duration::from_secs(60)), None)
+            .await?;
+        join::join(
+            &invite.code,
+            Some(local),
+            workspace.clone(),
+            &state_dir,
+            capabilities::probe(),
+        )
+        .await?;
     }
     let (mut state, credential) = state_dir.load()?;
     // The hub may have moved (port 0, other flags): the local node follows it.
@@ -41,22 +52,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     state.cert_sha256 = handle.endpoints.cert_sha256.clone();
     state.workspace = workspace;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
-    opts.sandbox = Some(super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?);
+    opts.sandbox = Some(super::node::sandbox_options(
+        &state.workspace,
+        state_dir.path(),
+        &state.name,
+    )?);
     let agent = Agent::new(opts)?;
     let mut link = agent.handle();
     let agent_cancel = cancel.child_token();
     let agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
     link.wait_for(|s| s.connected).await;
 
-    out(format!("ganglion is up: hub and node \"local\" (workspace {})", state.workspace.display()));
+    out(format!(
+        "ganglion is up: hub and node \"local\" (workspace {})",
+        state.workspace.display()
+    ));
     out(format!("dashboard:   http://{}/", handle.endpoints.http));
     out(format!("admin token: {}", token_path.display()));
-    out(format!("nodes join with: ganglion invite create --data-dir {}", handle.data_dir.root().display()));
+    out(format!(
+        "nodes join with: ganglion invite create --data-dir {}",
+        handle.data_dir.root().display()
+    ));
 
     cancel.cancelled().await;
     agent_cancel.cancel();
     let _ = agent_task.await;
     hub_cancel.cancel();
-    hub_task.await.context("hub task")?.context("running the hub")?;
+    hub_task
+        .await
+        .context("hub task")?
+        .context("running the hub")?;
     Ok(ExitCode::SUCCESS)
 }

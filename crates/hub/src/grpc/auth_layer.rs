@@ -35,7 +35,10 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService { inner, auth: self.auth.clone() }
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 
@@ -55,7 +58,10 @@ pub fn peer_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
 
 impl<S, B> Service<axum::http::Request<B>> for AuthService<S>
 where
-    S: Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<axum::http::Request<B>, Response = axum::http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -77,7 +83,10 @@ where
                 return inner.call(req).await;
             }
             let peer = peer_ip(req.extensions());
-            let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+            let header = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
             match auth.node(header, peer).await {
                 Ok(node) => {
                     req.extensions_mut().insert(AuthenticatedNode(node));

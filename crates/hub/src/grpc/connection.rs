@@ -23,8 +23,8 @@ use std::sync::Arc;
 use ganglion_core::TaskId;
 
 use crate::monitor::StatusSink;
-use crate::tasks::{NodeEnd, NodeReport, OutputStream, Tasks};
 use crate::registry::{CloseReason, ConnectionParts, Registry, ToNode};
+use crate::tasks::{NodeEnd, NodeReport, OutputStream, Tasks};
 
 /// How long a node has to send its hello after opening the stream.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
@@ -55,12 +55,20 @@ impl ConnectionDriver {
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))?;
         let hello = match first {
-            Some(Ok(v1::NodeMessage { kind: Some(In::Hello(h)) })) => h,
+            Some(Ok(v1::NodeMessage {
+                kind: Some(In::Hello(h)),
+            })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
         };
         let now = self.clock.now();
-        let parts = self.registry.register(node.id.clone(), node.name.clone(), peer, now);
+        let parts = self
+            .registry
+            .register(node.id.clone(), node.name.clone(), peer, now);
         self.status.send(StatusUpdate {
             node_id: node.id.clone(),
             status: NodeState::Online,
@@ -76,11 +84,15 @@ impl ConnectionDriver {
             node_id: node.id.to_string(),
             heartbeat_interval_ms: super::service::millis(self.heartbeat_interval),
         });
-        tx.send(out(welcome)).await.map_err(|_| Status::cancelled("stream closed"))?;
-        // Apply the current policy even if it changed between config and connect.
-        tx.send(out(Out::PolicyUpdate(v1::PolicyUpdate { policy: Some((&node.policy).into()) })))
+        tx.send(out(welcome))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
+        // Apply the current policy even if it changed between config and connect.
+        tx.send(out(Out::PolicyUpdate(v1::PolicyUpdate {
+            policy: Some((&node.policy).into()),
+        })))
+        .await
+        .map_err(|_| Status::cancelled("stream closed"))?;
         let span = tracing::info_span!("connection", node = %node.name, conn = parts.conn.id);
         tokio::spawn(self.drive(parts, inbound, tx).instrument(span));
         Ok(Box::pin(ReceiverStream::new(rx)))
@@ -92,7 +104,11 @@ impl ConnectionDriver {
         mut inbound: Streaming<v1::NodeMessage>,
         tx: mpsc::Sender<Result<v1::HubMessage, Status>>,
     ) {
-        let ConnectionParts { conn, mut rx, mut closed } = parts;
+        let ConnectionParts {
+            conn,
+            mut rx,
+            mut closed,
+        } = parts;
         let ending: String = loop {
             tokio::select! {
                 msg = inbound.next() => match msg {
@@ -158,7 +174,11 @@ impl ConnectionDriver {
         if self.registry.remove(&conn) {
             let now = self.clock.now();
             let (_, last_heartbeat) = conn.last_heartbeat();
-            if let Err(e) = self.tasks.on_node_lost(&conn.node_id, &ending, last_heartbeat).await {
+            if let Err(e) = self
+                .tasks
+                .on_node_lost(&conn.node_id, &ending, last_heartbeat)
+                .await
+            {
                 tracing::error!(error = %e, "failing the tasks of a lost node");
             }
             self.status.send(StatusUpdate {
@@ -179,18 +199,28 @@ impl ConnectionDriver {
 impl ConnectionDriver {
     /// Hands a task message from the node to the task service. Messages about
     /// tasks the node was never given are logged and ignored there.
-    async fn on_task_message(&self, node: &ganglion_core::NodeId, msg: In) -> Result<(), crate::Error> {
+    async fn on_task_message(
+        &self,
+        node: &ganglion_core::NodeId,
+        msg: In,
+    ) -> Result<(), crate::Error> {
         let task_id = |s: &str| {
-            TaskId::from_string(s).ok_or_else(|| crate::Error::InvalidArgument(format!("bad task id {s:?}")))
+            TaskId::from_string(s)
+                .ok_or_else(|| crate::Error::InvalidArgument(format!("bad task id {s:?}")))
         };
         match msg {
-            In::TaskStarted(m) => self.tasks.on_started(node, &task_id(&m.task_id)?, m.pid).await,
+            In::TaskStarted(m) => {
+                self.tasks
+                    .on_started(node, &task_id(&m.task_id)?, m.pid)
+                    .await
+            }
             In::TaskOutput(m) => {
                 let stream = match v1::OutputStream::try_from(m.stream) {
                     Ok(v1::OutputStream::Stderr) => OutputStream::Stderr,
                     _ => OutputStream::Stdout,
                 };
-                self.tasks.on_output(node, &task_id(&m.task_id)?, m.seq, stream, m.data);
+                self.tasks
+                    .on_output(node, &task_id(&m.task_id)?, m.seq, stream, m.data);
                 Ok(())
             }
             In::TaskFinished(m) => {
@@ -199,8 +229,16 @@ impl ConnectionDriver {
                     Ok(v1::TaskEnd::Signaled) => NodeEnd::Signaled(m.code),
                     Ok(v1::TaskEnd::TimedOut) => NodeEnd::TimedOut,
                     Ok(v1::TaskEnd::Cancelled) => NodeEnd::Cancelled,
-                    Ok(v1::TaskEnd::Refused) => NodeEnd::Refused { exit_code: m.code, error: m.error },
-                    _ => return Err(crate::Error::InvalidArgument(format!("unknown task end {}", m.end))),
+                    Ok(v1::TaskEnd::Refused) => NodeEnd::Refused {
+                        exit_code: m.code,
+                        error: m.error,
+                    },
+                    _ => {
+                        return Err(crate::Error::InvalidArgument(format!(
+                            "unknown task end {}",
+                            m.end
+                        )));
+                    }
                 };
                 let report = NodeReport {
                     end,
@@ -208,7 +246,9 @@ impl ConnectionDriver {
                     output_truncated: m.output_truncated,
                     late: m.late,
                 };
-                self.tasks.on_finished(node, &task_id(&m.task_id)?, report).await
+                self.tasks
+                    .on_finished(node, &task_id(&m.task_id)?, report)
+                    .await
             }
             In::Hello(_) | In::Heartbeat(_) => Ok(()),
         }

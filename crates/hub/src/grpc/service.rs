@@ -55,7 +55,10 @@ type HubStream = Pin<Box<dyn Stream<Item = Result<v1::HubMessage, Status>> + Sen
 #[tonic::async_trait]
 impl v1::hub_server::Hub for HubService {
     #[tracing::instrument(skip_all, fields(name = %req.get_ref().name))]
-    async fn join(&self, req: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        req: Request<v1::JoinRequest>,
+    ) -> Result<Response<v1::JoinResponse>, Status> {
         let peer = req.remote_addr().map(|a| a.ip());
         self.auth.limiter().check(peer)?;
         let result = self.join_inner(req.into_inner()).await;
@@ -78,7 +81,11 @@ impl v1::hub_server::Hub for HubService {
             name: node.name.to_string(),
             policy: Some((&node.policy).into()),
             heartbeat_interval_ms: millis(self.heartbeat_interval),
-            sync: Some(v1::SyncSettings { enabled: false, debounce_ms: 100, rescan_interval_s: 60 }),
+            sync: Some(v1::SyncSettings {
+                enabled: false,
+                debounce_ms: 100,
+                rescan_interval_s: 60,
+            }),
         }))
     }
 
@@ -113,7 +120,10 @@ impl HubService {
         // A bad default name is dropped, not an error: it only stands in.
         let default_name = NodeName::parse(&req.default_name).ok();
         let caps = req.capabilities.map(Into::into).unwrap_or_default();
-        let (node, credential) = self.invites.redeem(&secret, name, default_name, caps).await?;
+        let (node, credential) = self
+            .invites
+            .redeem(&secret, name, default_name, caps)
+            .await?;
         self.metrics.joins.inc();
         Ok(v1::JoinResponse {
             node_id: node.id.to_string(),

@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use ganglion_core::{NodeName, Policy, PolicyMode};
 use ganglion_core::time::parse_duration;
+use ganglion_core::{NodeName, Policy, PolicyMode};
 use ganglion_store::InviteRecord;
 
 use crate::Error;
@@ -19,7 +19,13 @@ type Core = State<Arc<HubCore>>;
 
 pub async fn metrics(State(core): Core) -> impl IntoResponse {
     let body = core.metrics.encode();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 pub async fn status(State(core): Core) -> Json<api::Status> {
@@ -37,7 +43,9 @@ pub async fn workers(State(core): Core) -> Json<Vec<api::WorkerStatus>> {
 
 fn parse_mode(s: &str) -> Result<PolicyMode, Error> {
     PolicyMode::parse(s).ok_or_else(|| {
-        Error::InvalidArgument(format!("policy must be \"strict\" or \"permissive\", not {s:?}"))
+        Error::InvalidArgument(format!(
+            "policy must be \"strict\" or \"permissive\", not {s:?}"
+        ))
     })
 }
 
@@ -84,10 +92,20 @@ fn invite_json(r: &InviteRecord, now: ganglion_core::Timestamp) -> api::Invite {
 
 pub async fn list_invites(State(core): Core) -> Result<Json<Vec<api::Invite>>, Error> {
     let now = core.clock.now();
-    Ok(Json(core.invites.list().await?.iter().map(|r| invite_json(r, now)).collect()))
+    Ok(Json(
+        core.invites
+            .list()
+            .await?
+            .iter()
+            .map(|r| invite_json(r, now))
+            .collect(),
+    ))
 }
 
-pub async fn revoke_invite(State(core): Core, Path(id): Path<String>) -> Result<Json<api::Invite>, Error> {
+pub async fn revoke_invite(
+    State(core): Core,
+    Path(id): Path<String>,
+) -> Result<Json<api::Invite>, Error> {
     let r = core.invites.revoke(&id).await?;
     Ok(Json(invite_json(&r, core.clock.now())))
 }
@@ -106,10 +124,15 @@ pub fn node_json(v: &NodeView) -> api::Node {
 }
 
 pub async fn list_nodes(State(core): Core) -> Result<Json<Vec<api::Node>>, Error> {
-    Ok(Json(core.nodes.list().await?.iter().map(node_json).collect()))
+    Ok(Json(
+        core.nodes.list().await?.iter().map(node_json).collect(),
+    ))
 }
 
-pub async fn get_node(State(core): Core, Path(name): Path<String>) -> Result<Json<api::Node>, Error> {
+pub async fn get_node(
+    State(core): Core,
+    Path(name): Path<String>,
+) -> Result<Json<api::Node>, Error> {
     Ok(Json(node_json(&core.nodes.get(&name).await?)))
 }
 
@@ -119,16 +142,20 @@ pub async fn set_policy(
     Json(req): Json<api::SetPolicy>,
 ) -> Result<Json<api::Node>, Error> {
     let mode = parse_mode(&req.mode)?;
-    let strict_only = !req.allow.is_empty() || req.network || req.allow_shell || req.allow_weak_sandbox;
+    let strict_only =
+        !req.allow.is_empty() || req.network || req.allow_shell || req.allow_weak_sandbox;
     if mode == PolicyMode::Permissive && strict_only {
         return Err(Error::InvalidArgument(
-            "--allow, --network, --allow-shell and --allow-weak-sandbox apply to strict only".into(),
+            "--allow, --network, --allow-shell and --allow-weak-sandbox apply to strict only"
+                .into(),
         ));
     }
     for prog in &req.allow {
         let bad = prog.is_empty() || prog.contains('\0') || prog.len() > 255 || prog.contains(',');
         if bad {
-            return Err(Error::InvalidArgument(format!("invalid program name {prog:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "invalid program name {prog:?}"
+            )));
         }
     }
     let policy = Policy {
@@ -139,9 +166,14 @@ pub async fn set_policy(
         allow_weak_sandbox: req.allow_weak_sandbox,
         version: 0,
     };
-    Ok(Json(node_json(&core.nodes.set_policy(&name, policy).await?)))
+    Ok(Json(node_json(
+        &core.nodes.set_policy(&name, policy).await?,
+    )))
 }
 
-pub async fn revoke_node(State(core): Core, Path(name): Path<String>) -> Result<Json<api::Node>, Error> {
+pub async fn revoke_node(
+    State(core): Core,
+    Path(name): Path<String>,
+) -> Result<Json<api::Node>, Error> {
     Ok(Json(node_json(&core.nodes.revoke(&name).await?)))
 }

@@ -25,7 +25,10 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/workers", get(api::workers))
-        .route("/api/v1/invites", post(api::create_invite).get(api::list_invites))
+        .route(
+            "/api/v1/invites",
+            post(api::create_invite).get(api::list_invites),
+        )
         .route("/api/v1/invites/{id}", delete(api::revoke_invite))
         .route("/api/v1/nodes", get(api::list_nodes))
         .route("/api/v1/nodes/{name}", get(api::get_node))
@@ -51,7 +54,10 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     match core.auth.admin(header, Some(peer.ip())) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),

@@ -45,7 +45,11 @@ pub fn task_json(t: &TaskRecord, with_output: bool) -> api::Task {
         output_truncated: t.output_truncated,
         stdout_b64: with_output.then(|| STANDARD.encode(&t.stdout)),
         stderr_b64: with_output.then(|| STANDARD.encode(&t.stderr)),
-        history: if with_output { t.history.clone() } else { Vec::new() },
+        history: if with_output {
+            t.history.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -66,7 +70,9 @@ fn event_line(e: TaskEvent) -> api::TaskEventLine {
             },
             data_b64: STANDARD.encode(data),
         },
-        TaskEvent::Finished(t) => api::TaskEventLine::Finished { task: task_json(&t, false) },
+        TaskEvent::Finished(t) => api::TaskEventLine::Finished {
+            task: Box::new(task_json(&t, false)),
+        },
     }
 }
 
@@ -81,7 +87,8 @@ fn ndjson(first: Option<api::TaskEventLine>, rx: mpsc::UnboundedReceiver<TaskEve
 pub async fn run(State(core): Core, Json(req): Json<api::RunTask>) -> Result<Response, Error> {
     let cwd = match req.cwd.as_deref() {
         None => None,
-        Some(c) => RelPath::parse_lenient(c).map_err(|e| Error::InvalidArgument(format!("cwd {c:?}: {e}")))?,
+        Some(c) => RelPath::parse_lenient(c)
+            .map_err(|e| Error::InvalidArgument(format!("cwd {c:?}: {e}")))?,
     };
     let timeout = req
         .timeout
@@ -89,9 +96,18 @@ pub async fn run(State(core): Core, Json(req): Json<api::RunTask>) -> Result<Res
         .map(parse_duration)
         .transpose()
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let spec = TaskSpec { argv: req.argv, cwd, env: req.env, timeout, output_cap: req.output_cap };
+    let spec = TaskSpec {
+        argv: req.argv,
+        cwd,
+        env: req.env,
+        timeout,
+        output_cap: req.output_cap,
+    };
     let (id, rx) = core.tasks.submit(&req.node, spec).await?;
-    Ok(ndjson(Some(api::TaskEventLine::Created { id: id.to_string() }), rx))
+    Ok(ndjson(
+        Some(api::TaskEventLine::Created { id: id.to_string() }),
+        rx,
+    ))
 }
 
 /// Attaches to a live task's events, or answers its final record at once.
@@ -113,11 +129,16 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
-pub async fn list(State(core): Core, Query(q): Query<ListQuery>) -> Result<Json<Vec<api::Task>>, Error> {
+pub async fn list(
+    State(core): Core,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<api::Task>>, Error> {
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(TaskStatus::parse(s).ok_or_else(|| {
-            Error::InvalidArgument(format!("status {s:?} is not one of pending|running|succeeded|failed|cancelled"))
+            Error::InvalidArgument(format!(
+                "status {s:?} is not one of pending|running|succeeded|failed|cancelled"
+            ))
         })?),
     };
     let tasks = core.tasks.list(q.node.as_deref(), status).await?;
