@@ -51,6 +51,9 @@ pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     out.into_values().collect()
 }
 
+/// An op that passed staging, with the staged name of its content (if any).
+type Prepared = (Op, Option<String>);
+
 impl Receiver {
     /// Applies a batch with the durability order of the module docs.
     #[instrument(skip_all, fields(node = %self.inner.node, ops = ops.len()))]
@@ -124,7 +127,7 @@ impl Receiver {
     }
 
     /// Phase 1: fsync staged files, stage copies, empties and symlinks.
-    fn stage(&self, ops: Vec<Op>) -> (Vec<(Op, Option<String>)>, Vec<(Op, TransferFailure)>) {
+    fn stage(&self, ops: Vec<Op>) -> (Vec<Prepared>, Vec<(Op, TransferFailure)>) {
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         for op in ops {
@@ -205,7 +208,7 @@ impl Receiver {
     }
 
     /// Phases 3 and 4: place everything, then fsync each touched directory once.
-    fn place(&self, prepared: Vec<(Op, Option<String>)>) -> (Vec<Op>, Vec<(Op, TransferFailure)>) {
+    fn place(&self, prepared: Vec<Prepared>) -> (Vec<Op>, Vec<(Op, TransferFailure)>) {
         let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
