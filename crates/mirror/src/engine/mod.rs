@@ -27,6 +27,8 @@
 
 mod sink;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

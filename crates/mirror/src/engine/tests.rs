@@ -1,0 +1,360 @@
+//! Unit and property tests of the two engines (the seeded simulation in
+//! [`crate::sim`] drives them together).
+
+use std::collections::BTreeMap;
+
+use ganglion_core::RelPath;
+use proptest::prelude::*;
+
+use super::*;
+use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use crate::immutable::ImmutablePaths;
+
+fn p(s: &str) -> RelPath {
+    RelPath::parse(s).unwrap()
+}
+
+fn file(path: &str, data: &[u8], inode: u64) -> Entry {
+    Entry {
+        path: p(path),
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        mtime_ns: 1,
+        mode: 0o644,
+        inode,
+        dev: 1,
+        symlink_target: None,
+        hash: Some(ContentHash::of(data)),
+        seq: 0,
+        version: Version {
+            origin: Replica::Node,
+            seq: 0,
+        },
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Dir,
+        size: 0,
+        hash: None,
+        ..file(path, b"", 0)
+    }
+}
+
+fn sends(actions: &[SourceAction]) -> Vec<Notice> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SourceAction::Send(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn connected_source() -> SourceEngine {
+    let mut s = SourceEngine::default();
+    s.handle(SourceEvent::Connected { hub_applied: 0 });
+    s
+}
+
+#[test]
+fn first_scan_sends_everything_and_a_repeat_sends_nothing() {
+    let mut s = connected_source();
+    let tree = vec![
+        dir("src"),
+        file("src/a.rs", b"fn a", 1),
+        file("empty", b"", 2),
+    ];
+    let a = s.handle(SourceEvent::Observed(Observation::Full(tree.clone())));
+    assert!(
+        matches!(a[0], SourceAction::Record { seq: 3, .. }),
+        "record before send: {a:?}"
+    );
+    assert_eq!(sends(&a).len(), 3);
+    assert!(
+        s.handle(SourceEvent::Observed(Observation::Full(tree)))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_stat_only_change_is_recorded_but_not_sent() {
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![file(
+        "a", b"x", 1,
+    )])));
+    let mut touched = file("a", b"x", 1);
+    touched.mtime_ns = 99;
+    let a = s.handle(SourceEvent::Observed(Observation::Full(vec![touched])));
+    assert_eq!(a.len(), 1);
+    assert!(
+        matches!(&a[0], SourceAction::Record { entries, .. } if entries[0].mtime_ns == 99 && entries[0].seq == 1)
+    );
+}
+
+#[test]
+fn a_rename_is_recognised_by_hash() {
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![file(
+        "old", b"content", 1,
+    )])));
+    let a = s.handle(SourceEvent::Observed(Observation::Full(vec![file(
+        "new", b"content", 1,
+    )])));
+    assert_eq!(
+        sends(&a),
+        vec![Notice::Rename {
+            from: p("old"),
+            entry: s.entry(&p("new")).unwrap().clone()
+        }]
+    );
+    // After a restart the tombstone and the entry still pair up.
+    assert!(matches!(s.changes_since(1)[0], Notice::Rename { .. }));
+}
+
+#[test]
+fn a_removed_directory_sends_deletes_deepest_first() {
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![
+        dir("d"),
+        dir("d/e"),
+        file("d/e/f", b"1", 1),
+    ])));
+    let a = s.handle(SourceEvent::Observed(Observation::Partial {
+        upserts: vec![],
+        removed: vec![p("d")],
+    }));
+    let paths: Vec<String> = sends(&a).iter().map(|n| n.path().to_string()).collect();
+    assert_eq!(paths, vec!["d/e/f", "d/e", "d"]);
+}
+
+#[test]
+fn reconnect_cost_is_proportional_to_changes_not_tree_size() {
+    let mut s = connected_source();
+    let tree: Vec<Entry> = (0..1000)
+        .map(|i| file(&format!("f{i:04}"), format!("{i}").as_bytes(), i))
+        .collect();
+    s.handle(SourceEvent::Observed(Observation::Full(tree.clone())));
+    s.handle(SourceEvent::Ack { seq: 1000 });
+    s.handle(SourceEvent::Disconnected);
+    let mut changed = tree;
+    changed[7] = file("f0007", b"new", 7);
+    changed.remove(500);
+    changed.push(file("zzz", b"added", 5000));
+    let a = s.handle(SourceEvent::Observed(Observation::Full(changed)));
+    assert!(sends(&a).is_empty(), "nothing is sent while disconnected");
+    let a = s.handle(SourceEvent::Connected { hub_applied: 1000 });
+    assert_eq!(sends(&a).len(), 3);
+    assert_eq!(s.pending(), 3);
+}
+
+#[test]
+fn uploads_only_what_is_still_current() {
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![file(
+        "a", b"v1", 1,
+    )])));
+    let a = s.handle(SourceEvent::Need {
+        path: p("a"),
+        hash: ContentHash::of(b"v1"),
+    });
+    assert!(matches!(&a[..], [SourceAction::Upload { size: 2, .. }]));
+    // A second request while the upload runs is not a second upload.
+    assert!(
+        s.handle(SourceEvent::Need {
+            path: p("a"),
+            hash: ContentHash::of(b"v1")
+        })
+        .is_empty()
+    );
+    let a = s.handle(SourceEvent::UploadFailed {
+        path: p("a"),
+        hash: ContentHash::of(b"v1"),
+        failure: TransferFailure::SourceChanged,
+    });
+    assert_eq!(a, vec![SourceAction::Rescan { path: p("a") }]);
+    assert!(
+        s.handle(SourceEvent::Need {
+            path: p("a"),
+            hash: ContentHash::of(b"old")
+        })
+        .is_empty()
+    );
+}
+
+fn numbered(mut e: Entry, seq: u64) -> Entry {
+    e.seq = seq;
+    e.version = Version {
+        origin: Replica::Node,
+        seq,
+    };
+    e
+}
+
+fn applies(actions: &[SinkAction]) -> Vec<Op> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SinkAction::Apply(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn fetch_stage_commit_ack() {
+    let mut k = SinkEngine::default();
+    let e = numbered(file("a", b"data", 1), 1);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(e.clone())));
+    assert_eq!(
+        a,
+        vec![SinkAction::Fetch {
+            path: p("a"),
+            hash: ContentHash::of(b"data"),
+            size: 4
+        }]
+    );
+    let d = numbered(dir("d"), 2);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(d.clone())));
+    assert_eq!(applies(&a), vec![Op::Mkdir { entry: d.clone() }]);
+    let a = k.handle(SinkEvent::Committed {
+        done: vec![Op::Mkdir { entry: d }],
+        failed: vec![],
+    });
+    assert!(
+        !a.iter().any(|x| matches!(x, SinkAction::Ack { .. })),
+        "seq 1 is not durable yet: {a:?}"
+    );
+    let a = k.handle(SinkEvent::Staged {
+        path: p("a"),
+        hash: ContentHash::of(b"data"),
+    });
+    let op = applies(&a).remove(0);
+    let a = k.handle(SinkEvent::Committed {
+        done: vec![op],
+        failed: vec![],
+    });
+    assert_eq!(a, vec![SinkAction::Ack { seq: 2 }]);
+    assert_eq!(k.stats().files, 1);
+    // The same notice again (a resend) is stale.
+    assert!(k.handle(SinkEvent::Notice(Notice::Upsert(e))).is_empty());
+}
+
+#[test]
+fn known_content_is_copied_not_fetched() {
+    let have = numbered(file("a", b"shared", 1), 1);
+    let mut k = SinkEngine::new(vec![have], 1, ImmutablePaths::default());
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(numbered(
+        file("b", b"shared", 2),
+        2,
+    ))));
+    assert!(
+        matches!(&applies(&a)[..], [Op::Write { content: Content::Copy(from), .. }] if *from == p("a"))
+    );
+    let a = k.handle(SinkEvent::Notice(Notice::Rename {
+        from: p("a"),
+        entry: numbered(file("c", b"shared", 3), 3),
+    }));
+    assert!(matches!(&applies(&a)[..], [Op::Move { from, .. }] if *from == p("a")));
+}
+
+#[test]
+fn failed_fetches_are_retried_with_backoff() {
+    let mut k = SinkEngine::default();
+    k.handle(SinkEvent::Notice(Notice::Upsert(numbered(
+        file("a", b"x", 1),
+        1,
+    ))));
+    let h = ContentHash::of(b"x");
+    let a = k.handle(SinkEvent::FetchFailed {
+        path: p("a"),
+        hash: h,
+        failure: TransferFailure::DiskFull,
+    });
+    assert!(matches!(&a[..], [SinkAction::RetryLater { after, .. }] if *after == backoff(1)));
+    let a = k.handle(SinkEvent::RetryDue { path: p("a") });
+    assert!(matches!(&a[..], [SinkAction::Fetch { .. }]));
+}
+
+#[test]
+fn immutable_paths_are_refused_at_notice_and_before_commit() {
+    let imm = ImmutablePaths::new(1, vec!["locked/".into()]).unwrap();
+    let mut k = SinkEngine::new(vec![], 0, imm);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(numbered(
+        file("locked/x", b"1", 1),
+        1,
+    ))));
+    assert_eq!(
+        a,
+        vec![SinkAction::Ack { seq: 1 }],
+        "refused, counted, and acknowledged"
+    );
+    assert_eq!(k.stats().refused, 1);
+    // Queued before the policy changed, refused at commit.
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(numbered(dir("later"), 2))));
+    let ops = applies(&a);
+    k.handle(SinkEvent::SetImmutable(
+        k.immutable().with_added("later").unwrap(),
+    ));
+    assert!(k.admit(ops).is_empty());
+    assert_eq!(k.stats().refused, 2);
+    // An older policy version never replaces a newer one.
+    k.handle(SinkEvent::SetImmutable(ImmutablePaths::default()));
+    assert!(k.is_immutable(&p("later"), true));
+}
+
+/// Applies notices to a map the way the hub would, ignoring content transfer.
+fn apply(tree: &mut BTreeMap<RelPath, Entry>, n: &Notice) {
+    match n {
+        Notice::Upsert(e) => {
+            tree.insert(e.path.clone(), e.clone());
+        }
+        Notice::Delete { path, .. } => tree.retain(|k, _| !k.starts_with(path)),
+        Notice::Rename { from, entry } => {
+            tree.remove(from);
+            tree.insert(entry.path.clone(), entry.clone());
+        }
+    }
+}
+
+fn arb_tree() -> impl Strategy<Value = Vec<Entry>> {
+    proptest::collection::btree_map(0u8..6, 0u8..3, 0..6).prop_map(|m| {
+        let mut out = vec![dir("d")];
+        for (name, content) in m {
+            out.push(file(&format!("d/{name}"), &[content], u64::from(name)));
+        }
+        out
+    })
+}
+
+proptest! {
+    /// Whatever the sequence of scans, replaying the changes the hub has not
+    /// acknowledged onto what it has reproduces the node's last tree.
+    #[test]
+    fn changes_since_replay_the_tree(trees in proptest::collection::vec(arb_tree(), 1..6), ack_at in 0usize..6) {
+        let mut s = connected_source();
+        let mut hub = BTreeMap::new();
+        for (i, t) in trees.iter().enumerate() {
+            let actions = s.handle(SourceEvent::Observed(Observation::Full(t.clone())));
+            if i < ack_at {
+                for n in sends(&actions) {
+                    apply(&mut hub, &n);
+                }
+                s.handle(SourceEvent::Ack { seq: s.seq() });
+            }
+        }
+        for n in s.changes_since(s.acked()) {
+            apply(&mut hub, &n);
+        }
+        let want: Vec<(RelPath, Option<ContentHash>)> = trees.last().unwrap().iter().map(|e| (e.path.clone(), e.hash)).collect();
+        let got: Vec<(RelPath, Option<ContentHash>)> = hub.values().map(|e| (e.path.clone(), e.hash)).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_monotonic(a in 0u32..100) {
+        prop_assert!(backoff(a) <= backoff(a + 1));
+        prop_assert!(backoff(a) <= std::time::Duration::from_secs(30));
+    }
+}
