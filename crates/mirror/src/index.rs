@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::engine::Tombstone;
+use crate::engine::{SourceState, Tombstone};
 use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,30 @@ pub struct Loaded {
     pub tombstones: Vec<Tombstone>,
     pub seq: u64,
     pub peer_seq: u64,
+}
+
+impl Loaded {
+    /// The node engine's starting state.
+    pub fn into_source_state(self) -> SourceState {
+        SourceState {
+            entries: self.entries,
+            tombstones: self.tombstones,
+            seq: self.seq,
+            acked: self.peer_seq,
+        }
+    }
+}
+
+impl Batch {
+    /// The node's [`SourceAction::Record`](crate::engine::SourceAction::Record) as a batch.
+    pub fn record(entries: Vec<Entry>, tombstones: Vec<Tombstone>, seq: u64) -> Self {
+        Self {
+            upserts: entries,
+            tombstones,
+            seq: Some(seq),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
