@@ -230,11 +230,15 @@ impl Receiver {
         }
         for d in dirs {
             let name = d.as_ref().map_or(".", |p| p.as_str());
+            // `open_dir` gives an O_PATH descriptor on Linux, which cannot be
+            // fsynced: open the directory read-only instead (still confined).
+            let mut ro = cap_std::fs::OpenOptions::new();
+            ro.read(true);
             let r = self
                 .inner
                 .mirror
-                .open_dir(name)
-                .and_then(|d| d.into_std_file().sync_all());
+                .open_with(name, &ro)
+                .and_then(|d| d.into_std().sync_all());
             if let Err(e) = r
                 && e.kind() != io::ErrorKind::NotFound
             {
