@@ -31,6 +31,11 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("tls: {0}")]
     Tls(String),
+    #[error("transfer failed: {message}")]
+    Transfer {
+        failure: ganglion_mirror::TransferFailure,
+        message: String,
+    },
 }
 
 impl From<ganglion_store::Error> for Error {
@@ -67,6 +72,16 @@ impl Error {
             Error::Invite(_) => Code::FailedPrecondition,
             Error::StoreTimeout | Error::Unavailable(_) => Code::Unavailable,
             Error::Store(_) | Error::Io(_) | Error::Tls(_) => Code::Internal,
+            Error::Transfer { failure, .. } => {
+                use ganglion_mirror::TransferFailure as F;
+                match failure {
+                    F::HashMismatch | F::SourceChanged => Code::DataLoss,
+                    F::DiskFull => Code::ResourceExhausted,
+                    F::Refused => Code::FailedPrecondition,
+                    F::Cancelled => Code::Aborted,
+                    F::Io => Code::Internal,
+                }
+            }
         }
     }
 

@@ -46,6 +46,7 @@ pub struct HubCore {
     pub nodes: Nodes,
     pub registry: Registry,
     pub tasks: Arc<Tasks>,
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub metrics: Metrics,
     pub supervisor: Supervisor,
     pub clock: SharedClock,
@@ -184,7 +185,15 @@ impl Hub {
             options.heartbeat_interval,
             options.silence_limit(),
         );
+        let mirrors = crate::mirror::Mirrors::open(
+            data_dir.root().to_path_buf(),
+            registry.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let core = Arc::new(HubCore {
+            mirrors,
             nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
             tasks: Arc::new(Tasks::new(store.clone(), registry.clone(), clock.clone())),
             store,
@@ -258,6 +267,7 @@ impl Hub {
             auth: core.auth.clone(),
             registry: core.registry.clone(),
             tasks: core.tasks.clone(),
+            mirrors: core.mirrors.clone(),
             status,
             clock: core.clock.clone(),
             heartbeat_interval: options.heartbeat_interval,

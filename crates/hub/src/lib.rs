@@ -23,6 +23,7 @@ pub mod http;
 pub mod hub;
 pub mod invites;
 pub mod metrics;
+pub mod mirror;
 pub mod monitor;
 pub mod nodes;
 pub mod options;

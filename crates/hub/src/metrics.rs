@@ -26,6 +26,9 @@ pub struct Metrics {
     handshakes: Family<ResultLabel, Counter>,
     auth_failures: Family<KindLabel, Counter>,
     pub joins: Counter,
+    pub transfer_locks: Gauge,
+    pub transfers_in_flight: Gauge,
+    pub mirror_hashed_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -57,12 +60,33 @@ impl Metrics {
             auth_failures.clone(),
         );
         registry.register("joins", "Invites redeemed", joins.clone());
+        let transfer_locks = Gauge::default();
+        let transfers_in_flight = Gauge::default();
+        let mirror_hashed_bytes = Counter::default();
+        registry.register(
+            "transfer_locks",
+            "Transfer locks held",
+            transfer_locks.clone(),
+        );
+        registry.register(
+            "transfers_in_flight",
+            "Mirror transfers in flight",
+            transfers_in_flight.clone(),
+        );
+        registry.register(
+            "mirror_hashed_bytes",
+            "Bytes the hub hashed for mirrors (received content only; restarts re-hash nothing)",
+            mirror_hashed_bytes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             connected_nodes,
             handshakes,
             auth_failures,
             joins,
+            transfer_locks,
+            transfers_in_flight,
+            mirror_hashed_bytes,
         }
     }
 

@@ -23,6 +23,11 @@ pub enum ToNode {
     Policy(Policy),
     Dispatch(crate::tasks::Dispatch),
     Cancel(ganglion_core::TaskId),
+    MirrorNeed {
+        path: ganglion_core::RelPath,
+        hash: ganglion_mirror::ContentHash,
+    },
+    MirrorAck(u64),
 }
 
 /// Why a connection was closed by the hub.

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ganglion_core::{Capabilities, Policy, RelPath, Secret};
 use ganglion_proto::v1;
-use ganglion_proto::v1::hub_client::HubClient;
 use ganglion_proto::v1::hub_message::Kind as In;
 use ganglion_proto::v1::node_message::Kind as Out;
 use ganglion_sandbox::{Sandbox, SandboxOptions};
@@ -17,11 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::Error;
 use crate::backoff::Backoff;
+use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions};
 use crate::state::NodeState;
 use crate::tasks::{Dispatch, End, RunnerEvent, TaskRunner};
 use crate::tls::{self, HubTarget};
@@ -39,6 +38,8 @@ pub struct AgentOptions {
     pub sandbox: Option<SandboxOptions>,
     /// How long tasks keep running while the node cannot report them.
     pub report_grace: Duration,
+    /// Mirror the workspace to the hub; `None`: no mirror (benchmarks).
+    pub mirror: Option<MirrorOptions>,
 }
 
 impl AgentOptions {
@@ -52,6 +53,7 @@ impl AgentOptions {
             backoff_cap: Duration::from_secs(30),
             sandbox: None,
             report_grace: Duration::from_secs(60),
+            mirror: None,
         }
     }
 }
@@ -70,6 +72,7 @@ pub struct Agent {
     status: watch::Sender<LinkStatus>,
     runner: Arc<TaskRunner>,
     events: mpsc::UnboundedReceiver<RunnerEvent>,
+    mirror: Option<MirrorLink>,
 }
 
 #[derive(Clone)]
@@ -122,6 +125,7 @@ impl Agent {
             status,
             runner,
             events,
+            mirror: None,
         })
     }
 
@@ -135,10 +139,14 @@ impl Agent {
     #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
         let mut backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_cap);
+        if let Some(m) = self.opts.mirror.clone() {
+            self.mirror = Some(crate::mirror::start(m).await?);
+        }
         loop {
             let started = Instant::now();
             let result = self.session(&cancel).await;
             self.status.send_modify(|s| s.connected = false);
+            self.to_mirror(MirrorInput::Disconnected);
             self.watch_report_grace();
             match result {
                 Ok(SessionEnd::Cancelled) => return Ok(()),
@@ -192,13 +200,7 @@ impl Agent {
             c = tls::connect(&target) => c?,
             _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
         };
-        let bearer: MetadataValue<_> = format!("Bearer {}", self.opts.credential.encode())
-            .parse()
-            .expect("base64url is valid metadata");
-        let mut client = HubClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        });
+        let mut client = crate::client::client(channel, &self.opts.credential);
         let config = client
             .sync_configuration(v1::SyncConfigurationRequest {})
             .await
@@ -242,6 +244,11 @@ impl Agent {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
+                Some(msg) = next_notice(&mut self.mirror) => {
+                    if tx.send(msg).await.is_err() {
+                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    }
+                }
                 Some(event) = self.events.recv() => {
                     if let Some(msg) = event_message(event, session)
                         && tx.send(msg).await.is_err()
@@ -250,6 +257,11 @@ impl Agent {
                     }
                 }
                 msg = inbound.message() => match msg {
+                    Ok(Some(v1::HubMessage { kind: Some(In::Welcome(w)) })) => {
+                        tracing::debug!(node_id = %w.node_id, mirror_applied = w.mirror_applied, "welcomed");
+                        let input = MirrorInput::Connected { hub_applied: w.mirror_applied, client: client.clone() };
+                        self.to_mirror(input);
+                    }
                     Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind, session)?,
                     Ok(Some(v1::HubMessage { kind: None })) => tracing::warn!("empty message from the hub ignored"),
                     Ok(None) => return Ok(SessionEnd::Closed("the hub closed the stream".into())),
@@ -287,8 +299,19 @@ impl Agent {
                 }
             }
             In::TaskCancel(c) => self.runner.cancel(&c.task_id),
+            In::MirrorNeed(n) => match (RelPath::parse(&n.path), n.hash.parse()) {
+                (Ok(path), Ok(hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
+                _ => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
+            },
+            In::MirrorAck(a) => self.to_mirror(MirrorInput::Ack(a.seq)),
         }
         Ok(())
+    }
+
+    fn to_mirror(&self, input: MirrorInput) {
+        if let Some(m) = &self.mirror {
+            let _ = m.input.send(input);
+        }
     }
 
     fn apply_policy(&self, wire: v1::Policy) {
@@ -383,4 +406,12 @@ fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
         }
     };
     Some(v1::NodeMessage { kind: Some(kind) })
+}
+
+/// The next mirror notice to send; never resolves when there is no mirror.
+async fn next_notice(mirror: &mut Option<MirrorLink>) -> Option<v1::NodeMessage> {
+    match mirror {
+        Some(m) => m.notices.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -12,9 +12,11 @@
 pub mod agent;
 pub mod backoff;
 pub mod capabilities;
+pub mod client;
 mod error;
 pub mod join;
 pub mod limits;
+pub mod mirror;
 pub mod state;
 pub mod tasks;
 pub mod tls;

@@ -54,6 +54,11 @@ pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
         state_dir.path(),
         &state.name,
     )?);
+    opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
+        workspace: state.workspace.clone(),
+        state_dir: state_dir.path().to_path_buf(),
+        exclude: Vec::new(),
+    });
     let agent = Agent::new(opts)?;
     agent.run(cancel).await?;
     Ok(ExitCode::SUCCESS)

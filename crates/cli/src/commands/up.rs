@@ -20,7 +20,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let workspace = super::node::workspace_dir(&args.workspace.unwrap_or_else(|| ".".into()))?;
-    let state_dir = StateDir::new(options.data_dir.join("node-local"));
+    let data_dir = std::fs::create_dir_all(&options.data_dir)
+        .and_then(|_| std::fs::canonicalize(&options.data_dir))
+        .with_context(|| format!("data dir {}", options.data_dir.display()))?;
+    // A data dir inside the workspace is never mirrored, and the node's state
+    // must live outside the workspace (tasks can write there).
+    let exclude: Vec<ganglion_core::RelPath> = data_dir
+        .strip_prefix(&workspace)
+        .ok()
+        .and_then(|r| r.to_str())
+        .and_then(|r| ganglion_core::RelPath::parse_lenient(r).ok().flatten())
+        .into_iter()
+        .collect();
+    let state_dir = if exclude.is_empty() {
+        StateDir::new(data_dir.join("node-local"))
+    } else {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            "the data dir is inside the workspace: it is not mirrored, but strict tasks on \"local\" can read it; pass --data-dir outside the workspace to prevent that"
+        );
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let key = &blake3::hash(data_dir.to_string_lossy().as_bytes()).to_hex()[..12];
+        StateDir::new(
+            home.join(".local/state/ganglion")
+                .join(format!("local-{key}")),
+        )
+    };
     let cancel = crate::signal::shutdown_token()?;
 
     let hub = Hub::build(options).await.context("starting the hub")?;
@@ -57,6 +84,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         state_dir.path(),
         &state.name,
     )?);
+    opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
+        workspace: state.workspace.clone(),
+        state_dir: state_dir.path().to_path_buf(),
+        exclude,
+    });
     let agent = Agent::new(opts)?;
     let mut link = agent.handle();
     let agent_cancel = cancel.child_token();

@@ -32,6 +32,7 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 pub struct ConnectionDriver {
     pub registry: Registry,
     pub tasks: Arc<Tasks>,
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
@@ -79,10 +80,18 @@ impl ConnectionDriver {
         });
         tracing::info!(?peer, "node online");
 
+        let mirror_applied = match self.mirrors.attach(node.name.as_str(), &node.id).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(error = %e, "the node's mirror is unavailable");
+                0
+            }
+        };
         let (tx, rx) = mpsc::channel(64);
         let welcome = Out::Welcome(v1::Welcome {
             node_id: node.id.to_string(),
             heartbeat_interval_ms: super::service::millis(self.heartbeat_interval),
+            mirror_applied,
         });
         tx.send(out(welcome))
             .await
@@ -153,6 +162,8 @@ impl ConnectionDriver {
                             output_cap: d.output_cap,
                         }),
                         ToNode::Cancel(id) => Out::TaskCancel(v1::TaskCancel { task_id: id.to_string() }),
+                        ToNode::MirrorNeed { path, hash } => Out::MirrorNeed(v1::MirrorNeed { path: path.to_string(), hash: hash.to_string() }),
+                        ToNode::MirrorAck(seq) => Out::MirrorAck(v1::MirrorAck { seq }),
                     };
                     if tx.send(out(wire)).await.is_err() { break "node stopped reading".into(); }
                 }
@@ -172,6 +183,7 @@ impl ConnectionDriver {
             }
         };
         if self.registry.remove(&conn) {
+            self.mirrors.detach(conn.name.as_str());
             let now = self.clock.now();
             let (_, last_heartbeat) = conn.last_heartbeat();
             if let Err(e) = self
@@ -250,7 +262,23 @@ impl ConnectionDriver {
                     .on_finished(node, &task_id(&m.task_id)?, report)
                     .await
             }
+            In::MirrorNotice(n) => {
+                let notice = crate::mirror::convert::notice(n)?;
+                let name = self.node_name(node);
+                self.mirrors
+                    .send(&name, crate::mirror::DriverEvent::Notice(notice));
+                Ok(())
+            }
             In::Hello(_) | In::Heartbeat(_) => Ok(()),
         }
+    }
+}
+
+impl ConnectionDriver {
+    fn node_name(&self, node: &ganglion_core::NodeId) -> String {
+        self.registry
+            .get(node)
+            .map(|c| c.name.to_string())
+            .unwrap_or_default()
     }
 }

@@ -35,6 +35,7 @@ pub struct HubService {
     pub auth: Arc<Authenticator>,
     pub registry: Registry,
     pub tasks: Arc<crate::tasks::Tasks>,
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
@@ -89,6 +90,15 @@ impl v1::hub_server::Hub for HubService {
         }))
     }
 
+    async fn upload(
+        &self,
+        req: Request<Streaming<v1::UploadChunk>>,
+    ) -> Result<Response<v1::UploadResult>, Status> {
+        let AuthenticatedNode(node) = authenticated(&req)?;
+        let bytes = crate::mirror::upload::receive(&self.mirrors, &node, req.into_inner()).await?;
+        Ok(Response::new(v1::UploadResult { bytes }))
+    }
+
     type ConnectStream = HubStream;
 
     async fn connect(
@@ -100,6 +110,7 @@ impl v1::hub_server::Hub for HubService {
         let driver = ConnectionDriver {
             registry: self.registry.clone(),
             tasks: self.tasks.clone(),
+            mirrors: self.mirrors.clone(),
             status: self.status.clone(),
             clock: self.clock.clone(),
             heartbeat_interval: self.heartbeat_interval,

@@ -1,0 +1,560 @@
+//! The node's side of the ghost mirror: watches the workspace, keeps its index
+//! (`STATE_DIR/index.db`), feeds the sans-IO [`SourceEngine`], sends notices on
+//! the control stream and uploads content on `Upload` streams.
+//!
+//! Change detection: a `notify` watcher with a 50 ms debounce (paths are
+//! stat'ed and, if their stat changed, hashed), plus a stat-only full rescan
+//! every minute as a safety net. A restart re-hashes nothing whose stat is
+//! unchanged; [`MirrorStats::files_hashed`] counts what was hashed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ganglion_core::RelPath;
+use ganglion_mirror::engine::{Observation, SourceAction, SourceEvent, SourceState};
+use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, ScanReport};
+use ganglion_mirror::{ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure};
+use ganglion_proto::v1;
+use notify::Watcher;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::Error;
+use crate::client::HubClient;
+
+/// The index key of the node's one workspace.
+const MIRROR: &str = "workspace";
+const DEBOUNCE: Duration = Duration::from_millis(50);
+const RESCAN_EVERY: Duration = Duration::from_secs(60);
+const UPLOAD_CHUNK: usize = 1 << 20;
+const PARALLEL_UPLOADS: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct MirrorOptions {
+    pub workspace: PathBuf,
+    pub state_dir: PathBuf,
+    /// Paths inside the workspace never mirrored (e.g. a hub data dir that
+    /// `ganglion up` keeps in the workspace).
+    pub exclude: Vec<RelPath>,
+}
+
+/// Counters, for logs, tests and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorStats {
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub scans: u64,
+    pub uploads: u64,
+    pub acked: u64,
+    pub pending: u64,
+}
+
+pub enum Input {
+    Connected {
+        hub_applied: u64,
+        client: HubClient,
+    },
+    Disconnected,
+    Ack(u64),
+    Need {
+        path: RelPath,
+        hash: ContentHash,
+    },
+    Uploaded {
+        path: RelPath,
+        hash: ContentHash,
+        failure: Option<TransferFailure>,
+    },
+    Changed(Vec<PathBuf>),
+    Rescan,
+}
+
+/// The session's view of the mirror agent.
+pub struct MirrorLink {
+    pub input: mpsc::UnboundedSender<Input>,
+    pub notices: mpsc::UnboundedReceiver<v1::NodeMessage>,
+    pub stats: Arc<Mutex<MirrorStats>>,
+}
+
+struct MirrorAgent {
+    opts: MirrorOptions,
+    index: Index,
+    engine: SourceEngine,
+    input: mpsc::UnboundedSender<Input>,
+    notices: mpsc::UnboundedSender<v1::NodeMessage>,
+    client: Option<HubClient>,
+    uploads: Arc<Semaphore>,
+    stats: Arc<Mutex<MirrorStats>>,
+    root_ignore: Option<ignore::gitignore::Gitignore>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+fn index_err(e: impl std::fmt::Display) -> Error {
+    Error::Hub(format!("mirror index: {e}"))
+}
+
+/// Starts the mirror agent: loads the index, watches the workspace, scans it.
+pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
+    let index = Index::open(&opts.state_dir.join("index.db"))
+        .await
+        .map_err(index_err)?;
+    let loaded = index.load(MIRROR).await.map_err(index_err)?;
+    let engine = SourceEngine::new(SourceState {
+        entries: loaded.entries,
+        tombstones: loaded.tombstones,
+        seq: loaded.seq,
+        acked: loaded.peer_seq,
+    });
+    let (input, rx) = mpsc::unbounded_channel();
+    let (notices_tx, notices) = mpsc::unbounded_channel();
+    let stats = Arc::new(Mutex::new(MirrorStats::default()));
+    let watcher = watch(&opts.workspace, input.clone());
+    let root_ignore = {
+        let (gi, _) = ignore::gitignore::Gitignore::new(opts.workspace.join(IGNORE_FILE));
+        (!gi.is_empty()).then_some(gi)
+    };
+    let agent = MirrorAgent {
+        opts,
+        index,
+        engine,
+        input: input.clone(),
+        notices: notices_tx,
+        client: None,
+        uploads: Arc::new(Semaphore::new(PARALLEL_UPLOADS)),
+        stats: stats.clone(),
+        root_ignore,
+        _watcher: watcher,
+    };
+    tokio::spawn(agent.run(rx));
+    let _ = input.send(Input::Rescan);
+    Ok(MirrorLink {
+        input,
+        notices,
+        stats,
+    })
+}
+
+/// A recursive inotify watch; events are forwarded as changed paths. Without
+/// one (e.g. inotify limits), the periodic rescan still keeps the mirror current.
+fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) => {
+            let _ = input.send(Input::Changed(ev.paths));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watcher error; rescanning");
+            let _ = input.send(Input::Rescan);
+        }
+    };
+    let mut w = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "no filesystem watcher; relying on periodic rescans");
+            return None;
+        }
+    };
+    if let Err(e) = w.watch(root, notify::RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, "cannot watch the workspace; relying on periodic rescans");
+        return None;
+    }
+    Some(w)
+}
+
+impl MirrorAgent {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        let mut rescan = tokio::time::interval(RESCAN_EVERY);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescan.tick().await;
+        loop {
+            let input = tokio::select! {
+                i = rx.recv() => match i { Some(i) => i, None => return },
+                _ = rescan.tick() => Input::Rescan,
+            };
+            match input {
+                Input::Changed(paths) => {
+                    // Debounce: gather what else changes in the next moment.
+                    let mut changed: BTreeSet<PathBuf> = paths.into_iter().collect();
+                    let mut full = false;
+                    let deadline = tokio::time::Instant::now() + DEBOUNCE;
+                    while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                        match more {
+                            Input::Changed(p) => changed.extend(p),
+                            Input::Rescan => full = true,
+                            other => self.handle(other).await,
+                        }
+                    }
+                    if full {
+                        self.full_scan().await;
+                    } else {
+                        self.partial_scan(changed).await;
+                    }
+                }
+                Input::Rescan => self.full_scan().await,
+                other => self.handle(other).await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, input: Input) {
+        let event = match input {
+            Input::Connected {
+                hub_applied,
+                client,
+            } => {
+                self.client = Some(client);
+                SourceEvent::Connected { hub_applied }
+            }
+            Input::Disconnected => {
+                self.client = None;
+                SourceEvent::Disconnected
+            }
+            Input::Ack(seq) => SourceEvent::Ack { seq },
+            Input::Need { path, hash } => SourceEvent::Need { path, hash },
+            Input::Uploaded {
+                path,
+                hash,
+                failure: None,
+            } => SourceEvent::UploadDone { path, hash },
+            Input::Uploaded {
+                path,
+                hash,
+                failure: Some(failure),
+            } => SourceEvent::UploadFailed {
+                path,
+                hash,
+                failure,
+            },
+            Input::Changed(_) | Input::Rescan => return,
+        };
+        self.feed(event).await;
+    }
+
+    fn excluded(&self, rel: &RelPath) -> bool {
+        let first = rel.components().next().unwrap_or_default();
+        BUILTIN_IGNORES.contains(&first) || self.opts.exclude.iter().any(|x| rel.starts_with(x))
+    }
+
+    async fn full_scan(&mut self) {
+        let root = self.opts.workspace.clone();
+        let prior: HashMap<RelPath, Entry> = self
+            .engine
+            .entries()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect();
+        let report = tokio::task::spawn_blocking(move || scan::scan(&root, &prior)).await;
+        let mut report = match report {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return tracing::error!(error = %e, "workspace scan failed"),
+            Err(e) => return tracing::error!(error = %e, "workspace scan panicked"),
+        };
+        report.entries.retain(|e| !self.excluded(&e.path));
+        self.count(&report, true);
+        for s in &report.skipped {
+            tracing::warn!(path = %s.path, reason = ?s.reason, "not mirrored");
+        }
+        let unstable = std::mem::take(&mut report.unstable);
+        self.feed(SourceEvent::Observed(Observation::Full(report.entries)))
+            .await;
+        if !unstable.is_empty() {
+            let paths = unstable
+                .iter()
+                .map(|p| self.opts.workspace.join(p.as_str()))
+                .collect();
+            let _ = self.input.send(Input::Changed(paths));
+        }
+    }
+
+    async fn partial_scan(&mut self, changed: BTreeSet<PathBuf>) {
+        let mut rels = Vec::new();
+        for p in changed {
+            let Ok(rel) = p.strip_prefix(&self.opts.workspace) else {
+                continue;
+            };
+            let Some(s) = rel.to_str() else { continue };
+            let Ok(Some(rel)) = RelPath::parse_lenient(s) else {
+                continue;
+            };
+            if self.excluded(&rel) {
+                continue;
+            }
+            if rel.file_name() == IGNORE_FILE {
+                // The ignore rules changed: only a full scan applies them.
+                return self.full_scan().await;
+            }
+            if let Some(gi) = &self.root_ignore
+                && gi
+                    .matched_path_or_any_parents(rel.as_str(), false)
+                    .is_ignore()
+            {
+                continue;
+            }
+            rels.push(rel);
+        }
+        if rels.is_empty() {
+            return;
+        }
+        let root = self.opts.workspace.clone();
+        let prior: HashMap<RelPath, Entry> = rels
+            .iter()
+            .filter_map(|r| self.engine.entry(r).map(|e| (r.clone(), e.clone())))
+            .collect();
+        let known_dirs: BTreeSet<RelPath> = rels
+            .iter()
+            .filter(|r| {
+                self.engine
+                    .entry(r)
+                    .is_some_and(|e| e.kind == EntryKind::Dir)
+            })
+            .cloned()
+            .collect();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut report = ScanReport::default();
+            let mut removed = Vec::new();
+            let mut new_dir = false;
+            for rel in rels {
+                match scan::stat_path(&root, &rel, prior.get(&rel), &mut report) {
+                    Ok(Some(e)) => {
+                        new_dir |= e.kind == EntryKind::Dir && !known_dirs.contains(&rel);
+                        report.entries.push(e);
+                    }
+                    Ok(None) if !report.unstable.contains(&rel) => removed.push(rel),
+                    Ok(None) => {}
+                    Err(reason) => tracing::warn!(path = %rel, ?reason, "not mirrored"),
+                }
+            }
+            (report, removed, new_dir)
+        })
+        .await;
+        let Ok((mut report, removed, new_dir)) = result else {
+            return;
+        };
+        if new_dir {
+            // A directory appeared (perhaps moved in whole): its contents may
+            // predate the watch on it, so look at everything (stat only).
+            return self.full_scan().await;
+        }
+        self.count(&report, false);
+        let unstable = std::mem::take(&mut report.unstable);
+        self.feed(SourceEvent::Observed(Observation::Partial {
+            upserts: report.entries,
+            removed,
+        }))
+        .await;
+        if !unstable.is_empty() {
+            let paths = unstable
+                .iter()
+                .map(|p| self.opts.workspace.join(p.as_str()))
+                .collect();
+            let _ = self.input.send(Input::Changed(paths));
+        }
+    }
+
+    fn count(&self, report: &ScanReport, full: bool) {
+        let mut s = self.stats.lock().expect("lock");
+        s.files_hashed += report.files_hashed;
+        s.bytes_hashed += report.bytes_hashed;
+        s.scans += u64::from(full);
+        if full {
+            tracing::debug!(
+                entries = report.entries.len(),
+                hashed = report.files_hashed,
+                "workspace scanned"
+            );
+        }
+    }
+
+    async fn feed(&mut self, event: SourceEvent) {
+        let actions = self.engine.handle(event);
+        for action in actions {
+            self.perform(action).await;
+        }
+        let mut s = self.stats.lock().expect("lock");
+        s.acked = self.engine.acked();
+        s.pending = self.engine.pending() as u64;
+    }
+
+    async fn perform(&mut self, action: SourceAction) {
+        match action {
+            SourceAction::Record {
+                entries,
+                tombstones,
+                seq,
+            } => {
+                let batch = Batch {
+                    upserts: entries,
+                    tombstones,
+                    seq: Some(seq),
+                    ..Batch::default()
+                };
+                if let Err(e) = self.index.apply(MIRROR, &batch).await {
+                    // Without a durable record nothing may be sent; the next
+                    // rescan observes the same changes again.
+                    tracing::error!(error = %e, "cannot record workspace changes");
+                }
+            }
+            SourceAction::Send(notice) => {
+                if self.client.is_some() {
+                    let _ = self.notices.send(notice_message(notice));
+                }
+            }
+            SourceAction::Upload { path, hash, size } => self.upload(path, hash, size),
+            SourceAction::PersistAck { seq } => {
+                let batch = Batch {
+                    peer_seq: Some(seq),
+                    ..Batch::default()
+                };
+                if let Err(e) = self.index.apply(MIRROR, &batch).await {
+                    tracing::error!(error = %e, "cannot record the hub's acknowledgement");
+                }
+            }
+            SourceAction::Rescan { path } => {
+                let _ = self.input.send(Input::Changed(vec![
+                    self.opts.workspace.join(path.as_str()),
+                ]));
+            }
+        }
+    }
+
+    fn upload(&self, path: RelPath, hash: ContentHash, size: u64) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let full = self.opts.workspace.join(path.as_str());
+        let input = self.input.clone();
+        let permits = self.uploads.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let failure = upload_file(client, &full, &path, hash, size).await.err();
+            if let Some(f) = failure {
+                tracing::info!(%path, failure = ?f, "upload failed");
+            } else {
+                stats.lock().expect("lock").uploads += 1;
+            }
+            let _ = input.send(Input::Uploaded {
+                path,
+                hash,
+                failure,
+            });
+        });
+    }
+}
+
+/// Streams one file. The content is hashed while read; if it no longer
+/// matches what was announced, the file changed and must be rescanned.
+async fn upload_file(
+    mut client: HubClient,
+    full: &Path,
+    path: &RelPath,
+    hash: ContentHash,
+    size: u64,
+) -> Result<(), TransferFailure> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(full)
+        .await
+        .map_err(|_| TransferFailure::SourceChanged)?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|_| TransferFailure::SourceChanged)?;
+    if !meta.is_file() || meta.len() != size {
+        return Err(TransferFailure::SourceChanged);
+    }
+    let (tx, rx) = mpsc::channel::<v1::UploadChunk>(4);
+    let header = v1::UploadHeader {
+        path: path.to_string(),
+        hash: hash.to_string(),
+        size,
+        mode: meta.permissions().mode() & 0o7777,
+    };
+    let _ = tx
+        .send(v1::UploadChunk {
+            kind: Some(v1::upload_chunk::Kind::Header(header)),
+            offset: 0,
+        })
+        .await;
+    let reader = tokio::spawn(async move {
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|_| TransferFailure::SourceChanged)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            let chunk = v1::UploadChunk {
+                kind: Some(v1::upload_chunk::Kind::Data(buf[..n].to_vec())),
+                offset,
+            };
+            offset += n as u64;
+            if offset > size || tx.send(chunk).await.is_err() {
+                return Err(TransferFailure::SourceChanged);
+            }
+        }
+        let actual: ContentHash = hasher.finalize().into();
+        if actual != hash {
+            Err(TransferFailure::SourceChanged)
+        } else {
+            Ok(())
+        }
+    });
+    let sent = client
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let read = reader.await.unwrap_or(Err(TransferFailure::Io));
+    read?;
+    sent.map(|_| ()).map_err(|s| match s.code() {
+        tonic::Code::DataLoss => TransferFailure::HashMismatch,
+        tonic::Code::ResourceExhausted => TransferFailure::DiskFull,
+        tonic::Code::FailedPrecondition => TransferFailure::Refused,
+        tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unavailable => {
+            TransferFailure::Cancelled
+        }
+        _ => TransferFailure::Io,
+    })
+}
+
+fn wire_entry(e: &Entry) -> v1::MirrorEntry {
+    let kind = match e.kind {
+        EntryKind::File => v1::EntryKind::File,
+        EntryKind::Dir => v1::EntryKind::Dir,
+        EntryKind::Symlink => v1::EntryKind::Symlink,
+    };
+    v1::MirrorEntry {
+        path: e.path.to_string(),
+        kind: kind as i32,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        symlink_target: e.symlink_target.clone().unwrap_or_default(),
+        hash: e.hash.map(|h| h.to_string()).unwrap_or_default(),
+        seq: e.seq,
+    }
+}
+
+fn notice_message(n: Notice) -> v1::NodeMessage {
+    use v1::mirror_notice::Kind;
+    let kind = match n {
+        Notice::Upsert(e) => Kind::Upsert(wire_entry(&e)),
+        Notice::Delete { path, seq } => Kind::Delete(v1::MirrorDelete {
+            path: path.to_string(),
+            seq,
+        }),
+        Notice::Rename { from, entry } => Kind::Rename(v1::MirrorRename {
+            from: from.to_string(),
+            entry: Some(wire_entry(&entry)),
+        }),
+    };
+    v1::NodeMessage {
+        kind: Some(v1::node_message::Kind::MirrorNotice(v1::MirrorNotice {
+            kind: Some(kind),
+        })),
+    }
+}
