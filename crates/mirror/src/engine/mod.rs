@@ -25,6 +25,7 @@
 //! on reconnect the node resends only entries and tombstones with a larger
 //! `seq`, so reconnect cost is proportional to changes, not tree size.
 
+mod op;
 mod sink;
 mod source;
 #[cfg(test)]
@@ -34,7 +35,8 @@ use std::time::Duration;
 
 use ganglion_core::RelPath;
 
-pub use sink::{Content, Op, SinkAction, SinkEngine, SinkEvent, SinkStats};
+pub use op::{Content, Op};
+pub use sink::{SinkAction, SinkEngine, SinkEvent, SinkStats};
 pub use source::{Observation, SourceAction, SourceEngine, SourceEvent, SourceState, Tombstone};
 
 use crate::entry::{ContentHash, Entry};

@@ -248,6 +248,8 @@ impl Receiver {
         }
         let guard = self.inner.locks.acquire(&self.inner.node, path)?;
         let id: TransferId = rand::random();
+        // Only the exec bit crosses over: 0o755 or 0o644.
+        let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
         let (file, staged_name) = self.create_staged(id, mode)?;
         let up = Upload {
             path: path.clone(),

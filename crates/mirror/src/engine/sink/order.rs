@@ -1,0 +1,153 @@
+//! Ordering rules of the sink: which change waits for which.
+//!
+//! - A change below a path with an older change in progress waits (parked)
+//!   until that change settles; changes resume oldest first.
+//! - A directory delete waits for commits in flight below it and cancels
+//!   fetches below it (holding back their acknowledgement until it commits).
+//! - A change older than a parent's newer file/link state is obsolete.
+
+use ganglion_core::RelPath;
+
+use super::{SinkAction, SinkEngine, Stage};
+use crate::engine::Notice;
+use crate::entry::{Entry, EntryKind};
+
+impl SinkEngine {
+    /// Whether an immutable entry lies below `path`.
+    pub(super) fn immutable_below(&self, path: &RelPath) -> bool {
+        self.below(path)
+            .any(|(p, e)| self.immutable.matches(p, e.kind == EntryKind::Dir))
+    }
+
+    pub(super) fn below<'a>(
+        &'a self,
+        path: &'a RelPath,
+    ) -> impl Iterator<Item = (&'a RelPath, &'a Entry)> + 'a {
+        self.entries
+            .range(path.clone()..)
+            .filter(move |(p, _)| *p != path)
+            .take_while(move |(p, _)| p.as_str().starts_with(path.as_str()))
+            .filter(move |(p, _)| p.starts_with(path))
+    }
+
+    pub(super) fn remove_subtree(&mut self, path: &RelPath) {
+        let below: Vec<RelPath> = self.below(path).map(|(p, _)| p.clone()).collect();
+        for p in below {
+            self.remove(&p);
+        }
+        self.remove(path);
+    }
+
+    /// Whether a parent of `path` became a file or link after `seq`: the
+    /// notice is older than that state, which removed everything below it.
+    /// (A newer *directory* proves nothing: a delete and re-create of a
+    /// directory reach the hub as one upsert, so older deletes below still count.)
+    pub(super) fn superseded_above(&self, path: &RelPath, seq: u64) -> bool {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self
+                .entries
+                .get(&p)
+                .is_some_and(|e| e.kind != EntryKind::Dir && e.version.seq > seq)
+            {
+                return true;
+            }
+            cur = p.parent();
+        }
+        false
+    }
+
+    /// Whether an older change is in progress above `path`: it goes first
+    /// (a directory delete, or a file becoming a directory). An older change
+    /// below a delete goes first instead; the delete waits for it.
+    pub(super) fn pending_above(&self, path: &RelPath, seq: u64) -> bool {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self.slots.get(&p).is_some_and(|s| s.seq < seq) {
+                return true;
+            }
+            cur = p.parent();
+        }
+        false
+    }
+
+    /// Drops fetches and retries below `path`: its delete supersedes them.
+    /// Commits in flight below it cannot be cancelled; the delete waits for them.
+    pub(super) fn cancel_below(&mut self, path: &RelPath, out: &mut Vec<SinkAction>) {
+        let doomed: Vec<RelPath> = self
+            .slots
+            .range(path.clone()..)
+            .filter(|(p, _)| *p != path)
+            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+            .filter(|(p, s)| {
+                p.starts_with(path)
+                    && matches!(s.stage, Stage::Fetching { .. } | Stage::Retry { .. })
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            let Some(slot) = self.slots.remove(&p) else {
+                continue;
+            };
+            let held = self.held.entry(path.clone()).or_insert(slot.seq);
+            *held = (*held).min(slot.seq);
+            if let Stage::Fetching { hash, .. } = slot.stage {
+                out.push(SinkAction::Discard { path: p, hash });
+            }
+        }
+    }
+
+    /// Whether an op below `path` is still in progress.
+    pub(super) fn busy_below(&self, path: &RelPath) -> bool {
+        self.slots
+            .range(path.clone()..)
+            .filter(|(p, _)| *p != path)
+            .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+            .any(|(p, s)| {
+                p.starts_with(path) && matches!(s.stage, Stage::Committing | Stage::Waiting { .. })
+            })
+    }
+
+    /// Issues waiting directory deletes whose subtree has settled.
+    pub(super) fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        // Fetches below a waiting delete (older changes that started after
+        // it) would hold it forever if the node no longer has their content.
+        let waiting: Vec<RelPath> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s.stage, Stage::Waiting { .. }))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &waiting {
+            self.cancel_below(p, out);
+        }
+        let ready: Vec<RelPath> = self
+            .slots
+            .iter()
+            .filter(|(p, s)| matches!(s.stage, Stage::Waiting { .. }) && !self.busy_below(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in ready {
+            if let Some(slot) = self.slots.get_mut(&p)
+                && let Stage::Waiting { op } = std::mem::replace(&mut slot.stage, Stage::Committing)
+            {
+                out.push(SinkAction::Apply(*op));
+            }
+        }
+    }
+
+    /// Parked notices whose blocker is gone go ahead, oldest first.
+    pub(super) fn resume_parked(&mut self, out: &mut Vec<SinkAction>) {
+        loop {
+            let before = self.parked.len();
+            let mut parked = std::mem::take(&mut self.parked);
+            parked.sort_by_key(Notice::seq);
+            for n in parked {
+                self.notice(n, out);
+            }
+            if self.parked.len() >= before {
+                return;
+            }
+        }
+    }
+}
