@@ -37,8 +37,9 @@ pub enum Command {
     /// List, show and cancel tasks
     #[command(subcommand)]
     Tasks(TasksCommand),
-    /// Inspect node mirrors (not available yet)
-    Mirror(PendingArgs),
+    /// Inspect node mirrors at the hub
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Benchmarks against a real hub
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -306,4 +307,42 @@ pub enum TasksCommand {
         #[command(flatten)]
         hub: HubLocator,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MirrorCommand {
+    /// List a node's mirrored paths (below PATH)
+    Ls {
+        node: String,
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Print a mirrored file to stdout
+    Cat {
+        node: String,
+        path: String,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Files, bytes, pending changes, transfers in flight, last sync
+    Status {
+        node: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Re-hash the mirror against its index; exit 1 listing every mismatch
+    Verify {
+        node: String,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// Write stdin to a mirrored file (not available yet: hub → node edits)
+    Put(PendingArgs),
+    /// Manage hub-owned paths (not available yet)
+    Immutable(PendingArgs),
 }

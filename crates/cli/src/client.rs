@@ -116,6 +116,28 @@ impl ApiClient {
         }
     }
 
+    /// GET with query parameters, answered as raw bytes.
+    pub async fn get_bytes(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+        let req = self.http.get(format!("{}{path}", self.base)).query(query).bearer_auth(&self.token);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+        if resp.status().is_success() {
+            return Ok(resp.bytes().await.context("reading the hub's answer")?.to_vec());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| body.trim().to_owned());
+        bail!("{msg}")
+    }
+
+    /// GET with query parameters, answered as JSON.
+    pub async fn get_query<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base)))
             .await

@@ -4,6 +4,7 @@
 mod bench;
 mod hub;
 mod invite;
+mod mirror;
 mod node;
 mod nodes;
 mod run;
@@ -48,7 +49,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ProcessExit> {
         Command::Bench(c) => bench::run(c).await,
         Command::Run(a) => run::run(a).await,
         Command::Tasks(c) => tasks::run(c).await,
-        Command::Mirror(_) => not_yet("mirror"),
+        Command::Mirror(c) => mirror::run(c).await,
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod mirrors;
 pub mod tasks;
 
 use std::net::SocketAddr;
@@ -34,6 +35,10 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/api/v1/nodes/{name}", get(api::get_node))
         .route("/api/v1/nodes/{name}/policy", put(api::set_policy))
         .route("/api/v1/nodes/{name}/revoke", post(api::revoke_node))
+        .route("/api/v1/mirrors/{node}/files", get(mirrors::list))
+        .route("/api/v1/mirrors/{node}/file", get(mirrors::cat))
+        .route("/api/v1/mirrors/{node}/status", get(mirrors::status))
+        .route("/api/v1/mirrors/{node}/verify", post(mirrors::verify))
         .route("/api/v1/tasks", post(tasks::run).get(tasks::list))
         .route("/api/v1/tasks/{id}", get(tasks::show))
         .route("/api/v1/tasks/{id}/events", get(tasks::events))

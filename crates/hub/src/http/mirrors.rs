@@ -1,0 +1,119 @@
+//! Mirror endpoints: list, read, status, verify. Reads go through the
+//! confined receiver: no path or symlink reaches outside the mirror root.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use ganglion_core::RelPath;
+use ganglion_mirror::EntryKind;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::hub::HubCore;
+use crate::mirror::MirrorStatus;
+
+type Core = State<Arc<HubCore>>;
+
+#[derive(Debug, Deserialize)]
+pub struct PathQuery {
+    path: Option<String>,
+}
+
+/// One mirrored path, as `mirror ls --json` prints it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorFile {
+    pub path: String,
+    pub kind: String,
+    pub size: u64,
+    pub hash: Option<String>,
+    pub mtime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub mismatches: Vec<VerifyMismatch>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyMismatch {
+    pub path: String,
+    pub expected: String,
+    pub found: String,
+}
+
+async fn node(core: &HubCore, name: &str) -> Result<ganglion_store::NodeRecord, Error> {
+    Ok(core.nodes.get(name).await?.record)
+}
+
+fn rel(path: Option<&str>) -> Result<Option<RelPath>, Error> {
+    match path {
+        None => Ok(None),
+        Some(p) => RelPath::parse_lenient(p).map_err(|e| Error::InvalidArgument(format!("path {p:?}: {e}"))),
+    }
+}
+
+fn mtime(ns: i64) -> String {
+    ganglion_core::Timestamp::from_millis(ns.div_euclid(1_000_000)).to_rfc3339()
+}
+
+pub async fn list(State(core): Core, Path(name): Path<String>, Query(q): Query<PathQuery>) -> Result<Json<Vec<MirrorFile>>, Error> {
+    let n = node(&core, &name).await?;
+    let prefix = rel(q.path.as_deref())?;
+    let entries = core
+        .mirrors
+        .index()
+        .list(n.name.as_str(), prefix.as_ref())
+        .await
+        .map_err(|e| Error::Unavailable(format!("mirror index: {e}")))?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .filter(|e| prefix.as_ref().is_none_or(|p| e.path.starts_with(p)))
+            .map(|e| MirrorFile {
+                path: e.path.to_string(),
+                kind: e.kind.as_str().into(),
+                size: e.size,
+                hash: e.hash.map(|h| h.to_string()),
+                mtime: mtime(e.mtime_ns),
+                target: if e.kind == EntryKind::Symlink { e.symlink_target } else { None },
+            })
+            .collect(),
+    ))
+}
+
+pub async fn cat(State(core): Core, Path(name): Path<String>, Query(q): Query<PathQuery>) -> Result<Response, Error> {
+    let n = node(&core, &name).await?;
+    let path = rel(q.path.as_deref())?.ok_or_else(|| Error::InvalidArgument("a file path is required".into()))?;
+    let receiver = core.mirrors.receiver(n.name.as_str(), &n.id).await?;
+    let p = path.clone();
+    let data = tokio::task::spawn_blocking(move || receiver.cat(&p))
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+        .map_err(|e| Error::InvalidArgument(format!("cannot read {path} in the mirror of {name}: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+pub async fn status(State(core): Core, Path(name): Path<String>) -> Result<Json<MirrorStatus>, Error> {
+    let n = node(&core, &name).await?;
+    Ok(Json(core.mirrors.status(n.name.as_str(), &n.id).await?))
+}
+
+pub async fn verify(State(core): Core, Path(name): Path<String>) -> Result<Json<VerifyReport>, Error> {
+    let n = node(&core, &name).await?;
+    let receiver = core.mirrors.receiver(n.name.as_str(), &n.id).await?;
+    let checked = core.mirrors.index().list(n.name.as_str(), None).await.map(|e| e.len()).unwrap_or(0);
+    let mismatches = receiver.verify().await.map_err(|e| Error::Unavailable(format!("verify: {e}")))?;
+    Ok(Json(VerifyReport {
+        checked,
+        mismatches: mismatches
+            .into_iter()
+            .map(|m| VerifyMismatch { path: m.path.to_string(), expected: m.expected, found: m.found })
+            .collect(),
+    }))
+}
