@@ -20,7 +20,9 @@ type Core = State<Arc<HubCore>>;
 pub async fn metrics(State(core): Core) -> impl IntoResponse {
     let locks = core.mirrors.locks();
     core.metrics.transfer_locks.set(locks.locks() as i64);
-    core.metrics.transfers_in_flight.set(locks.in_flight() as i64);
+    core.metrics
+        .transfers_in_flight
+        .set(locks.in_flight() as i64);
     let body = core.metrics.encode();
     (
         [(

@@ -54,7 +54,8 @@ async fn node(core: &HubCore, name: &str) -> Result<ganglion_store::NodeRecord, 
 fn rel(path: Option<&str>) -> Result<Option<RelPath>, Error> {
     match path {
         None => Ok(None),
-        Some(p) => RelPath::parse_lenient(p).map_err(|e| Error::InvalidArgument(format!("path {p:?}: {e}"))),
+        Some(p) => RelPath::parse_lenient(p)
+            .map_err(|e| Error::InvalidArgument(format!("path {p:?}: {e}"))),
     }
 }
 
@@ -62,7 +63,11 @@ fn mtime(ns: i64) -> String {
     ganglion_core::Timestamp::from_millis(ns.div_euclid(1_000_000)).to_rfc3339()
 }
 
-pub async fn list(State(core): Core, Path(name): Path<String>, Query(q): Query<PathQuery>) -> Result<Json<Vec<MirrorFile>>, Error> {
+pub async fn list(
+    State(core): Core,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Json<Vec<MirrorFile>>, Error> {
     let n = node(&core, &name).await?;
     let prefix = rel(q.path.as_deref())?;
     let entries = core
@@ -81,39 +86,69 @@ pub async fn list(State(core): Core, Path(name): Path<String>, Query(q): Query<P
                 size: e.size,
                 hash: e.hash.map(|h| h.to_string()),
                 mtime: mtime(e.mtime_ns),
-                target: if e.kind == EntryKind::Symlink { e.symlink_target } else { None },
+                target: if e.kind == EntryKind::Symlink {
+                    e.symlink_target
+                } else {
+                    None
+                },
             })
             .collect(),
     ))
 }
 
-pub async fn cat(State(core): Core, Path(name): Path<String>, Query(q): Query<PathQuery>) -> Result<Response, Error> {
+pub async fn cat(
+    State(core): Core,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Response, Error> {
     let n = node(&core, &name).await?;
-    let path = rel(q.path.as_deref())?.ok_or_else(|| Error::InvalidArgument("a file path is required".into()))?;
+    let path = rel(q.path.as_deref())?
+        .ok_or_else(|| Error::InvalidArgument("a file path is required".into()))?;
     let receiver = core.mirrors.receiver(n.name.as_str(), &n.id).await?;
     let p = path.clone();
     let data = tokio::task::spawn_blocking(move || receiver.cat(&p))
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {path} in the mirror of {name}: {e}")))?;
+        .map_err(|e| {
+            Error::InvalidArgument(format!("cannot read {path} in the mirror of {name}: {e}"))
+        })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
-pub async fn status(State(core): Core, Path(name): Path<String>) -> Result<Json<MirrorStatus>, Error> {
+pub async fn status(
+    State(core): Core,
+    Path(name): Path<String>,
+) -> Result<Json<MirrorStatus>, Error> {
     let n = node(&core, &name).await?;
     Ok(Json(core.mirrors.status(n.name.as_str(), &n.id).await?))
 }
 
-pub async fn verify(State(core): Core, Path(name): Path<String>) -> Result<Json<VerifyReport>, Error> {
+pub async fn verify(
+    State(core): Core,
+    Path(name): Path<String>,
+) -> Result<Json<VerifyReport>, Error> {
     let n = node(&core, &name).await?;
     let receiver = core.mirrors.receiver(n.name.as_str(), &n.id).await?;
-    let checked = core.mirrors.index().list(n.name.as_str(), None).await.map(|e| e.len()).unwrap_or(0);
-    let mismatches = receiver.verify().await.map_err(|e| Error::Unavailable(format!("verify: {e}")))?;
+    let checked = core
+        .mirrors
+        .index()
+        .list(n.name.as_str(), None)
+        .await
+        .map(|e| e.len())
+        .unwrap_or(0);
+    let mismatches = receiver
+        .verify()
+        .await
+        .map_err(|e| Error::Unavailable(format!("verify: {e}")))?;
     Ok(Json(VerifyReport {
         checked,
         mismatches: mismatches
             .into_iter()
-            .map(|m| VerifyMismatch { path: m.path.to_string(), expected: m.expected, found: m.found })
+            .map(|m| VerifyMismatch {
+                path: m.path.to_string(),
+                expected: m.expected,
+                found: m.found,
+            })
             .collect(),
     }))
 }

@@ -72,14 +72,14 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(
-        node: String,
-        node_id: NodeId,
+        node: (String, NodeId),
         loaded: Loaded,
         receiver: Receiver,
         registry: Registry,
         clock: SharedClock,
         me: mpsc::UnboundedSender<DriverEvent>,
     ) -> Self {
+        let (node, node_id) = node;
         let engine = SinkEngine::new(
             loaded.entries,
             loaded.peer_seq,

@@ -108,8 +108,7 @@ impl Mirrors {
             .map_err(|e| Error::Unavailable(format!("loading the mirror index: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = driver::Driver::new(
-            node.to_owned(),
-            node_id.clone(),
+            (node.to_owned(), node_id.clone()),
             loaded,
             receiver,
             self.registry.clone(),
