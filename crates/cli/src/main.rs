@@ -27,10 +27,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The error and its causes joined by `: `, skipping a cause whose text is
+/// already shown (errors like `invalid invite: {0}` also chain their source).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 /// Prints the one-line `error: …` CONTRACT.md promises and picks the exit code.
 #[allow(clippy::print_stderr)]
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
-    let line = format!("{e:#}").replace('\n', " ");
+    let line = one_line(e);
     eprintln!("error: {line}");
     let code = e
         .downcast_ref::<commands::Failure>()
