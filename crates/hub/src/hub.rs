@@ -210,7 +210,21 @@ impl Hub {
             cert_sha256: tls.cert_sha256.clone(),
             pid: std::process::id(),
         };
-        let workers: Vec<Box<dyn Worker>> = vec![Box::new(status_writer), Box::new(monitor)];
+        let workers: Vec<Box<dyn Worker>> = vec![
+            Box::new(status_writer),
+            Box::new(monitor),
+            Box::new(crate::mirror::workers::TransferReaper {
+                mirrors: core.mirrors.clone(),
+                every: Duration::from_secs(10),
+            }),
+            Box::new(crate::mirror::workers::OrphanPurge {
+                store: core.store.clone(),
+                data_dir: data_dir.root().to_path_buf(),
+                clock: core.clock.clone(),
+                grace: Duration::from_secs(24 * 3600),
+                every: Duration::from_secs(600),
+            }),
+        ];
         let (ready, _) = watch::channel(false);
         Ok(Hub {
             core,

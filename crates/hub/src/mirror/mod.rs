@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod driver;
 pub mod upload;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub struct Mirrors {
     clock: SharedClock,
     metrics: Metrics,
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<DriverEvent>>>,
+    receivers: Mutex<HashMap<String, Receiver>>,
 }
 
 impl Mirrors {
@@ -58,6 +60,7 @@ impl Mirrors {
             clock,
             metrics,
             drivers: Mutex::default(),
+            receivers: Mutex::default(),
         }))
     }
 
@@ -106,6 +109,7 @@ impl Mirrors {
             .load(node)
             .await
             .map_err(|e| Error::Unavailable(format!("loading the mirror index: {e}")))?;
+        let receiver_for_reaper = receiver.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = driver::Driver::new(
             (node.to_owned(), node_id.clone()),
@@ -121,6 +125,10 @@ impl Mirrors {
         }
         tokio::spawn(driver.run(rx));
         drivers.insert(node.to_owned(), tx.clone());
+        self.receivers
+            .lock()
+            .expect("lock")
+            .insert(node.to_owned(), receiver_for_reaper);
         Ok(tx)
     }
 
@@ -163,6 +171,20 @@ impl Mirrors {
         let _ = tx.send(DriverEvent::Receiver { reply });
         rx.await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))
+    }
+
+    /// The receivers opened so far (for the transfer reaper).
+    pub fn open_receivers(&self) -> Vec<Receiver> {
+        self.receivers
+            .lock()
+            .expect("lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     pub fn immutable_of(&self, _node: &str) -> ganglion_mirror::ImmutablePaths {

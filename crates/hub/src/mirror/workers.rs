@@ -1,0 +1,267 @@
+//! The mirror's background workers: the transfer reaper and the orphan purge.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ganglion_core::time::SharedClock;
+use ganglion_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use super::Mirrors;
+use crate::worker::Worker;
+
+/// Releases idle transfers (and their locks) and sweeps stale staging files.
+pub struct TransferReaper {
+    pub mirrors: Arc<Mirrors>,
+    pub every: Duration,
+}
+
+impl TransferReaper {
+    pub fn sweep(&self) -> usize {
+        let mut n = self.mirrors.locks().reap_idle();
+        for r in self.mirrors.open_receivers() {
+            n += r.reap_idle();
+            if let Err(e) = r.sweep_staging() {
+                tracing::warn!(node = r.node(), error = %e, "staging sweep failed");
+            }
+        }
+        n
+    }
+}
+
+#[async_trait]
+impl Worker for TransferReaper {
+    fn name(&self) -> &'static str {
+        "transfer-reaper"
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    let reaped = self.sweep();
+                    if reaped > 0 {
+                        tracing::info!(reaped, "idle transfers released");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Moves the mirror of a node that no longer exists to `DATA_DIR/trash/`, and
+/// deletes trash older than the grace period. It refuses to act when the
+/// store cannot be read, or lists no nodes at all while mirrors exist: an
+/// empty answer is more likely a broken store than a deleted fleet.
+pub struct OrphanPurge {
+    pub store: Arc<dyn Store>,
+    pub data_dir: PathBuf,
+    pub clock: SharedClock,
+    pub grace: Duration,
+    pub every: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub trashed: Vec<String>,
+    pub deleted: Vec<String>,
+    pub refused: Option<String>,
+}
+
+impl OrphanPurge {
+    pub async fn pass(&self) -> PurgeReport {
+        let mut report = PurgeReport::default();
+        let mirrors_dir = self.data_dir.join("mirrors");
+        let trash = self.data_dir.join("trash");
+        let mirrors: Vec<String> = match std::fs::read_dir(&mirrors_dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let nodes = match self.store.list_nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                report.refused = Some(format!("the store is unreachable: {e}"));
+                return report;
+            }
+        };
+        if nodes.is_empty() && !mirrors.is_empty() {
+            report.refused = Some("the store lists no nodes while mirrors exist".into());
+            return report;
+        }
+        let now = self.clock.now();
+        for m in mirrors {
+            if nodes.iter().any(|n| n.name.as_str() == m) {
+                continue;
+            }
+            let _ = std::fs::create_dir_all(&trash);
+            let to = trash.join(format!("{m}.{}", now.millis()));
+            match std::fs::rename(mirrors_dir.join(&m), &to) {
+                Ok(()) => {
+                    tracing::warn!(mirror = %m, to = %to.display(), "mirror of an unknown node moved to trash");
+                    report.trashed.push(m);
+                }
+                Err(e) => {
+                    tracing::error!(mirror = %m, error = %e, "cannot move an orphaned mirror to trash")
+                }
+            }
+        }
+        let Ok(rd) = std::fs::read_dir(&trash) else {
+            return report;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(ms) = name
+                .rsplit_once('.')
+                .and_then(|(_, t)| t.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if now.since(ganglion_core::Timestamp::from_millis(ms)) < self.grace {
+                continue;
+            }
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => report.deleted.push(name),
+                Err(err) => {
+                    tracing::error!(path = %e.path().display(), error = %err, "cannot delete trash")
+                }
+            }
+        }
+        report
+    }
+}
+
+#[async_trait]
+impl Worker for OrphanPurge {
+    fn name(&self) -> &'static str {
+        "orphan-purge"
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    let me = &*self;
+                    let r = me.pass().await;
+                    if let Some(why) = r.refused {
+                        tracing::warn!(%why, "orphan purge refused to act");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ganglion_core::secret::Purpose;
+    use ganglion_core::time::ManualClock;
+    use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Secret, Timestamp};
+    use ganglion_store::{Credential, NewInvite, Redemption, SqliteStore};
+
+    use super::*;
+
+    async fn store_with(name: &str) -> Arc<dyn Store> {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let s = Secret::generate();
+        let t0 = Timestamp(0);
+        store
+            .create_invite(&NewInvite {
+                id: InviteId::generate(),
+                secret_hash: s.hash(Purpose::Invite),
+                name_scope: None,
+                policy: None,
+                created_at: t0,
+                expires_at: Timestamp(i64::MAX),
+            })
+            .await
+            .unwrap();
+        store
+            .redeem_invite(&Redemption {
+                invite_hash: s.hash(Purpose::Invite),
+                name: Some(NodeName::parse(name).unwrap()),
+                default_name: None,
+                node_id: NodeId::generate(),
+                credential: Credential {
+                    hash: Secret::generate().hash(Purpose::NodeCredential),
+                },
+                capabilities: Capabilities::default(),
+                now: t0,
+            })
+            .await
+            .unwrap();
+        Arc::new(store)
+    }
+
+    #[tokio::test]
+    async fn trashes_orphans_then_deletes_after_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["kept", "gone"] {
+            std::fs::create_dir_all(dir.path().join("mirrors").join(m).join("sub")).unwrap();
+        }
+        let clock = ManualClock::new(Timestamp(1_000_000));
+        let purge = OrphanPurge {
+            store: store_with("kept").await,
+            data_dir: dir.path().to_path_buf(),
+            clock: Arc::new(clock.clone()),
+            grace: Duration::from_secs(3600),
+            every: Duration::from_secs(60),
+        };
+        let r = purge.pass().await;
+        assert_eq!(r.trashed, vec!["gone".to_owned()]);
+        assert!(dir.path().join("mirrors/kept/sub").exists());
+        assert!(!dir.path().join("mirrors/gone").exists());
+        assert!(
+            purge.pass().await.deleted.is_empty(),
+            "not before the grace period"
+        );
+        clock.advance(Duration::from_secs(3601));
+        assert_eq!(purge.pass().await.deleted.len(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("trash")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_when_the_store_lists_no_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mirrors/n1")).unwrap();
+        let purge = OrphanPurge {
+            store: Arc::new(SqliteStore::in_memory().await.unwrap()),
+            data_dir: dir.path().to_path_buf(),
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+            grace: Duration::ZERO,
+            every: Duration::from_secs(60),
+        };
+        let r = purge.pass().await;
+        assert!(r.refused.is_some());
+        assert!(dir.path().join("mirrors/n1").exists(), "nothing moved");
+    }
+
+    #[tokio::test]
+    async fn refuses_when_the_store_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mirrors/n1")).unwrap();
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.close().await;
+        let purge = OrphanPurge {
+            store: Arc::new(store),
+            data_dir: dir.path().to_path_buf(),
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+            grace: Duration::ZERO,
+            every: Duration::from_secs(60),
+        };
+        assert!(purge.pass().await.refused.unwrap().contains("unreachable"));
+        assert!(dir.path().join("mirrors/n1").exists());
+    }
+}
