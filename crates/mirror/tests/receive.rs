@@ -433,3 +433,51 @@ async fn a_full_disk_fails_the_transfer_cleanly() {
     assert_eq!((locks.locks(), locks.in_flight()), (0, 0));
     assert!(r.verify().await.unwrap().is_empty());
 }
+
+/// A batch that deletes a directory and then moves a file out of it (the node
+/// saw `mv d/e/f d/g; rm -r d/e` and sent the delete first): the move's source
+/// is taken before the delete is placed, so nothing fails and nothing is lost.
+#[tokio::test]
+async fn a_move_out_of_a_directory_deleted_earlier_in_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _locks) = setup(dir.path()).await;
+    upload(&r, "d/e/f", b"content of f", 0o755).unwrap();
+    let f = entry("d/e/f", EntryKind::File, b"content of f", 0o755, 1);
+    let out = r
+        .commit(vec![Op::Write {
+            entry: f,
+            content: Content::Staged,
+        }])
+        .await
+        .unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let out = r
+        .commit(vec![
+            Op::Delete {
+                path: p("d/e"),
+                seq: 2,
+            },
+            Op::Move {
+                from: p("d/e/f"),
+                entry: entry("d/g", EntryKind::File, b"content of f", 0o755, 3),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    assert_eq!(out.done.len(), 2);
+    let mirror = dir.path().join("mirrors/node1");
+    assert!(!mirror.join("d/e").exists());
+    assert_eq!(std::fs::read(mirror.join("d/g")).unwrap(), b"content of f");
+    assert!(staging_is_empty(dir.path()));
+    let paths: Vec<String> = r
+        .index()
+        .list("node1", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    assert_eq!(paths, vec!["d/g"]);
+    assert!(r.verify().await.unwrap().is_empty());
+}

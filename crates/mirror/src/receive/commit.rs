@@ -130,8 +130,20 @@ impl Receiver {
     fn stage(&self, ops: Vec<Op>) -> (Vec<Prepared>, Vec<(Op, TransferFailure)>) {
         let mut ok = Vec::new();
         let mut failed = Vec::new();
+        // Paths an earlier op of this batch deletes: a later move out of them
+        // must take its source before that delete is placed.
+        let mut deleted: Vec<RelPath> = Vec::new();
         for op in ops {
-            match self.stage_one(&op) {
+            let staged = match &op {
+                Op::Move { from, .. } if deleted.iter().any(|d| from.starts_with(d)) => {
+                    self.stage_move_source(from).map(Some)
+                }
+                _ => self.stage_one(&op),
+            };
+            if let Op::Delete { path, .. } = &op {
+                deleted.push(path.clone());
+            }
+            match staged {
                 Ok(name) => ok.push((op, name)),
                 Err(e) => {
                     warn!(path = %op.path(), error = %e, "op failed while staging");
@@ -140,6 +152,18 @@ impl Receiver {
             }
         }
         (ok, failed)
+    }
+
+    /// Hard-links a move's source into staging, so that a delete placed
+    /// before the move (same batch, a parent of the source) cannot take the
+    /// content with it. Placing the move renames this link into place.
+    fn stage_move_source(&self, from: &RelPath) -> Result<String, Error> {
+        let name = format!("{:016x}.move", rand::random::<u64>());
+        self.inner
+            .mirror
+            .hard_link(from.as_str(), &self.inner.staging, &name)
+            .map_err(io_err("link", from))?;
+        Ok(name)
     }
 
     fn stage_one(&self, op: &Op) -> Result<Option<String>, Error> {
@@ -263,8 +287,25 @@ impl Receiver {
             Op::Move { from, entry } => {
                 self.ensure_parent(&entry.path)?;
                 self.clear_dir_at(&entry.path)?;
-                m.rename(from.as_str(), m, entry.path.as_str())
-                    .map_err(io_err("rename", &entry.path))?;
+                match staged {
+                    // The source was linked into staging (see `stage`); an
+                    // earlier op of the batch removed it from the mirror.
+                    Some(name) => {
+                        self.inner
+                            .staging
+                            .rename(name, m, entry.path.as_str())
+                            .map_err(io_err("rename", &entry.path))?;
+                        match m.remove_file(from.as_str()) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                return Err(io_err("unlink", from)(e));
+                            }
+                            _ => {}
+                        }
+                    }
+                    None => m
+                        .rename(from.as_str(), m, entry.path.as_str())
+                        .map_err(io_err("rename", &entry.path))?,
+                }
                 let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
                 let f = self.open_no_follow(&entry.path)?;
                 f.set_permissions(perm)
