@@ -116,6 +116,9 @@ pub struct JoinArgs {
     /// The node's name [default: the invite's name, else the host name]
     #[arg(long, env = "GANGLION_NODE_NAME")]
     pub name: Option<String>,
+    /// How long tasks keep running while the node cannot report them (tests)
+    #[arg(long, hide = true)]
+    pub report_grace: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +126,9 @@ pub struct StartArgs {
     /// The state dir given to `node join` [default: ./ganglion-node]
     #[arg(long, env = "GANGLION_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// How long tasks keep running while the node cannot report them (tests)
+    #[arg(long, hide = true)]
+    pub report_grace: Option<String>,
 }
 
 /// How operator commands find the hub.

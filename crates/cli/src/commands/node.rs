@@ -24,14 +24,21 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             let workspace = workspace_dir(&a.workspace)?;
             let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
             let caps = capabilities::probe();
+            let grace = report_grace(a.report_grace.as_deref())?;
             join::join(&a.invite, name, workspace, &state_dir, caps).await?;
-            start(&state_dir).await
+            start(&state_dir, grace).await
         }
         NodeCommand::Start(a) => {
             let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
-            start(&state_dir).await
+            start(&state_dir, report_grace(a.report_grace.as_deref())?).await
         }
     }
+}
+
+fn report_grace(flag: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
+    flag.map(ganglion_core::time::parse_duration)
+        .transpose()
+        .context("--report-grace")
 }
 
 /// The workspace as an absolute path; it must exist and be a directory.
@@ -45,7 +52,10 @@ pub fn workspace_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a joined node until SIGTERM/SIGINT.
-pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
+pub async fn start(
+    state_dir: &StateDir,
+    report_grace: Option<std::time::Duration>,
+) -> anyhow::Result<ExitCode> {
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
@@ -59,6 +69,9 @@ pub async fn start(state_dir: &StateDir) -> anyhow::Result<ExitCode> {
         state_dir: state_dir.path().to_path_buf(),
         exclude: Vec::new(),
     });
+    if let Some(g) = report_grace {
+        opts.report_grace = g;
+    }
     let agent = Agent::new(opts)?;
     agent.run(cancel).await?;
     Ok(ExitCode::SUCCESS)
