@@ -349,6 +349,23 @@ pub enum MirrorCommand {
     },
     /// Write stdin to a mirrored file (not available yet: hub → node edits)
     Put(PendingArgs),
-    /// Manage hub-owned paths (not available yet)
-    Immutable(PendingArgs),
+    /// Manage hub-owned (immutable) paths: node-side changes under them are not applied
+    Immutable {
+        node: String,
+        #[arg(value_enum)]
+        action: ImmutableAction,
+        /// A gitignore-style glob (for add and rm)
+        pattern: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImmutableAction {
+    Add,
+    Rm,
+    Ls,
 }

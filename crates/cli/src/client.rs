@@ -118,13 +118,24 @@ impl ApiClient {
 
     /// GET with query parameters, answered as raw bytes.
     pub async fn get_bytes(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
-        let req = self.http.get(format!("{}{path}", self.base)).query(query).bearer_auth(&self.token);
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the hub at {}: {}", self.base, ganglion_node::tls::error_chain(&e)))?;
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .bearer_auth(&self.token);
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the hub at {}: {}",
+                self.base,
+                ganglion_node::tls::error_chain(&e)
+            )
+        })?;
         if resp.status().is_success() {
-            return Ok(resp.bytes().await.context("reading the hub's answer")?.to_vec());
+            return Ok(resp
+                .bytes()
+                .await
+                .context("reading the hub's answer")?
+                .to_vec());
         }
         let body = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
@@ -134,8 +145,13 @@ impl ApiClient {
     }
 
     /// GET with query parameters, answered as JSON.
-    pub async fn get_query<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<T> {
-        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    pub async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -158,6 +174,15 @@ impl ApiClient {
         body: &B,
     ) -> anyhow::Result<T> {
         self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn delete_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.delete(format!("{}{path}", self.base)).json(body))
             .await
     }
 

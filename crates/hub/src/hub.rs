@@ -186,6 +186,7 @@ impl Hub {
             options.silence_limit(),
         );
         let mirrors = crate::mirror::Mirrors::open(
+            store.clone(),
             data_dir.root().to_path_buf(),
             registry.clone(),
             clock.clone(),

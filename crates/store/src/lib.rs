@@ -71,6 +71,14 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
 
+    // --- mirrors ---
+    /// A node's immutable path patterns, in the order they were added.
+    async fn immutable_patterns(&self, node_id: &NodeId) -> Result<Vec<String>>;
+    /// Adds a pattern; `false` if it was already there.
+    async fn add_immutable(&self, node_id: &NodeId, pattern: &str, at: Timestamp) -> Result<bool>;
+    /// Removes a pattern; `false` if it was not there.
+    async fn remove_immutable(&self, node_id: &NodeId, pattern: &str) -> Result<bool>;
+
     // --- operators ---
     async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()>;
     async fn admin_token_hashes(&self) -> Result<Vec<SecretHash>>;

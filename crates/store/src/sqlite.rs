@@ -604,6 +604,38 @@ impl Store for SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn immutable_patterns(&self, node_id: &NodeId) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT pattern FROM immutable_paths WHERE node_id = ? ORDER BY created_at, pattern",
+        )
+        .bind(node_id.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn add_immutable(&self, node_id: &NodeId, pattern: &str, at: Timestamp) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO immutable_paths (node_id, pattern, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(node_id.as_str())
+        .bind(pattern)
+        .bind(at.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(Error::db("immutable path"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn remove_immutable(&self, node_id: &NodeId, pattern: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM immutable_paths WHERE node_id = ? AND pattern = ?")
+            .bind(node_id.as_str())
+            .bind(pattern)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()> {
         sqlx::query("INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?)")
             .bind(&hash.as_bytes()[..])

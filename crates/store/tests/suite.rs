@@ -305,6 +305,36 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
     assert!(matches!(missing, Err(Error::NotFound { .. })));
 }
 
+async fn immutable_patterns(store: &dyn Store) {
+    let s = Secret::generate();
+    store.create_invite(&invite(&s, None)).await.unwrap();
+    let node = store
+        .redeem_invite(&redemption(&s, Some("n1"), T0))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .add_immutable(&node.id, "secrets/**", T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_immutable(&node.id, "secrets/**", T0)
+            .await
+            .unwrap(),
+        "added once"
+    );
+    assert!(store.add_immutable(&node.id, "*.lock", T0).await.unwrap());
+    assert_eq!(store.immutable_patterns(&node.id).await.unwrap().len(), 2);
+    assert!(store.remove_immutable(&node.id, "*.lock").await.unwrap());
+    assert!(!store.remove_immutable(&node.id, "*.lock").await.unwrap());
+    assert_eq!(
+        store.immutable_patterns(&node.id).await.unwrap(),
+        vec!["secrets/**".to_owned()]
+    );
+}
+
 macro_rules! backends {
     ($($backend:ident => $open:expr;)*) => {$(
         mod $backend {
@@ -313,6 +343,7 @@ macro_rules! backends {
             #[tokio::test] async fn refusals_write_nothing() { let (s, _d) = $open; super::refusals_write_nothing(&s).await }
             #[tokio::test] async fn policy_status_and_revocation() { let (s, _d) = $open; super::policy_status_and_revocation(&s).await }
             #[tokio::test] async fn admin_tokens() { let (s, _d) = $open; super::admin_tokens(&s).await }
+            #[tokio::test] async fn immutable_patterns() { let (s, _d) = $open; super::immutable_patterns(&s).await }
             #[tokio::test] async fn journal_records_changes_and_late_results() { let (s, _d) = $open; super::journal_records_changes_and_late_results(&s).await }
         }
     )*};

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::invite::encode;
 use super::{Failure, not_yet, out, print_json};
-use crate::cli::MirrorCommand;
+use crate::cli::{ImmutableAction, MirrorCommand};
 use crate::client::ApiClient;
 
 /// The fields CONTRACT.md lists for `mirror ls --json`.
@@ -24,33 +24,57 @@ struct FileOut<'a> {
 
 pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        MirrorCommand::Ls { node, path, json, hub } => {
+        MirrorCommand::Ls {
+            node,
+            path,
+            json,
+            hub,
+        } => {
             let q: Vec<(&str, &str)> = path.as_deref().map(|p| ("path", p)).into_iter().collect();
-            let files: Vec<MirrorFile> =
-                ApiClient::locate(&hub)?.get_query(&format!("/api/v1/mirrors/{}/files", encode(&node)), &q).await?;
+            let files: Vec<MirrorFile> = ApiClient::locate(&hub)?
+                .get_query(&format!("/api/v1/mirrors/{}/files", encode(&node)), &q)
+                .await?;
             if json {
                 let v: Vec<FileOut<'_>> = files
                     .iter()
-                    .map(|f| FileOut { path: &f.path, size: f.size, hash: f.hash.as_deref(), mtime: &f.mtime, kind: &f.kind })
+                    .map(|f| FileOut {
+                        path: &f.path,
+                        size: f.size,
+                        hash: f.hash.as_deref(),
+                        mtime: &f.mtime,
+                        kind: &f.kind,
+                    })
                     .collect();
                 print_json(&v)?;
             } else {
                 for f in &files {
-                    let extra = f.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                    out(format!("{:<7} {:>12} {} {}{extra}", f.kind, f.size, f.mtime, f.path));
+                    let extra = f
+                        .target
+                        .as_deref()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default();
+                    out(format!(
+                        "{:<7} {:>12} {} {}{extra}",
+                        f.kind, f.size, f.mtime, f.path
+                    ));
                 }
             }
         }
         MirrorCommand::Cat { node, path, hub } => {
             let data = ApiClient::locate(&hub)?
-                .get_bytes(&format!("/api/v1/mirrors/{}/file", encode(&node)), &[("path", &path)])
+                .get_bytes(
+                    &format!("/api/v1/mirrors/{}/file", encode(&node)),
+                    &[("path", &path)],
+                )
                 .await?;
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&data)?;
             stdout.flush()?;
         }
         MirrorCommand::Status { node, json, hub } => {
-            let s: MirrorStatus = ApiClient::locate(&hub)?.get(&format!("/api/v1/mirrors/{}/status", encode(&node))).await?;
+            let s: MirrorStatus = ApiClient::locate(&hub)?
+                .get(&format!("/api/v1/mirrors/{}/status", encode(&node)))
+                .await?;
             if json {
                 print_json(&serde_json::json!({
                     "files": s.files, "bytes": s.bytes, "pending": s.pending,
@@ -61,26 +85,71 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
                 out(format!("bytes:     {}", s.bytes));
                 out(format!("pending:   {}", s.pending));
                 out(format!("in flight: {}", s.in_flight));
-                out(format!("last sync: {}", s.last_sync.as_deref().unwrap_or("never")));
+                out(format!(
+                    "last sync: {}",
+                    s.last_sync.as_deref().unwrap_or("never")
+                ));
                 if s.refused > 0 {
-                    out(format!("refused:   {} (changes under immutable paths)", s.refused));
+                    out(format!(
+                        "refused:   {} (changes under immutable paths)",
+                        s.refused
+                    ));
                 }
             }
         }
         MirrorCommand::Verify { node, hub } => {
             let path = format!("/api/v1/mirrors/{}/verify", encode(&node));
-            let r: VerifyReport = ApiClient::locate(&hub)?.post(&path, &serde_json::json!({})).await?;
+            let r: VerifyReport = ApiClient::locate(&hub)?
+                .post(&path, &serde_json::json!({}))
+                .await?;
             for m in &r.mismatches {
-                out(format!("MISMATCH {}: index {} but found {}", m.path, m.expected, m.found));
+                out(format!(
+                    "MISMATCH {}: index {} but found {}",
+                    m.path, m.expected, m.found
+                ));
             }
             if !r.mismatches.is_empty() {
-                let msg = format!("{} of {} mirrored paths do not match the index", r.mismatches.len(), r.checked);
+                let msg = format!(
+                    "{} of {} mirrored paths do not match the index",
+                    r.mismatches.len(),
+                    r.checked
+                );
                 return Err(Failure::error(1, msg));
             }
             out(format!("ok: {} paths match the index", r.checked));
         }
         MirrorCommand::Put(_) => return not_yet("mirror put"),
-        MirrorCommand::Immutable(_) => return not_yet("mirror immutable"),
+        MirrorCommand::Immutable {
+            node,
+            action,
+            pattern,
+            json,
+            hub,
+        } => {
+            let path = format!("/api/v1/mirrors/{}/immutable", encode(&node));
+            let client = ApiClient::locate(&hub)?;
+            let patterns: Vec<String> = match (action, pattern) {
+                (ImmutableAction::Ls, _) => client.get(&path).await?,
+                (ImmutableAction::Add, Some(p)) => {
+                    client
+                        .post(&path, &serde_json::json!({ "pattern": p }))
+                        .await?
+                }
+                (ImmutableAction::Rm, Some(p)) => {
+                    client
+                        .delete_json(&path, &serde_json::json!({ "pattern": p }))
+                        .await?
+                }
+                (_, None) => return Err(Failure::error(2, "add and rm take a PATTERN")),
+            };
+            if json {
+                print_json(&patterns)?;
+            } else {
+                for p in patterns {
+                    out(p);
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

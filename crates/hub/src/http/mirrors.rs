@@ -152,3 +152,59 @@ pub async fn verify(
             .collect(),
     }))
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImmutableChange {
+    pub pattern: String,
+}
+
+pub async fn immutable_ls(
+    State(core): Core,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<String>>, Error> {
+    let n = node(&core, &name).await?;
+    Ok(Json(
+        core.mirrors
+            .immutable_patterns(n.name.as_str(), &n.id)
+            .await?,
+    ))
+}
+
+async fn immutable_change(
+    core: &HubCore,
+    name: &str,
+    pattern: &str,
+    add: bool,
+) -> Result<Json<Vec<String>>, Error> {
+    let bad = pattern.trim().is_empty()
+        || pattern.contains('\0')
+        || pattern.len() > 1024
+        || pattern.contains('\n');
+    if bad {
+        return Err(Error::InvalidArgument(format!(
+            "invalid pattern {pattern:?}"
+        )));
+    }
+    let n = node(core, name).await?;
+    Ok(Json(
+        core.mirrors
+            .change_immutable(n.name.as_str(), &n.id, pattern, add)
+            .await?,
+    ))
+}
+
+pub async fn immutable_add(
+    State(core): Core,
+    Path(name): Path<String>,
+    Json(c): Json<ImmutableChange>,
+) -> Result<Json<Vec<String>>, Error> {
+    immutable_change(&core, &name, &c.pattern, true).await
+}
+
+pub async fn immutable_rm(
+    State(core): Core,
+    Path(name): Path<String>,
+    Json(c): Json<ImmutableChange>,
+) -> Result<Json<Vec<String>>, Error> {
+    immutable_change(&core, &name, &c.pattern, false).await
+}

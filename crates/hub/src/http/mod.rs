@@ -39,6 +39,12 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/api/v1/mirrors/{node}/file", get(mirrors::cat))
         .route("/api/v1/mirrors/{node}/status", get(mirrors::status))
         .route("/api/v1/mirrors/{node}/verify", post(mirrors::verify))
+        .route(
+            "/api/v1/mirrors/{node}/immutable",
+            get(mirrors::immutable_ls)
+                .post(mirrors::immutable_add)
+                .delete(mirrors::immutable_rm),
+        )
         .route("/api/v1/tasks", post(tasks::run).get(tasks::list))
         .route("/api/v1/tasks/{id}", get(tasks::show))
         .route("/api/v1/tasks/{id}/events", get(tasks::events))

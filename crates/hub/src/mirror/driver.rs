@@ -7,7 +7,6 @@ use std::time::Duration;
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeId, RelPath, Timestamp};
 use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
-use ganglion_mirror::index::Loaded;
 use ganglion_mirror::receive::Receiver;
 use ganglion_mirror::{ContentHash, Notice, SinkEngine, TransferFailure};
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +38,7 @@ pub enum DriverEvent {
     Status {
         reply: oneshot::Sender<MirrorStatus>,
     },
+    SetImmutable(ganglion_mirror::ImmutablePaths),
     Receiver {
         reply: oneshot::Sender<Receiver>,
     },
@@ -73,18 +73,13 @@ pub struct Driver {
 impl Driver {
     pub fn new(
         node: (String, NodeId),
-        loaded: Loaded,
+        engine: SinkEngine,
         receiver: Receiver,
         registry: Registry,
         clock: SharedClock,
         me: mpsc::UnboundedSender<DriverEvent>,
     ) -> Self {
         let (node, node_id) = node;
-        let engine = SinkEngine::new(
-            loaded.entries,
-            loaded.peer_seq,
-            ganglion_mirror::ImmutablePaths::default(),
-        );
         Self {
             node,
             node_id,
@@ -120,6 +115,7 @@ impl Driver {
                     failure,
                 },
                 DriverEvent::RetryDue { path } => SinkEvent::RetryDue { path },
+                DriverEvent::SetImmutable(i) => SinkEvent::SetImmutable(i),
                 DriverEvent::Committed { done, failed } => {
                     self.committing = false;
                     SinkEvent::Committed { done, failed }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use ganglion_core::NodeId;
 use ganglion_core::time::SharedClock;
+use ganglion_mirror::ImmutablePaths;
 use ganglion_mirror::index::Index;
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
@@ -40,10 +41,14 @@ pub struct Mirrors {
     metrics: Metrics,
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<DriverEvent>>>,
     receivers: Mutex<HashMap<String, Receiver>>,
+    store: Arc<dyn ganglion_store::Store>,
+    /// Immutable paths per node: held in memory, versioned, never read per chunk.
+    immutable: Mutex<HashMap<String, ImmutablePaths>>,
 }
 
 impl Mirrors {
     pub async fn open(
+        store: Arc<dyn ganglion_store::Store>,
         data_dir: PathBuf,
         registry: Registry,
         clock: SharedClock,
@@ -61,6 +66,8 @@ impl Mirrors {
             metrics,
             drivers: Mutex::default(),
             receivers: Mutex::default(),
+            store,
+            immutable: Mutex::default(),
         }))
     }
 
@@ -109,11 +116,18 @@ impl Mirrors {
             .load(node)
             .await
             .map_err(|e| Error::Unavailable(format!("loading the mirror index: {e}")))?;
+        let patterns = self.store.immutable_patterns(node_id).await?;
+        let immutable = ImmutablePaths::new(1, patterns)
+            .map_err(|e| Error::Unavailable(format!("stored immutable paths of {node}: {e}")))?;
+        self.immutable
+            .lock()
+            .expect("lock")
+            .insert(node.to_owned(), immutable.clone());
         let receiver_for_reaper = receiver.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let driver = driver::Driver::new(
             (node.to_owned(), node_id.clone()),
-            loaded,
+            ganglion_mirror::SinkEngine::new(loaded.entries, loaded.peer_seq, immutable),
             receiver,
             self.registry.clone(),
             self.clock.clone(),
@@ -187,7 +201,72 @@ impl Mirrors {
         &self.data_dir
     }
 
-    pub fn immutable_of(&self, _node: &str) -> ganglion_mirror::ImmutablePaths {
-        ganglion_mirror::ImmutablePaths::default()
+    /// The node's immutable paths as they are now (checked at transfer start).
+    pub fn immutable_of(&self, node: &str) -> ImmutablePaths {
+        self.immutable
+            .lock()
+            .expect("lock")
+            .get(node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn immutable_patterns(
+        &self,
+        node: &str,
+        node_id: &NodeId,
+    ) -> Result<Vec<String>, Error> {
+        self.driver(node, node_id).await?;
+        Ok(self.immutable_of(node).patterns().to_vec())
+    }
+
+    /// Adds or removes a pattern: stored first, then a new version is pushed
+    /// to the driver (which checks it again before every commit).
+    pub async fn change_immutable(
+        &self,
+        node: &str,
+        node_id: &NodeId,
+        pattern: &str,
+        add: bool,
+    ) -> Result<Vec<String>, Error> {
+        self.driver(node, node_id).await?;
+        let current = self.immutable_of(node);
+        let mut patterns: Vec<String> = current.patterns().to_vec();
+        if add {
+            patterns.push(pattern.to_owned());
+        } else {
+            patterns.retain(|p| p != pattern);
+        }
+        // Validate before storing anything.
+        let next = ImmutablePaths::new(current.version() + 1, patterns)
+            .map_err(|e| Error::InvalidArgument(format!("pattern {pattern:?}: {e}")))?;
+        let changed = if add {
+            self.store
+                .add_immutable(node_id, pattern, self.clock.now())
+                .await?
+        } else {
+            self.store.remove_immutable(node_id, pattern).await?
+        };
+        if !changed {
+            let what = if add {
+                "is already immutable"
+            } else {
+                "is not an immutable pattern"
+            };
+            return Err(Error::Conflict(format!("{pattern:?} {what} for {node}")));
+        }
+        self.immutable
+            .lock()
+            .expect("lock")
+            .insert(node.to_owned(), next.clone());
+        self.send(node, DriverEvent::SetImmutable(next.clone()));
+        tracing::info!(
+            node,
+            pattern,
+            add,
+            version = next.version(),
+            "immutable paths changed"
+        );
+        Ok(next.patterns().to_vec())
     }
 }
