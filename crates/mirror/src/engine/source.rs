@@ -266,6 +266,39 @@ impl SourceEngine {
         let mut plain_deletes: Vec<&RelPath> =
             removed.iter().filter(|p| !renamed.contains(p)).collect();
         plain_deletes.sort_by(|a, b| b.cmp(a));
+        // Except a rename out of a deleted directory (`mv d/e/f d/g; rm -r d/e`):
+        // it goes before that delete, or the hub's copy of its content would be
+        // deleted first and sent again. Only when nothing removed is at, above
+        // or below its target, so the rename cannot collide with a delete.
+        changed.sort_by(|a, b| a.path.cmp(&b.path));
+        let hoist = |e: &Entry| {
+            rename_from.get(&e.path).is_some_and(|from| {
+                plain_deletes.iter().any(|d| from.starts_with(d))
+                    && !removed
+                        .iter()
+                        .any(|r| e.path.starts_with(r) || r.starts_with(&e.path))
+            })
+        };
+        let (mut early, mut changed): (Vec<Entry>, Vec<Entry>) =
+            changed.into_iter().partition(|e| hoist(e));
+        for e in &mut early {
+            self.seq += 1;
+            let from = &rename_from[&e.path];
+            e.seq = self.seq;
+            e.version = Version {
+                origin: Replica::Node,
+                seq: self.seq,
+            };
+            tombs.push(Tombstone {
+                path: from.clone(),
+                seq: self.seq,
+                hash: file_hash(e),
+            });
+            notices.push(Notice::Rename {
+                from: from.clone(),
+                entry: e.clone(),
+            });
+        }
         for p in plain_deletes {
             self.seq += 1;
             let hash = self.entries.get(p).and_then(file_hash);
@@ -279,7 +312,6 @@ impl SourceEngine {
                 seq: self.seq,
             });
         }
-        changed.sort_by(|a, b| a.path.cmp(&b.path));
         for e in &mut changed {
             self.seq += 1;
             e.seq = self.seq;
@@ -308,6 +340,7 @@ impl SourceEngine {
             self.tombstones.insert(t.path.clone(), t.clone());
         }
         let mut record = stat_only;
+        record.extend(early);
         record.extend(changed);
         for e in &record {
             self.tombstones.remove(&e.path);

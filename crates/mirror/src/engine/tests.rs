@@ -130,6 +130,30 @@ fn a_removed_directory_sends_deletes_deepest_first() {
 }
 
 #[test]
+fn a_rename_out_of_a_deleted_directory_goes_before_the_delete() {
+    // `mv d/e/f d/g; rm -r d/e`: the hub must move its copy before deleting d/e.
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![
+        dir("d"),
+        dir("d/e"),
+        file("d/e/f", b"content", 7),
+    ])));
+    let a = s.handle(SourceEvent::Observed(Observation::Partial {
+        upserts: vec![file("d/g", b"content", 7)],
+        removed: vec![p("d/e")],
+    }));
+    let n = sends(&a);
+    assert!(
+        matches!(&n[..], [Notice::Rename { from, entry }, Notice::Delete { path, .. }]
+            if from.as_str() == "d/e/f" && entry.path.as_str() == "d/g" && path.as_str() == "d/e"),
+        "{n:?}"
+    );
+    assert!(n[0].seq() < n[1].seq());
+    // The same order after a restart.
+    assert!(matches!(s.changes_since(1)[0], Notice::Rename { .. }));
+}
+
+#[test]
 fn reconnect_cost_is_proportional_to_changes_not_tree_size() {
     let mut s = connected_source();
     let tree: Vec<Entry> = (0..1000)
