@@ -75,67 +75,87 @@ pub struct PurgeReport {
 
 impl OrphanPurge {
     pub async fn pass(&self) -> PurgeReport {
-        let mut report = PurgeReport::default();
-        let mirrors_dir = self.data_dir.join("mirrors");
-        let trash = self.data_dir.join("trash");
-        let mirrors: Vec<String> = match std::fs::read_dir(&mirrors_dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
         let nodes = match self.store.list_nodes().await {
-            Ok(n) => n,
+            Ok(n) => n
+                .into_iter()
+                .map(|n| n.name.to_string())
+                .collect::<Vec<_>>(),
             Err(e) => {
-                report.refused = Some(format!("the store is unreachable: {e}"));
-                return report;
+                return PurgeReport {
+                    refused: Some(format!("the store is unreachable: {e}")),
+                    ..Default::default()
+                };
             }
         };
-        if nodes.is_empty() && !mirrors.is_empty() {
-            report.refused = Some("the store lists no nodes while mirrors exist".into());
-            return report;
-        }
-        let now = self.clock.now();
-        for m in mirrors {
-            if nodes.iter().any(|n| n.name.as_str() == m) {
-                continue;
-            }
-            let _ = std::fs::create_dir_all(&trash);
-            let to = trash.join(format!("{m}.{}", now.millis()));
-            match std::fs::rename(mirrors_dir.join(&m), &to) {
-                Ok(()) => {
-                    tracing::warn!(mirror = %m, to = %to.display(), "mirror of an unknown node moved to trash");
-                    report.trashed.push(m);
-                }
-                Err(e) => {
-                    tracing::error!(mirror = %m, error = %e, "cannot move an orphaned mirror to trash")
-                }
-            }
-        }
-        let Ok(rd) = std::fs::read_dir(&trash) else {
-            return report;
-        };
-        for e in rd.filter_map(|e| e.ok()) {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(ms) = name
-                .rsplit_once('.')
-                .and_then(|(_, t)| t.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            if now.since(ganglion_core::Timestamp::from_millis(ms)) < self.grace {
-                continue;
-            }
-            match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => report.deleted.push(name),
-                Err(err) => {
-                    tracing::error!(path = %e.path().display(), error = %err, "cannot delete trash")
-                }
-            }
-        }
-        report
+        let (dir, now, grace) = (self.data_dir.clone(), self.clock.now(), self.grace);
+        // Filesystem work never runs on the async runtime.
+        tokio::task::spawn_blocking(move || purge_dirs(&dir, &nodes, now, grace))
+            .await
+            .unwrap_or_else(|e| PurgeReport {
+                refused: Some(format!("purge task failed: {e}")),
+                ..Default::default()
+            })
     }
+}
+
+fn purge_dirs(
+    data_dir: &std::path::Path,
+    nodes: &[String],
+    now: ganglion_core::Timestamp,
+    grace: Duration,
+) -> PurgeReport {
+    let mut report = PurgeReport::default();
+    let mirrors_dir = data_dir.join("mirrors");
+    let trash = data_dir.join("trash");
+    let mirrors: Vec<String> = match std::fs::read_dir(&mirrors_dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if nodes.is_empty() && !mirrors.is_empty() {
+        report.refused = Some("the store lists no nodes while mirrors exist".into());
+        return report;
+    }
+    for m in mirrors {
+        if nodes.contains(&m) {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(&trash);
+        let to = trash.join(format!("{m}.{}", now.millis()));
+        match std::fs::rename(mirrors_dir.join(&m), &to) {
+            Ok(()) => {
+                tracing::warn!(mirror = %m, to = %to.display(), "mirror of an unknown node moved to trash");
+                report.trashed.push(m);
+            }
+            Err(e) => {
+                tracing::error!(mirror = %m, error = %e, "cannot move an orphaned mirror to trash")
+            }
+        }
+    }
+    let Ok(rd) = std::fs::read_dir(&trash) else {
+        return report;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(ms) = name
+            .rsplit_once('.')
+            .and_then(|(_, t)| t.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if now.since(ganglion_core::Timestamp::from_millis(ms)) < grace {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => report.deleted.push(name),
+            Err(err) => {
+                tracing::error!(path = %e.path().display(), error = %err, "cannot delete trash")
+            }
+        }
+    }
+    report
 }
 
 #[async_trait]
