@@ -583,10 +583,17 @@ fn a_node_that_reconnects_reports_a_late_result_and_history_keeps_the_failure() 
     );
     let _g = GroupGuard(pid);
     ev.expect("output");
+    // A second task ends while the node is stopped: its result waits in the
+    // node until the next session.
+    let (mut ev2, id2, pid2) = m.start(&["sleep", "2"], json!({}));
+    let _g2 = GroupGuard(pid2);
 
     // Stopped, the node misses its heartbeats; the hub drops it and fails the task.
     m.node.signal(libc::SIGSTOP);
     let (_, task) = ev.finish();
+    let (_, task2) = ev2.finish();
+    assert_eq!(task2["status"], "failed", "{task2}");
+    assert!(!alive(pid2), "sleep 2 is over by now");
     assert_eq!(task["status"], "failed");
     let err = task["error"].as_str().unwrap().to_owned();
     assert!(err.starts_with("node lost: ") && err.contains("heartbeat"), "{err}");
@@ -606,7 +613,14 @@ fn a_node_that_reconnects_reports_a_late_result_and_history_keeps_the_failure() 
         .unwrap_or_else(|| panic!("history lost the disconnection: {h:?}"));
     let late_at = h.iter().position(|(_, n)| n.contains("late")).unwrap();
     assert!(failed_at < late_at, "{h:?}");
-    assert!(h[late_at].1.contains('5') || t["exit_code"] == 5, "the late exit code is recorded: {t}");
+    assert_eq!(h[late_at].1, "late result from the node: failed (exit code 5)");
+    assert_eq!(t["exit_code"], 5);
+    assert!(t["error"].as_str().unwrap().starts_with("node lost"), "the diagnostic stays");
+    // The task that ended during the disconnection is settled too, not lost.
+    let t2 = wait_task(&m, &id2, "the late result of the task that ended meanwhile", READY, |t| {
+        history(t).iter().any(|(_, n)| n.contains("late"))
+    });
+    assert_eq!(t2["status"], "succeeded", "{t2}");
     assert!(!alive(pid));
     // The node is healthy afterwards.
     assert_eq!(m.run(&[], &["echo", "ok"]).status.code(), Some(0));
