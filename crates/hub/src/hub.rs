@@ -214,6 +214,10 @@ impl Hub {
         let workers: Vec<Box<dyn Worker>> = vec![
             Box::new(status_writer),
             Box::new(monitor),
+            Box::new(crate::task_lease::TaskLeaseMonitor {
+                tasks: core.tasks.clone(),
+                every: Duration::from_secs(5),
+            }),
             Box::new(crate::mirror::workers::TransferReaper {
                 mirrors: core.mirrors.clone(),
                 every: Duration::from_secs(10),

@@ -28,6 +28,7 @@ pub mod monitor;
 pub mod nodes;
 pub mod options;
 pub mod registry;
+pub mod task_lease;
 pub mod tasks;
 pub mod tls;
 pub mod worker;

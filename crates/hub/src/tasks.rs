@@ -97,7 +97,14 @@ struct LiveTask {
     stderr: Vec<u8>,
     truncated: bool,
     last_seq: Option<u64>,
+    /// When the task was dispatched; its lease runs out at
+    /// `dispatched + timeout + LEASE_GRACE`.
+    dispatched: tokio::time::Instant,
 }
+
+/// How long past its timeout a task may stay unfinished before the hub stops
+/// waiting for its node: the node kills at the timeout and reports at once.
+pub const LEASE_GRACE: Duration = Duration::from_secs(60);
 
 impl LiveTask {
     fn keep(&mut self, stream: OutputStream, data: &[u8]) {
@@ -213,6 +220,7 @@ impl Tasks {
                 stderr: Vec::new(),
                 truncated: false,
                 last_seq: None,
+                dispatched: tokio::time::Instant::now(),
             },
         );
         let dispatch = Dispatch {
@@ -422,6 +430,36 @@ impl Tasks {
     }
 
     /// Fails every unfinished task of a node whose stream ended, with a diagnostic.
+    /// Fails every live task whose lease ran out (its node, though connected,
+    /// never reported an end), and asks the node to kill it. Returns how many.
+    pub async fn expire_leases(&self, now: tokio::time::Instant) -> Result<usize, Error> {
+        let expired: Vec<(TaskId, NodeId, Duration)> = self
+            .live
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, t)| now.duration_since(t.dispatched) > t.timeout + LEASE_GRACE)
+            .map(|(id, t)| (id.clone(), t.node_id.clone(), t.timeout))
+            .collect();
+        for (id, node, timeout) in &expired {
+            if let Some(conn) = self.registry.get(node) {
+                conn.send(ToNode::Cancel(id.clone()));
+            }
+            let error = format!(
+                "lease expired: no result from the node within its timeout ({}) plus {} s",
+                ganglion_core::time::format_duration(*timeout),
+                LEASE_GRACE.as_secs()
+            );
+            tracing::warn!(task = %id, "task lease expired");
+            let end = TaskEnd {
+                lost: true,
+                ..self.end(id, TaskStatus::Failed, None, Some(error))
+            };
+            self.finish(end, 0).await?;
+        }
+        Ok(expired.len())
+    }
+
     pub async fn on_node_lost(
         &self,
         node: &NodeId,
@@ -639,7 +677,10 @@ mod tests {
         assert_eq!(rec.stdout, b"ok\n");
         assert_eq!(tasks.live_count(), 0);
         assert!(matches!(rx.try_recv(), Ok(TaskEvent::Started { pid: 7 })));
-        assert!(matches!(rx.try_recv(), Ok(TaskEvent::Output { seq: 0, .. })));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TaskEvent::Output { seq: 0, .. })
+        ));
         assert!(matches!(rx.try_recv(), Ok(TaskEvent::Finished(_))));
     }
 }

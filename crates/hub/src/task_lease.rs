@@ -1,0 +1,117 @@
+//! The task lease monitor: a supervised worker that fails tasks whose node
+//! stays connected but never reports their end, so nothing stays `running`
+//! forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::tasks::Tasks;
+use crate::worker::Worker;
+
+pub struct TaskLeaseMonitor {
+    pub tasks: Arc<Tasks>,
+    pub every: Duration,
+}
+
+#[async_trait]
+impl Worker for TaskLeaseMonitor {
+    fn name(&self) -> &'static str {
+        "task-lease-monitor"
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    self.tasks.expire_leases(tokio::time::Instant::now()).await.map_err(|e| format!("expiring task leases: {e}"))?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ganglion_core::secret::Purpose;
+    use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Secret, SystemClock, Timestamp};
+    use ganglion_store::{Credential, NewInvite, Redemption, SqliteStore, Store, TaskStatus};
+
+    use crate::metrics::Metrics;
+    use crate::registry::Registry;
+    use crate::tasks::{LEASE_GRACE, TaskEvent, TaskSpec};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_whose_node_never_reports_fails_when_its_lease_runs_out() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let s = Secret::generate();
+        store
+            .create_invite(&NewInvite {
+                id: InviteId::generate(),
+                secret_hash: s.hash(Purpose::Invite),
+                name_scope: None,
+                policy: None,
+                created_at: Timestamp(0),
+                expires_at: Timestamp(i64::MAX),
+            })
+            .await
+            .unwrap();
+        let node = store
+            .redeem_invite(&Redemption {
+                invite_hash: s.hash(Purpose::Invite),
+                name: Some(NodeName::parse("n1").unwrap()),
+                default_name: None,
+                node_id: NodeId::generate(),
+                credential: Credential {
+                    hash: Secret::generate().hash(Purpose::NodeCredential),
+                },
+                capabilities: Capabilities::default(),
+                now: Timestamp(0),
+            })
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let registry = Registry::new(Metrics::new());
+        // A connected node that will never answer.
+        let _parts = registry.register(node.id.clone(), node.name.clone(), None, Timestamp(0));
+        let tasks = Arc::new(Tasks::new(store.clone(), registry, Arc::new(SystemClock)));
+        let spec = TaskSpec {
+            argv: vec!["sleep".into(), "1".into()],
+            cwd: None,
+            env: vec![],
+            timeout: Some(Duration::from_secs(10)),
+            output_cap: None,
+        };
+        let (id, mut events) = tasks.submit("n1", spec).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let lease = Duration::from_secs(10) + LEASE_GRACE;
+        let early = t0 + lease - Duration::from_secs(1);
+        assert_eq!(
+            tasks.expire_leases(early).await.unwrap(),
+            0,
+            "still within its lease"
+        );
+        assert_eq!(
+            tasks
+                .expire_leases(t0 + lease + Duration::from_secs(1))
+                .await
+                .unwrap(),
+            1
+        );
+        let rec = store.get_task(&id).await.unwrap().unwrap();
+        assert_eq!(rec.status, TaskStatus::Failed);
+        assert!(rec.error.unwrap().contains("lease expired"));
+        let mut finished = false;
+        while let Ok(e) = events.try_recv() {
+            finished |= matches!(e, TaskEvent::Finished(_));
+        }
+        assert!(finished, "watchers are told");
+        assert_eq!(tasks.live_count(), 0);
+    }
+}
