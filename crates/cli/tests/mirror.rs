@@ -44,11 +44,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Node> {
         };
         for e in rd.flatten() {
             let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let Ok(md) = std::fs::symlink_metadata(&p) else {
                 continue;
             };
@@ -146,10 +142,14 @@ fn status(hub: &Hub, node: &str) -> Value {
 /// `mirror status` reports `files` regular files and nothing pending.
 #[track_caller]
 fn wait_in_sync(hub: &Hub, node: &str, files: u64, within: Duration) -> Value {
-    wait_for(&format!("{node} in sync with {files} files"), within, || {
-        let s = status(hub, node);
-        (s["files"] == files && s["pending"] == 0 && s["in_flight"] == 0).then_some(s)
-    })
+    wait_for(
+        &format!("{node} in sync with {files} files"),
+        within,
+        || {
+            let s = status(hub, node);
+            (s["files"] == files && s["pending"] == 0 && s["in_flight"] == 0).then_some(s)
+        },
+    )
 }
 
 fn write(ws: &Path, rel: &str, data: &[u8]) {
@@ -244,7 +244,10 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
     // `mirror ls --json`: the contract's fields, hashes as algo:hex.
     let ls = hub.json(&["mirror", "ls", "n1"]);
     let ls = ls.as_array().unwrap();
-    let a = ls.iter().find(|e| e["path"] == "a.txt").expect("a.txt listed");
+    let a = ls
+        .iter()
+        .find(|e| e["path"] == "a.txt")
+        .expect("a.txt listed");
     assert_eq!(a["size"], 6);
     assert_eq!(
         a["hash"],
@@ -301,7 +304,12 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
     // An ignored file changing sends nothing.
     write(&ws, "late.log", b"still ignored\n");
     write(&ws, "marker", b"m\n");
-    wait_mirror(&hub, "n1", &expected(&ws, &["late.log", "debug.log", "build"]), CHANGE);
+    wait_mirror(
+        &hub,
+        "n1",
+        &expected(&ws, &["late.log", "debug.log", "build"]),
+        CHANGE,
+    );
 
     let st = wait_in_sync(&hub, "n1", 7, CHANGE);
     assert_eq!(st["in_flight"], 0);
@@ -372,13 +380,20 @@ fn restarts_rehash_nothing() {
     let s = Scene::new();
     let ws = s.workspace("n1");
     for i in 0..200 {
-        write(&ws, &format!("src/m{}/f{i}.txt", i % 10), format!("file {i}\n").as_bytes());
+        write(
+            &ws,
+            &format!("src/m{}/f{i}.txt", i % 10),
+            format!("file {i}\n").as_bytes(),
+        );
     }
     write(&ws, "blob", &noise(2 << 20, 3));
     let (mut hub, mut node) = hub_and_node(&s);
     wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
     wait_in_sync(&hub, "n1", 201, CHANGE);
-    assert!(hashed(&hub) >= (2 << 20) as f64, "the initial sync was hashed");
+    assert!(
+        hashed(&hub) >= (2 << 20) as f64,
+        "the initial sync was hashed"
+    );
 
     // Hub restart on the same ports: the node reconnects by itself; the hub
     // re-hashes nothing it already holds.
@@ -426,7 +441,11 @@ fn hub_sigkill_mid_sync_recovers_clean() {
     let s = Scene::new();
     let ws = s.workspace("n1");
     for i in 0..2000 {
-        write(&ws, &format!("many/d{}/f{i}", i % 40), format!("small file {i}\n").as_bytes());
+        write(
+            &ws,
+            &format!("many/d{}/f{i}", i % 40),
+            format!("small file {i}\n").as_bytes(),
+        );
     }
     write(&ws, "large.bin", &noise(50 << 20, 4));
     let hub = s.hub("hub", &[]);

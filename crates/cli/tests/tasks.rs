@@ -345,7 +345,13 @@ fn kib(pid: u32, field: &str) -> u64 {
 
 /// Polls the journal until task `id` satisfies `f`.
 #[track_caller]
-fn wait_task(m: &Mesh, id: &str, what: &str, within: Duration, f: impl Fn(&Value) -> bool) -> Value {
+fn wait_task(
+    m: &Mesh,
+    id: &str,
+    what: &str,
+    within: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
     wait_for(what, within, || Some(m.show(id)).filter(|t| f(t)))
 }
 
@@ -414,9 +420,19 @@ fn output_streams_live_in_order_and_exit_codes_pass_through() {
     assert_eq!(by_argv("false")["status"], "failed");
     assert_eq!(by_argv("false")["exit_code"], 1);
     assert_eq!(by_argv("sh")["exit_code"], 126);
-    assert!(by_argv("sh")["error"].as_str().unwrap().contains("strict policy"));
+    assert!(
+        by_argv("sh")["error"]
+            .as_str()
+            .unwrap()
+            .contains("strict policy")
+    );
     let shown = m.show(by_argv("echo")["id"].as_str().unwrap());
-    assert_eq!(STANDARD.decode(shown["stdout_b64"].as_str().unwrap()).unwrap(), b"hello\n");
+    assert_eq!(
+        STANDARD
+            .decode(shown["stdout_b64"].as_str().unwrap())
+            .unwrap(),
+        b"hello\n"
+    );
 
     // Interleaved stdout/stderr keeps its order, and output arrives while the
     // task is still running: it prints, then waits for a file only this test
@@ -430,7 +446,10 @@ fn output_streams_live_in_order_and_exit_codes_pass_through() {
     let mut seqs = Vec::new();
     while seen.len() < 4 {
         let e = ev.next().expect("stream open");
-        assert_eq!(e["event"], "output", "no other event before the task ends: {e}");
+        assert_eq!(
+            e["event"], "output",
+            "no other event before the task ends: {e}"
+        );
         seqs.push(e["seq"].as_u64().unwrap());
         let (stream, data) = output(&e);
         for l in String::from_utf8(data).unwrap().lines() {
@@ -438,17 +457,31 @@ fn output_streams_live_in_order_and_exit_codes_pass_through() {
         }
     }
     assert_eq!(seen, ["stdout:o1", "stderr:e1", "stdout:o2", "stderr:e2"]);
-    assert_eq!(m.show(&id)["status"], "running", "the output came before the end");
+    assert_eq!(
+        m.show(&id)["status"],
+        "running",
+        "the output came before the end"
+    );
     std::fs::write(m.ws().join("go"), "").unwrap();
     let (rest, task) = ev.finish();
     assert!(rest.len() >= 2);
     assert_eq!(task["status"], "failed");
     assert_eq!(task["exit_code"], 3);
-    assert!(task["error"].is_null(), "a plain non-zero exit has no error");
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq increases: {seqs:?}");
+    assert!(
+        task["error"].is_null(),
+        "a plain non-zero exit has no error"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq increases: {seqs:?}"
+    );
     let shown = m.show(&id);
-    let so = STANDARD.decode(shown["stdout_b64"].as_str().unwrap()).unwrap();
-    let se = STANDARD.decode(shown["stderr_b64"].as_str().unwrap()).unwrap();
+    let so = STANDARD
+        .decode(shown["stdout_b64"].as_str().unwrap())
+        .unwrap();
+    let se = STANDARD
+        .decode(shown["stderr_b64"].as_str().unwrap())
+        .unwrap();
     assert_eq!(so, b"o1\no2\no3\n");
     assert_eq!(se, b"e1\ne2\ne3\n");
 
@@ -462,7 +495,11 @@ fn timeout_exits_124_and_kills_the_process_group() {
     let started = Instant::now();
     let o = m.run(&["--timeout", "1s"], &["sleep", "30"]);
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
-    assert!(assert_error(&o).contains("timed out after 1s"), "{}", stderr(&o));
+    assert!(
+        assert_error(&o).contains("timed out after 1s"),
+        "{}",
+        stderr(&o)
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // The process and a child it started are gone when the task is failed.
@@ -474,7 +511,11 @@ fn timeout_exits_124_and_kills_the_process_group() {
     );
     let _g = GroupGuard(pid);
     let e = ev.expect("output");
-    let child: i32 = String::from_utf8(output(&e).1).unwrap().trim().parse().unwrap();
+    let child: i32 = String::from_utf8(output(&e).1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(alive(pid) && alive(child));
     let (_, task) = ev.finish();
     assert_eq!(task["status"], "failed");
@@ -511,16 +552,29 @@ fn cancel_is_acknowledged_after_the_whole_group_is_gone() {
     let line = assert_error(&m.hub.cli(&["tasks", "cancel", &id]));
     assert!(line.contains("already finished"), "{line}");
     let line = assert_error(&m.hub.cli(&["tasks", "cancel", "t_doesnotexist"]));
-    assert!(line.contains("not found") || line.contains("no task"), "{line}");
+    assert!(
+        line.contains("not found") || line.contains("no task"),
+        "{line}"
+    );
 
     // A program that ignores SIGTERM is killed after the grace period.
-    let (_ev, id, pid) = m.start(&["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"], json!({}));
+    let (_ev, id, pid) = m.start(
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+        json!({}),
+    );
     let _g = GroupGuard(pid);
     let t = Instant::now();
     let out = m.hub.ok(&["tasks", "cancel", &id]);
     assert_eq!(out.trim(), format!("task {id} is cancelled"));
     assert!(!alive(pid));
-    assert!(t.elapsed() >= Duration::from_secs(4), "SIGKILL came only after the grace");
+    assert!(
+        t.elapsed() >= Duration::from_secs(4),
+        "SIGKILL came only after the grace"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -531,7 +585,10 @@ fn node_killed_mid_task_fails_it_with_a_diagnostic() {
     let m = Mesh::new(&[], &[]);
     m.policy(&["permissive"]);
     m.wait_policy(&["sh", "-c", "true"], true);
-    let (mut ev, id, pid) = m.start(&["sh", "-c", "echo one; echo two >&2; sleep 300"], json!({}));
+    let (mut ev, id, pid) = m.start(
+        &["sh", "-c", "echo one; echo two >&2; sleep 300"],
+        json!({}),
+    );
     let _g = GroupGuard(pid);
     let mut last_seq = 0;
     for _ in 0..2 {
@@ -542,7 +599,12 @@ fn node_killed_mid_task_fails_it_with_a_diagnostic() {
     let _orphan = CmdlineGuard(marker.join("\0") + "\0");
     let cli = Proc::spawn(m.run_cmd(&[], &marker), "run", &m.scene.logs());
     wait_for("the second task running", READY, || {
-        (m.tasks().iter().filter(|t| t["status"] == "running").count() == 2).then_some(())
+        (m.tasks()
+            .iter()
+            .filter(|t| t["status"] == "running")
+            .count()
+            == 2)
+            .then_some(())
     });
 
     m.node.signal(libc::SIGKILL);
@@ -553,16 +615,28 @@ fn node_killed_mid_task_fails_it_with_a_diagnostic() {
     assert_eq!(task["status"], "failed");
     let err = task["error"].as_str().unwrap();
     assert!(err.starts_with("node lost: "), "{err}");
-    assert!(err.contains("last heartbeat") && err.contains(" s ago"), "{err}");
-    assert!(err.contains(&format!("last output seq {last_seq}")), "{err}");
+    assert!(
+        err.contains("last heartbeat") && err.contains(" s ago"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("last output seq {last_seq}")),
+        "{err}"
+    );
     assert!(err.contains("may still be running"), "{err}");
     assert_eq!(m.show(&id)["status"], "failed");
-    assert!(alive(pid), "the node was killed, not its task (it may still be running)");
+    assert!(
+        alive(pid),
+        "the node was killed, not its task (it may still be running)"
+    );
 
     let o = cli.finish(READY);
     assert!(!o.status.success());
     let line = assert_error(&o);
-    assert!(line.contains("node lost") && line.contains("last output seq none"), "{line}");
+    assert!(
+        line.contains("node lost") && line.contains("last output seq none"),
+        "{line}"
+    );
     let lost: Vec<Value> = m
         .tasks()
         .into_iter()
@@ -578,7 +652,11 @@ fn a_node_that_reconnects_reports_a_late_result_and_history_keeps_the_failure() 
     m.policy(&["permissive"]);
     m.wait_policy(&["sh", "-c", "true"], true);
     let (mut ev, id, pid) = m.start(
-        &["sh", "-c", "echo started; while [ ! -e go ]; do sleep 0.05; done; echo late; exit 5"],
+        &[
+            "sh",
+            "-c",
+            "echo started; while [ ! -e go ]; do sleep 0.05; done; echo late; exit 5",
+        ],
         json!({}),
     );
     let _g = GroupGuard(pid);
@@ -596,7 +674,10 @@ fn a_node_that_reconnects_reports_a_late_result_and_history_keeps_the_failure() 
     assert!(!alive(pid2), "sleep 2 is over by now");
     assert_eq!(task["status"], "failed");
     let err = task["error"].as_str().unwrap().to_owned();
-    assert!(err.starts_with("node lost: ") && err.contains("heartbeat"), "{err}");
+    assert!(
+        err.starts_with("node lost: ") && err.contains("heartbeat"),
+        "{err}"
+    );
     m.hub.wait_status("n1", "offline", READY);
 
     // Resumed, it reconnects; the task (never stopped) then finishes, late.
@@ -613,13 +694,23 @@ fn a_node_that_reconnects_reports_a_late_result_and_history_keeps_the_failure() 
         .unwrap_or_else(|| panic!("history lost the disconnection: {h:?}"));
     let late_at = h.iter().position(|(_, n)| n.contains("late")).unwrap();
     assert!(failed_at < late_at, "{h:?}");
-    assert_eq!(h[late_at].1, "late result from the node: failed (exit code 5)");
+    assert_eq!(
+        h[late_at].1,
+        "late result from the node: failed (exit code 5)"
+    );
     assert_eq!(t["exit_code"], 5);
-    assert!(t["error"].as_str().unwrap().starts_with("node lost"), "the diagnostic stays");
+    assert!(
+        t["error"].as_str().unwrap().starts_with("node lost"),
+        "the diagnostic stays"
+    );
     // The task that ended during the disconnection is settled too, not lost.
-    let t2 = wait_task(&m, &id2, "the late result of the task that ended meanwhile", READY, |t| {
-        history(t).iter().any(|(_, n)| n.contains("late"))
-    });
+    let t2 = wait_task(
+        &m,
+        &id2,
+        "the late result of the task that ended meanwhile",
+        READY,
+        |t| history(t).iter().any(|(_, n)| n.contains("late")),
+    );
     assert_eq!(t2["status"], "succeeded", "{t2}");
     assert!(!alive(pid));
     // The node is healthy afterwards.
@@ -634,7 +725,11 @@ fn hub_restart_keeps_the_journal_and_settles_tasks_that_were_running() {
     m.policy(&["permissive"]);
     m.wait_policy(&["sh", "-c", "true"], true);
     let (_ev, running, pid) = m.start(
-        &["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; echo done"],
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e go ]; do sleep 0.05; done; echo done",
+        ],
         json!({}),
     );
     let _g = GroupGuard(pid);
@@ -654,7 +749,10 @@ fn hub_restart_keeps_the_journal_and_settles_tasks_that_were_running() {
         }
     }
     let t = m.show(&running);
-    assert_eq!(t["status"], "failed", "nothing stays running across a restart: {t}");
+    assert_eq!(
+        t["status"], "failed",
+        "nothing stays running across a restart: {t}"
+    );
     assert!(t["error"].is_string());
 
     // The node comes back by itself and reports the task's result late.
@@ -676,7 +774,10 @@ fn a_node_kills_tasks_it_cannot_report_within_its_grace() {
     m.hub.proc.wait_exit(READY);
     let t = Instant::now();
     wait_gone(pid, READY);
-    assert!(t.elapsed() >= Duration::from_millis(1500), "killed before the grace ended");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "killed before the grace ended"
+    );
     m.node.assert_running();
 }
 
@@ -716,7 +817,11 @@ fn strict_rules_are_enforced_by_the_kernel() {
         let secret = std::fs::read(f).unwrap();
         assert!(secret.len() < 16 || !contains(&o.stdout, &secret[..16]));
     }
-    assert!(!m.run(&[], &["ls", state.to_str().unwrap()]).status.success());
+    assert!(
+        !m.run(&[], &["ls", state.to_str().unwrap()])
+            .status
+            .success()
+    );
 
     // TCP connect: refused by Landlock without --network, allowed with it.
     let helper = helper();
@@ -724,7 +829,12 @@ fn strict_rules_are_enforced_by_the_kernel() {
     let target = m.hub.endpoints.http.clone();
     m.policy(&["strict", "--allow", h]);
     let o = m.wait_policy(&[h, "connect", &target], true);
-    assert_eq!(o.status.code(), Some(3), "connect must fail: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "connect must fail: {}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("connect failed"), "{}", stderr(&o));
     m.policy(&["strict", "--allow", h, "--network"]);
     wait_for("connect to work with --network", READY, || {
@@ -747,7 +857,11 @@ fn strict_rules_are_enforced_by_the_kernel() {
 fn a_policy_change_reaches_the_live_node() {
     let mut m = Mesh::new(&[], &[]);
     let pid = m.node.pid();
-    assert_eq!(m.hub.node("n1").unwrap()["policy"], "strict", "strict by default");
+    assert_eq!(
+        m.hub.node("n1").unwrap()["policy"],
+        "strict",
+        "strict by default"
+    );
     let o = m.run(&[], &["sh", "-c", "echo hi"]);
     assert_eq!(o.status.code(), Some(126));
     m.policy(&["permissive"]);
@@ -782,11 +896,23 @@ fn bad_commands_are_refused_before_anything_is_journaled() {
         (json!({"node": "n1", "argv": [""]}), "argv is empty"),
         (json!({"node": "n1", "argv": ["echo", "a\u{0}b"]}), "NUL"),
         (json!({"node": "n1", "argv": ["echo\u{0}"]}), "NUL"),
-        (json!({"node": "n1", "argv": ["true"], "env": [["A", "x\u{0}"]]}), "NUL"),
+        (
+            json!({"node": "n1", "argv": ["true"], "env": [["A", "x\u{0}"]]}),
+            "NUL",
+        ),
         (json!({"node": "n1", "argv": ["true"], "cwd": "../"}), "cwd"),
-        (json!({"node": "n1", "argv": ["true"], "cwd": "a/../../b"}), "cwd"),
-        (json!({"node": "n1", "argv": ["true"], "cwd": "/etc"}), "cwd"),
-        (json!({"node": "n1", "argv": ["true"], "timeout": "forever"}), ""),
+        (
+            json!({"node": "n1", "argv": ["true"], "cwd": "a/../../b"}),
+            "cwd",
+        ),
+        (
+            json!({"node": "n1", "argv": ["true"], "cwd": "/etc"}),
+            "cwd",
+        ),
+        (
+            json!({"node": "n1", "argv": ["true"], "timeout": "forever"}),
+            "",
+        ),
     ] {
         let (code, text) = post(&body.to_string());
         assert_eq!(code, 400, "{body}: {text}");
@@ -811,7 +937,11 @@ fn bad_commands_are_refused_before_anything_is_journaled() {
     let mut argv = vec!["echo"];
     argv.extend(args.iter().map(|s| s.as_str()));
     let o = m.run(&[], &argv);
-    assert!(assert_error(&o).contains("at most 1048576"), "{}", stderr(&o));
+    assert!(
+        assert_error(&o).contains("at most 1048576"),
+        "{}",
+        stderr(&o)
+    );
     // Just over the hub's limit over HTTP: the message says so.
     let body = json!({"node": "n1", "argv": ["echo", "z".repeat(1 << 20)]}).to_string();
     let (code, text) = post(&body);
@@ -819,7 +949,10 @@ fn bad_commands_are_refused_before_anything_is_journaled() {
     assert!(text.contains("command line"), "{text}");
 
     assert!(m.tasks().is_empty(), "nothing journaled: {:?}", m.tasks());
-    assert!(m.run(&[], &["true"]).status.success(), "the hub still works");
+    assert!(
+        m.run(&[], &["true"]).status.success(),
+        "the hub still works"
+    );
 }
 
 #[test]
@@ -849,7 +982,11 @@ fn a_cwd_symlink_out_of_the_workspace_is_refused_by_the_node() {
     }
     // Every refusal is settled in the journal; none is left pending.
     m.hub.wait_status("n1", "online", READY);
-    assert!(m.tasks().iter().all(|t| t["status"] != "pending" && t["status"] != "running"));
+    assert!(
+        m.tasks()
+            .iter()
+            .all(|t| t["status"] != "pending" && t["status"] != "running")
+    );
 }
 
 #[test]
@@ -874,20 +1011,26 @@ fn an_output_flood_is_capped_and_the_hub_stays_small() {
     };
     assert_eq!(task["status"], "succeeded", "{task}");
     assert_eq!(task["output_truncated"], true);
-    assert!(received <= 1 << 20, "{received} bytes streamed past the cap");
+    assert!(
+        received <= 1 << 20,
+        "{received} bytes streamed past the cap"
+    );
     let shown = m.show(&id);
-    let stored = STANDARD.decode(shown["stdout_b64"].as_str().unwrap()).unwrap();
+    let stored = STANDARD
+        .decode(shown["stdout_b64"].as_str().unwrap())
+        .unwrap();
     assert!(stored.len() <= 1 << 20);
     assert!(shown["output_bytes"].as_u64().unwrap() >= 1 << 20);
 
     // `yes` with the default cap, ended by its timeout, through the CLI.
-    let o = m
-        .run_cmd(&["--timeout", "2s"], &["yes"])
-        .output()
-        .unwrap();
+    let o = m.run_cmd(&["--timeout", "2s"], &["yes"]).output().unwrap();
     assert_eq!(o.status.code(), Some(124));
     assert!(o.stdout.len() <= 16 << 20, "{}", o.stdout.len());
-    let t = m.tasks().into_iter().find(|t| t["argv"][0] == "yes").unwrap();
+    let t = m
+        .tasks()
+        .into_iter()
+        .find(|t| t["argv"][0] == "yes")
+        .unwrap();
     assert_eq!(m.show(t["id"].as_str().unwrap())["output_truncated"], true);
 
     let hwm = kib(hub_pid, "VmHWM:");
@@ -942,7 +1085,10 @@ fn dispatch_to_an_unknown_or_offline_node_is_a_clear_error() {
             .unwrap()
     };
     let line = assert_error(&run("nope"));
-    assert!(line.contains(r#"node "nope""#) && line.contains("not found"), "{line}");
+    assert!(
+        line.contains(r#"node "nope""#) && line.contains("not found"),
+        "{line}"
+    );
     n2.signal(libc::SIGKILL);
     n2.wait_exit(READY);
     hub.wait_status("n2", "offline", READY);
