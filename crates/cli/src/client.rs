@@ -61,7 +61,9 @@ impl ApiClient {
         })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    /// Sends with the admin token; a success answer is returned as it is,
+    /// anything else becomes one clear error.
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the hub at {}: {}",
@@ -71,40 +73,8 @@ impl ApiClient {
         })?;
         let status = resp.status();
         if status.is_success() {
-            return resp.json().await.context("reading the hub's answer");
-        }
-        let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| body.trim().to_owned());
-        match status.as_u16() {
-            401 => bail!("the hub refused the admin token ({msg})"),
-            _ => bail!("{msg}"),
-        }
-    }
-
-    /// Sends a request whose answer is a stream; errors are read as usual.
-    pub async fn post_stream<B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<reqwest::Response> {
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .bearer_auth(&self.token);
-        let resp = req.send().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the hub at {}: {}",
-                self.base,
-                ganglion_node::tls::error_chain(&e)
-            )
-        })?;
-        if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
             .map(|b| b.error)
@@ -116,32 +86,30 @@ impl ApiClient {
         }
     }
 
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = self.exchange(req).await?;
+        resp.json().await.context("reading the hub's answer")
+    }
+
+    /// Sends a request whose answer is a stream.
+    pub async fn post_stream<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.exchange(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     /// GET with query parameters, answered as raw bytes.
     pub async fn get_bytes(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
-        let req = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .bearer_auth(&self.token);
-        let resp = req.send().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the hub at {}: {}",
-                self.base,
-                ganglion_node::tls::error_chain(&e)
-            )
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp
-                .bytes()
-                .await
-                .context("reading the hub's answer")?
-                .to_vec());
-        }
-        let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| body.trim().to_owned());
-        bail!("{msg}")
+        let req = self.http.get(format!("{}{path}", self.base)).query(query);
+        let resp = self.exchange(req).await?;
+        Ok(resp
+            .bytes()
+            .await
+            .context("reading the hub's answer")?
+            .to_vec())
     }
 
     /// GET with query parameters, answered as JSON.
