@@ -10,6 +10,8 @@
 //! - hub restart (re-hashes nothing), node restart (re-hashes and uploads nothing);
 //! - SIGKILL of the hub in the middle of a sync of many files and a large one.
 
+// Timings are printed for whoever reads the test log.
+#![allow(clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

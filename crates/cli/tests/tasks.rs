@@ -4,6 +4,8 @@
 //! deadline; every process (hub, nodes, and task processes the node may leave
 //! behind when it is killed) is killed when its guard drops.
 
+// Skips are printed for whoever reads the test log.
+#![allow(clippy::print_stderr)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
