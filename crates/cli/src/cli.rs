@@ -246,6 +246,28 @@ pub enum BenchCommand {
     /// Join and connect N simulated nodes to a real hub process; report join
     /// latency and the hub's memory per idle node
     Nodes(BenchNodesArgs),
+    /// Round trip of `true` through hub → node → hub, and task throughput
+    /// over N in-process nodes (real agents with the sandbox)
+    Tasks(BenchTasksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTasksArgs {
+    /// Nodes to spread the throughput tasks over
+    #[arg(long, default_value_t = 100)]
+    pub nodes: usize,
+    /// Tasks for the throughput figure (0: skip it)
+    #[arg(long, default_value_t = 5000)]
+    pub tasks: usize,
+    /// Tasks in flight during the throughput run
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Sequential round trips timed on one node
+    #[arg(long, default_value_t = 300)]
+    pub roundtrips: usize,
+    /// Untimed round trips first
+    #[arg(long, default_value_t = 30)]
+    pub warmup: usize,
 }
 
 #[derive(Args, Debug)]

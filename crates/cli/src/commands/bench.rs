@@ -25,17 +25,18 @@ use crate::client::ApiClient;
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Nodes(a) => nodes(a).await,
+        BenchCommand::Tasks(a) => super::bench_tasks::tasks(a).await,
     }
 }
 
-struct HubProcess {
+pub(super) struct HubProcess {
     /// Held so the hub process is killed when the bench ends (kill_on_drop).
     _child: tokio::process::Child,
-    pid: u32,
-    dir: tempfile::TempDir,
+    pub(super) pid: u32,
+    pub(super) dir: tempfile::TempDir,
 }
 
-async fn start_hub() -> anyhow::Result<HubProcess> {
+pub(super) async fn start_hub() -> anyhow::Result<HubProcess> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
@@ -82,7 +83,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .parse()?)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
@@ -99,7 +100,10 @@ async fn create_invites(api: &ApiClient, n: usize) -> anyhow::Result<Vec<String>
 }
 
 /// One timed join: TLS connect with pinning plus the `Join` RPC.
-async fn join_one(code: &str, name: String) -> anyhow::Result<(Duration, NodeState, Secret)> {
+pub(super) async fn join_one(
+    code: &str,
+    name: String,
+) -> anyhow::Result<(Duration, NodeState, Secret)> {
     let invite = InviteCode::parse(code)?;
     let caps = Capabilities::default();
     let started = Instant::now();
@@ -218,7 +222,7 @@ fn record(
     joined.push((r.1, r.2));
 }
 
-async fn wait_online(api: &ApiClient, n: usize) -> anyhow::Result<()> {
+pub(super) async fn wait_online(api: &ApiClient, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let s: api::Status = api.get("/api/v1/status").await?;

@@ -2,6 +2,7 @@
 //! the hub, node or API client, and prints the result.
 
 mod bench;
+mod bench_tasks;
 mod hub;
 mod invite;
 mod mirror;

@@ -1,0 +1,162 @@
+//! `ganglion bench tasks`: a real hub process, in-process real nodes (agents
+//! with the sandbox), tasks submitted over the HTTP API from this process, so
+//! CLI process start-up is not in the figures.
+//!
+//! - round trip: one node, `true` submitted and read to its `finished` event,
+//!   one at a time; p50/p99 against spawning `true` here.
+//! - throughput: `--nodes` nodes, `--tasks` tasks of `true` spread over them
+//!   with `--concurrency` in flight; tasks/s over the whole batch.
+//!
+//! Output lines are `name value unit  # details`, like ../shared/bench.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use ganglion_hub::api::{self, TaskEventLine};
+use ganglion_node::{Agent, AgentOptions, capabilities};
+use tokio_util::sync::CancellationToken;
+
+use super::bench::{join_one, percentile, start_hub, wait_online};
+use super::out;
+use crate::cli::{BenchTasksArgs, HubLocator};
+use crate::client::ApiClient;
+
+/// Runs `argv` on `node` through the API; the task's final status.
+async fn run_task(api: &ApiClient, node: &str) -> anyhow::Result<String> {
+    let body = api::RunTask {
+        node: node.to_owned(),
+        argv: vec!["true".into()],
+        cwd: None,
+        env: Vec::new(),
+        timeout: None,
+        output_cap: None,
+    };
+    let resp = api.post_stream("/api/v1/tasks", &body).await?;
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            if let TaskEventLine::Finished { task } = serde_json::from_slice(&line)? {
+                return Ok(task.status);
+            }
+        }
+    }
+    bail!("the event stream ended before the task finished")
+}
+
+pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
+    ganglion_node::limits::raise_nofile();
+    let hub = start_hub().await?;
+    let loc = HubLocator {
+        data_dir: Some(hub.dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let api = Arc::new(ApiClient::locate(&loc)?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    out(format!(
+        "# bench tasks: hub pid {} on {cores} cores; {} nodes in this process (real agents, sandbox, journal on SQLite)",
+        hub.pid, a.nodes
+    ));
+
+    let root = tempfile::tempdir()?;
+    let cancel = CancellationToken::new();
+    let caps = capabilities::probe();
+    for i in 0..a.nodes.max(1) {
+        let c: api::InviteCreated = api
+            .post("/api/v1/invites", &api::CreateInvite::default())
+            .await?;
+        let name = format!("bench-{i}");
+        let (_, mut state, cred) = join_one(&c.invite, name.clone()).await?;
+        let ws = root.path().join(format!("ws-{i}"));
+        let st = root.path().join(format!("state-{i}"));
+        std::fs::create_dir_all(&ws)?;
+        std::fs::create_dir_all(&st)?;
+        state.workspace = ws.clone();
+        let mut opts = AgentOptions::new(state, cred, caps.clone());
+        opts.sandbox = Some(super::node::sandbox_options(&ws, &st, &name)?);
+        tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
+    }
+    wait_online(&api, a.nodes.max(1)).await?;
+
+    // Round trip, one at a time, against spawning `true` here.
+    let mut local = Vec::with_capacity(a.roundtrips);
+    for _ in 0..a.roundtrips {
+        let t = Instant::now();
+        let st = tokio::process::Command::new("true").status().await?;
+        local.push(t.elapsed());
+        anyhow::ensure!(st.success(), "true failed locally");
+    }
+    for _ in 0..a.warmup {
+        run_task(&api, "bench-0").await?;
+    }
+    let mut rtt = Vec::with_capacity(a.roundtrips);
+    for _ in 0..a.roundtrips {
+        let t = Instant::now();
+        let status = run_task(&api, "bench-0").await?;
+        rtt.push(t.elapsed());
+        anyhow::ensure!(status == "succeeded", "task ended {status}");
+    }
+    local.sort();
+    rtt.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let n = a.roundtrips;
+    out(format!(
+        "{:<36} {:>10.3} ms  # p99 {:.3} ms, n={n}, tokio::process spawn+wait",
+        "tasks.local_spawn_true_p50",
+        ms(percentile(&local, 0.5)),
+        ms(percentile(&local, 0.99))
+    ));
+    out(format!(
+        "{:<36} {:>10.3} ms  # p99 {:.3} ms, n={n}, HTTP submit → node sandbox → finished event",
+        "tasks.roundtrip_true_p50",
+        ms(percentile(&rtt, 0.5)),
+        ms(percentile(&rtt, 0.99))
+    ));
+    out(format!(
+        "{:<36} {:>10.3} ms  # roundtrip p50 minus local spawn p50",
+        "tasks.roundtrip_overhead_p50",
+        ms(percentile(&rtt, 0.5)) - ms(percentile(&local, 0.5))
+    ));
+
+    // Throughput over all nodes.
+    if a.tasks > 0 {
+        let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for i in 0..a.tasks {
+            let permit = sem.clone().acquire_owned().await?;
+            let api = api.clone();
+            let node = format!("bench-{}", i % a.nodes.max(1));
+            set.spawn(async move {
+                let r = run_task(&api, &node).await;
+                drop(permit);
+                r
+            });
+            while let Some(r) = set.try_join_next() {
+                let status = r.context("task")??;
+                anyhow::ensure!(status == "succeeded", "task ended {status}");
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            let status = r.context("task")??;
+            anyhow::ensure!(status == "succeeded", "task ended {status}");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        out(format!(
+            "{:<36} {:>10.0} tasks/s  # {} tasks of `true` over {} nodes, {} in flight, {secs:.2} s",
+            "tasks.throughput",
+            a.tasks as f64 / secs,
+            a.tasks,
+            a.nodes,
+            a.concurrency
+        ));
+    }
+    cancel.cancel();
+    drop(hub);
+    Ok(ExitCode::SUCCESS)
+}
