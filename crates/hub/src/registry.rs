@@ -85,6 +85,16 @@ impl Connection {
     pub fn send(&self, msg: ToNode) -> bool {
         self.tx.try_send(msg).is_ok()
     }
+
+    /// Queues a message that must not be dropped, waiting up to `within`
+    /// while the stream is full (backpressure on the caller); `false` if the
+    /// stream is gone or stayed full that long.
+    pub async fn send_wait(&self, msg: ToNode, within: std::time::Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.tx.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
 }
 
 /// What the stream driver holds: the receiving ends of a registered connection.

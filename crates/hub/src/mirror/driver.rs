@@ -148,7 +148,7 @@ impl Driver {
         for action in actions {
             match action {
                 SinkAction::Fetch { path, hash, .. } => {
-                    self.to_node(ToNode::MirrorNeed { path, hash });
+                    self.to_node(ToNode::MirrorNeed { path, hash }).await;
                 }
                 SinkAction::Discard { path, hash } => self.receiver.discard(&path, hash),
                 SinkAction::Apply(op) => self.batch.push(op),
@@ -159,7 +159,7 @@ impl Driver {
                         continue;
                     }
                     self.last_sync = Some(self.clock.now());
-                    self.to_node(ToNode::MirrorAck(seq));
+                    self.to_node(ToNode::MirrorAck(seq)).await;
                 }
                 SinkAction::RetryLater { path, after } => {
                     let me = self.me.clone();
@@ -172,11 +172,18 @@ impl Driver {
         }
     }
 
-    fn to_node(&self, msg: ToNode) {
+    /// Needs and acks wait for room on the node's stream: a dropped need is
+    /// only resent after a reconnect, so dropping it stalled the sync of a
+    /// connected node for good (thousands of small files overflow the queue).
+    /// A stream that stays full this long belongs to a stuck node, which the
+    /// heartbeat monitor disconnects; its reconnect resends everything.
+    async fn to_node(&self, msg: ToNode) {
         if let Some(conn) = self.registry.get(&self.node_id)
-            && !conn.send(msg)
+            && !conn.send_wait(msg, Duration::from_secs(30)).await
         {
-            tracing::warn!("node stream full; mirror message dropped (resent after reconnect)");
+            tracing::warn!(
+                "node stream full or gone; mirror message dropped (resent after reconnect)"
+            );
         }
     }
 
