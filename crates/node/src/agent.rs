@@ -213,6 +213,7 @@ impl Agent {
 
         let (tx, rx) = mpsc::channel(64);
         let hello = v1::Hello {
+            mirror: self.mirror.is_some(),
             capabilities: Some((&self.opts.capabilities).into()),
         };
         tx.send(v1::NodeMessage {

@@ -66,6 +66,7 @@ impl ConnectionDriver {
                 ));
             }
         };
+        let mirrors_workspace = hello.mirror;
         let now = self.clock.now();
         let parts = self
             .registry
@@ -80,11 +81,16 @@ impl ConnectionDriver {
         });
         tracing::info!(?peer, "node online");
 
-        let mirror_applied = match self.mirrors.attach(node.name.as_str(), &node.id).await {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::error!(error = %e, "the node's mirror is unavailable");
-                0
+        // Only nodes that mirror cost the hub a mirror (two directory handles).
+        let mirror_applied = if !mirrors_workspace {
+            0
+        } else {
+            match self.mirrors.attach(node.name.as_str(), &node.id).await {
+                Ok(seq) => seq,
+                Err(e) => {
+                    tracing::error!(error = %e, "the node's mirror is unavailable");
+                    0
+                }
             }
         };
         let (tx, rx) = mpsc::channel(64);
