@@ -309,8 +309,14 @@ impl Hub {
         servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
         let app =
             crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http_server =
-            axum::serve(http, app).with_graceful_shutdown(accepting.clone().cancelled_owned());
+        let http_server = axum::serve(
+            // Small streamed writes (task events) must not wait for delayed ACKs.
+            axum::serve::ListenerExt::tap_io(http, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(accepting.clone().cancelled_owned());
         servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
 
         data_dir.write_endpoints(&endpoints).await?;

@@ -73,6 +73,11 @@ pub struct Agent {
     runner: Arc<TaskRunner>,
     events: mpsc::UnboundedReceiver<RunnerEvent>,
     mirror: Option<MirrorLink>,
+    /// Task results sent but not yet known to have reached the hub, with the
+    /// heartbeat number current when they were sent: a heartbeat ack with a
+    /// larger number confirms them (the stream is ordered). Whatever is left
+    /// when a session dies is sent again, as late, in the next one.
+    unconfirmed: Vec<(u64, v1::NodeMessage)>,
 }
 
 #[derive(Clone)]
@@ -126,6 +131,7 @@ impl Agent {
             runner,
             events,
             mirror: None,
+            unconfirmed: Vec::new(),
         })
     }
 
@@ -235,6 +241,15 @@ impl Agent {
 
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut seq = 0u64;
+        for (_, mut msg) in std::mem::take(&mut self.unconfirmed) {
+            if let Some(Out::TaskFinished(f)) = &mut msg.kind {
+                f.late = true;
+            }
+            if tx.send(msg.clone()).await.is_err() {
+                return Ok(SessionEnd::Closed("outbound stream closed".into()));
+            }
+            self.unconfirmed.push((seq, msg));
+        }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
@@ -251,10 +266,13 @@ impl Agent {
                     }
                 }
                 Some(event) = self.events.recv() => {
-                    if let Some(msg) = event_message(event, session)
-                        && tx.send(msg).await.is_err()
-                    {
-                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    if let Some(msg) = event_message(event, session) {
+                        if matches!(msg.kind, Some(Out::TaskFinished(_))) {
+                            self.unconfirmed.push((seq, msg.clone()));
+                        }
+                        if tx.send(msg).await.is_err() {
+                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                        }
                     }
                 }
                 msg = inbound.message() => match msg {
@@ -262,6 +280,9 @@ impl Agent {
                         tracing::debug!(node_id = %w.node_id, mirror_applied = w.mirror_applied, "welcomed");
                         let input = MirrorInput::Connected { hub_applied: w.mirror_applied, client: client.clone() };
                         self.to_mirror(input);
+                    }
+                    Ok(Some(v1::HubMessage { kind: Some(In::HeartbeatAck(ack)) })) => {
+                        self.unconfirmed.retain(|(sent_at, _)| *sent_at >= ack.seq);
                     }
                     Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind, session)?,
                     Ok(Some(v1::HubMessage { kind: None })) => tracing::warn!("empty message from the hub ignored"),

@@ -219,7 +219,7 @@ impl Store for SqliteStore {
     }
 
     async fn redeem_invite(&self, r: &Redemption) -> Result<NodeRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // Consume first: the write takes SQLite's write lock at once, so two
         // concurrent redemptions of one invite cannot both succeed.
         let consumed = sqlx::query(
@@ -335,7 +335,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_policy(&self, name: &NodeName, policy: &Policy) -> Result<NodeRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current: String = sqlx::query_scalar("SELECT policy FROM nodes WHERE name = ?")
             .bind(name.as_str())
             .fetch_one(&mut *tx)
@@ -372,7 +372,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_status(&self, updates: &[StatusUpdate]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for u in updates {
             sqlx::query(
                 "INSERT INTO node_status (node_id, status, last_heartbeat, peer_addr, updated_at) \
@@ -436,7 +436,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_task_running(&self, id: &TaskId, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let history: Option<String> =
             sqlx::query_scalar("SELECT history FROM tasks WHERE id = ? AND status = 'pending'")
                 .bind(id.as_str())
@@ -464,7 +464,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_task(&self, end: &TaskEnd) -> Result<EndApplied> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT status, history, error, lost_at FROM tasks WHERE id = ?")
             .bind(end.id.as_str())
             .fetch_optional(&mut *tx)
@@ -539,7 +539,7 @@ impl Store for SqliteStore {
         error: &str,
         at: Timestamp,
     ) -> Result<Vec<TaskId>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, history FROM tasks WHERE status IN ('pending', 'running') \
              AND (? IS NULL OR node_id = ?)",
