@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# bench/mirror.sh [WORKLOAD...] — node → hub mirror figures (release build), default: small big.
+# Workloads from /work/shared/bench/workload.sh (small, linux, big). For each workload:
+#   W.mirror_initial     node start → `mirror status` shows pending 0 and every file (loopback TLS)
+#   W.rsync_initial      rsync -a between two local dirs, same data, same run
+#   W.hub_restart        hub restart (same ports) → node online again and mirror in sync
+#   W.rehash             b3sum of every file of the tree (what a hub without an index would redo)
+#   W.hub_rehashed_bytes ganglion_mirror_hashed_bytes_total of the restarted hub (must be 0)
+#   W.node_rescan_hashed files the restarted node hashed (debug log `workspace scanned … hashed=N`)
+#   W.node_restart_uploaded  bytes the hub hashed because of the node restart (must be 0)
+# and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10.
+# Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
+# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN.
+set -euo pipefail
+# Scratch space of its own (other benchmarks share /tmp/ganglion-bench); workloads from the shared place.
+export BENCH_ROOT=${BENCH_ROOT:-/tmp/ganglion-bench-mirror}
+export GANGLION_BENCH_DIR=${GANGLION_BENCH_DIR:-/tmp/ganglion-bench/work}
+. /work/shared/bench/lib.sh
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${GANGLION_BIN:-$REPO/target/release/ganglion}
+[ -x "$BIN" ] || die "build first: cargo build --release -p ganglion"
+command -v rsync >/dev/null || die "rsync missing (apt-get install rsync)"
+command -v b3sum >/dev/null || die "b3sum missing (apt-get install b3sum or cargo install b3sum)"
+RUNS=${RUNS:-3}; EDITS=${EDITS:-10}
+S=$ROOT/mirror; mkdir -p "$S"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+now() { date +%s.%N; }
+g() { "$BIN" "$@"; }
+
+# start_hub DATA [GRPC HTTP] → HUB_PID; waits for a fresh endpoints.json
+start_hub() {
+  rm -f "$1/run/endpoints.json"
+  GANGLION_LOG=warn "$BIN" hub --data-dir "$1" --grpc-addr "${2:-127.0.0.1:0}" --http-addr "${3:-127.0.0.1:0}" \
+    >>"$LOGDIR/mirror-hub.log" 2>&1 & HUB_PID=$!; PIDS+=("$HUB_PID")
+  for _ in $(seq 1000); do [ -s "$1/run/endpoints.json" ] && return 0; sleep 0.01; done; die "hub did not start"
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+metric() { # metric DATA NAME
+  curl -s -H "Authorization: Bearer $(cat "$1/admin.token")" "http://$(jq -r .http "$1/run/endpoints.json")/metrics" \
+    | awk -v n="$2" '$1==n {print $2}'
+}
+# in_sync DATA FILES: node online, nothing pending, every file mirrored
+in_sync() {
+  g mirror status n1 --json --data-dir "$1" 2>/dev/null | jq -e --argjson f "$2" '.pending==0 and .in_flight==0 and .files==$f' >/dev/null || return 1
+  g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null
+}
+wait_sync() { for _ in $(seq 200000); do in_sync "$1" "$2" && return 0; sleep 0.01; done; die "no sync"; }
+
+for W in "${@:-small big}"; do
+  need_workload "$W"
+  SRC=$WORK/$W; N=$(find "$SRC" -type f | wc -l)
+  note "$W: $N files"
+  mi=(); rs=()
+  for i in $(seq "$RUNS"); do
+    # rsync -a, local to local
+    settle_trash; D=$S/$W-rsync; eval "$(trash_cmd "$D")"; sync; eval "$(warm_cmd "$SRC")"
+    t0=$(now); rsync -a "$SRC/" "$D/"; t1=$(now); rs+=("$(fsub "$t1" "$t0")")
+    eval "$(trash_cmd "$D")"
+    # ganglion: fresh hub, node joins with the workload as its workspace
+    settle_trash; R=$S/$W-run; eval "$(trash_cmd "$R")"; mkdir -p "$R"; sync
+    start_hub "$R/hub"; INV=$(g invite create --name n1 --data-dir "$R/hub")
+    eval "$(warm_cmd "$SRC")"
+    t0=$(now)
+    GANGLION_LOG=warn "$BIN" node join "$INV" --workspace "$SRC" --state-dir "$R/state" --name n1 >>"$LOGDIR/mirror-node.log" 2>&1 &
+    NODE_PID=$!; PIDS+=("$NODE_PID")
+    wait_sync "$R/hub" "$N"; t1=$(now); mi+=("$(fsub "$t1" "$t0")")
+    note "$W run $i: rsync ${rs[-1]} s, mirror ${mi[-1]} s"
+    if [ "$i" -lt "$RUNS" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; fi
+  done
+  emit_stats "$W.mirror_initial" s "${mi[@]}"
+  emit_stats "$W.rsync_initial" s "${rs[@]}"
+  emit "$W.mirror_vs_rsync" "$(awk -v a="$(stats "${mi[@]}" | cut -d' ' -f1)" -v b="$(stats "${rs[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.2f", a/b}')" x "goal <= 1.0"
+
+  # Hub restart with the workload mirrored (the last run's hub and node are still up).
+  GRPC=$(jq -r .grpc "$R/hub/run/endpoints.json"); HTTP=$(jq -r .http "$R/hub/run/endpoints.json")
+  before=$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)
+  hr=(); after=()
+  for i in $(seq "$RUNS"); do
+    stop "$HUB_PID"; t0=$(now); start_hub "$R/hub" "$GRPC" "$HTTP"; wait_sync "$R/hub" "$N"; t1=$(now)
+    hr+=("$(fsub "$t1" "$t0")"); after+=("$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)")
+  done
+  emit_stats "$W.hub_restart" s "${hr[@]}"
+  emit "$W.hub_rehashed_bytes" "$(printf '%s\n' "${after[@]}" | sort -g | tail -1)" B "max over restarts; before restart the hub had hashed $before"
+  rh=()
+  for i in $(seq "$RUNS"); do
+    eval "$(warm_cmd "$SRC")"; t0=$(now); find "$SRC" -type f -print0 | xargs -0r b3sum >/dev/null; t1=$(now); rh+=("$(fsub "$t1" "$t0")")
+  done
+  emit_stats "$W.rehash" s "${rh[@]}"
+  emit "$W.restart_speedup" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${hr[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart, goal >= 20"
+
+  # Node restart, nothing changed: stat-only scan.
+  base=$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)
+  stop "$NODE_PID"; NL=$LOGDIR/mirror-node-restart-$W.log; : >"$NL"
+  t0=$(now)
+  GANGLION_LOG=warn,ganglion_node=debug "$BIN" node start --state-dir "$R/state" >"$NL" 2>&1 & NODE_PID=$!; PIDS+=("$NODE_PID")
+  for _ in $(seq 100000); do grep -q "workspace scanned" "$NL" && break; sleep 0.01; done; t1=$(now)
+  wait_sync "$R/hub" "$N"
+  line=$(grep -m1 "workspace scanned" "$NL")
+  hashed=$(sed -n 's/.*hashed=\([0-9]*\).*/\1/p' <<<"$line")
+  emit "$W.node_rescan_hashed" "$hashed" files "node log: ${line##*: } (scan done $(fsub "$t1" "$t0") s after start)"
+  emit "$W.node_restart_uploaded" "$(awk -v a="$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)" -v b="$base" 'BEGIN{print a-b}')" B "hub hashed bytes across the node restart"
+  stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"
+done
+
+# One edit → visible in the mirror (a copy of `small`, so the pristine workload is untouched).
+need_workload small
+settle_trash; E=$S/edit; eval "$(trash_cmd "$E")"; mkdir -p "$E"; cp -a "$WORK/small" "$E/ws"
+start_hub "$E/hub"; INV=$(g invite create --name n1 --data-dir "$E/hub")
+GANGLION_LOG=warn "$BIN" node join "$INV" --workspace "$E/ws" --state-dir "$E/state" --name n1 >>"$LOGDIR/mirror-node.log" 2>&1 &
+NODE_PID=$!; PIDS+=("$NODE_PID")
+wait_sync "$E/hub" "$(find "$E/ws" -type f | wc -l)"
+F=$(edit_rel small); ed=()
+for i in $(seq "$EDITS"); do
+  sleep 0.3   # let the previous edit's debounce window close (not timed)
+  t0=$(now); eval "$(edit_cmd "$E/ws/$F")"
+  until cmp -s "$E/ws/$F" "$E/hub/mirrors/n1/$F"; do :; done
+  t1=$(now); ed+=("$(awk -v a="$t1" -v b="$t0" 'BEGIN{printf "%.1f", (a-b)*1000}')")
+done
+emit_stats "edit_visible" ms "${ed[@]}"
+stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$E")"
