@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{CloseReason, Registry};
-use crate::worker::Worker;
+use crate::worker::{Periodic, Worker};
 
 pub struct MeshMonitor {
     registry: Registry,
@@ -49,20 +49,18 @@ impl MeshMonitor {
 }
 
 #[async_trait]
-impl Worker for MeshMonitor {
+impl Periodic for MeshMonitor {
     fn name(&self) -> &'static str {
         "mesh-monitor"
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
-        let mut tick = tokio::time::interval(self.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => { self.sweep(Instant::now()); }
-            }
-        }
+    fn period(&self) -> Duration {
+        self.tick
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        self.sweep(Instant::now());
+        Ok(())
     }
 }
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
 use crate::tasks::Tasks;
-use crate::worker::Worker;
+use crate::worker::Periodic;
 
 pub struct TaskLeaseMonitor {
     pub tasks: Arc<Tasks>,
@@ -17,21 +16,22 @@ pub struct TaskLeaseMonitor {
 }
 
 #[async_trait]
-impl Worker for TaskLeaseMonitor {
+impl Periodic for TaskLeaseMonitor {
     fn name(&self) -> &'static str {
         "task-lease-monitor"
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
-        let mut tick = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    self.tasks.expire_leases(tokio::time::Instant::now()).await.map_err(|e| format!("expiring task leases: {e}"))?;
-                }
-            }
-        }
+    fn period(&self) -> Duration {
+        self.every
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        let now = tokio::time::Instant::now();
+        self.tasks
+            .expire_leases(now)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("expiring task leases: {e}"))
     }
 }
 

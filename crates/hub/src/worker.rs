@@ -22,6 +22,34 @@ pub trait Worker: Send + 'static {
     async fn run(&mut self, cancel: CancellationToken) -> Result<(), String>;
 }
 
+/// A worker that does one pass every `period` (reapers, purges, lease checks).
+/// It gets [`Worker`] for free: the interval and cancellation live here once.
+#[async_trait]
+pub trait Periodic: Send + 'static {
+    fn name(&self) -> &'static str;
+    fn period(&self) -> Duration;
+    /// One pass; an error stops the worker (the supervisor restarts it).
+    async fn tick(&mut self) -> Result<(), String>;
+}
+
+#[async_trait]
+impl<P: Periodic> Worker for P {
+    fn name(&self) -> &'static str {
+        Periodic::name(self)
+    }
+
+    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => self.tick().await?,
+            }
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Supervisor {
     states: Arc<Mutex<Vec<WorkerStatus>>>,

@@ -7,10 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ganglion_core::time::SharedClock;
 use ganglion_store::Store;
-use tokio_util::sync::CancellationToken;
 
 use super::Mirrors;
-use crate::worker::Worker;
+use crate::worker::Periodic;
 
 /// Releases idle transfers (and their locks) and sweeps stale staging files.
 pub struct TransferReaper {
@@ -32,24 +31,21 @@ impl TransferReaper {
 }
 
 #[async_trait]
-impl Worker for TransferReaper {
+impl Periodic for TransferReaper {
     fn name(&self) -> &'static str {
         "transfer-reaper"
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
-        let mut tick = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    let reaped = self.sweep();
-                    if reaped > 0 {
-                        tracing::info!(reaped, "idle transfers released");
-                    }
-                }
-            }
+    fn period(&self) -> Duration {
+        self.every
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        let reaped = self.sweep();
+        if reaped > 0 {
+            tracing::info!(reaped, "idle transfers released");
         }
+        Ok(())
     }
 }
 
@@ -159,25 +155,20 @@ fn purge_dirs(
 }
 
 #[async_trait]
-impl Worker for OrphanPurge {
+impl Periodic for OrphanPurge {
     fn name(&self) -> &'static str {
         "orphan-purge"
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
-        let mut tick = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    let me = &*self;
-                    let r = me.pass().await;
-                    if let Some(why) = r.refused {
-                        tracing::warn!(%why, "orphan purge refused to act");
-                    }
-                }
-            }
+    fn period(&self) -> Duration {
+        self.every
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        if let Some(why) = self.pass().await.refused {
+            tracing::warn!(%why, "orphan purge refused to act");
         }
+        Ok(())
     }
 }
 
