@@ -268,6 +268,10 @@ pub struct BenchTasksArgs {
     /// Untimed round trips first
     #[arg(long, default_value_t = 30)]
     pub warmup: usize,
+    /// Simulated nodes: each task is reported started and exited 0 without
+    /// running anything, so the figures are the hub's and its journal's
+    #[arg(long)]
+    pub simulated: bool,
 }
 
 #[derive(Args, Debug)]

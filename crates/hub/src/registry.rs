@@ -81,6 +81,11 @@ impl Connection {
         });
     }
 
+    /// Whether the connection was asked to end (revoked, superseded, shutdown).
+    pub fn is_closing(&self) -> bool {
+        self.close.borrow().is_some()
+    }
+
     /// Queues a message for the node; `false` if the stream is gone or full.
     pub fn send(&self, msg: ToNode) -> bool {
         self.tx.try_send(msg).is_ok()
@@ -104,9 +109,16 @@ pub struct ConnectionParts {
     pub closed: watch::Receiver<Option<CloseReason>>,
 }
 
+#[derive(Default)]
+struct Connections {
+    by_id: HashMap<NodeId, Arc<Connection>>,
+    /// Node names of `by_id` (names are unique and never change).
+    by_name: HashMap<NodeName, NodeId>,
+}
+
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<Mutex<HashMap<NodeId, Arc<Connection>>>>,
+    inner: Arc<Mutex<Connections>>,
     next_id: Arc<AtomicU64>,
     metrics: Metrics,
 }
@@ -139,11 +151,11 @@ impl Registry {
             close,
             heartbeat: Mutex::new((Instant::now(), now)),
         });
-        let old = self
-            .inner
-            .lock()
-            .expect("lock")
-            .insert(node_id, conn.clone());
+        let old = {
+            let mut map = self.inner.lock().expect("lock");
+            map.by_name.insert(conn.name.clone(), node_id.clone());
+            map.by_id.insert(node_id, conn.clone())
+        };
         match old {
             Some(old) => old.close(CloseReason::Superseded),
             None => {
@@ -157,24 +169,37 @@ impl Registry {
     /// Returns whether it was (and so whether the node is now offline).
     pub fn remove(&self, conn: &Connection) -> bool {
         let mut map = self.inner.lock().expect("lock");
-        let current = map.get(&conn.node_id).is_some_and(|c| c.id == conn.id);
+        let current = map
+            .by_id
+            .get(&conn.node_id)
+            .is_some_and(|c| c.id == conn.id);
         if current {
-            map.remove(&conn.node_id);
+            map.by_id.remove(&conn.node_id);
+            map.by_name.remove(&conn.name);
             self.metrics.connected_nodes.dec();
         }
         current
     }
 
     pub fn get(&self, node_id: &NodeId) -> Option<Arc<Connection>> {
-        self.inner.lock().expect("lock").get(node_id).cloned()
+        self.inner.lock().expect("lock").by_id.get(node_id).cloned()
+    }
+
+    /// The connection of the node called `name`, if it is connected.
+    pub fn by_name(&self, name: &NodeName) -> Option<Arc<Connection>> {
+        let map = self.inner.lock().expect("lock");
+        map.by_name
+            .get(name)
+            .and_then(|id| map.by_id.get(id))
+            .cloned()
     }
 
     pub fn is_online(&self, node_id: &NodeId) -> bool {
-        self.inner.lock().expect("lock").contains_key(node_id)
+        self.inner.lock().expect("lock").by_id.contains_key(node_id)
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("lock").len()
+        self.inner.lock().expect("lock").by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,7 +207,13 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<Arc<Connection>> {
-        self.inner.lock().expect("lock").values().cloned().collect()
+        self.inner
+            .lock()
+            .expect("lock")
+            .by_id
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn close(&self, node_id: &NodeId, reason: CloseReason) -> bool {

@@ -17,7 +17,7 @@ use ganglion_store::{
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::registry::{Registry, ToNode};
+use crate::registry::{Connection, Registry, ToNode};
 
 /// Largest argv + env accepted, in bytes (the node refuses more, too).
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
@@ -182,26 +182,13 @@ impl Tasks {
         spec: TaskSpec,
     ) -> Result<(TaskId, mpsc::UnboundedReceiver<TaskEvent>), Error> {
         validate(&spec)?;
-        let name = NodeName::parse(node_name).map_err(|_| Error::NotFound {
-            what: format!("node {node_name:?}"),
-        })?;
-        let node = self.store.node_by_name(&name).await?;
-        let node = node.ok_or_else(|| Error::NotFound {
-            what: format!("node {node_name:?}"),
-        })?;
-        if node.revoked_at.is_some() {
-            return Err(Error::Conflict(format!("node {node_name:?} was revoked")));
-        }
-        let conn = self
-            .registry
-            .get(&node.id)
-            .ok_or_else(|| Error::Unavailable(format!("node {node_name:?} is offline")))?;
+        let conn = self.connection(node_name).await?;
         let id = TaskId::generate();
         let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
         self.store
             .create_task(&NewTask {
                 id: id.clone(),
-                node_id: node.id.clone(),
+                node_id: conn.node_id.clone(),
                 argv: spec.argv.clone(),
                 cwd: spec.cwd.as_ref().map(|c| c.to_string()),
                 timeout_ms: Some(timeout.as_millis() as u64),
@@ -212,8 +199,8 @@ impl Tasks {
         self.live.lock().expect("lock").insert(
             id.clone(),
             LiveTask {
-                node_id: node.id.clone(),
-                node_name: node.name.clone(),
+                node_id: conn.node_id.clone(),
+                node_name: conn.name.clone(),
                 timeout,
                 watchers: vec![tx],
                 stdout: Vec::new(),
@@ -241,6 +228,27 @@ impl Tasks {
             tracing::info!(task = %id, "task dispatched");
         }
         Ok((id, rx))
+    }
+
+    /// The live connection of the node called `node_name`. Connected nodes
+    /// are found in memory; the store only explains why a node is not.
+    async fn connection(&self, node_name: &str) -> Result<Arc<Connection>, Error> {
+        let not_found = || Error::NotFound {
+            what: format!("node {node_name:?}"),
+        };
+        let name = NodeName::parse(node_name).map_err(|_| not_found())?;
+        if let Some(conn) = self.registry.by_name(&name).filter(|c| !c.is_closing()) {
+            return Ok(conn);
+        }
+        let node = self
+            .store
+            .node_by_name(&name)
+            .await?
+            .ok_or_else(not_found)?;
+        if node.revoked_at.is_some() {
+            return Err(Error::Conflict(format!("node {node_name:?} was revoked")));
+        }
+        Err(Error::Unavailable(format!("node {node_name:?} is offline")))
     }
 
     /// Watches a task that is still live; `None` once it has finished.
@@ -357,7 +365,7 @@ impl Tasks {
                 lost: false,
                 at: self.clock.now(),
             };
-            match self.store.finish_task(&end).await {
+            match self.store.finish_task(&end).await.map(|e| e.applied) {
                 Ok(EndApplied::LateResult) => {
                     tracing::info!(task = %id, status = status.as_str(), "late result recorded")
                 }
@@ -414,19 +422,18 @@ impl Tasks {
                 bytes: output_bytes,
                 truncated: t.truncated,
             });
-        self.store.finish_task(&end).await?;
-        self.settle(&id).await
+        let ended = self.store.finish_task(&end).await?;
+        self.settle(&id, ended.record);
+        Ok(())
     }
 
     /// Removes a task from the live set and tells its watchers its final record.
-    async fn settle(&self, id: &TaskId) -> Result<(), Error> {
-        let record = self.store.get_task(id).await?;
+    fn settle(&self, id: &TaskId, record: TaskRecord) {
         let task = self.live.lock().expect("lock").remove(id);
-        if let (Some(mut task), Some(record)) = (task, record) {
+        if let Some(mut task) = task {
             tracing::info!(task = %id, node = %task.node_name, status = record.status.as_str(), exit_code = ?record.exit_code, "task finished");
             task.tell(&TaskEvent::Finished(Box::new(record)));
         }
-        Ok(())
     }
 
     /// Fails every unfinished task of a node whose stream ended, with a diagnostic.
@@ -476,7 +483,7 @@ impl Tasks {
             .filter(|(_, t)| &t.node_id == node)
             .map(|(id, t)| (id.clone(), t.last_seq))
             .collect();
-        for (id, last_seq) in ids {
+        let ends = ids.into_iter().map(|(id, last_seq)| {
             let seq = last_seq
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "none".into());
@@ -490,8 +497,10 @@ impl Tasks {
                 lost: true,
                 ..self.end(&id, TaskStatus::Failed, None, Some(error))
             };
-            self.finish(end, 0).await?;
-        }
+            self.finish(end, 0)
+        });
+        // All at once: the journal commits them together.
+        futures::future::try_join_all(ends).await?;
         // Tasks journaled but not live (e.g. from before a hub restart).
         let generic = format!("node lost: {cause}; last heartbeat {silent} s ago");
         self.store

@@ -22,8 +22,18 @@ use crate::Error;
 use crate::backoff::Backoff;
 use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions};
 use crate::state::NodeState;
-use crate::tasks::{Dispatch, End, RunnerEvent, TaskRunner};
+use crate::tasks::{Dispatch, End, Executor, RunnerEvent, TaskRunner};
 use crate::tls::{self, HubTarget};
+
+/// How the node runs tasks (see [`Executor`]).
+#[derive(Clone, Debug)]
+pub enum ExecutorOptions {
+    /// Refuse every task (benchmarks of idle nodes).
+    Refuse,
+    Sandbox(SandboxOptions),
+    /// Report every task as exited 0 without running it (hub benchmarks).
+    Simulated,
+}
 
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -34,8 +44,8 @@ pub struct AgentOptions {
     pub bind_ip: Option<IpAddr>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// Where tasks run; `None`: the node refuses tasks (benchmarks).
-    pub sandbox: Option<SandboxOptions>,
+    /// Where tasks run.
+    pub executor: ExecutorOptions,
     /// How long tasks keep running while the node cannot report them.
     pub report_grace: Duration,
     /// Mirror the workspace to the hub; `None`: no mirror (benchmarks).
@@ -51,7 +61,7 @@ impl AgentOptions {
             bind_ip: None,
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
-            sandbox: None,
+            executor: ExecutorOptions::Refuse,
             report_grace: Duration::from_secs(60),
             mirror: None,
         }
@@ -118,13 +128,14 @@ impl Agent {
             policy: Policy::strict(),
             sessions: 0,
         });
-        let sandbox = match &opts.sandbox {
-            Some(o) => {
-                Some(Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?)
-            }
-            None => None,
+        let executor = match &opts.executor {
+            ExecutorOptions::Refuse => Executor::Refuse,
+            ExecutorOptions::Sandbox(o) => Executor::Sandbox(
+                Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?,
+            ),
+            ExecutorOptions::Simulated => Executor::Simulated,
         };
-        let (runner, events) = TaskRunner::new(sandbox, opts.state.name.clone());
+        let (runner, events) = TaskRunner::new(executor, opts.state.name.clone());
         Ok(Self {
             opts,
             status,

@@ -21,6 +21,6 @@ pub mod state;
 pub mod tasks;
 pub mod tls;
 
-pub use agent::{Agent, AgentHandle, AgentOptions};
+pub use agent::{Agent, AgentHandle, AgentOptions, ExecutorOptions};
 pub use error::Error;
 pub use state::NodeState;

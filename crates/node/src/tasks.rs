@@ -56,22 +56,44 @@ pub enum RunnerEvent {
     },
 }
 
+/// How a node runs the tasks it is given.
+pub enum Executor {
+    /// Refuses every task (exit 126): a node that only mirrors.
+    Refuse,
+    /// Runs tasks in the sandbox under the node's policy.
+    Sandbox(Sandbox),
+    /// Reports every task started and exited 0 without running anything: the
+    /// simulated nodes of `ganglion bench tasks --simulated`, which measure
+    /// the hub and its journal rather than fork/exec on the bench machine.
+    Simulated,
+}
+
+enum Exec {
+    Refuse,
+    Sandbox(Arc<Sandbox>),
+    Simulated,
+}
+
 pub struct TaskRunner {
-    sandbox: Option<Arc<Sandbox>>,
+    exec: Exec,
     node_name: String,
     events: mpsc::UnboundedSender<RunnerEvent>,
     running: Mutex<HashMap<String, Canceller>>,
 }
 
 impl TaskRunner {
-    /// A runner; without a sandbox the node refuses every task.
     pub fn new(
-        sandbox: Option<Sandbox>,
+        executor: Executor,
         node_name: String,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<RunnerEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
+        let exec = match executor {
+            Executor::Refuse => Exec::Refuse,
+            Executor::Sandbox(s) => Exec::Sandbox(Arc::new(s)),
+            Executor::Simulated => Exec::Simulated,
+        };
         let runner = Self {
-            sandbox: sandbox.map(Arc::new),
+            exec,
             node_name,
             events,
             running: Mutex::default(),
@@ -97,9 +119,13 @@ impl TaskRunner {
 
     /// Starts a task under `policy`; refusals are reported as a finished task.
     pub fn start(self: &Arc<Self>, d: Dispatch, policy: &Policy, session: u64) {
-        let Some(sandbox) = &self.sandbox else {
-            let error = format!("node {:?} does not run tasks", self.node_name);
-            return self.refuse(d.id, session, 126, error);
+        let sandbox = match &self.exec {
+            Exec::Sandbox(s) => s,
+            Exec::Refuse => {
+                let error = format!("node {:?} does not run tasks", self.node_name);
+                return self.refuse(d.id, session, 126, error);
+            }
+            Exec::Simulated => return self.simulate(d.id, session),
         };
         if self.running.lock().expect("lock").contains_key(&d.id) {
             tracing::warn!(task = %d.id, "task dispatched twice; ignored");
@@ -168,6 +194,22 @@ impl TaskRunner {
                 output_truncated: outcome.output_truncated,
                 session,
             });
+        });
+    }
+
+    fn simulate(&self, id: String, session: u64) {
+        let started = RunnerEvent::Started {
+            id: id.clone(),
+            pid: 0,
+            session,
+        };
+        let _ = self.events.send(started);
+        let _ = self.events.send(RunnerEvent::Finished {
+            id,
+            end: End::Exited(0),
+            output_bytes: 0,
+            output_truncated: false,
+            session,
         });
     }
 

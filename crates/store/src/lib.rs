@@ -22,7 +22,8 @@ pub use model::{
 };
 pub use sqlite::SqliteStore;
 pub use tasks::{
-    EndApplied, HistoryEntry, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+    EndApplied, Ended, HistoryEntry, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskRecord,
+    TaskStatus,
 };
 
 /// Everything the hub persists. Every method is one transaction.
@@ -57,8 +58,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_task(&self, task: &NewTask) -> Result<()>;
     /// `pending` → `running`; `false` if the task was not pending.
     async fn mark_task_running(&self, id: &TaskId, at: Timestamp) -> Result<bool>;
-    /// Records a task's end (see [`EndApplied`]).
-    async fn finish_task(&self, end: &TaskEnd) -> Result<EndApplied>;
+    /// Records a task's end (see [`EndApplied`]); the record afterwards.
+    /// `NotFound` for an unknown task.
+    async fn finish_task(&self, end: &TaskEnd) -> Result<Ended>;
     /// Fails every unfinished task (of one node, or all) with `error`;
     /// returns the ids it failed.
     async fn fail_unfinished_tasks(

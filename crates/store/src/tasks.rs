@@ -122,6 +122,13 @@ pub enum EndApplied {
     Ignored,
 }
 
+/// A recorded end: what it did and the task's record afterwards.
+#[derive(Clone, Debug)]
+pub struct Ended {
+    pub applied: EndApplied,
+    pub record: TaskRecord,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TaskFilter {
     pub node_id: Option<NodeId>,
@@ -132,6 +139,13 @@ pub struct TaskFilter {
 pub(crate) const TASK_COLUMNS: &str = "t.id, t.node_id, n.name AS node_name, t.argv, t.cwd, t.timeout_ms, \
      t.status, t.exit_code, t.error, t.created_at, t.started_at, t.finished_at, t.stdout, t.stderr, \
      t.output_bytes, t.output_truncated, t.history";
+
+/// [`TASK_COLUMNS`] for a RETURNING clause on `tasks` (no join there).
+pub(crate) const TASK_RETURNING: &str = "tasks.id, tasks.node_id, \
+     (SELECT name FROM nodes WHERE nodes.id = tasks.node_id) AS node_name, tasks.argv, tasks.cwd, \
+     tasks.timeout_ms, tasks.status, tasks.exit_code, tasks.error, tasks.created_at, \
+     tasks.started_at, tasks.finished_at, tasks.stdout, tasks.stderr, tasks.output_bytes, \
+     tasks.output_truncated, tasks.history";
 
 pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
     let corrupt = |what: &str| Error::Corrupt(format!("task {what}"));

@@ -239,9 +239,12 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
         lost: false,
         at: T0,
     };
-    assert_eq!(store.finish_task(&end).await.unwrap(), EndApplied::Finished);
     assert_eq!(
-        store.finish_task(&end).await.unwrap(),
+        store.finish_task(&end).await.unwrap().applied,
+        EndApplied::Finished
+    );
+    assert_eq!(
+        store.finish_task(&end).await.unwrap().applied,
         EndApplied::Ignored,
         "a final task stays final"
     );
@@ -274,7 +277,7 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
         ..end.clone()
     };
     assert_eq!(
-        store.finish_task(&late).await.unwrap(),
+        store.finish_task(&late).await.unwrap().applied,
         EndApplied::LateResult
     );
     let rec = store.get_task(&lost).await.unwrap().unwrap();
@@ -303,6 +306,99 @@ async fn journal_records_changes_and_late_results(store: &dyn Store) {
         })
         .await;
     assert!(matches!(missing, Err(Error::NotFound { .. })));
+}
+
+/// Concurrent journal writes (which the SQLite backend group-commits) each
+/// get their own answer: a bad task fails alone, a repeated start or end is
+/// applied once, and the returned record is the stored one.
+async fn journal_concurrent_writes_answer_each_caller(store: &dyn Store) {
+    use futures::future::join_all;
+    use ganglion_core::TaskId;
+    use ganglion_store::{EndApplied, NewTask, TaskEnd, TaskStatus};
+    let s = Secret::generate();
+    store.create_invite(&invite(&s, None)).await.unwrap();
+    let node = store
+        .redeem_invite(&redemption(&s, Some("n1"), T0))
+        .await
+        .unwrap();
+    let new = |id: &TaskId, node_id: &NodeId| NewTask {
+        id: id.clone(),
+        node_id: node_id.clone(),
+        argv: vec!["true".into()],
+        cwd: None,
+        timeout_ms: None,
+        created_at: T0,
+    };
+    let ids: Vec<TaskId> = (0..200).map(|_| TaskId::generate()).collect();
+    let stranger = NodeId::generate();
+    let mut creates: Vec<_> = ids.iter().map(|id| new(id, &node.id)).collect();
+    creates.insert(100, new(&TaskId::generate(), &stranger));
+    creates.insert(150, new(&ids[3], &node.id));
+    let created = join_all(creates.iter().map(|t| store.create_task(t))).await;
+    let failed: Vec<usize> = (0..created.len())
+        .filter(|i| created[*i].is_err())
+        .collect();
+    assert_eq!(
+        failed,
+        [100, 150],
+        "only the task of an unknown node and the repeated id fail"
+    );
+    assert!(matches!(created[150], Err(Error::AlreadyExists { .. })));
+
+    let starts = join_all(
+        ids.iter()
+            .chain(std::iter::once(&ids[7]))
+            .map(|id| store.mark_task_running(id, T0)),
+    )
+    .await;
+    let started = starts.iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(started, 200, "a repeated start is applied once");
+
+    let end = |id: &TaskId, code: i32| TaskEnd {
+        id: id.clone(),
+        status: if code == 0 {
+            TaskStatus::Succeeded
+        } else {
+            TaskStatus::Failed
+        },
+        exit_code: Some(code),
+        error: None,
+        output: None,
+        late: false,
+        lost: false,
+        at: T0,
+    };
+    let mut ends: Vec<TaskEnd> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| end(id, i as i32 % 3))
+        .collect();
+    ends.push(end(&ids[9], 5));
+    let ended = join_all(ends.iter().map(|e| store.finish_task(e))).await;
+    let applied: Vec<EndApplied> = ended.iter().map(|r| r.as_ref().unwrap().applied).collect();
+    assert_eq!(
+        applied
+            .iter()
+            .filter(|a| **a == EndApplied::Finished)
+            .count(),
+        200
+    );
+    assert_eq!(
+        applied[200],
+        EndApplied::Ignored,
+        "the second end of a task is ignored"
+    );
+    for (e, r) in ends.iter().zip(&ended).take(200) {
+        let r = r.as_ref().unwrap();
+        assert_eq!(r.record, store.get_task(&e.id).await.unwrap().unwrap());
+        assert_eq!(r.record.exit_code, e.exit_code);
+        assert_eq!(r.record.node_name.as_str(), "n1");
+        let statuses: Vec<_> = r.record.history.iter().map(|h| h.status).collect();
+        assert_eq!(
+            statuses,
+            [TaskStatus::Pending, TaskStatus::Running, e.status]
+        );
+    }
 }
 
 async fn immutable_patterns(store: &dyn Store) {
@@ -345,6 +441,7 @@ macro_rules! backends {
             #[tokio::test] async fn admin_tokens() { let (s, _d) = $open; super::admin_tokens(&s).await }
             #[tokio::test] async fn immutable_patterns() { let (s, _d) = $open; super::immutable_patterns(&s).await }
             #[tokio::test] async fn journal_records_changes_and_late_results() { let (s, _d) = $open; super::journal_records_changes_and_late_results(&s).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn journal_concurrent_writes_answer_each_caller() { let (s, _d) = $open; super::journal_concurrent_writes_answer_each_caller(&s).await }
         }
     )*};
 }

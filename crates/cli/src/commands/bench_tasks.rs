@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use ganglion_hub::api::{self, TaskEventLine};
-use ganglion_node::{Agent, AgentOptions, capabilities};
+use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities};
 use tokio_util::sync::CancellationToken;
 
 use super::bench::{join_one, percentile, start_hub, wait_online};
@@ -59,8 +59,14 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
     let api = Arc::new(ApiClient::locate(&loc)?);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     out(format!(
-        "# bench tasks: hub pid {} on {cores} cores; {} nodes in this process (real agents, sandbox, journal on SQLite)",
-        hub.pid, a.nodes
+        "# bench tasks: hub pid {} on {cores} cores; {} nodes in this process ({}), journal on SQLite",
+        hub.pid,
+        a.nodes,
+        if a.simulated {
+            "real agents and streams, tasks simulated: started + exit 0 at once"
+        } else {
+            "real agents, tasks run in the sandbox"
+        }
     ));
 
     let root = tempfile::tempdir()?;
@@ -78,7 +84,11 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&st)?;
         state.workspace = ws.clone();
         let mut opts = AgentOptions::new(state, cred, caps.clone());
-        opts.sandbox = Some(super::node::sandbox_options(&ws, &st, &name)?);
+        opts.executor = if a.simulated {
+            ExecutorOptions::Simulated
+        } else {
+            ExecutorOptions::Sandbox(super::node::sandbox_options(&ws, &st, &name)?)
+        };
         tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
     }
     wait_online(&api, a.nodes.max(1)).await?;
@@ -149,7 +159,11 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         let secs = started.elapsed().as_secs_f64();
         out(format!(
             "{:<36} {:>10.0} tasks/s  # {} tasks of `true` over {} nodes, {} in flight, {secs:.2} s",
-            "tasks.throughput",
+            if a.simulated {
+                "tasks.throughput_simulated"
+            } else {
+                "tasks.throughput"
+            },
             a.tasks as f64 / secs,
             a.tasks,
             a.nodes,

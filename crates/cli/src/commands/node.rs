@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ganglion_core::NodeName;
 use ganglion_node::state::StateDir;
-use ganglion_node::{Agent, AgentOptions, capabilities, join};
+use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
 
 use crate::cli::NodeCommand;
 
@@ -59,7 +59,7 @@ pub async fn start(
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
-    opts.sandbox = Some(sandbox_options(
+    opts.executor = ExecutorOptions::Sandbox(sandbox_options(
         &state.workspace,
         state_dir.path(),
         &state.name,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use ganglion_core::NodeName;
 use ganglion_hub::Hub;
 use ganglion_node::state::StateDir;
-use ganglion_node::{Agent, AgentOptions, capabilities, join};
+use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
 
 use super::out;
 use crate::cli::UpArgs;
@@ -79,7 +79,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     state.cert_sha256 = handle.endpoints.cert_sha256.clone();
     state.workspace = workspace;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
-    opts.sandbox = Some(super::node::sandbox_options(
+    opts.executor = ExecutorOptions::Sandbox(super::node::sandbox_options(
         &state.workspace,
         state_dir.path(),
         &state.name,

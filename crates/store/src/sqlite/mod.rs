@@ -16,15 +16,25 @@ use crate::Store;
 use crate::error::{Error, InviteRefusal, Result};
 use crate::model::{InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate};
 use crate::tasks::{
-    EndApplied, HistoryEntry, NewTask, TASK_COLUMNS, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
+    Ended, HistoryEntry, NewTask, TASK_COLUMNS, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
     task_from_row,
 };
 
+mod journal;
+
+use journal::Journal;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Reads go to a pool of connections; writes to one connection of their own,
+/// so writers queue in the process (in order, without sleeping in SQLite's
+/// busy handler) and readers never wait for them (WAL).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
+    /// Task writes, group-committed on `writer`.
+    journal: Journal,
 }
 
 const NODE_COLUMNS: &str = "n.id, n.name, n.policy, n.capabilities, n.created_at, n.revoked_at, \
@@ -40,7 +50,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        Self::connect(options, 8).await
+        let writer = Self::pool_of(options.clone(), 1).await?;
+        MIGRATOR.run(&writer).await?;
+        let pool = Self::pool_of(options, 8).await?;
+        Ok(Self {
+            journal: Journal::start(writer.clone()),
+            pool,
+            writer,
+        })
     }
 
     /// A private in-memory database, for tests.
@@ -49,17 +66,21 @@ impl SqliteStore {
             .map_err(Error::Database)?
             .foreign_keys(true);
         // One connection: every connection to ":memory:" is its own database.
-        Self::connect(options, 1).await
+        let pool = Self::pool_of(options, 1).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            journal: Journal::start(pool.clone()),
+            writer: pool.clone(),
+            pool,
+        })
     }
 
-    async fn connect(options: SqliteConnectOptions, max: u32) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
+    async fn pool_of(options: SqliteConnectOptions, max: u32) -> Result<SqlitePool> {
+        SqlitePoolOptions::new()
             .max_connections(max)
             .connect_with(options)
             .await
-            .map_err(Error::Database)?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+            .map_err(Error::Database)
     }
 
     /// The pool, for crates that keep their own tables in the same database.
@@ -84,7 +105,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("domain types serialise")
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
@@ -183,7 +204,7 @@ impl Store for SqliteStore {
         .bind(invite.policy.as_ref().map(json))
         .bind(invite.created_at.millis())
         .bind(invite.expires_at.millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(Error::db("invite"))?;
         Ok(InviteRecord {
@@ -212,14 +233,14 @@ impl Store for SqliteStore {
         let row = sqlx::query(&sql)
             .bind(at.millis())
             .bind(id.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await
             .map_err(Error::db("invite"))?;
         invite_from_row(&row)
     }
 
     async fn redeem_invite(&self, r: &Redemption) -> Result<NodeRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         // Consume first: the write takes SQLite's write lock at once, so two
         // concurrent redemptions of one invite cannot both succeed.
         let consumed = sqlx::query(
@@ -335,7 +356,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_policy(&self, name: &NodeName, policy: &Policy) -> Result<NodeRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current: String = sqlx::query_scalar("SELECT policy FROM nodes WHERE name = ?")
             .bind(name.as_str())
             .fetch_one(&mut *tx)
@@ -363,7 +384,7 @@ impl Store for SqliteStore {
         )
         .bind(at.millis())
         .bind(name.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(Error::db("node"))?;
         self.node_by_name(name)
@@ -372,7 +393,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_status(&self, updates: &[StatusUpdate]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for u in updates {
             sqlx::query(
                 "INSERT INTO node_status (node_id, status, last_heartbeat, peer_addr, updated_at) \
@@ -407,130 +428,21 @@ impl Store for SqliteStore {
             "UPDATE node_status SET status = 'offline', updated_at = ? WHERE status != 'offline'",
         )
         .bind(at.millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn create_task(&self, t: &NewTask) -> Result<()> {
-        let history = vec![HistoryEntry {
-            at: t.created_at,
-            status: TaskStatus::Pending,
-            note: None,
-        }];
-        sqlx::query(
-            "INSERT INTO tasks (id, node_id, argv, cwd, timeout_ms, status, created_at, history) \
-             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-        )
-        .bind(t.id.as_str())
-        .bind(t.node_id.as_str())
-        .bind(json(&t.argv))
-        .bind(t.cwd.as_deref())
-        .bind(t.timeout_ms.map(|v| v as i64))
-        .bind(t.created_at.millis())
-        .bind(json(&history))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::db("task"))?;
-        Ok(())
+        self.journal.create(t).await
     }
 
     async fn mark_task_running(&self, id: &TaskId, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let history: Option<String> =
-            sqlx::query_scalar("SELECT history FROM tasks WHERE id = ? AND status = 'pending'")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(history) = history else {
-            return Ok(false);
-        };
-        let mut history: Vec<HistoryEntry> = parse_json(&history, "task history")?;
-        history.push(HistoryEntry {
-            at,
-            status: TaskStatus::Running,
-            note: None,
-        });
-        sqlx::query(
-            "UPDATE tasks SET status = 'running', started_at = ?, history = ? WHERE id = ?",
-        )
-        .bind(at.millis())
-        .bind(json(&history))
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.journal.running(id, at).await
     }
 
-    async fn finish_task(&self, end: &TaskEnd) -> Result<EndApplied> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT status, history, error, lost_at FROM tasks WHERE id = ?")
-            .bind(end.id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(Error::NotFound { what: "task" });
-        };
-        let status: String = row.try_get("status")?;
-        let status =
-            TaskStatus::parse(&status).ok_or_else(|| Error::Corrupt("task status".into()))?;
-        let mut history: Vec<HistoryEntry> =
-            parse_json(&row.try_get::<String, _>("history")?, "task history")?;
-        let lost_at: Option<i64> = row.try_get("lost_at")?;
-        let applied = if !status.is_final() {
-            EndApplied::Finished
-        } else if end.late && lost_at.is_some() && status == TaskStatus::Failed {
-            EndApplied::LateResult
-        } else {
-            return Ok(EndApplied::Ignored);
-        };
-        let note = match applied {
-            EndApplied::LateResult => Some(format!(
-                "late result from the node: {}{}",
-                end.status.as_str(),
-                end.exit_code
-                    .map(|c| format!(" (exit code {c})"))
-                    .unwrap_or_default()
-            )),
-            _ => end.error.clone(),
-        };
-        history.push(HistoryEntry {
-            at: end.at,
-            status: end.status,
-            note,
-        });
-        let error = match applied {
-            // Keep the disconnection diagnostic: the history says what came later.
-            EndApplied::LateResult => row.try_get::<Option<String>, _>("error")?,
-            _ => end.error.clone(),
-        };
-        let out = end.output.clone().unwrap_or_default();
-        sqlx::query(
-            "UPDATE tasks SET status = ?, exit_code = ?, error = ?, finished_at = ?, history = ?, \
-               stdout = CASE WHEN ? THEN ? ELSE stdout END, stderr = CASE WHEN ? THEN ? ELSE stderr END, \
-               output_bytes = MAX(output_bytes, ?), output_truncated = output_truncated OR ?, \
-               lost_at = CASE WHEN ? THEN ? ELSE lost_at END \
-             WHERE id = ?",
-        )
-        .bind(end.status.as_str())
-        .bind(end.exit_code)
-        .bind(error)
-        .bind(end.at.millis())
-        .bind(json(&history))
-        .bind(end.output.is_some())
-        .bind(&out.stdout)
-        .bind(end.output.is_some())
-        .bind(&out.stderr)
-        .bind(out.bytes as i64)
-        .bind(out.truncated)
-        .bind(end.lost)
-        .bind(end.at.millis())
-        .bind(end.id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(applied)
+    async fn finish_task(&self, end: &TaskEnd) -> Result<Ended> {
+        self.journal.finish(end).await
     }
 
     async fn fail_unfinished_tasks(
@@ -539,7 +451,7 @@ impl Store for SqliteStore {
         error: &str,
         at: Timestamp,
     ) -> Result<Vec<TaskId>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, history FROM tasks WHERE status IN ('pending', 'running') \
              AND (? IS NULL OR node_id = ?)",
@@ -621,7 +533,7 @@ impl Store for SqliteStore {
         .bind(node_id.as_str())
         .bind(pattern)
         .bind(at.millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(Error::db("immutable path"))?;
         Ok(r.rows_affected() == 1)
@@ -631,7 +543,7 @@ impl Store for SqliteStore {
         let r = sqlx::query("DELETE FROM immutable_paths WHERE node_id = ? AND pattern = ?")
             .bind(node_id.as_str())
             .bind(pattern)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -640,7 +552,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?)")
             .bind(&hash.as_bytes()[..])
             .bind(at.millis())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(Error::db("admin token"))?;
         Ok(())
@@ -661,6 +573,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
