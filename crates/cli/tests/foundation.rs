@@ -276,6 +276,69 @@ fn up_runs_a_hub_and_the_local_node() {
     assert_eq!(up.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
+/// The contract's default layout puts the data dir (admin token, TLS key)
+/// inside the workspace of `local`: strict tasks there must not read it.
+#[test]
+fn up_hides_its_data_dir_from_tasks_in_the_workspace() {
+    let s = Scene::new();
+    let ws = s.workspace("up");
+    let data = ws.join("ganglion-data");
+    std::fs::write(ws.join("notes.txt"), "visible").unwrap();
+    let mut cmd = command();
+    cmd.current_dir(&ws).arg("up").args([
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    let mut up = Proc::spawn(cmd, "up", &s.logs());
+    wait_for("`up` to be ready", READY, || {
+        if let Some(st) = up.try_exit() {
+            panic!("up exited ({st}):\n{}", up.stderr());
+        }
+        up.stdout().contains("admin token:").then_some(())
+    });
+    let run = |argv: &[&str]| {
+        command()
+            .args(["run", "--node", "local", "--data-dir"])
+            .arg(&data)
+            .arg("--")
+            .args(argv)
+            .output()
+            .unwrap()
+    };
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let o = wait_for("the local node to run a task", READY, || {
+        let o = run(&["cat", "notes.txt"]);
+        o.status.success().then_some(o)
+    });
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "visible");
+    for file in ["admin.token", "tls/hub.key", "hub.db"] {
+        let o = run(&["cat", &format!("ganglion-data/{file}")]);
+        assert!(!o.status.success(), "read {file}");
+        assert!(
+            o.stdout.is_empty(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let o = run(&["ls", "-A", "ganglion-data"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = run(&["grep", "-r", token.trim(), "."]);
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    up.signal(libc::SIGTERM);
+    assert_eq!(up.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
 #[test]
 fn print_config_shows_flag_over_env_over_file_over_default() {
     let s = Scene::new();

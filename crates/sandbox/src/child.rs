@@ -5,6 +5,7 @@
 //! computed) so that the child, a fork of a multithreaded process, only makes
 //! async-signal-safe syscalls: no allocation, no lock.
 
+use std::ffi::CString;
 use std::io;
 
 use tokio::process::Command;
@@ -30,6 +31,79 @@ pub(crate) struct ChildSetup {
     pub drop_capabilities: bool,
     /// Landlock ruleset fd to restrict the child with (sets `no_new_privs`).
     pub landlock: Option<i32>,
+    /// Directories to cover in a mount namespace of the child's own.
+    pub hide: Option<Hide>,
+}
+
+/// Covers directories with an empty read-only tmpfs in a new mount namespace
+/// (C strings made before the fork: the child does not allocate).
+#[derive(Clone, Debug)]
+pub(crate) struct Hide {
+    pub paths: Vec<CString>,
+    /// For a node that is not root, a user namespace too (which grants the
+    /// right to mount in it), mapping the node's uid and gid to themselves:
+    /// the `uid_map` and `gid_map` lines.
+    pub user_maps: Option<(CString, CString)>,
+}
+
+impl Hide {
+    pub(crate) fn new(paths: &[std::path::PathBuf], root: bool) -> io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let c =
+            |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let paths = paths
+            .iter()
+            .map(|p| c(p.as_os_str().as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let user_maps = if root {
+            None
+        } else {
+            let (uid, gid) = (raw::getuid(), raw::getgid());
+            Some((
+                c(format!("{uid} {uid} 1").as_bytes())?,
+                c(format!("{gid} {gid} 1").as_bytes())?,
+            ))
+        };
+        Ok(Self { paths, user_maps })
+    }
+
+    fn apply(&self) -> io::Result<()> {
+        match &self.user_maps {
+            None => check(raw::unshare(libc::CLONE_NEWNS))?,
+            Some((uid_map, gid_map)) => {
+                check(raw::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                write_file(c"/proc/self/setgroups", c"deny")?;
+                write_file(c"/proc/self/uid_map", uid_map)?;
+                write_file(c"/proc/self/gid_map", gid_map)?;
+            }
+        }
+        // Nothing mounted here may reach the node's own namespace.
+        check(raw::mount(
+            c"none",
+            c"/",
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        ))?;
+        for path in &self.paths {
+            check(raw::mount(
+                c"ganglion-hidden",
+                path,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"size=4k,mode=0555"),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_file(path: &std::ffi::CStr, text: &std::ffi::CStr) -> io::Result<()> {
+    let fd = raw::open_write(path);
+    check(fd)?;
+    let written = raw::write(fd as i32, text.to_bytes());
+    raw::close(fd as i32);
+    check(written).map(drop)
 }
 
 /// `struct __user_cap_header_struct`.
@@ -56,10 +130,11 @@ impl ChildSetup {
     /// Installs the setup on `cmd`; runs in the child after `fork`.
     pub(crate) fn install(self, cmd: &mut Command) {
         #[allow(unsafe_code)]
-        // SAFETY: the closure only reads integers captured by value and makes raw
-        // syscalls (write, fchdir, setrlimit, prctl, capset, landlock); it does not
-        // allocate, lock or touch state shared with other threads of the parent,
-        // so it is async-signal-safe as `pre_exec` requires.
+        // SAFETY: the closure only reads integers and C strings captured by
+        // value and makes raw syscalls (write, open, close, unshare, mount,
+        // fchdir, setrlimit, prctl, capset, landlock); it does not allocate,
+        // lock or touch state shared with other threads of the parent, so it is
+        // async-signal-safe as `pre_exec` requires.
         unsafe {
             cmd.pre_exec(move || self.apply());
         }
@@ -71,6 +146,13 @@ impl ChildSetup {
         }
         if let Some(fd) = self.cwd {
             check(raw::fchdir(fd))?;
+        }
+        // After the chdir: unshare moves the working directory into the new
+        // mount namespace, where lookups from it meet the covers. (The cwd fd
+        // itself stays in the old namespace, under no cover; it is not used
+        // again.)
+        if let Some(hide) = &self.hide {
+            hide.apply()?;
         }
         for r in &self.rlimits {
             check(raw::setrlimit(r.resource, r.value))?;
@@ -110,6 +192,8 @@ pub(crate) fn kill(pid: i32, sig: i32) {
 
 /// Each function wraps one syscall; all are async-signal-safe.
 mod raw {
+    use std::ffi::CStr;
+
     use super::{CapData, CapHeader, LINUX_CAPABILITY_VERSION_3};
 
     #[allow(unsafe_code)]
@@ -167,6 +251,64 @@ mod raw {
                 &mut header as *mut CapHeader,
                 data.as_ptr(),
             )
+        }
+    }
+
+    pub(super) fn getuid() -> u32 {
+        #[allow(unsafe_code)]
+        // SAFETY: getuid cannot fail and touches no memory.
+        unsafe {
+            libc::getuid()
+        }
+    }
+
+    pub(super) fn getgid() -> u32 {
+        #[allow(unsafe_code)]
+        // SAFETY: getgid cannot fail and touches no memory.
+        unsafe {
+            libc::getgid()
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn unshare(flags: libc::c_int) -> libc::c_long {
+        // SAFETY: plain syscall with integer flags.
+        unsafe { libc::unshare(flags) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn mount(
+        source: &CStr,
+        target: &CStr,
+        fstype: Option<&CStr>,
+        flags: libc::c_ulong,
+        data: Option<&CStr>,
+    ) -> libc::c_long {
+        let or_null = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: every pointer is a NUL-terminated string that outlives the
+        // call, or null where mount(2) allows it.
+        unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                or_null(fstype),
+                flags,
+                or_null(data).cast(),
+            ) as libc::c_long
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn open_write(path: &CStr) -> libc::c_long {
+        // SAFETY: `path` is NUL-terminated and outlives the call.
+        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as libc::c_long }
+    }
+
+    #[allow(unsafe_code)]
+    pub(super) fn close(fd: i32) {
+        // SAFETY: closes an fd this module opened.
+        unsafe {
+            libc::close(fd);
         }
     }
 

@@ -28,6 +28,8 @@ pub enum Error {
     RelativeProgramPath { program: String },
     #[error("working directory {cwd:?} escapes the workspace")]
     CwdEscapes { cwd: String },
+    #[error("working directory {cwd:?} is hidden from tasks")]
+    CwdHidden { cwd: String },
     #[error("working directory {cwd:?} cannot be used")]
     CwdUnusable {
         cwd: String,

@@ -14,7 +14,7 @@ use ganglion_core::policy::{Policy, PolicyMode, Refusal};
 use tokio::process::Command;
 
 use crate::cgroup::TaskCgroup;
-use crate::child::{ChildSetup, Rlimit};
+use crate::child::{ChildSetup, Hide, Rlimit};
 use crate::confine::{self, Layout};
 use crate::probe::{ForkLimit, probe};
 use crate::task::{self, RunningTask};
@@ -64,6 +64,9 @@ impl Sandbox {
         opts.workspace = canon(&opts.workspace, "resolve the workspace")?;
         opts.state_dir = canon(&opts.state_dir, "resolve the state dir")?;
         opts.temp_root = canon(&opts.temp_root, "resolve the temp root")?;
+        opts.hidden = (opts.hidden.iter())
+            .map(|p| canon(p, "resolve a hidden directory"))
+            .collect::<Result<_, _>>()?;
         if confine::overlaps(&opts.state_dir, &opts.workspace)
             || confine::overlaps(&opts.state_dir, &opts.temp_root)
         {
@@ -142,6 +145,11 @@ impl Sandbox {
         if strict {
             setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
             setup.drop_capabilities = support.root;
+            if !self.opts.hidden.is_empty() {
+                let hide = Hide::new(&self.opts.hidden, support.root)
+                    .map_err(Error::setup("prepare the hidden directories"))?;
+                setup.hide = Some(hide);
+            }
             if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
                 let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
                 let read_write = [vec![self.opts.workspace.clone()], temp].concat();
@@ -276,8 +284,19 @@ impl Sandbox {
         let escapes = || Error::CwdEscapes {
             cwd: cwd.to_string(),
         };
+        let hidden = |fd: OwnedFd| {
+            // Where the opened directory really is (after any symlink).
+            let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            match real {
+                Ok(real) if !self.opts.hidden.iter().any(|h| real.starts_with(h)) => Ok(fd),
+                Ok(_) => Err(Error::CwdHidden {
+                    cwd: cwd.to_string(),
+                }),
+                Err(e) => Err(unusable(e)),
+            }
+        };
         match openat2_beneath(&ws, cwd.as_str()) {
-            Ok(fd) => Ok(fd),
+            Ok(fd) => hidden(fd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP)) => Err(escapes()),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 // Kernel older than 5.6: resolve, then check the prefix.
@@ -286,7 +305,7 @@ impl Sandbox {
                 if !real.starts_with(&self.opts.workspace) {
                     return Err(escapes());
                 }
-                Ok(fs::File::open(real).map_err(unusable)?.into())
+                hidden(fs::File::open(real).map_err(unusable)?.into())
             }
             Err(e) => Err(unusable(e)),
         }

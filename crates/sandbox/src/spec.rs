@@ -71,6 +71,12 @@ pub struct SandboxOptions {
     /// Read and execute under STRICT. A root that contains `state_dir` is not
     /// granted wholesale: its other entries are.
     pub system_roots: Vec<PathBuf>,
+    /// Directories STRICT tasks must not see at all although they lie in
+    /// what they may read (e.g. the hub's data dir inside the workspace of
+    /// `ganglion up`): each task gets its own mount namespace in which an
+    /// empty read-only tmpfs covers them. A task that cannot be given one is
+    /// not started.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Directories a STRICT task may read and execute by default.
@@ -87,6 +93,7 @@ impl SandboxOptions {
             limits: Limits::default(),
             cancel_grace: Duration::from_secs(5),
             system_roots: DEFAULT_SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
+            hidden: Vec::new(),
         }
     }
 }

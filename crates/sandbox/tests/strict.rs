@@ -221,6 +221,66 @@ async fn the_state_dir_is_unreadable_even_under_a_readable_root() {
     assert_eq!(run.stdout(), "node credential");
 }
 
+/// A directory inside the workspace that tasks must not see (the hub's data
+/// dir under `ganglion up`): strict tasks find an empty read-only directory.
+#[tokio::test]
+async fn hidden_directories_are_empty_and_read_only_for_strict_tasks() {
+    if skip_without_landlock() {
+        return;
+    }
+    let fx = Fixture::with(|o| {
+        let data = o.workspace.join("hub-data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("admin.token"), "secret-token").unwrap();
+        o.hidden.push(data);
+    });
+    std::fs::write(fx.path("ws/visible"), "visible").unwrap();
+    let p = Policy::strict();
+    let run = fx.run(spec(&["cat", "hub-data/admin.token"]), &p).await;
+    assert_ne!(run.outcome.status, Status::Exited(0));
+    assert!(!run.stdout().contains("secret"), "{}", run.stdout());
+    assert!(run.stderr().contains("No such file"), "{}", run.stderr());
+    let run = fx.run(spec(&["ls", "-A", "hub-data"]), &p).await;
+    assert_eq!(
+        (run.outcome.status, run.stdout().as_str()),
+        (Status::Exited(0), "")
+    );
+    let with_mkdir = Policy {
+        allow: vec!["mkdir".into()],
+        ..Policy::strict()
+    };
+    let run = fx.run(spec(&["mkdir", "planted"]), &with_mkdir).await;
+    assert_eq!(
+        run.outcome.status,
+        Status::Exited(0),
+        "control: {}",
+        run.stderr()
+    );
+    let run = fx
+        .run(spec(&["mkdir", "hub-data/planted"]), &with_mkdir)
+        .await;
+    assert_ne!(run.outcome.status, Status::Exited(0));
+    assert!(!exists(&fx.path("ws/hub-data/planted")));
+    // The rest of the workspace is as before.
+    let run = fx.run(spec(&["cat", "visible"]), &p).await;
+    assert_eq!(run.stdout(), "visible");
+    // No way around it: not by symlink, not as the working directory.
+    std::os::unix::fs::symlink("hub-data", fx.path("ws/peek")).unwrap();
+    let run = fx.run(spec(&["cat", "peek/admin.token"]), &p).await;
+    assert!(!run.stdout().contains("secret"));
+    let mut in_hidden = spec(&["cat", "admin.token"]);
+    in_hidden.cwd = Some(RelPath::parse("peek").unwrap());
+    let e = refused(&fx, in_hidden, &p);
+    assert!(matches!(e, Error::CwdHidden { .. }), "{e}");
+    // The cover lives in the task's mount namespace only.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ganglion-hidden"), "{mounts}");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("ws/hub-data/admin.token")).unwrap(),
+        "secret-token"
+    );
+}
+
 #[tokio::test]
 async fn tcp_needs_the_network_permission() {
     if !probe().landlock_net {

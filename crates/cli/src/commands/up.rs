@@ -35,9 +35,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let state_dir = if exclude.is_empty() {
         StateDir::new(data_dir.join("node-local"))
     } else {
-        tracing::warn!(
+        tracing::info!(
             data_dir = %data_dir.display(),
-            "the data dir is inside the workspace: it is not mirrored, but strict tasks on \"local\" can read it; pass --data-dir outside the workspace to prevent that"
+            "the data dir is inside the workspace: it is not mirrored, and strict tasks on \"local\" see an empty read-only directory in its place"
         );
         let home = std::env::var_os("HOME")
             .map(std::path::PathBuf::from)
@@ -79,11 +79,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     state.cert_sha256 = handle.endpoints.cert_sha256.clone();
     state.workspace = workspace;
     let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
-    opts.executor = ExecutorOptions::Sandbox(super::node::sandbox_options(
-        &state.workspace,
-        state_dir.path(),
-        &state.name,
-    )?);
+    let mut sandbox =
+        super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?;
+    if !exclude.is_empty() {
+        // The hub's secrets (admin token, TLS key) must stay out of reach.
+        sandbox.hidden.push(data_dir.clone());
+    }
+    opts.executor = ExecutorOptions::Sandbox(sandbox);
     opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
         workspace: state.workspace.clone(),
         state_dir: state_dir.path().to_path_buf(),
