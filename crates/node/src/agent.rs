@@ -27,6 +27,7 @@ use crate::tls::{self, HubTarget};
 
 /// How the node runs tasks (see [`Executor`]).
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant, reason = "made once per node")]
 pub enum ExecutorOptions {
     /// Refuse every task (benchmarks of idle nodes).
     Refuse,

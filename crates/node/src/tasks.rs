@@ -57,6 +57,7 @@ pub enum RunnerEvent {
 }
 
 /// How a node runs the tasks it is given.
+#[allow(clippy::large_enum_variant, reason = "made once per node")]
 pub enum Executor {
     /// Refuses every task (exit 126): a node that only mirrors.
     Refuse,
