@@ -30,7 +30,12 @@ pub fn bearer(value: Option<&str>) -> Result<Secret, Error> {
 pub struct Authenticator {
     store: Arc<dyn Store>,
     deadline: Duration,
+    /// Failed node credentials and invite redemptions (the gRPC plane).
     limiter: FailureLimiter,
+    /// Failed admin tokens (the HTTP API): kept apart, so a node retrying a
+    /// revoked credential cannot lock out the operator on the same address,
+    /// nor a mistyped token the nodes.
+    admin_limiter: FailureLimiter,
     admin_hashes: RwLock<Vec<SecretHash>>,
     metrics: Metrics,
 }
@@ -40,6 +45,7 @@ impl Authenticator {
         store: Arc<dyn Store>,
         deadline: Duration,
         limiter: FailureLimiter,
+        admin_limiter: FailureLimiter,
         admin_hashes: Vec<SecretHash>,
         metrics: Metrics,
     ) -> Self {
@@ -47,6 +53,7 @@ impl Authenticator {
             store,
             deadline,
             limiter,
+            admin_limiter,
             admin_hashes: RwLock::new(admin_hashes),
             metrics,
         }
@@ -90,7 +97,7 @@ impl Authenticator {
 
     /// Checks an operator's bearer token (constant-time comparison of hashes).
     pub fn admin(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<(), Error> {
-        self.limiter.check(peer)?;
+        self.admin_limiter.check(peer)?;
         let ok = bearer(header).ok().is_some_and(|s| {
             let h = s.hash(Purpose::AdminToken);
             let known = self.admin_hashes.read().expect("lock");
@@ -101,7 +108,7 @@ impl Authenticator {
             return Ok(());
         }
         self.metrics.auth_failure("admin");
-        self.limiter.record_failure(peer);
+        self.admin_limiter.record_failure(peer);
         Err(Error::Unauthenticated)
     }
 
@@ -204,6 +211,54 @@ mod tests {
         l.check(Some(good)).unwrap();
         tokio::time::advance(Duration::from_millis(1100)).await;
         l.check(Some(bad)).unwrap();
+    }
+
+    /// Bad admin tokens and bad node credentials from one address are
+    /// limited apart: neither locks the other out.
+    #[tokio::test]
+    async fn admin_and_node_failures_are_limited_apart() {
+        let store = Arc::new(ganglion_store::SqliteStore::in_memory().await.unwrap());
+        let token = Secret::generate();
+        let auth = Authenticator::new(
+            store,
+            Duration::from_secs(2),
+            FailureLimiter::new(3, 0.001),
+            FailureLimiter::new(3, 0.001),
+            vec![token.hash(Purpose::AdminToken)],
+            Metrics::new(),
+        );
+        let peer = Some("127.0.0.1".parse().unwrap());
+        let good = format!("Bearer {}", token.encode());
+        let wrong = format!("Bearer {}", Secret::generate().encode());
+        for _ in 0..3 {
+            assert!(matches!(
+                auth.admin(Some(&wrong), peer),
+                Err(Error::Unauthenticated)
+            ));
+        }
+        assert!(matches!(
+            auth.admin(Some(&good), peer),
+            Err(Error::RateLimited { .. })
+        ));
+        for _ in 0..3 {
+            let e = auth.node(Some(&wrong), peer).await.unwrap_err();
+            assert!(matches!(e, Error::BadCredential), "{e}");
+        }
+        let e = auth.node(Some(&wrong), peer).await.unwrap_err();
+        assert!(matches!(e, Error::RateLimited { .. }), "{e}");
+
+        let other = Authenticator::new(
+            Arc::new(ganglion_store::SqliteStore::in_memory().await.unwrap()),
+            Duration::from_secs(2),
+            FailureLimiter::new(3, 0.001),
+            FailureLimiter::new(3, 0.001),
+            vec![token.hash(Purpose::AdminToken)],
+            Metrics::new(),
+        );
+        for _ in 0..3 {
+            other.record_join_failure(peer);
+        }
+        other.admin(Some(&good), peer).unwrap();
     }
 
     #[test]

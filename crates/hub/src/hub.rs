@@ -161,15 +161,18 @@ impl Hub {
 
         let metrics = Metrics::new();
         let registry = Registry::new(metrics.clone());
-        let limiter = FailureLimiter::new(
-            options.auth_failure_burst,
-            options.auth_failure_refill_per_s,
-        );
+        let limiter = || {
+            FailureLimiter::new(
+                options.auth_failure_burst,
+                options.auth_failure_refill_per_s,
+            )
+        };
         let admin = store.admin_token_hashes().await?;
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             options.auth_deadline,
-            limiter,
+            limiter(),
+            limiter(),
             admin,
             metrics.clone(),
         ));
