@@ -133,8 +133,14 @@ fn landlock_abi() -> Option<u32> {
     (v > 0).then_some(v as u32)
 }
 
-#[allow(unsafe_code)]
 fn is_root() -> bool {
+    effective_uid() == 0
+}
+
+pub(crate) fn effective_uid() -> u32 {
+    #[allow(unsafe_code)]
     // SAFETY: geteuid cannot fail and has no side effects.
-    unsafe { libc::geteuid() == 0 }
+    unsafe {
+        libc::geteuid()
+    }
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use tokio::process::Command;
 use crate::cgroup::TaskCgroup;
 use crate::child::{ChildSetup, Hide, Rlimit};
 use crate::confine::{self, Layout};
-use crate::probe::{ForkLimit, probe};
+use crate::probe::{ForkLimit, effective_uid, probe};
 use crate::task::{self, RunningTask};
 use crate::{Error, SandboxOptions, TaskSpec};
 
@@ -59,7 +59,20 @@ impl Sandbox {
     /// Checks the layout: the three directories exist (the temp root is made if
     /// missing) and the state dir overlaps neither the workspace nor the temp root.
     pub fn new(mut opts: SandboxOptions) -> Result<Sandbox, Error> {
-        fs::create_dir_all(&opts.temp_root).map_err(Error::setup("create the temp root"))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.temp_root)
+            .map_err(Error::setup("create the temp root"))?;
+        // Tasks' temp dirs are made in it: nobody else may own or write it
+        // (a temp root under /tmp could have been made by another user).
+        let meta =
+            fs::symlink_metadata(&opts.temp_root).map_err(Error::setup("inspect the temp root"))?;
+        if !meta.is_dir() || meta.uid() != effective_uid() || meta.mode() & 0o022 != 0 {
+            return Err(Error::InvalidOptions(
+                "the temp root must be a directory of this user that no one else can write",
+            ));
+        }
         let canon = |p: &Path, what| fs::canonicalize(p).map_err(Error::setup(what));
         opts.workspace = canon(&opts.workspace, "resolve the workspace")?;
         opts.state_dir = canon(&opts.state_dir, "resolve the state dir")?;

@@ -85,6 +85,13 @@ pub const DEFAULT_SYSTEM_ROOTS: &[&str] = &[
 ];
 
 impl SandboxOptions {
+    /// `$TMPDIR/ganglion-tasks-<uid>-<node>`: per user, since the sandbox
+    /// refuses a temp root that another user owns or can write.
+    pub fn default_temp_root(node: &str) -> PathBuf {
+        let uid = crate::probe::effective_uid();
+        std::env::temp_dir().join(format!("ganglion-tasks-{uid}-{node}"))
+    }
+
     pub fn new(workspace: PathBuf, state_dir: PathBuf, temp_root: PathBuf) -> Self {
         Self {
             workspace,

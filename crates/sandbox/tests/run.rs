@@ -219,3 +219,45 @@ async fn strict_task_gets_a_scrubbed_environment_and_a_private_temp_dir() {
         "task temp dir removed after the task"
     );
 }
+
+/// The temp root (under /tmp by default) must be this user's alone: one made
+/// by someone else, writable by others, or a symlink is refused.
+#[test]
+fn a_temp_root_someone_else_controls_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let dir = |d: &str| {
+        let p = base.path().join(d);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let (ws, state) = (dir("ws"), dir("state"));
+    let open = |temp: std::path::PathBuf| {
+        ganglion_sandbox::Sandbox::new(ganglion_sandbox::SandboxOptions::new(
+            ws.clone(),
+            state.clone(),
+            temp,
+        ))
+    };
+    let fresh = base.path().join("fresh");
+    open(fresh.clone()).unwrap();
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "made private");
+
+    let shared = dir("shared");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = open(shared).err().expect("group/other-writable temp root");
+    assert!(e.to_string().contains("no one else can write"), "{e}");
+
+    std::os::unix::fs::symlink(dir("elsewhere"), base.path().join("link")).unwrap();
+    assert!(
+        open(base.path().join("link")).is_err(),
+        "symlinked temp root"
+    );
+
+    if ganglion_sandbox::probe().root {
+        let theirs = dir("theirs");
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        assert!(open(theirs).is_err(), "temp root owned by another user");
+    }
+}

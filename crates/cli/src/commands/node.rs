@@ -86,9 +86,7 @@ pub fn sandbox_options(
 ) -> anyhow::Result<ganglion_sandbox::SandboxOptions> {
     let state_dir = std::fs::canonicalize(state_dir)
         .with_context(|| format!("state dir {}", state_dir.display()))?;
-    let temp_root = std::env::temp_dir().join(format!("ganglion-tasks-{name}"));
-    std::fs::create_dir_all(&temp_root)
-        .with_context(|| format!("creating {}", temp_root.display()))?;
+    let temp_root = ganglion_sandbox::SandboxOptions::default_temp_root(name);
     Ok(ganglion_sandbox::SandboxOptions::new(
         workspace.to_path_buf(),
         state_dir,
