@@ -1,22 +1,26 @@
-//! `ganglion bench tasks`: a real hub process, in-process real nodes (agents
-//! with the sandbox), tasks submitted over the HTTP API from this process, so
-//! CLI process start-up is not in the figures.
+//! `ganglion bench tasks`: a real hub process and `--nodes` real nodes
+//! (`ganglion node start` processes with the sandbox; with `--simulated`,
+//! agents in this process that report each task started and exited 0 without
+//! running it, to measure the hub and its journal). Tasks are submitted over
+//! the HTTP API from this process, so CLI start-up is not in the figures.
 //!
 //! - round trip: one node, `true` submitted and read to its `finished` event,
 //!   one at a time; p50/p99 against spawning `true` here.
-//! - throughput: `--nodes` nodes, `--tasks` tasks of `true` spread over them
-//!   with `--concurrency` in flight; tasks/s over the whole batch.
+//! - throughput: `--tasks` tasks of `true` spread over the nodes with
+//!   `--concurrency` in flight; tasks/s over the whole batch.
 //!
 //! Output lines are `name value unit  # details`, like ../shared/bench.
 
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use ganglion_core::NodeName;
 use ganglion_hub::api::{self, TaskEventLine};
-use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities};
+use ganglion_node::state::StateDir;
+use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;
 
 use super::bench::{join_one, percentile, start_hub, wait_online};
@@ -59,37 +63,52 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
     let api = Arc::new(ApiClient::locate(&loc)?);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     out(format!(
-        "# bench tasks: hub pid {} on {cores} cores; {} nodes in this process ({}), journal on SQLite",
+        "# bench tasks: hub pid {} on {cores} cores; {} nodes ({}), journal on SQLite",
         hub.pid,
         a.nodes,
         if a.simulated {
-            "real agents and streams, tasks simulated: started + exit 0 at once"
+            "in this process: real agents and streams, tasks simulated: started + exit 0 at once"
         } else {
-            "real agents, tasks run in the sandbox"
+            "`ganglion node` processes, tasks run in the sandbox"
         }
     ));
 
     let root = tempfile::tempdir()?;
     let cancel = CancellationToken::new();
     let caps = capabilities::probe();
+    // Real nodes are `ganglion node start` processes, as deployed (a task's
+    // fork copies its node's address space: one process per node keeps that
+    // at a node's size). Simulated nodes share this process.
+    let mut processes = Vec::new();
     for i in 0..a.nodes.max(1) {
         let c: api::InviteCreated = api
             .post("/api/v1/invites", &api::CreateInvite::default())
             .await?;
         let name = format!("bench-{i}");
-        let (_, mut state, cred) = join_one(&c.invite, name.clone()).await?;
         let ws = root.path().join(format!("ws-{i}"));
         let st = root.path().join(format!("state-{i}"));
         std::fs::create_dir_all(&ws)?;
-        std::fs::create_dir_all(&st)?;
-        state.workspace = ws.clone();
-        let mut opts = AgentOptions::new(state, cred, caps.clone());
-        opts.executor = if a.simulated {
-            ExecutorOptions::Simulated
+        if a.simulated {
+            std::fs::create_dir_all(&st)?;
+            let (_, mut state, cred) = join_one(&c.invite, name.clone()).await?;
+            state.workspace = ws.clone();
+            let mut opts = AgentOptions::new(state, cred, caps.clone());
+            opts.executor = ExecutorOptions::Simulated;
+            tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
         } else {
-            ExecutorOptions::Sandbox(super::node::sandbox_options(&ws, &st, &name)?)
-        };
-        tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
+            let state_dir = StateDir::new(st.clone());
+            let node_name = NodeName::parse(&name)?;
+            join::join(&c.invite, Some(node_name), ws, &state_dir, caps.clone()).await?;
+            let child = tokio::process::Command::new(std::env::current_exe()?)
+                .args(["node", "start", "--state-dir"])
+                .arg(&st)
+                .env("GANGLION_LOG", "warn")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a node")?;
+            processes.push(child);
+        }
     }
     wait_online(&api, a.nodes.max(1)).await?;
 
@@ -171,6 +190,7 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     cancel.cancel();
+    drop(processes);
     drop(hub);
     Ok(ExitCode::SUCCESS)
 }
