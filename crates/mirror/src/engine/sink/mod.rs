@@ -13,6 +13,9 @@ use crate::immutable::ImmutablePaths;
 
 mod order;
 mod outcome;
+mod slots;
+
+use slots::Slots;
 
 #[derive(Clone, Debug)]
 pub enum SinkEvent {
@@ -105,7 +108,7 @@ pub struct SinkEngine {
     applied: u64,
     /// Highest notice sequence seen.
     seen: u64,
-    slots: BTreeMap<RelPath, Slot>,
+    slots: Slots,
     immutable: ImmutablePaths,
     refused: u64,
     /// Notices below a directory whose delete is in progress; they wait for it.
@@ -113,6 +116,10 @@ pub struct SinkEngine {
     /// A directory delete that cancelled fetches below it holds back the
     /// acknowledgement of their sequence numbers until it commits.
     held: BTreeMap<RelPath, u64>,
+    /// Changes to `entries` and the immutable set (parked notices may resume).
+    changes: u64,
+    /// `slots.removals() + changes` when the parked notices were last tried.
+    parked_tried: u64,
 }
 
 impl SinkEngine {
@@ -156,7 +163,7 @@ impl SinkEngine {
     pub fn debug_pending(&self) -> String {
         format!(
             "slots {:?}; parked {:?}; held {:?}",
-            self.slots, self.parked, self.held
+            *self.slots, self.parked, self.held
         )
     }
 
@@ -237,6 +244,7 @@ impl SinkEngine {
             SinkEvent::SetImmutable(set) => {
                 if set.version() >= self.immutable.version() {
                     self.immutable = set;
+                    self.changes += 1;
                 }
             }
         }
@@ -501,8 +509,8 @@ impl SinkEngine {
         self.held.retain(|p, _| slots.contains_key(p));
         let floor = self
             .slots
-            .values()
-            .map(|s| s.seq)
+            .min_seq()
+            .into_iter()
             .chain(self.parked.iter().map(Notice::seq))
             .chain(self.held.values().copied())
             .min()
@@ -516,6 +524,7 @@ impl SinkEngine {
 
     fn insert(&mut self, e: Entry) {
         self.remove(&e.path);
+        self.changes += 1;
         if let Some(h) = file_hash(&e) {
             self.by_hash.entry(h).or_default().insert(e.path.clone());
         }
@@ -523,6 +532,7 @@ impl SinkEngine {
     }
 
     fn remove(&mut self, path: &RelPath) {
+        self.changes += 1;
         if let Some(old) = self.entries.remove(path)
             && let Some(h) = file_hash(&old)
             && let Some(set) = self.by_hash.get_mut(&h)

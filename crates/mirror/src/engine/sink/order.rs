@@ -110,22 +110,18 @@ impl SinkEngine {
 
     /// Issues waiting directory deletes whose subtree has settled.
     pub(super) fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        let waiting = self.slots.waiting();
+        if waiting.is_empty() {
+            return;
+        }
         // Fetches below a waiting delete (older changes that started after
         // it) would hold it forever if the node no longer has their content.
-        let waiting: Vec<RelPath> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s.stage, Stage::Waiting { .. }))
-            .map(|(p, _)| p.clone())
-            .collect();
         for p in &waiting {
             self.cancel_below(p, out);
         }
-        let ready: Vec<RelPath> = self
-            .slots
-            .iter()
-            .filter(|(p, s)| matches!(s.stage, Stage::Waiting { .. }) && !self.busy_below(p))
-            .map(|(p, _)| p.clone())
+        let ready: Vec<RelPath> = waiting
+            .into_iter()
+            .filter(|p| !self.busy_below(p))
             .collect();
         for p in ready {
             if let Some(slot) = self.slots.get_mut(&p)
@@ -137,7 +133,12 @@ impl SinkEngine {
     }
 
     /// Parked notices whose blocker is gone go ahead, oldest first.
+    /// Only tried when a slot went away or the entries changed since the
+    /// last try: nothing else unblocks a notice.
     pub(super) fn resume_parked(&mut self, out: &mut Vec<SinkAction>) {
+        if self.parked.is_empty() || self.parked_tried == self.slots.removals() + self.changes {
+            return;
+        }
         loop {
             let before = self.parked.len();
             let mut parked = std::mem::take(&mut self.parked);
@@ -146,6 +147,7 @@ impl SinkEngine {
                 self.notice(n, out);
             }
             if self.parked.len() >= before {
+                self.parked_tried = self.slots.removals() + self.changes;
                 return;
             }
         }
