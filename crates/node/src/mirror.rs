@@ -366,13 +366,22 @@ impl MirrorAgent {
     }
 
     async fn feed(&mut self, event: SourceEvent) {
+        // Only these change what is pending; counting it walks the whole
+        // index, which per upload would make an initial sync quadratic.
+        let recount = matches!(
+            event,
+            SourceEvent::Observed(_) | SourceEvent::Ack { .. } | SourceEvent::Connected { .. }
+        );
         let actions = self.engine.handle(event);
         for action in actions {
             self.perform(action).await;
         }
-        let mut s = self.stats.lock().expect("lock");
-        s.acked = self.engine.acked();
-        s.pending = self.engine.pending() as u64;
+        if recount {
+            let pending = self.engine.pending() as u64;
+            let mut s = self.stats.lock().expect("lock");
+            s.acked = self.engine.acked();
+            s.pending = pending;
+        }
     }
 
     async fn perform(&mut self, action: SourceAction) {
