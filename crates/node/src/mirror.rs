@@ -147,6 +147,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
 /// one (e.g. inotify limits), the periodic rescan still keeps the mirror current.
 fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if !changes_content(&ev.kind) => {}
         Ok(ev) => {
             let _ = input.send(Input::Changed(ev.paths));
         }
@@ -167,6 +168,18 @@ fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::Rec
         return None;
     }
     Some(w)
+}
+
+/// Whether a watcher event may mean a change. Opening or reading a file (as
+/// the scan and the uploads do, for every file) does not: only closing a
+/// file written to does, among the access events.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 impl MirrorAgent {
@@ -659,5 +672,28 @@ fn notice_message(n: Notice) -> v1::NodeMessage {
         kind: Some(v1::node_message::Kind::MirrorNotice(v1::MirrorNotice {
             kind: Some(kind),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+
+    #[test]
+    fn reading_files_is_not_a_change() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Any));
     }
 }

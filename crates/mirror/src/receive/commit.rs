@@ -65,6 +65,10 @@ fn flush_filesystem(dir: &cap_std::fs::Dir) -> io::Result<()> {
     rustix::fs::syncfs(&d).map_err(io::Error::from)
 }
 
+/// A file to make durable: `Some(open file)` or `Some(None)` (reopen by name);
+/// `None` for nothing to sync (a symlink, a moved source).
+type ToSync = Option<Option<cap_std::fs::File>>;
+
 /// An op that passed staging, with the staged name of its content (if any).
 type Prepared = (Op, Option<String>);
 
@@ -182,9 +186,10 @@ impl Receiver {
                     path: op.path().to_string(),
                     source: io::Error::other(e.to_string()),
                 }),
-                (Some((_, Some(file))), None) => {
+                (Some((_, Some(Some(file)))), None) => {
                     file.sync_all().map_err(io_err("fsync", op.path()))
                 }
+                (Some((name, Some(None))), None) => self.sync_staged(name),
                 _ => Ok(()),
             };
             match (synced, s) {
@@ -213,9 +218,20 @@ impl Receiver {
         Ok(name)
     }
 
-    /// Stages one op's content: its staged name and, for file content, the
-    /// file still to be made durable.
-    fn stage_one(&self, op: &Op) -> Result<Option<(String, Option<cap_std::fs::File>)>, Error> {
+    /// Reopens a staged file (read-only is enough) and fsyncs it.
+    fn sync_staged(&self, name: &str) -> Result<(), Error> {
+        let mut ro = cap_std::fs::OpenOptions::new();
+        ro.read(true);
+        self.inner
+            .staging
+            .open_with(name, &ro)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", name))
+    }
+
+    /// Stages one op's content: its staged name and, for file content, that
+    /// it must still be made durable (with its file, if still open).
+    fn stage_one(&self, op: &Op) -> Result<Option<(String, ToSync)>, Error> {
         match op {
             Op::Write { entry, content } => {
                 let hash = entry.hash.ok_or_else(|| Error::NotAFile {
@@ -227,7 +243,7 @@ impl Receiver {
                             .remove(&entry.path)
                             .filter(|s| s.hash == hash)
                             .ok_or(Error::UnknownTransfer { id: 0 })?;
-                        Ok(Some((s.staged_name, Some(s.file))))
+                        Ok(Some((s.staged_name, Some(None))))
                     }
                     Content::Empty | Content::Copy(_) => {
                         let (mut file, name) =
@@ -261,7 +277,7 @@ impl Receiver {
                             self.remove_staged(&name);
                             return Err(e);
                         }
-                        Ok(Some((name, Some(file))))
+                        Ok(Some((name, Some(Some(file)))))
                     }
                 }
             }

@@ -143,9 +143,10 @@ struct Upload {
     guard: TransferGuard,
 }
 
+/// A verified transfer waiting for its commit. Its file is closed: thousands
+/// may wait at once (an initial sync); the commit reopens it to fsync it.
 struct Staged {
     hash: ContentHash,
-    file: File,
     staged_name: String,
     _guard: TransferGuard,
 }
@@ -353,9 +354,9 @@ impl Receiver {
             self.remove_staged(&up.staged_name);
             return Err(e);
         }
+        drop(up.file);
         let staged = Staged {
             hash: up.hash,
-            file: up.file,
             staged_name: up.staged_name,
             _guard: up.guard,
         };

@@ -116,6 +116,9 @@ pub struct SinkEngine {
     /// A directory delete that cancelled fetches below it holds back the
     /// acknowledgement of their sequence numbers until it commits.
     held: BTreeMap<RelPath, u64>,
+    /// Files among `entries` and their bytes (kept, not counted per status).
+    files: u64,
+    bytes: u64,
     /// Changes to `entries` and the immutable set (parked notices may resume).
     changes: u64,
     /// `slots.removals() + changes` when the parked notices were last tried.
@@ -168,10 +171,9 @@ impl SinkEngine {
     }
 
     pub fn stats(&self) -> SinkStats {
-        let files = self.entries.values().filter(|e| e.kind == EntryKind::File);
         SinkStats {
-            files: files.clone().count() as u64,
-            bytes: files.map(|e| e.size).sum(),
+            files: self.files,
+            bytes: self.bytes,
             pending: self.slots.len() as u64,
             fetching: self
                 .slots
@@ -528,13 +530,23 @@ impl SinkEngine {
         if let Some(h) = file_hash(&e) {
             self.by_hash.entry(h).or_default().insert(e.path.clone());
         }
+        if e.kind == EntryKind::File {
+            self.files += 1;
+            self.bytes += e.size;
+        }
         self.entries.insert(e.path.clone(), e);
     }
 
     fn remove(&mut self, path: &RelPath) {
         self.changes += 1;
-        if let Some(old) = self.entries.remove(path)
-            && let Some(h) = file_hash(&old)
+        let Some(old) = self.entries.remove(path) else {
+            return;
+        };
+        if old.kind == EntryKind::File {
+            self.files -= 1;
+            self.bytes -= old.size;
+        }
+        if let Some(h) = file_hash(&old)
             && let Some(set) = self.by_hash.get_mut(&h)
         {
             set.remove(path);
