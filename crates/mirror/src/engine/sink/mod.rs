@@ -13,8 +13,10 @@ use crate::immutable::ImmutablePaths;
 
 mod order;
 mod outcome;
+mod parked;
 mod slots;
 
+use parked::Parked;
 use slots::Slots;
 
 #[derive(Clone, Debug)]
@@ -112,16 +114,14 @@ pub struct SinkEngine {
     immutable: ImmutablePaths,
     refused: u64,
     /// Notices below a directory whose delete is in progress; they wait for it.
-    parked: Vec<Notice>,
+    parked: Parked,
     /// A directory delete that cancelled fetches below it holds back the
     /// acknowledgement of their sequence numbers until it commits.
     held: BTreeMap<RelPath, u64>,
     /// Files among `entries` and their bytes (kept, not counted per status).
     files: u64,
     bytes: u64,
-    /// Changes to `entries` and the immutable set (parked notices may resume).
-    changes: u64,
-    /// `slots.removals() + changes` when the parked notices were last tried.
+    /// `slots.removals()` when the parked notices were last tried.
     parked_tried: u64,
 }
 
@@ -246,7 +246,6 @@ impl SinkEngine {
             SinkEvent::SetImmutable(set) => {
                 if set.version() >= self.immutable.version() {
                     self.immutable = set;
-                    self.changes += 1;
                 }
             }
         }
@@ -318,8 +317,8 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "notice below a newer state of a parent ignored");
             return;
         }
-        if self.pending_above(&path, n.seq()) {
-            self.parked.push(n);
+        if let Some(blocker) = self.blocker_above(&path, n.seq()) {
+            self.parked.push(blocker, n);
             return;
         }
         if let Some(slot) = self.slots.get_mut(&path) {
@@ -513,7 +512,7 @@ impl SinkEngine {
             .slots
             .min_seq()
             .into_iter()
-            .chain(self.parked.iter().map(Notice::seq))
+            .chain(self.parked.min_seq())
             .chain(self.held.values().copied())
             .min()
             .map(|m| m.saturating_sub(1));
@@ -526,7 +525,6 @@ impl SinkEngine {
 
     fn insert(&mut self, e: Entry) {
         self.remove(&e.path);
-        self.changes += 1;
         if let Some(h) = file_hash(&e) {
             self.by_hash.entry(h).or_default().insert(e.path.clone());
         }
@@ -538,7 +536,6 @@ impl SinkEngine {
     }
 
     fn remove(&mut self, path: &RelPath) {
-        self.changes += 1;
         let Some(old) = self.entries.remove(path) else {
             return;
         };
