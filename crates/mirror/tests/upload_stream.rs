@@ -304,3 +304,47 @@ async fn a_large_batch_commits_through_the_group_flush() {
     assert_eq!(r.index().list("node1", None).await.unwrap().len(), 80);
     assert_eq!((locks.locks(), staged_files(dir.path())), (0, 0));
 }
+
+#[tokio::test]
+async fn a_file_replaces_a_directory_and_a_directory_a_file_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _locks) = setup(dir.path()).await;
+    let mut s = UploadStream::new(r.clone(), ImmutablePaths::default());
+    let mut v = parts("x/one", b"1", b"1");
+    v.extend(parts("x/two", b"2", b"2"));
+    v.extend(parts("y", b"file y", b"file y"));
+    feed_all(&mut s, v);
+    s.finish();
+    commit(&r, &[("x/one", b"1"), ("x/two", b"2"), ("y", b"file y")]).await;
+    // Now x becomes a file and y a directory holding a file.
+    let mut s = UploadStream::new(r.clone(), ImmutablePaths::default());
+    let mut v = parts("x", b"now a file", b"now a file");
+    v.extend(parts("y/inner", b"below", b"below"));
+    let out = feed_all(&mut s, v);
+    assert!(out.iter().all(|o| o.result.is_ok()));
+    s.finish();
+    let ops = vec![
+        Op::Write {
+            entry: file_entry("x", b"now a file", 10),
+            content: Content::Staged,
+        },
+        Op::Write {
+            entry: file_entry("y/inner", b"below", 11),
+            content: Content::Staged,
+        },
+    ];
+    let out = r.commit(ops).await.unwrap();
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let m = dir.path().join("mirrors/node1");
+    assert_eq!(std::fs::read(m.join("x")).unwrap(), b"now a file");
+    assert_eq!(std::fs::read(m.join("y/inner")).unwrap(), b"below");
+    let paths: Vec<String> = r
+        .index()
+        .list("node1", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path.to_string())
+        .collect();
+    assert_eq!(paths, ["x", "y/inner"]);
+}

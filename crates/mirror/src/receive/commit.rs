@@ -18,8 +18,17 @@ use crate::index::Batch;
 /// earlier op created, so the index never names it.
 pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     let mut out: BTreeMap<RelPath, Entry> = BTreeMap::new();
+    // A range of the map, not a pass over it: batches hold thousands of ops.
     let drop_subtree = |out: &mut BTreeMap<RelPath, Entry>, p: &RelPath, keep_self: bool| {
-        out.retain(|k, _| !k.starts_with(p) || (keep_self && k == p));
+        let below: Vec<RelPath> = out
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.as_str().starts_with(p.as_str()))
+            .filter(|(k, _)| k.starts_with(p) && (!keep_self || *k != p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            out.remove(&k);
+        }
     };
     for op in done {
         match op {
@@ -85,6 +94,7 @@ impl Receiver {
                 source: io::Error::other(e),
             })?;
         let mut retract = Batch::default();
+        let mut parents: BTreeSet<RelPath> = BTreeSet::new();
         for (op, _) in &prepared {
             retract.removes.push(op.path().clone());
             match op {
@@ -107,17 +117,32 @@ impl Receiver {
                 op.path().parent()
             };
             while let Some(d) = cur {
-                if self
-                    .inner
-                    .mirror
-                    .symlink_metadata(d.as_str())
-                    .is_ok_and(|m| !m.is_dir())
-                {
-                    retract.removes.push(d.clone());
-                }
                 cur = d.parent();
+                if !parents.insert(d) {
+                    break; // this one and those above are listed already
+                }
             }
         }
+        // Each parent looked at once per batch, off the async threads.
+        let me = self.clone();
+        let not_dirs = tokio::task::spawn_blocking(move || {
+            parents
+                .into_iter()
+                .filter(|d| {
+                    me.inner
+                        .mirror
+                        .symlink_metadata(d.as_str())
+                        .is_ok_and(|m| !m.is_dir())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Io {
+            op: "join",
+            path: String::new(),
+            source: io::Error::other(e),
+        })?;
+        retract.removes.extend(not_dirs);
         if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
             for (_, s) in &prepared {
                 if let Some(name) = s {
@@ -300,12 +325,18 @@ impl Receiver {
         let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        // Parent directories known to exist (as directories) in this batch;
+        // forgotten whenever an op could remove one.
+        let mut ready: BTreeSet<RelPath> = BTreeSet::new();
         for (op, staged) in prepared {
             dirs.insert(op.path().parent());
             if let Op::Move { from, .. } = &op {
                 dirs.insert(from.parent());
             }
-            match self.place_one(&op, staged.as_deref()) {
+            if matches!(op, Op::Delete { .. } | Op::Move { .. } | Op::Mkdir { .. }) {
+                ready.clear();
+            }
+            match self.place_one(&op, staged.as_deref(), &mut ready) {
                 Ok(()) => done.push(op),
                 Err(e) => {
                     warn!(path = %op.path(), error = %e, "op failed while placing");
@@ -344,17 +375,41 @@ impl Receiver {
         (done, failed)
     }
 
-    fn place_one(&self, op: &Op, staged: Option<&str>) -> Result<(), Error> {
+    fn place_one(
+        &self,
+        op: &Op,
+        staged: Option<&str>,
+        ready: &mut BTreeSet<RelPath>,
+    ) -> Result<(), Error> {
         let m = &self.inner.mirror;
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
-                self.ensure_parent(&entry.path)?;
-                self.clear_dir_at(&entry.path)?;
+                match entry.path.parent() {
+                    Some(p) if ready.contains(&p) => {}
+                    parent => {
+                        self.ensure_parent(&entry.path)?;
+                        ready.extend(parent);
+                    }
+                }
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
-                self.inner
-                    .staging
-                    .rename(name, m, entry.path.as_str())
-                    .map_err(io_err("rename", &entry.path))
+                // A directory in the way (the node replaced it by a file)
+                // fails the rename: clear it then, instead of a stat per file.
+                match self.inner.staging.rename(name, m, entry.path.as_str()) {
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
+                        ) =>
+                    {
+                        ready.clear();
+                        self.clear_dir_at(&entry.path)?;
+                        self.inner
+                            .staging
+                            .rename(name, m, entry.path.as_str())
+                            .map_err(io_err("rename", &entry.path))
+                    }
+                    r => r.map_err(io_err("rename", &entry.path)),
+                }
             }
             Op::Move { from, entry } => {
                 self.ensure_parent(&entry.path)?;
