@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::Error;
 use crate::client::HubClient;
+use crate::progress::{ProgressHandle, SyncProgress};
 
 /// The index key of the node's one workspace.
 const MIRROR: &str = "workspace";
@@ -42,6 +43,8 @@ pub struct MirrorOptions {
     /// Paths inside the workspace never mirrored (e.g. a hub data dir that
     /// `ganglion up` keeps in the workspace).
     pub exclude: Vec<RelPath>,
+    /// Where to publish sync progress (for a progress display), if anywhere.
+    pub progress: Option<tokio::sync::watch::Sender<SyncProgress>>,
 }
 
 /// Counters, for logs, tests and benchmarks.
@@ -93,6 +96,7 @@ struct MirrorAgent {
     uploads: Arc<Semaphore>,
     queue: Arc<Mutex<VecDeque<UploadJob>>>,
     stats: Arc<Mutex<MirrorStats>>,
+    progress: ProgressHandle,
     root_ignore: Option<ignore::gitignore::Gitignore>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -121,6 +125,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         let (gi, _) = ignore::gitignore::Gitignore::new(opts.workspace.join(IGNORE_FILE));
         (!gi.is_empty()).then_some(gi)
     };
+    let progress = ProgressHandle::new(opts.progress.clone());
     let agent = MirrorAgent {
         opts,
         index,
@@ -130,6 +135,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         client: None,
         uploads: Arc::new(Semaphore::new(PARALLEL_UPLOADS)),
         queue: Arc::default(),
+        progress,
         stats: stats.clone(),
         root_ignore,
         _watcher: watcher,
@@ -399,7 +405,8 @@ impl MirrorAgent {
             self.perform(action).await;
         }
         if recount {
-            let pending = self.engine.pending() as u64;
+            let (pending, bytes) = self.engine.pending_totals();
+            self.progress.pending(pending, bytes);
             let mut s = self.stats.lock().expect("lock");
             s.acked = self.engine.acked();
             s.pending = pending;
@@ -465,6 +472,7 @@ impl MirrorAgent {
         let input = self.input.clone();
         let permits = self.uploads.clone();
         let stats = self.stats.clone();
+        let progress = self.progress.clone();
         tokio::spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
@@ -475,7 +483,7 @@ impl MirrorAgent {
             };
             let files: Vec<(RelPath, ContentHash, u64)> =
                 jobs.into_iter().map(|j| (j.path, j.hash, j.size)).collect();
-            let results = upload_batch(client, root, files.clone()).await;
+            let results = upload_batch(client, root, files.clone(), progress).await;
             let (mut ok, mut bytes) = (0, 0);
             for ((path, hash, size), failure) in files.into_iter().zip(results) {
                 match failure {
@@ -528,10 +536,11 @@ async fn upload_batch(
     mut client: HubClient,
     root: PathBuf,
     files: Vec<(RelPath, ContentHash, u64)>,
+    progress: ProgressHandle,
 ) -> Vec<Option<TransferFailure>> {
     let (tx, rx) = mpsc::channel::<v1::UploadChunk>(4);
     let list = files.clone();
-    let reader = tokio::task::spawn_blocking(move || read_files(&root, &list, &tx));
+    let reader = tokio::task::spawn_blocking(move || read_files(&root, &list, &tx, &progress));
     let sent = client
         .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
@@ -586,6 +595,7 @@ fn read_files(
     root: &Path,
     files: &[(RelPath, ContentHash, u64)],
     tx: &mpsc::Sender<v1::UploadChunk>,
+    progress: &ProgressHandle,
 ) -> Vec<Option<TransferFailure>> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
@@ -632,6 +642,7 @@ fn read_files(
             if tx.blocking_send(msg).is_err() {
                 return out;
             }
+            progress.uploaded(len as u64);
         }
     }
     out
