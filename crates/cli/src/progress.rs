@@ -30,9 +30,9 @@ async fn render(mut rx: watch::Receiver<SyncProgress>) {
         "{spinner} mirror {msg} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+    // Hidden until a round starts.
+    let bar = ProgressBar::hidden();
     bar.set_style(style);
-    bar.enable_steady_tick(Duration::from_millis(250));
     let mut started = false;
     while rx.changed().await.is_ok() {
         let p = *rx.borrow_and_update();
@@ -42,7 +42,12 @@ async fn render(mut rx: watch::Receiver<SyncProgress>) {
             }
             continue;
         }
-        started = true;
+        if !started {
+            started = true;
+            bar.reset_elapsed();
+            bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+            bar.enable_steady_tick(Duration::from_millis(250));
+        }
         bar.set_length(p.bytes_total);
         bar.set_position(p.bytes_done);
         bar.set_message(format!("{}/{} files", p.files_done, p.files_total));

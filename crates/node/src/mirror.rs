@@ -2,7 +2,8 @@
 //! (`STATE_DIR/index.db`), feeds the sans-IO [`SourceEngine`], sends notices on
 //! the control stream and uploads content on `Upload` streams.
 //!
-//! Change detection: a `notify` watcher with a 50 ms debounce (paths are
+//! Change detection: a `notify` watcher with a debounce (events gathered
+//! until 10 ms pass without one, at most 50 ms; paths are
 //! stat'ed and, if their stat changed, hashed), plus a stat-only full rescan
 //! every minute as a safety net. A restart re-hashes nothing whose stat is
 //! unchanged; [`MirrorStats::files_hashed`] counts what was hashed.
@@ -27,7 +28,9 @@ use crate::progress::{ProgressHandle, SyncProgress};
 
 /// The index key of the node's one workspace.
 const MIRROR: &str = "workspace";
+/// Watcher events are gathered until none came for QUIET, at most DEBOUNCE.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+const QUIET: Duration = Duration::from_millis(10);
 const RESCAN_EVERY: Duration = Duration::from_secs(60);
 const UPLOAD_CHUNK: usize = 1 << 20;
 const PARALLEL_UPLOADS: usize = 4;
@@ -200,13 +203,18 @@ impl MirrorAgent {
             };
             match input {
                 Input::Changed(paths) => {
-                    // Debounce: gather what else changes in the next moment.
+                    // Debounce: gather what else changes until the workspace
+                    // is quiet for a moment, at most for DEBOUNCE.
                     let mut changed: BTreeSet<PathBuf> = paths.into_iter().collect();
                     let mut full = false;
-                    let deadline = tokio::time::Instant::now() + DEBOUNCE;
+                    let last = tokio::time::Instant::now() + DEBOUNCE;
+                    let mut deadline = (tokio::time::Instant::now() + QUIET).min(last);
                     while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                         match more {
-                            Input::Changed(p) => changed.extend(p),
+                            Input::Changed(p) => {
+                                changed.extend(p);
+                                deadline = (tokio::time::Instant::now() + QUIET).min(last);
+                            }
                             Input::Rescan => full = true,
                             other => self.handle(other).await,
                         }
