@@ -109,6 +109,7 @@ for W in "${WORKLOADS[@]}"; do
   done
   emit_stats "$W.rehash" s "${rh[@]}"
   emit "$W.restart_speedup" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${hr[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart, goal >= 20"
+  emit "$W.restart_speedup_after_online" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${ho[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart_after_online"
 
   # Node restart, nothing changed: stat-only scan.
   base=$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)
