@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod config;
 mod logging;
+mod progress;
 mod signal;
 
 use clap::Parser;

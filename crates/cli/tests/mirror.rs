@@ -493,3 +493,116 @@ fn hub_sigkill_mid_sync_recovers_clean() {
             .then_some(())
     });
 }
+
+fn header(path: &str, declared: &[u8]) -> ganglion_proto::v1::UploadChunk {
+    use ganglion_proto::v1;
+    v1::UploadChunk {
+        kind: Some(v1::upload_chunk::Kind::Header(v1::UploadHeader {
+            path: path.into(),
+            hash: format!("blake3:{}", blake3::hash(declared).to_hex()),
+            size: declared.len() as u64,
+            mode: 0o644,
+        })),
+        offset: 0,
+    }
+}
+
+fn data(offset: u64, bytes: &[u8]) -> ganglion_proto::v1::UploadChunk {
+    use ganglion_proto::v1;
+    v1::UploadChunk {
+        kind: Some(v1::upload_chunk::Kind::Data(bytes.to_vec())),
+        offset,
+    }
+}
+
+/// The `Upload` RPC fed bad input by hand, against the real hub, with the
+/// node's own credential: data before any header fails the stream
+/// (`InvalidArgument`), so does a hostile path; in a stream of several files,
+/// a file whose bytes do not match its declared hash, or whose data comes out
+/// of order, fails alone and is listed in the result while the others are
+/// accepted; nothing the hub did not ask for reaches the mirror, and every
+/// transfer lock is released.
+#[test]
+fn upload_streams_fail_file_by_file() {
+    use ganglion_proto::v1;
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"a\n");
+    let (hub, mut node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 1, CHANGE);
+    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir("n1"))
+        .load()
+        .unwrap();
+    let target = ganglion_node::tls::HubTarget {
+        addr: hub.endpoints.grpc.clone(),
+        cert_sha256: hub.endpoints.cert_sha256.clone(),
+        bind_ip: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = ganglion_node::tls::connect(&target).await.unwrap();
+        let mut client = ganglion_node::client::client(channel, &credential);
+
+        let orphan = client
+            .upload(futures::stream::iter(vec![data(0, b"no header")]))
+            .await
+            .unwrap_err();
+        assert_eq!(orphan.code(), tonic::Code::InvalidArgument, "{orphan:?}");
+        let hostile = client
+            .upload(futures::stream::iter(vec![
+                header("../escape", b"x"),
+                data(0, b"x"),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(hostile.code(), tonic::Code::InvalidArgument, "{hostile:?}");
+
+        let batch = vec![
+            header("one.txt", b"first"),
+            data(0, b"first"),
+            header("bad.txt", b"declared"),
+            data(0, b"tampered"),
+            header("gap.txt", b"abcdef"),
+            data(0, b"abc"),
+            data(4, b"ef"),
+            header("two.txt", b"second"),
+            data(0, b"sec"),
+            data(3, b"ond"),
+        ];
+        let result = client
+            .upload(futures::stream::iter(batch))
+            .await
+            .unwrap()
+            .into_inner();
+        let failed: Vec<(String, i32)> = result
+            .failures
+            .iter()
+            .map(|f| (f.path.clone(), f.failure))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (
+                    "bad.txt".to_string(),
+                    v1::TransferFailure::HashMismatch as i32
+                ),
+                ("gap.txt".to_string(), v1::TransferFailure::Io as i32),
+            ]
+        );
+        assert_eq!(result.bytes, 11, "one.txt and two.txt were accepted");
+    });
+    // Accepted but never asked for: discarded, locks released, mirror unchanged.
+    wait_transfers_idle(&hub);
+    let listed = hub.json(&["mirror", "ls", "n1"]);
+    let paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["a.txt"]);
+    // The node's own mirroring goes on.
+    write(&ws, "b.txt", b"b\n");
+    wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
+    node.assert_running();
+}

@@ -37,6 +37,11 @@ use crate::worker::{Supervisor, Worker};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for workers to stop at shutdown.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 flow control of the gRPC server: per stream (one upload) and per
+/// connection (one node), and the largest DATA frame a node may send.
+const UPLOAD_STREAM_WINDOW: u32 = 4 << 20;
+const UPLOAD_CONNECTION_WINDOW: u32 = 16 << 20;
+const MAX_FRAME: u32 = 256 << 10;
 
 /// The hub's shared parts, used by the gRPC and HTTP handlers.
 pub struct HubCore {
@@ -305,6 +310,12 @@ impl Hub {
             .map_err(|e| Error::Tls(e.to_string()))?
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // HTTP/2's default 64 KiB windows cap an upload at one window per
+            // round trip; uploads stream MiB-sized chunks (bounded per stream
+            // by the receiver's processing, so memory stays bounded).
+            .initial_stream_window_size(UPLOAD_STREAM_WINDOW)
+            .initial_connection_window_size(UPLOAD_CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .layer(AuthLayer::new(core.auth.clone()))
             .add_service(HubServer::new(service))
             .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());

@@ -7,6 +7,8 @@
 //! - [`capabilities`]: what this machine reports at the handshake.
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
+//! - [`mirror`]: the workspace mirror toward the hub (watcher, index, uploads).
+//! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
 //! - [`error`]: the node's errors.
 
 pub mod agent;
@@ -17,6 +19,7 @@ mod error;
 pub mod join;
 pub mod limits;
 pub mod mirror;
+pub mod progress;
 pub mod state;
 pub mod tasks;
 pub mod tls;

@@ -2,12 +2,13 @@
 //! (`STATE_DIR/index.db`), feeds the sans-IO [`SourceEngine`], sends notices on
 //! the control stream and uploads content on `Upload` streams.
 //!
-//! Change detection: a `notify` watcher with a 50 ms debounce (paths are
+//! Change detection: a `notify` watcher with a debounce (events gathered
+//! until 10 ms pass without one, at most 50 ms; paths are
 //! stat'ed and, if their stat changed, hashed), plus a stat-only full rescan
 //! every minute as a safety net. A restart re-hashes nothing whose stat is
 //! unchanged; [`MirrorStats::files_hashed`] counts what was hashed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,13 +24,20 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::Error;
 use crate::client::HubClient;
+use crate::progress::{ProgressHandle, SyncProgress};
 
 /// The index key of the node's one workspace.
 const MIRROR: &str = "workspace";
+/// Watcher events are gathered until none came for QUIET, at most DEBOUNCE.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+const QUIET: Duration = Duration::from_millis(10);
 const RESCAN_EVERY: Duration = Duration::from_secs(60);
 const UPLOAD_CHUNK: usize = 1 << 20;
 const PARALLEL_UPLOADS: usize = 4;
+/// An upload stream carries queued files up to these limits (small files
+/// share a stream instead of paying a stream each).
+const BATCH_FILES: usize = 1024;
+const BATCH_BYTES: u64 = 32 << 20;
 
 #[derive(Clone, Debug)]
 pub struct MirrorOptions {
@@ -38,6 +46,8 @@ pub struct MirrorOptions {
     /// Paths inside the workspace never mirrored (e.g. a hub data dir that
     /// `ganglion up` keeps in the workspace).
     pub exclude: Vec<RelPath>,
+    /// Where to publish sync progress (for a progress display), if anywhere.
+    pub progress: Option<tokio::sync::watch::Sender<SyncProgress>>,
 }
 
 /// Counters, for logs, tests and benchmarks.
@@ -47,6 +57,7 @@ pub struct MirrorStats {
     pub bytes_hashed: u64,
     pub scans: u64,
     pub uploads: u64,
+    pub bytes_uploaded: u64,
     pub acked: u64,
     pub pending: u64,
 }
@@ -86,7 +97,9 @@ struct MirrorAgent {
     notices: mpsc::UnboundedSender<v1::NodeMessage>,
     client: Option<HubClient>,
     uploads: Arc<Semaphore>,
+    queue: Arc<Mutex<VecDeque<UploadJob>>>,
     stats: Arc<Mutex<MirrorStats>>,
+    progress: ProgressHandle,
     root_ignore: Option<ignore::gitignore::Gitignore>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -115,6 +128,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         let (gi, _) = ignore::gitignore::Gitignore::new(opts.workspace.join(IGNORE_FILE));
         (!gi.is_empty()).then_some(gi)
     };
+    let progress = ProgressHandle::new(opts.progress.clone());
     let agent = MirrorAgent {
         opts,
         index,
@@ -123,6 +137,8 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         notices: notices_tx,
         client: None,
         uploads: Arc::new(Semaphore::new(PARALLEL_UPLOADS)),
+        queue: Arc::default(),
+        progress,
         stats: stats.clone(),
         root_ignore,
         _watcher: watcher,
@@ -140,6 +156,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
 /// one (e.g. inotify limits), the periodic rescan still keeps the mirror current.
 fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) if !changes_content(&ev.kind) => {}
         Ok(ev) => {
             let _ = input.send(Input::Changed(ev.paths));
         }
@@ -162,6 +179,18 @@ fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::Rec
     Some(w)
 }
 
+/// Whether a watcher event may mean a change. Opening or reading a file (as
+/// the scan and the uploads do, for every file) does not: only closing a
+/// file written to does, among the access events.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 impl MirrorAgent {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         let mut rescan = tokio::time::interval(RESCAN_EVERY);
@@ -174,13 +203,18 @@ impl MirrorAgent {
             };
             match input {
                 Input::Changed(paths) => {
-                    // Debounce: gather what else changes in the next moment.
+                    // Debounce: gather what else changes until the workspace
+                    // is quiet for a moment, at most for DEBOUNCE.
                     let mut changed: BTreeSet<PathBuf> = paths.into_iter().collect();
                     let mut full = false;
-                    let deadline = tokio::time::Instant::now() + DEBOUNCE;
+                    let last = tokio::time::Instant::now() + DEBOUNCE;
+                    let mut deadline = (tokio::time::Instant::now() + QUIET).min(last);
                     while let Ok(Some(more)) = tokio::time::timeout_at(deadline, rx.recv()).await {
                         match more {
-                            Input::Changed(p) => changed.extend(p),
+                            Input::Changed(p) => {
+                                changed.extend(p);
+                                deadline = (tokio::time::Instant::now() + QUIET).min(last);
+                            }
                             Input::Rescan => full = true,
                             other => self.handle(other).await,
                         }
@@ -208,6 +242,8 @@ impl MirrorAgent {
             }
             Input::Disconnected => {
                 self.client = None;
+                // Queued uploads die with the connection; the hub asks again.
+                self.queue.lock().expect("lock").clear();
                 SourceEvent::Disconnected
             }
             Input::Ack(seq) => SourceEvent::Ack { seq },
@@ -366,13 +402,23 @@ impl MirrorAgent {
     }
 
     async fn feed(&mut self, event: SourceEvent) {
+        // Only these change what is pending; counting it walks the whole
+        // index, which per upload would make an initial sync quadratic.
+        let recount = matches!(
+            event,
+            SourceEvent::Observed(_) | SourceEvent::Ack { .. } | SourceEvent::Connected { .. }
+        );
         let actions = self.engine.handle(event);
         for action in actions {
             self.perform(action).await;
         }
-        let mut s = self.stats.lock().expect("lock");
-        s.acked = self.engine.acked();
-        s.pending = self.engine.pending() as u64;
+        if recount {
+            let (pending, bytes) = self.engine.pending_totals();
+            self.progress.pending(pending, bytes);
+            let mut s = self.stats.lock().expect("lock");
+            s.acked = self.engine.acked();
+            s.pending = pending;
+        }
     }
 
     async fn perform(&mut self, action: SourceAction) {
@@ -417,108 +463,197 @@ impl MirrorAgent {
         }
     }
 
+    /// Queues an upload; one of at most [`PARALLEL_UPLOADS`] streams takes
+    /// it, together with whatever else is queued by then (up to a batch).
     fn upload(&self, path: RelPath, hash: ContentHash, size: u64) {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let full = self.opts.workspace.join(path.as_str());
+        self.queue.lock().expect("lock").push_back(UploadJob {
+            path,
+            hash,
+            size,
+            client,
+        });
+        let queue = self.queue.clone();
+        let root = self.opts.workspace.clone();
         let input = self.input.clone();
         let permits = self.uploads.clone();
         let stats = self.stats.clone();
+        let progress = self.progress.clone();
         tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let failure = upload_file(client, &full, &path, hash, size).await.err();
-            if let Some(f) = failure {
-                tracing::info!(%path, failure = ?f, "upload failed");
-            } else {
-                stats.lock().expect("lock").uploads += 1;
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let jobs = take_batch(&mut queue.lock().expect("lock"));
+            let Some(client) = jobs.first().map(|j| j.client.clone()) else {
+                return; // another stream took it
+            };
+            let files: Vec<(RelPath, ContentHash, u64)> =
+                jobs.into_iter().map(|j| (j.path, j.hash, j.size)).collect();
+            let results = upload_batch(client, root, files.clone(), progress).await;
+            let (mut ok, mut bytes) = (0, 0);
+            for ((path, hash, size), failure) in files.into_iter().zip(results) {
+                match failure {
+                    Some(f) => tracing::info!(%path, failure = ?f, "upload failed"),
+                    None => {
+                        ok += 1;
+                        bytes += size;
+                    }
+                }
+                let _ = input.send(Input::Uploaded {
+                    path,
+                    hash,
+                    failure,
+                });
             }
-            let _ = input.send(Input::Uploaded {
-                path,
-                hash,
-                failure,
-            });
+            let mut s = stats.lock().expect("lock");
+            s.uploads += ok;
+            s.bytes_uploaded += bytes;
         });
     }
 }
 
-/// Streams one file. The content is hashed while read; if it no longer
-/// matches what was announced, the file changed and must be rescanned.
-async fn upload_file(
-    mut client: HubClient,
-    full: &Path,
-    path: &RelPath,
+/// A file the hub needs.
+struct UploadJob {
+    path: RelPath,
     hash: ContentHash,
     size: u64,
-) -> Result<(), TransferFailure> {
-    use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(full)
-        .await
-        .map_err(|_| TransferFailure::SourceChanged)?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|_| TransferFailure::SourceChanged)?;
-    if !meta.is_file() || meta.len() != size {
-        return Err(TransferFailure::SourceChanged);
+    client: HubClient,
+}
+
+/// The next batch: at least one job, then more while under the limits.
+fn take_batch(queue: &mut VecDeque<UploadJob>) -> Vec<UploadJob> {
+    let mut jobs = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(job) = queue.front() {
+        if !jobs.is_empty() && (jobs.len() >= BATCH_FILES || bytes + job.size > BATCH_BYTES) {
+            break;
+        }
+        bytes += job.size;
+        jobs.extend(queue.pop_front());
     }
+    jobs
+}
+
+/// Streams a batch of files on one `Upload` stream; returns, per file, why it
+/// failed (if it did). The hub hashes each file as it arrives and checks it
+/// against the hash announced: a file that changed since it was hashed here
+/// fails there (`HashMismatch`) and is rescanned, so it is not hashed twice.
+async fn upload_batch(
+    mut client: HubClient,
+    root: PathBuf,
+    files: Vec<(RelPath, ContentHash, u64)>,
+    progress: ProgressHandle,
+) -> Vec<Option<TransferFailure>> {
     let (tx, rx) = mpsc::channel::<v1::UploadChunk>(4);
-    let header = v1::UploadHeader {
-        path: path.to_string(),
-        hash: hash.to_string(),
-        size,
-        mode: meta.permissions().mode() & 0o7777,
-    };
-    let _ = tx
-        .send(v1::UploadChunk {
-            kind: Some(v1::upload_chunk::Kind::Header(header)),
-            offset: 0,
-        })
-        .await;
-    let reader = tokio::spawn(async move {
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; UPLOAD_CHUNK];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|_| TransferFailure::SourceChanged)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            let chunk = v1::UploadChunk {
-                kind: Some(v1::upload_chunk::Kind::Data(buf[..n].to_vec())),
-                offset,
-            };
-            offset += n as u64;
-            if offset > size || tx.send(chunk).await.is_err() {
-                return Err(TransferFailure::SourceChanged);
-            }
-        }
-        let actual: ContentHash = hasher.finalize().into();
-        if actual != hash {
-            Err(TransferFailure::SourceChanged)
-        } else {
-            Ok(())
-        }
-    });
+    let list = files.clone();
+    let reader = tokio::task::spawn_blocking(move || read_files(&root, &list, &tx, &progress));
     let sent = client
         .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
-    let read = reader.await.unwrap_or(Err(TransferFailure::Io));
-    read?;
-    sent.map(|_| ()).map_err(|s| match s.code() {
-        tonic::Code::DataLoss => TransferFailure::HashMismatch,
-        tonic::Code::ResourceExhausted => TransferFailure::DiskFull,
-        tonic::Code::FailedPrecondition => TransferFailure::Refused,
-        tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unavailable => {
-            TransferFailure::Cancelled
+    let local = reader
+        .await
+        .unwrap_or_else(|_| vec![Some(TransferFailure::Io); files.len()]);
+    match sent {
+        Ok(resp) => {
+            let remote: HashMap<(String, String), TransferFailure> = resp
+                .into_inner()
+                .failures
+                .into_iter()
+                .map(|f| ((f.path, f.hash), wire_failure(f.failure)))
+                .collect();
+            files
+                .iter()
+                .zip(local)
+                .map(|((path, hash, _), local)| {
+                    local.or_else(|| remote.get(&(path.to_string(), hash.to_string())).copied())
+                })
+                .collect()
         }
+        Err(status) => {
+            let failure = match status.code() {
+                tonic::Code::DataLoss => TransferFailure::HashMismatch,
+                tonic::Code::ResourceExhausted => TransferFailure::DiskFull,
+                tonic::Code::FailedPrecondition => TransferFailure::Refused,
+                tonic::Code::Aborted | tonic::Code::Cancelled | tonic::Code::Unavailable => {
+                    TransferFailure::Cancelled
+                }
+                _ => TransferFailure::Io,
+            };
+            local.into_iter().map(|l| l.or(Some(failure))).collect()
+        }
+    }
+}
+
+fn wire_failure(f: i32) -> TransferFailure {
+    match v1::TransferFailure::try_from(f) {
+        Ok(v1::TransferFailure::HashMismatch) => TransferFailure::HashMismatch,
+        Ok(v1::TransferFailure::DiskFull) => TransferFailure::DiskFull,
+        Ok(v1::TransferFailure::Refused) => TransferFailure::Refused,
+        Ok(v1::TransferFailure::Cancelled) => TransferFailure::Cancelled,
         _ => TransferFailure::Io,
-    })
+    }
+}
+
+/// Reads the files of a batch into the stream (blocking): a header, then the
+/// file's `size` bytes in chunks. A file that is gone, or no longer of the
+/// size announced, fails here (`SourceChanged`: it is rescanned).
+fn read_files(
+    root: &Path,
+    files: &[(RelPath, ContentHash, u64)],
+    tx: &mpsc::Sender<v1::UploadChunk>,
+    progress: &ProgressHandle,
+) -> Vec<Option<TransferFailure>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = vec![None; files.len()];
+    for (i, (path, hash, size)) in files.iter().enumerate() {
+        let opened = std::fs::File::open(root.join(path.as_str())).and_then(|f| {
+            let meta = f.metadata()?;
+            Ok((f, meta))
+        });
+        let (mut file, meta) = match opened {
+            Ok((f, m)) if m.is_file() && m.len() == *size => (f, m),
+            _ => {
+                out[i] = Some(TransferFailure::SourceChanged);
+                continue;
+            }
+        };
+        let header = v1::UploadHeader {
+            path: path.to_string(),
+            hash: hash.to_string(),
+            size: *size,
+            mode: meta.permissions().mode() & 0o7777,
+        };
+        let msg = v1::UploadChunk {
+            kind: Some(v1::upload_chunk::Kind::Header(header)),
+            offset: 0,
+        };
+        if tx.blocking_send(msg).is_err() {
+            return out; // the stream is gone: its error decides
+        }
+        let mut offset = 0u64;
+        while offset < *size {
+            let len = (*size - offset).min(UPLOAD_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; len];
+            if file.read_exact(&mut buf).is_err() {
+                // Shrunk while read: the hub fails it too (short).
+                out[i] = Some(TransferFailure::SourceChanged);
+                break;
+            }
+            let msg = v1::UploadChunk {
+                kind: Some(v1::upload_chunk::Kind::Data(buf)),
+                offset,
+            };
+            offset += len as u64;
+            if tx.blocking_send(msg).is_err() {
+                return out;
+            }
+            progress.uploaded(len as u64);
+        }
+    }
+    out
 }
 
 fn wire_entry(e: &Entry) -> v1::MirrorEntry {
@@ -556,5 +691,28 @@ fn notice_message(n: Notice) -> v1::NodeMessage {
         kind: Some(v1::node_message::Kind::MirrorNotice(v1::MirrorNotice {
             kind: Some(kind),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+
+    #[test]
+    fn reading_files_is_not_a_change() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Any));
     }
 }

@@ -156,7 +156,12 @@ pub async fn connect(target: &HubTarget) -> Result<Channel, Error> {
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // Larger than HTTP/2's 64 KiB defaults, like the hub's: no stall per
+        // window on a fast link (the hub's settings pace the uploads).
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(256 << 10);
     endpoint.connect_with_connector(make).await.map_err(|e| {
         if let Some(got) = mismatch.lock().expect("lock").take() {
             return Error::CertificateMismatch {

@@ -68,6 +68,7 @@ pub async fn start(
         workspace: state.workspace.clone(),
         state_dir: state_dir.path().to_path_buf(),
         exclude: Vec::new(),
+        progress: crate::progress::for_terminal(),
     });
     if let Some(g) = report_grace {
         opts.report_grace = g;

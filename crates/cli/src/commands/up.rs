@@ -90,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         workspace: state.workspace.clone(),
         state_dir: state_dir.path().to_path_buf(),
         exclude,
+        progress: None,
     });
     let agent = Agent::new(opts)?;
     let mut link = agent.handle();

@@ -95,8 +95,11 @@ impl v1::hub_server::Hub for HubService {
         req: Request<Streaming<v1::UploadChunk>>,
     ) -> Result<Response<v1::UploadResult>, Status> {
         let AuthenticatedNode(node) = authenticated(&req)?;
-        let bytes = crate::mirror::upload::receive(&self.mirrors, &node, req.into_inner()).await?;
-        Ok(Response::new(v1::UploadResult { bytes }))
+        let received =
+            crate::mirror::upload::receive(&self.mirrors, &node, req.into_inner()).await?;
+        Ok(Response::new(crate::mirror::convert::upload_result(
+            received,
+        )))
     }
 
     type ConnectStream = HubStream;

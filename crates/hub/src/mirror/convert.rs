@@ -73,3 +73,30 @@ pub fn notice(n: v1::MirrorNotice) -> Result<Notice, Error> {
         None => Err(bad("notice", "empty")),
     }
 }
+
+/// What an upload stream did, for the node: its files that failed, and why.
+pub fn upload_result(r: super::upload::Received) -> v1::UploadResult {
+    use ganglion_mirror::TransferFailure as F;
+    let failures = r
+        .failures
+        .into_iter()
+        .map(|(path, hash, failure)| {
+            let failure = match failure {
+                F::HashMismatch | F::SourceChanged => v1::TransferFailure::HashMismatch,
+                F::DiskFull => v1::TransferFailure::DiskFull,
+                F::Refused => v1::TransferFailure::Refused,
+                F::Cancelled => v1::TransferFailure::Cancelled,
+                F::Io => v1::TransferFailure::Io,
+            };
+            v1::UploadFailure {
+                path,
+                hash: hash.to_string(),
+                failure: failure as i32,
+            }
+        })
+        .collect();
+    v1::UploadResult {
+        bytes: r.bytes,
+        failures,
+    }
+}

@@ -1,13 +1,23 @@
-//! The `Upload` stream: one file's content, node → hub. The header names the
-//! file; data chunks follow in order. Each byte is hashed once while it
-//! streams (by the receiver); the hash is compared once at the end. A failed
-//! transfer leaves nothing staged and tells the driver, which retries later.
+//! The `Upload` stream: file content, node → hub, one or many files per
+//! stream. This adapter turns wire messages into [`Part`]s and hands them to
+//! one blocking writer per stream ([`UploadStream`]: each byte hashed once
+//! while it streams, each file's hash checked once at its end), so receiving
+//! the next chunk overlaps writing the last. Each file that ends is reported
+//! to the node's driver at once (staged: it can go in the next group commit;
+//! failed: the driver fetches it again later).
+//!
+//! Status codes: `InvalidArgument` for a malformed stream (no header first,
+//! a header with a bad path or hash); `Aborted` when the stream breaks or
+//! idles out. A file that fails alone does not fail the stream: it is listed
+//! in `UploadResult.failures`.
 
 use std::time::Duration;
 
-use ganglion_mirror::TransferFailure;
+use ganglion_mirror::receive::{FileOutcome, Part, UploadStream};
+use ganglion_mirror::{ContentHash, TransferFailure};
 use ganglion_proto::v1;
 use ganglion_store::NodeRecord;
+use tokio::sync::mpsc;
 use tonic::Streaming;
 
 use super::convert;
@@ -16,6 +26,15 @@ use crate::Error;
 
 /// A transfer with no chunk for this long is abandoned.
 const CHUNK_IDLE: Duration = super::TRANSFER_IDLE_TIMEOUT;
+/// Parts buffered between the stream and its writer (chunks are ≤ 1 MiB).
+const WRITER_QUEUE: usize = 4;
+
+/// What a finished stream did.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub bytes: u64,
+    pub failures: Vec<(String, ContentHash, TransferFailure)>,
+}
 
 fn transfer(failure: TransferFailure, message: impl Into<String>) -> Error {
     Error::Transfer {
@@ -24,10 +43,22 @@ fn transfer(failure: TransferFailure, message: impl Into<String>) -> Error {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Unavailable(format!("blocking task: {e}")))
+fn part(chunk: v1::UploadChunk) -> Result<Part, Error> {
+    match chunk.kind {
+        Some(v1::upload_chunk::Kind::Header(h)) => Ok(Part::Header {
+            path: convert::path(&h.path)?,
+            hash: convert::hash(&h.hash)?,
+            size: h.size,
+            mode: h.mode & 0o7777,
+        }),
+        Some(v1::upload_chunk::Kind::Data(data)) => Ok(Part::Data {
+            offset: chunk.offset,
+            data,
+        }),
+        None => Err(Error::InvalidArgument(
+            "upload message without content".into(),
+        )),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(node = %node.name))]
@@ -35,17 +66,9 @@ pub async fn receive(
     mirrors: &Mirrors,
     node: &NodeRecord,
     mut stream: Streaming<v1::UploadChunk>,
-) -> Result<u64, Error> {
-    let header = match stream.message().await {
-        Ok(Some(v1::UploadChunk {
-            kind: Some(v1::upload_chunk::Kind::Header(h)),
-            ..
-        })) => h,
-        Ok(Some(_)) => {
-            return Err(Error::InvalidArgument(
-                "the first upload message must be a header".into(),
-            ));
-        }
+) -> Result<Received, Error> {
+    let first = match stream.message().await {
+        Ok(Some(c)) => part(c)?,
         Ok(None) => return Err(Error::InvalidArgument("empty upload".into())),
         Err(s) => {
             return Err(Error::InvalidArgument(format!(
@@ -54,89 +77,96 @@ pub async fn receive(
             )));
         }
     };
-    let path = convert::path(&header.path)?;
-    let hash = convert::hash(&header.hash)?;
+    if !matches!(first, Part::Header { .. }) {
+        return Err(Error::InvalidArgument(
+            "the first upload message must be a header".into(),
+        ));
+    }
     let name = node.name.to_string();
     let receiver = mirrors.receiver(&name, &node.id).await?;
     let immutable = mirrors.immutable_of(&name);
-    let (r, p) = (receiver.clone(), path.clone());
-    let size = header.size;
-    let mode = header.mode & 0o7777;
-    let opened = blocking(move || r.open_transfer(&p, hash, size, mode, &immutable)).await?;
-    let id = match opened {
-        Ok(id) => id,
-        Err(e) => {
+
+    // The writer reports each file as it ends; the driver learns of it at once.
+    let (parts_tx, mut parts_rx) = mpsc::channel::<Part>(WRITER_QUEUE);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FileOutcome>();
+    let hashed = mirrors.metrics().mirror_hashed_bytes.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut upload = UploadStream::new(receiver, immutable);
+        while let Some(part) = parts_rx.blocking_recv() {
+            if let Part::Data { data, .. } = &part {
+                hashed.inc_by(data.len() as u64);
+            }
+            for outcome in upload.feed(part)? {
+                let _ = done_tx.send(outcome);
+            }
+        }
+        Ok::<_, ganglion_mirror::receive::StreamError>(upload)
+    });
+    let _ = parts_tx.send(first).await;
+
+    let mut received = Received::default();
+    let mut report = |outcome: FileOutcome| match outcome.result {
+        Ok(size) => {
+            received.bytes += size;
+            mirrors.send(
+                &name,
+                DriverEvent::Staged {
+                    path: outcome.path,
+                    hash: outcome.hash,
+                },
+            );
+        }
+        Err(failure) => {
+            received
+                .failures
+                .push((outcome.path.to_string(), outcome.hash, failure));
             mirrors.send(
                 &name,
                 DriverEvent::FetchFailed {
-                    path,
-                    hash,
-                    failure: e.failure(),
+                    path: outcome.path,
+                    hash: outcome.hash,
+                    failure,
                 },
             );
-            return Err(transfer(e.failure(), e.to_string()));
         }
     };
-    let result: Result<(), Error> = async {
+    let streamed: Result<(), Error> = async {
         loop {
-            let msg = tokio::time::timeout(CHUNK_IDLE, stream.message())
-                .await
-                .map_err(|_| transfer(TransferFailure::Cancelled, "upload idle for too long"))?;
-            let chunk = match msg {
-                Ok(Some(c)) => c,
+            let msg = tokio::select! {
+                m = tokio::time::timeout(CHUNK_IDLE, stream.message()) => m,
+                Some(o) = done_rx.recv() => { report(o); continue; }
+            };
+            let msg =
+                msg.map_err(|_| transfer(TransferFailure::Cancelled, "upload idle for too long"))?;
+            match msg {
+                Ok(Some(c)) => {
+                    if parts_tx.send(part(c)?).await.is_err() {
+                        // The writer stopped: its error says why.
+                        return Ok(());
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(s) => return Err(transfer(TransferFailure::Cancelled, s.message())),
-            };
-            let data = match chunk.kind {
-                Some(v1::upload_chunk::Kind::Data(d)) => d,
-                _ => {
-                    return Err(Error::InvalidArgument(
-                        "a second header in one upload".into(),
-                    ));
-                }
-            };
-            let len = data.len() as u64;
-            let r = receiver.clone();
-            let offset = chunk.offset;
-            blocking(move || r.chunk(id, offset, &data))
-                .await?
-                .map_err(|e| transfer(e.failure(), e.to_string()))?;
-            mirrors.metrics().mirror_hashed_bytes.inc_by(len);
+            }
         }
     }
     .await;
-    if let Err(e) = result {
-        receiver.abort(id);
-        let failure = match &e {
-            Error::Transfer { failure, .. } => *failure,
-            _ => TransferFailure::Io,
-        };
-        mirrors.send(
-            &name,
-            DriverEvent::FetchFailed {
-                path,
-                hash,
-                failure,
-            },
-        );
-        return Err(e);
+    drop(parts_tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))?;
+    while let Ok(o) = done_rx.try_recv() {
+        report(o);
     }
-    let r = receiver.clone();
-    match blocking(move || r.finish(id)).await? {
-        Ok((path, hash)) => {
-            mirrors.send(&name, DriverEvent::Staged { path, hash });
-            Ok(size)
-        }
-        Err(e) => {
-            mirrors.send(
-                &name,
-                DriverEvent::FetchFailed {
-                    path,
-                    hash,
-                    failure: e.failure(),
-                },
-            );
-            Err(transfer(e.failure(), e.to_string()))
-        }
+    // A broken stream drops the writer's state: the open file's transfer is
+    // aborted (nothing staged, lock released); files that ended are kept.
+    let upload = written.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    streamed?;
+    let last = tokio::task::spawn_blocking(move || upload.finish())
+        .await
+        .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))?;
+    if let Some(o) = last {
+        report(o);
     }
+    Ok(received)
 }

@@ -149,6 +149,20 @@ impl SourceEngine {
             + self.tombstones.values().filter(|t| t.seq > acked).count()
     }
 
+    /// [`Self::pending`] and the file bytes of those changes.
+    pub fn pending_totals(&self) -> (u64, u64) {
+        let acked = self.acked;
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for e in self.entries.values().filter(|e| e.seq > acked) {
+            files += 1;
+            if e.kind == EntryKind::File {
+                bytes += e.size;
+            }
+        }
+        let gone = self.tombstones.values().filter(|t| t.seq > acked).count();
+        (files + gone as u64, bytes)
+    }
+
     pub fn handle(&mut self, event: SourceEvent) -> Vec<SourceAction> {
         match event {
             SourceEvent::Observed(obs) => self.observe(obs),

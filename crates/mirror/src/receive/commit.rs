@@ -18,8 +18,17 @@ use crate::index::Batch;
 /// earlier op created, so the index never names it.
 pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     let mut out: BTreeMap<RelPath, Entry> = BTreeMap::new();
+    // A range of the map, not a pass over it: batches hold thousands of ops.
     let drop_subtree = |out: &mut BTreeMap<RelPath, Entry>, p: &RelPath, keep_self: bool| {
-        out.retain(|k, _| !k.starts_with(p) || (keep_self && k == p));
+        let below: Vec<RelPath> = out
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.as_str().starts_with(p.as_str()))
+            .filter(|(k, _)| k.starts_with(p) && (!keep_self || *k != p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            out.remove(&k);
+        }
     };
     for op in done {
         match op {
@@ -51,6 +60,24 @@ pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     out.into_values().collect()
 }
 
+/// From this many files (or directories) to make durable, a commit flushes
+/// the filesystem once (`syncfs`) instead of each one.
+const GROUP_SYNC_MIN: usize = 32;
+
+/// `syncfs` of the filesystem holding `dir`: every dirty file and directory
+/// on it is durable when it returns. (The handle of a [`cap_std::fs::Dir`] is
+/// `O_PATH`, which `syncfs` refuses: reopen it read-only, still confined.)
+fn flush_filesystem(dir: &cap_std::fs::Dir) -> io::Result<()> {
+    let mut ro = cap_std::fs::OpenOptions::new();
+    ro.read(true);
+    let d = dir.open_with(".", &ro)?;
+    rustix::fs::syncfs(&d).map_err(io::Error::from)
+}
+
+/// A file to make durable: `Some(open file)` or `Some(None)` (reopen by name);
+/// `None` for nothing to sync (a symlink, a moved source).
+type ToSync = Option<Option<cap_std::fs::File>>;
+
 /// An op that passed staging, with the staged name of its content (if any).
 type Prepared = (Op, Option<String>);
 
@@ -67,6 +94,7 @@ impl Receiver {
                 source: io::Error::other(e),
             })?;
         let mut retract = Batch::default();
+        let mut parents: BTreeSet<RelPath> = BTreeSet::new();
         for (op, _) in &prepared {
             retract.removes.push(op.path().clone());
             match op {
@@ -89,17 +117,32 @@ impl Receiver {
                 op.path().parent()
             };
             while let Some(d) = cur {
-                if self
-                    .inner
-                    .mirror
-                    .symlink_metadata(d.as_str())
-                    .is_ok_and(|m| !m.is_dir())
-                {
-                    retract.removes.push(d.clone());
-                }
                 cur = d.parent();
+                if !parents.insert(d) {
+                    break; // this one and those above are listed already
+                }
             }
         }
+        // Each parent looked at once per batch, off the async threads.
+        let me = self.clone();
+        let not_dirs = tokio::task::spawn_blocking(move || {
+            parents
+                .into_iter()
+                .filter(|d| {
+                    me.inner
+                        .mirror
+                        .symlink_metadata(d.as_str())
+                        .is_ok_and(|m| !m.is_dir())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::Io {
+            op: "join",
+            path: String::new(),
+            source: io::Error::other(e),
+        })?;
+        retract.removes.extend(not_dirs);
         if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
             for (_, s) in &prepared {
                 if let Some(name) = s {
@@ -126,27 +169,61 @@ impl Receiver {
         Ok(BatchOutcome { done, failed })
     }
 
-    /// Phase 1: fsync staged files, stage copies, empties and symlinks.
+    /// Phase 1: stage copies, empties and symlinks, then make every staged
+    /// file durable: one fsync per file for a few, one `syncfs` of the
+    /// filesystem for many (a group commit of thousands of small files spends
+    /// its time in per-file flushes otherwise).
     fn stage(&self, ops: Vec<Op>) -> (Vec<Prepared>, Vec<(Op, TransferFailure)>) {
-        let mut ok = Vec::new();
+        let mut staged = Vec::with_capacity(ops.len());
         let mut failed = Vec::new();
         // Paths an earlier op of this batch deletes: a later move out of them
         // must take its source before that delete is placed.
         let mut deleted: Vec<RelPath> = Vec::new();
         for op in ops {
-            let staged = match &op {
+            let result = match &op {
                 Op::Move { from, .. } if deleted.iter().any(|d| from.starts_with(d)) => {
-                    self.stage_move_source(from).map(Some)
+                    self.stage_move_source(from).map(|n| Some((n, None)))
                 }
                 _ => self.stage_one(&op),
             };
             if let Op::Delete { path, .. } = &op {
                 deleted.push(path.clone());
             }
-            match staged {
-                Ok(name) => ok.push((op, name)),
+            match result {
+                Ok(s) => staged.push((op, s)),
                 Err(e) => {
                     warn!(path = %op.path(), error = %e, "op failed while staging");
+                    failed.push((op, e.failure()));
+                }
+            }
+        }
+        let to_sync = staged
+            .iter()
+            .filter(|(_, s)| matches!(s, Some((_, Some(_)))))
+            .count();
+        let group_sync = (to_sync >= GROUP_SYNC_MIN)
+            .then(|| flush_filesystem(&self.inner.staging).map_err(io_err("syncfs", "staging")));
+        let mut ok = Vec::with_capacity(staged.len());
+        for (op, s) in staged {
+            let synced = match (&s, &group_sync) {
+                (Some((_, Some(_))), Some(Err(e))) => Err(Error::Io {
+                    op: "syncfs",
+                    path: op.path().to_string(),
+                    source: io::Error::other(e.to_string()),
+                }),
+                (Some((_, Some(Some(file)))), None) => {
+                    file.sync_all().map_err(io_err("fsync", op.path()))
+                }
+                (Some((name, Some(None))), None) => self.sync_staged(name),
+                _ => Ok(()),
+            };
+            match (synced, s) {
+                (Ok(()), s) => ok.push((op, s.map(|(name, _)| name))),
+                (Err(e), s) => {
+                    warn!(path = %op.path(), error = %e, "op failed while staging");
+                    if let Some((name, _)) = s {
+                        self.remove_staged(&name);
+                    }
                     failed.push((op, e.failure()));
                 }
             }
@@ -166,7 +243,20 @@ impl Receiver {
         Ok(name)
     }
 
-    fn stage_one(&self, op: &Op) -> Result<Option<String>, Error> {
+    /// Reopens a staged file (read-only is enough) and fsyncs it.
+    fn sync_staged(&self, name: &str) -> Result<(), Error> {
+        let mut ro = cap_std::fs::OpenOptions::new();
+        ro.read(true);
+        self.inner
+            .staging
+            .open_with(name, &ro)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", name))
+    }
+
+    /// Stages one op's content: its staged name and, for file content, that
+    /// it must still be made durable (with its file, if still open).
+    fn stage_one(&self, op: &Op) -> Result<Option<(String, ToSync)>, Error> {
         match op {
             Op::Write { entry, content } => {
                 let hash = entry.hash.ok_or_else(|| Error::NotAFile {
@@ -178,8 +268,7 @@ impl Receiver {
                             .remove(&entry.path)
                             .filter(|s| s.hash == hash)
                             .ok_or(Error::UnknownTransfer { id: 0 })?;
-                        s.file.sync_all().map_err(io_err("fsync", &entry.path))?;
-                        Ok(Some(s.staged_name))
+                        Ok(Some((s.staged_name, Some(None))))
                     }
                     Content::Empty | Content::Copy(_) => {
                         let (mut file, name) =
@@ -207,13 +296,13 @@ impl Receiver {
                                     });
                                 }
                             }
-                            file.sync_all().map_err(io_err("fsync", &entry.path))
+                            Ok(())
                         })();
                         if let Err(e) = res {
                             self.remove_staged(&name);
                             return Err(e);
                         }
-                        Ok(Some(name))
+                        Ok(Some((name, Some(Some(file)))))
                     }
                 }
             }
@@ -225,7 +314,7 @@ impl Receiver {
                     .staging
                     .symlink_contents(target, &name)
                     .map_err(io_err("symlink", &entry.path))?;
-                Ok(Some(name))
+                Ok(Some((name, None)))
             }
             Op::Delete { .. } | Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
         }
@@ -236,12 +325,18 @@ impl Receiver {
         let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        // Parent directories known to exist (as directories) in this batch;
+        // forgotten whenever an op could remove one.
+        let mut ready: BTreeSet<RelPath> = BTreeSet::new();
         for (op, staged) in prepared {
             dirs.insert(op.path().parent());
             if let Op::Move { from, .. } = &op {
                 dirs.insert(from.parent());
             }
-            match self.place_one(&op, staged.as_deref()) {
+            if matches!(op, Op::Delete { .. } | Op::Move { .. } | Op::Mkdir { .. }) {
+                ready.clear();
+            }
+            match self.place_one(&op, staged.as_deref(), &mut ready) {
                 Ok(()) => done.push(op),
                 Err(e) => {
                     warn!(path = %op.path(), error = %e, "op failed while placing");
@@ -250,6 +345,14 @@ impl Receiver {
                     }
                     failed.push((op, e.failure()));
                 }
+            }
+        }
+        if dirs.len() >= GROUP_SYNC_MIN {
+            // One flush of the filesystem covers every directory (and is
+            // what the many per-directory fsyncs would add up to).
+            match flush_filesystem(&self.inner.mirror) {
+                Ok(()) => return (done, failed),
+                Err(e) => warn!(error = %e, "syncfs failed; syncing directories one by one"),
             }
         }
         for d in dirs {
@@ -272,17 +375,41 @@ impl Receiver {
         (done, failed)
     }
 
-    fn place_one(&self, op: &Op, staged: Option<&str>) -> Result<(), Error> {
+    fn place_one(
+        &self,
+        op: &Op,
+        staged: Option<&str>,
+        ready: &mut BTreeSet<RelPath>,
+    ) -> Result<(), Error> {
         let m = &self.inner.mirror;
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
-                self.ensure_parent(&entry.path)?;
-                self.clear_dir_at(&entry.path)?;
+                match entry.path.parent() {
+                    Some(p) if ready.contains(&p) => {}
+                    parent => {
+                        self.ensure_parent(&entry.path)?;
+                        ready.extend(parent);
+                    }
+                }
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
-                self.inner
-                    .staging
-                    .rename(name, m, entry.path.as_str())
-                    .map_err(io_err("rename", &entry.path))
+                // A directory in the way (the node replaced it by a file)
+                // fails the rename: clear it then, instead of a stat per file.
+                match self.inner.staging.rename(name, m, entry.path.as_str()) {
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
+                        ) =>
+                    {
+                        ready.clear();
+                        self.clear_dir_at(&entry.path)?;
+                        self.inner
+                            .staging
+                            .rename(name, m, entry.path.as_str())
+                            .map_err(io_err("rename", &entry.path))
+                    }
+                    r => r.map_err(io_err("rename", &entry.path)),
+                }
             }
             Op::Move { from, entry } => {
                 self.ensure_parent(&entry.path)?;

@@ -12,12 +12,17 @@
 //! file then waits for [`Receiver::commit`], which applies a batch of
 //! [`Op`]s with this durability order (group commit):
 //!
-//! 1. stage: fsync staged files; copies and symlinks are staged too;
+//! 1. stage: copies and symlinks are staged too; then every staged file is
+//!    made durable: fsync each, or, from a few dozen files on, one `syncfs`
+//!    of the filesystem for the whole batch;
 //! 2. retract: ONE index transaction removes the rows of every path the batch
 //!    replaces, moves or deletes (the index stops naming content about to go);
 //! 3. place: rename staged files into place, move, mkdir, unlink;
-//! 4. fsync each touched directory once;
+//! 4. fsync each touched directory once (again one `syncfs` for many);
 //! 5. publish: ONE index transaction inserts the new rows.
+//!
+//! An [`UploadStream`] feeds a stream of many files (headers and data) to
+//! these calls, one file after another.
 //!
 //! A crash at any point leaves the index naming only durable content; the
 //! node's applied sequence is not advanced, so the node resends what was lost.
@@ -31,6 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod commit;
+mod stream;
+
+pub use stream::{FileOutcome, Part, StreamError, UploadStream};
 
 pub(crate) use commit::survivors;
 mod read;
@@ -135,9 +143,10 @@ struct Upload {
     guard: TransferGuard,
 }
 
+/// A verified transfer waiting for its commit. Its file is closed: thousands
+/// may wait at once (an initial sync); the commit reopens it to fsync it.
 struct Staged {
     hash: ContentHash,
-    file: File,
     staged_name: String,
     _guard: TransferGuard,
 }
@@ -345,9 +354,9 @@ impl Receiver {
             self.remove_staged(&up.staged_name);
             return Err(e);
         }
+        drop(up.file);
         let staged = Staged {
             hash: up.hash,
-            file: up.file,
             staged_name: up.staged_name,
             _guard: up.guard,
         };

@@ -13,6 +13,11 @@ use crate::immutable::ImmutablePaths;
 
 mod order;
 mod outcome;
+mod parked;
+mod slots;
+
+use parked::Parked;
+use slots::Slots;
 
 #[derive(Clone, Debug)]
 pub enum SinkEvent {
@@ -105,14 +110,19 @@ pub struct SinkEngine {
     applied: u64,
     /// Highest notice sequence seen.
     seen: u64,
-    slots: BTreeMap<RelPath, Slot>,
+    slots: Slots,
     immutable: ImmutablePaths,
     refused: u64,
     /// Notices below a directory whose delete is in progress; they wait for it.
-    parked: Vec<Notice>,
+    parked: Parked,
     /// A directory delete that cancelled fetches below it holds back the
     /// acknowledgement of their sequence numbers until it commits.
     held: BTreeMap<RelPath, u64>,
+    /// Files among `entries` and their bytes (kept, not counted per status).
+    files: u64,
+    bytes: u64,
+    /// `slots.removals()` when the parked notices were last tried.
+    parked_tried: u64,
 }
 
 impl SinkEngine {
@@ -156,15 +166,14 @@ impl SinkEngine {
     pub fn debug_pending(&self) -> String {
         format!(
             "slots {:?}; parked {:?}; held {:?}",
-            self.slots, self.parked, self.held
+            *self.slots, self.parked, self.held
         )
     }
 
     pub fn stats(&self) -> SinkStats {
-        let files = self.entries.values().filter(|e| e.kind == EntryKind::File);
         SinkStats {
-            files: files.clone().count() as u64,
-            bytes: files.map(|e| e.size).sum(),
+            files: self.files,
+            bytes: self.bytes,
             pending: self.slots.len() as u64,
             fetching: self
                 .slots
@@ -308,8 +317,8 @@ impl SinkEngine {
             debug!(%path, seq = n.seq(), "notice below a newer state of a parent ignored");
             return;
         }
-        if self.pending_above(&path, n.seq()) {
-            self.parked.push(n);
+        if let Some(blocker) = self.blocker_above(&path, n.seq()) {
+            self.parked.push(blocker, n);
             return;
         }
         if let Some(slot) = self.slots.get_mut(&path) {
@@ -501,9 +510,9 @@ impl SinkEngine {
         self.held.retain(|p, _| slots.contains_key(p));
         let floor = self
             .slots
-            .values()
-            .map(|s| s.seq)
-            .chain(self.parked.iter().map(Notice::seq))
+            .min_seq()
+            .into_iter()
+            .chain(self.parked.min_seq())
             .chain(self.held.values().copied())
             .min()
             .map(|m| m.saturating_sub(1));
@@ -519,12 +528,22 @@ impl SinkEngine {
         if let Some(h) = file_hash(&e) {
             self.by_hash.entry(h).or_default().insert(e.path.clone());
         }
+        if e.kind == EntryKind::File {
+            self.files += 1;
+            self.bytes += e.size;
+        }
         self.entries.insert(e.path.clone(), e);
     }
 
     fn remove(&mut self, path: &RelPath) {
-        if let Some(old) = self.entries.remove(path)
-            && let Some(h) = file_hash(&old)
+        let Some(old) = self.entries.remove(path) else {
+            return;
+        };
+        if old.kind == EntryKind::File {
+            self.files -= 1;
+            self.bytes -= old.size;
+        }
+        if let Some(h) = file_hash(&old)
             && let Some(set) = self.by_hash.get_mut(&h)
         {
             set.remove(path);

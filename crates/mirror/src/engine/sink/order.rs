@@ -8,6 +8,7 @@
 
 use ganglion_core::RelPath;
 
+use super::parked::Blocker;
 use super::{SinkAction, SinkEngine, Stage};
 use crate::engine::Notice;
 use crate::entry::{Entry, EntryKind};
@@ -57,18 +58,20 @@ impl SinkEngine {
         false
     }
 
-    /// Whether an older change is in progress above `path`: it goes first
-    /// (a directory delete, or a file becoming a directory). An older change
-    /// below a delete goes first instead; the delete waits for it.
-    pub(super) fn pending_above(&self, path: &RelPath, seq: u64) -> bool {
+    /// The older change in progress nearest above `path`, if any: it goes
+    /// first (a directory delete, or a file becoming a directory). An older
+    /// change below a delete goes first instead; the delete waits for it.
+    pub(super) fn blocker_above(&self, path: &RelPath, seq: u64) -> Option<Blocker> {
         let mut cur = path.parent();
         while let Some(p) = cur {
-            if self.slots.get(&p).is_some_and(|s| s.seq < seq) {
-                return true;
+            if let Some(s) = self.slots.get(&p)
+                && s.seq < seq
+            {
+                return Some((p, s.seq));
             }
             cur = p.parent();
         }
-        false
+        None
     }
 
     /// Drops fetches and retries below `path`: its delete supersedes them.
@@ -110,22 +113,18 @@ impl SinkEngine {
 
     /// Issues waiting directory deletes whose subtree has settled.
     pub(super) fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        let waiting = self.slots.waiting();
+        if waiting.is_empty() {
+            return;
+        }
         // Fetches below a waiting delete (older changes that started after
         // it) would hold it forever if the node no longer has their content.
-        let waiting: Vec<RelPath> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s.stage, Stage::Waiting { .. }))
-            .map(|(p, _)| p.clone())
-            .collect();
         for p in &waiting {
             self.cancel_below(p, out);
         }
-        let ready: Vec<RelPath> = self
-            .slots
-            .iter()
-            .filter(|(p, s)| matches!(s.stage, Stage::Waiting { .. }) && !self.busy_below(p))
-            .map(|(p, _)| p.clone())
+        let ready: Vec<RelPath> = waiting
+            .into_iter()
+            .filter(|p| !self.busy_below(p))
             .collect();
         for p in ready {
             if let Some(slot) = self.slots.get_mut(&p)
@@ -136,18 +135,22 @@ impl SinkEngine {
         }
     }
 
-    /// Parked notices whose blocker is gone go ahead, oldest first.
+    /// Parked notices whose blocker is gone go ahead, oldest first. Only a
+    /// slot going away (or being replaced) unblocks anything.
     pub(super) fn resume_parked(&mut self, out: &mut Vec<SinkAction>) {
+        if self.parked.is_empty() || self.parked_tried == self.slots.removals() {
+            return;
+        }
         loop {
-            let before = self.parked.len();
-            let mut parked = std::mem::take(&mut self.parked);
-            parked.sort_by_key(Notice::seq);
-            for n in parked {
+            let mut ready = self.parked.take_unblocked(&self.slots);
+            if ready.is_empty() {
+                break;
+            }
+            ready.sort_by_key(Notice::seq);
+            for n in ready {
                 self.notice(n, out);
             }
-            if self.parked.len() >= before {
-                return;
-            }
         }
+        self.parked_tried = self.slots.removals();
     }
 }

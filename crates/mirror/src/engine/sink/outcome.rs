@@ -128,12 +128,13 @@ impl SinkEngine {
         }
         // Waiting notices resume in sequence order, so an older change never
         // lands after a newer one it was parked behind.
-        let mut resume = std::mem::take(&mut self.parked);
+        let mut resume = Vec::new();
         for p in settled {
             if let Some(slot) = self.slots.remove(&p) {
                 resume.extend(slot.next);
             }
         }
+        resume.extend(self.parked.take_unblocked(&self.slots));
         resume.sort_by_key(Notice::seq);
         for n in resume {
             self.notice(n, out);

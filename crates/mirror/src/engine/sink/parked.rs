@@ -1,0 +1,66 @@
+//! Notices waiting for an older change above them (see `order.rs`), grouped
+//! by the slot they wait for, so that a settled change resumes only what
+//! waited for it. An initial sync parks most of the tree behind the
+//! directories being created: trying every parked notice again after every
+//! commit made it quadratic.
+
+use std::collections::BTreeMap;
+
+use ganglion_core::RelPath;
+
+use super::slots::Slots;
+use crate::engine::Notice;
+
+/// The slot a notice waits for: its path and its `seq` (a slot replaced by a
+/// newer one at the same path no longer holds what waited for the old one).
+pub(super) type Blocker = (RelPath, u64);
+
+#[derive(Debug, Default)]
+pub(super) struct Parked {
+    by_blocker: BTreeMap<Blocker, Vec<Notice>>,
+    /// How many parked notices hold each sequence number.
+    seqs: BTreeMap<u64, usize>,
+}
+
+impl Parked {
+    pub(super) fn push(&mut self, blocker: Blocker, n: Notice) {
+        *self.seqs.entry(n.seq()).or_default() += 1;
+        self.by_blocker.entry(blocker).or_default().push(n);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_blocker.is_empty()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.by_blocker.clear();
+        self.seqs.clear();
+    }
+
+    pub(super) fn min_seq(&self) -> Option<u64> {
+        self.seqs.keys().next().copied()
+    }
+
+    /// Takes the notices whose blocker is gone (settled, dropped or replaced).
+    pub(super) fn take_unblocked(&mut self, slots: &Slots) -> Vec<Notice> {
+        let gone: Vec<Blocker> = self
+            .by_blocker
+            .keys()
+            .filter(|(path, seq)| slots.get(path).map(|s| s.seq) != Some(*seq))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for b in gone {
+            for n in self.by_blocker.remove(&b).unwrap_or_default() {
+                if let Some(c) = self.seqs.get_mut(&n.seq()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.seqs.remove(&n.seq());
+                    }
+                }
+                out.push(n);
+            }
+        }
+        out
+    }
+}
