@@ -246,7 +246,9 @@ fn a_temp_root_someone_else_controls_is_refused() {
 
     let shared = dir("shared");
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let e = open(shared).err().expect("group/other-writable temp root");
+    let Err(e) = open(shared) else {
+        panic!("a group/other-writable temp root was accepted");
+    };
     assert!(e.to_string().contains("no one else can write"), "{e}");
 
     std::os::unix::fs::symlink(dir("elsewhere"), base.path().join("link")).unwrap();
