@@ -407,6 +407,14 @@ fn restarts_rehash_nothing() {
     wait_in_sync(&hub, "n1", 201, READY);
     eprintln!("in sync {:?} after the hub restarted", t.elapsed());
     assert_eq!(hashed(&hub), 0.0, "the restarted hub hashed something");
+    // It opened the mirror it knew by itself, without waiting for the node.
+    let opened = wait_for("the restarted hub to open its mirrors", READY, || {
+        let err = hub.proc.stderr();
+        err.lines()
+            .find(|l| l.contains("mirrors opened"))
+            .map(str::to_owned)
+    });
+    assert!(opened.contains("mirrors=1"), "{opened}");
     wait_transfers_idle(&hub);
     let verify = hub.cli(&["mirror", "verify", "n1"]);
     assert!(verify.status.success(), "{}", stdout(&verify));

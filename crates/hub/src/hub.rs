@@ -336,6 +336,8 @@ impl Hub {
         data_dir.write_endpoints(&endpoints).await?;
         let _ = ready.send(true);
         tracing::info!(grpc = %endpoints.grpc, http = %endpoints.http, cert_sha256 = %endpoints.cert_sha256, "hub ready");
+        let mirrors = core.mirrors.clone();
+        tokio::spawn(async move { mirrors.open_known().await });
 
         tokio::select! {
             _ = cancel.cancelled() => tracing::info!("shutting down"),

@@ -60,7 +60,7 @@ impl AgentOptions {
             credential,
             capabilities,
             bind_ip: None,
-            backoff_base: Duration::from_millis(250),
+            backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(30),
             executor: ExecutorOptions::Refuse,
             report_grace: Duration::from_secs(60),
@@ -156,7 +156,9 @@ impl Agent {
     /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
     #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
-        let mut backoff = Backoff::new(self.opts.backoff_base, self.opts.backoff_cap);
+        // About a second of quick retries (a hub restart), then doubling.
+        let mut backoff =
+            Backoff::new(self.opts.backoff_base, self.opts.backoff_cap).with_flat_start(25);
         if let Some(m) = self.opts.mirror.clone() {
             self.mirror = Some(crate::mirror::start(m).await?);
         }

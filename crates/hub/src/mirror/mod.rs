@@ -40,6 +40,9 @@ pub struct Mirrors {
     clock: SharedClock,
     metrics: Metrics,
     drivers: Mutex<HashMap<String, mpsc::UnboundedSender<DriverEvent>>>,
+    /// Held while a driver is being opened, so two callers never load the
+    /// same index twice.
+    opening: tokio::sync::Mutex<()>,
     receivers: Mutex<HashMap<String, Receiver>>,
     store: Arc<dyn ganglion_store::Store>,
     /// Immutable paths per node: held in memory, versioned, never read per chunk.
@@ -65,6 +68,7 @@ impl Mirrors {
             clock,
             metrics,
             drivers: Mutex::default(),
+            opening: tokio::sync::Mutex::default(),
             receivers: Mutex::default(),
             store,
             immutable: Mutex::default(),
@@ -90,14 +94,12 @@ impl Mirrors {
         node: &str,
         node_id: &NodeId,
     ) -> Result<mpsc::UnboundedSender<DriverEvent>, Error> {
-        if let Some(tx) = self
-            .drivers
-            .lock()
-            .expect("lock")
-            .get(node)
-            .filter(|t| !t.is_closed())
-        {
-            return Ok(tx.clone());
+        if let Some(tx) = self.running_driver(node) {
+            return Ok(tx);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(tx) = self.running_driver(node) {
+            return Ok(tx);
         }
         let receiver = {
             let (dir, node, index, locks) = (
@@ -134,9 +136,6 @@ impl Mirrors {
             tx.clone(),
         );
         let mut drivers = self.drivers.lock().expect("lock");
-        if let Some(existing) = drivers.get(node).filter(|t| !t.is_closed()) {
-            return Ok(existing.clone());
-        }
         tokio::spawn(driver.run(rx));
         drivers.insert(node.to_owned(), tx.clone());
         self.receivers
@@ -144,6 +143,46 @@ impl Mirrors {
             .expect("lock")
             .insert(node.to_owned(), receiver_for_reaper);
         Ok(tx)
+    }
+
+    fn running_driver(&self, node: &str) -> Option<mpsc::UnboundedSender<DriverEvent>> {
+        let drivers = self.drivers.lock().expect("lock");
+        drivers.get(node).filter(|t| !t.is_closed()).cloned()
+    }
+
+    /// Opens the driver of every mirror the index knows (of nodes not
+    /// revoked), so that nodes reconnecting after a hub restart find their
+    /// index loaded. Run once the hub serves: a node that comes first waits
+    /// for its own mirror only. Loading re-hashes nothing.
+    pub async fn open_known(&self) {
+        let started = std::time::Instant::now();
+        let (mirrors, nodes) = match (self.index.mirrors().await, self.store.list_nodes().await) {
+            (Ok(m), Ok(n)) => (m, n),
+            (Err(e), _) => {
+                return tracing::warn!(error = %e, "listing mirrors failed; they open on first use");
+            }
+            (_, Err(e)) => {
+                return tracing::warn!(error = %e, "listing nodes failed; mirrors open on first use");
+            }
+        };
+        let ids: HashMap<String, NodeId> = nodes
+            .into_iter()
+            .filter(|n| n.revoked_at.is_none())
+            .map(|n| (n.name.to_string(), n.id))
+            .collect();
+        let mut opened = 0usize;
+        for name in mirrors {
+            let Some(id) = ids.get(&name) else { continue };
+            match self.driver(&name, id).await {
+                Ok(_) => opened += 1,
+                Err(e) => tracing::warn!(node = %name, error = %e, "opening a mirror failed"),
+            }
+        }
+        tracing::info!(
+            mirrors = opened,
+            took_ms = started.elapsed().as_millis() as u64,
+            "mirrors opened"
+        );
     }
 
     /// The node's control stream is up: returns the sequence applied so far.
