@@ -328,6 +328,105 @@ fn immutable_paths_are_refused_at_notice_and_before_commit() {
     assert!(k.is_immutable(&p("later"), true));
 }
 
+fn link(path: &str, target: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Symlink,
+        size: target.len() as u64,
+        hash: None,
+        symlink_target: Some(target.into()),
+        ..file(path, b"", 0)
+    }
+}
+
+/// Commits every op the sink queues, one group commit per round, against a
+/// model of the mirror's tree (parents created as directories, a file or link
+/// replaces the subtree at its path); fetches are never answered.
+fn commit_until_quiet(
+    k: &mut SinkEngine,
+    mut actions: Vec<SinkAction>,
+    tree: &mut BTreeMap<RelPath, EntryKind>,
+    all: &mut Vec<SinkAction>,
+) {
+    for _ in 0..100 {
+        all.extend(actions.iter().cloned());
+        let ops = applies(&actions);
+        if ops.is_empty() {
+            return;
+        }
+        for op in &ops {
+            let path = op.path().clone();
+            tree.retain(|k, _| *k == path || !k.starts_with(&path));
+            match op.entry() {
+                None => {
+                    tree.remove(&path);
+                }
+                Some(e) => {
+                    let mut cur = path.parent();
+                    while let Some(d) = cur {
+                        tree.insert(d.clone(), EntryKind::Dir);
+                        cur = d.parent();
+                    }
+                    tree.insert(path, e.kind);
+                }
+            }
+        }
+        actions = k.handle(SinkEvent::Committed {
+            done: ops,
+            failed: vec![],
+        });
+    }
+    panic!("the sink did not settle");
+}
+
+/// Seeds 1028, 1988, 2080, 2190, 2364, 3533, 4092 and 4593 of the simulation,
+/// shrunk: a fetch is in progress below `c` when `c` becomes a link, and the
+/// deletes that would have cancelled it wait behind an older `mkdir c/c`.
+/// The link must not overtake them (or, once durable, make them obsolete
+/// while the fetch lives on): the node no longer has the content, so the
+/// fetch would never end and nothing after it would be acknowledged.
+#[test]
+fn a_path_becoming_a_link_supersedes_a_fetch_below_it() {
+    let mut k = SinkEngine::default();
+    let mut tree = BTreeMap::new();
+    let mut all = Vec::new();
+    let x = ContentHash::of(b"x");
+    let send = |k: &mut SinkEngine, n: Notice| k.handle(SinkEvent::Notice(n));
+    let a = send(&mut k, Notice::Upsert(numbered(file("c/c/a", b"x", 1), 1)));
+    assert!(matches!(&a[..], [SinkAction::Fetch { hash, .. }] if *hash == x));
+    all.extend(a);
+    let mkdir_c = send(&mut k, Notice::Upsert(numbered(dir("c"), 2)));
+    assert_eq!(applies(&mkdir_c).len(), 1);
+    for n in [
+        Notice::Upsert(numbered(dir("c/c"), 3)),
+        Notice::Delete {
+            path: p("c/c/a"),
+            seq: 4,
+        },
+        Notice::Delete {
+            path: p("c/c"),
+            seq: 5,
+        },
+        Notice::Upsert(numbered(link("c", "/etc/passwd"), 6)),
+    ] {
+        let a = send(&mut k, n);
+        assert!(applies(&a).is_empty(), "waits behind mkdir c: {a:?}");
+        all.extend(a);
+    }
+    commit_until_quiet(&mut k, mkdir_c, &mut tree, &mut all);
+
+    assert!(
+        all.contains(&SinkAction::Discard {
+            path: p("c/c/a"),
+            hash: x
+        }),
+        "the fetch below the link is dropped: {all:?}"
+    );
+    assert_eq!(k.stats().pending, 0, "{}", k.debug_pending());
+    assert_eq!(k.applied(), 6, "{}", k.debug_pending());
+    assert_eq!(tree, BTreeMap::from([(p("c"), EntryKind::Symlink)]));
+    assert_eq!(k.entries().map(|e| &e.path).collect::<Vec<_>>(), [&p("c")]);
+}
+
 /// Applies notices to a map the way the hub would, ignoring content transfer.
 fn apply(tree: &mut BTreeMap<RelPath, Entry>, n: &Notice) {
     match n {

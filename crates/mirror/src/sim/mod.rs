@@ -574,8 +574,12 @@ impl Sim {
         }
         if self.node.pending() != 0 {
             return Err(format!(
-                "node still has {} unacknowledged changes",
-                self.node.pending()
+                "node still has {} unacknowledged changes (node seq {}, acked {}; hub applied {}; hub engine {})",
+                self.node.pending(),
+                self.node.seq(),
+                self.node.acked(),
+                self.hub.applied(),
+                self.hub.debug_pending()
             ));
         }
         Ok(())
