@@ -427,6 +427,52 @@ fn a_path_becoming_a_link_supersedes_a_fetch_below_it() {
     assert_eq!(k.entries().map(|e| &e.path).collect::<Vec<_>>(), [&p("c")]);
 }
 
+/// A path becoming a link waits for the commits below it (a failure there
+/// would otherwise come back as a retry landing after the link), and while
+/// it commits, an older change below it (say a resent delete) is obsolete.
+#[test]
+fn a_subtree_replacement_waits_for_commits_below_and_obsoletes_older_changes() {
+    let d = numbered(dir("d"), 1);
+    let mut k = SinkEngine::new(vec![d], 1, ImmutablePaths::default());
+    let x = numbered(file("d/x", b"", 1), 2);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(x)));
+    let below = applies(&a);
+    assert!(matches!(&below[..], [Op::Write { .. }]), "{a:?}");
+    let l = numbered(link("d", "t"), 4);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(l.clone())));
+    assert!(applies(&a).is_empty(), "waits for d/x: {a:?}");
+    // d/x fails to commit: its retry is superseded by the link and
+    // cancelled, and the link goes.
+    let a = k.handle(SinkEvent::Committed {
+        done: vec![],
+        failed: vec![(below[0].clone(), TransferFailure::DiskFull)],
+    });
+    let link_op = Op::Symlink { entry: l };
+    assert_eq!(applies(&a), vec![link_op.clone()], "{a:?}");
+    let a = k.handle(SinkEvent::RetryDue { path: p("d/x") });
+    assert!(
+        a.is_empty(),
+        "the retry below the link was cancelled: {a:?}"
+    );
+    k.handle(SinkEvent::Notice(Notice::Upsert(numbered(dir("e"), 5))));
+    // While the link commits, an older change below it is not started.
+    let a = k.handle(SinkEvent::Notice(Notice::Delete {
+        path: p("d/x"),
+        seq: 3,
+    }));
+    assert!(applies(&a).is_empty(), "{a:?}");
+    let a = k.handle(SinkEvent::Committed {
+        done: applies(&a).into_iter().chain([link_op]).collect(),
+        failed: vec![],
+    });
+    assert!(
+        !a.iter().any(|x| matches!(x, SinkAction::Apply(_))),
+        "{a:?}"
+    );
+    assert_eq!(k.stats().pending, 1, "only mkdir e: {}", k.debug_pending());
+    assert_eq!(k.applied(), 4);
+}
+
 /// Applies notices to a map the way the hub would, ignoring content transfer.
 fn apply(tree: &mut BTreeMap<RelPath, Entry>, n: &Notice) {
     match n {

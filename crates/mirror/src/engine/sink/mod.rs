@@ -283,8 +283,13 @@ impl SinkEngine {
 
     fn notice(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
         // A rename whose source is not settled here degrades to delete + upsert.
+        // So does one whose target has commits in flight below it (or its own
+        // source below it): a move never waits, so the source slot it holds
+        // always settles and no wait can depend on another.
         if let Notice::Rename { from, entry } = &n {
             let movable = !self.slots.contains_key(from)
+                && !from.starts_with(&entry.path)
+                && !self.busy_below(&entry.path)
                 && self
                     .entries
                     .get(from)

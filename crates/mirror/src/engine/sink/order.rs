@@ -49,38 +49,21 @@ impl SinkEngine {
     }
 
     /// On disconnect, waiting ops are dropped with the fetches (the node
-    /// resends them): their staged content is discarded, and the source of a
-    /// waiting move is released.
+    /// resends them): the staged content of a waiting write is discarded.
+    /// (A move never waits; see [`Self::notice`].)
     pub(super) fn drop_waiting(&mut self, out: &mut Vec<SinkAction>) {
-        let mut sources = Vec::new();
         for p in self.slots.waiting() {
-            let Some(Slot {
+            if let Some(Slot {
                 stage: Stage::Waiting { op },
-                seq,
                 ..
             }) = self.slots.get(&p)
-            else {
-                continue;
-            };
-            match &**op {
-                Op::Write {
+                && let Op::Write {
                     entry,
                     content: Content::Staged,
-                } => out.extend(entry.hash.map(|hash| SinkAction::Discard {
-                    path: p.clone(),
-                    hash,
-                })),
-                Op::Move { from, .. } => sources.push((from.clone(), *seq)),
-                _ => {}
-            }
-        }
-        for (from, seq) in sources {
-            if self
-                .slots
-                .get(&from)
-                .is_some_and(|s| s.seq == seq && s.entry.is_none())
+                } = &**op
+                && let Some(hash) = entry.hash
             {
-                self.slots.remove(&from);
+                out.push(SinkAction::Discard { path: p, hash });
             }
         }
     }
