@@ -50,7 +50,7 @@ impl SinkEngine {
 
     /// On disconnect, waiting ops are dropped with the fetches (the node
     /// resends them): the staged content of a waiting write is discarded.
-    /// (A move never waits; see [`Self::notice`].)
+    /// (A move never waits: see the rename check in `notice`.)
     pub(super) fn drop_waiting(&mut self, out: &mut Vec<SinkAction>) {
         for p in self.slots.waiting() {
             if let Some(Slot {
