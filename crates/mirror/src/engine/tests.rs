@@ -328,6 +328,151 @@ fn immutable_paths_are_refused_at_notice_and_before_commit() {
     assert!(k.is_immutable(&p("later"), true));
 }
 
+fn link(path: &str, target: &str) -> Entry {
+    Entry {
+        kind: EntryKind::Symlink,
+        size: target.len() as u64,
+        hash: None,
+        symlink_target: Some(target.into()),
+        ..file(path, b"", 0)
+    }
+}
+
+/// Commits every op the sink queues, one group commit per round, against a
+/// model of the mirror's tree (parents created as directories, a file or link
+/// replaces the subtree at its path); fetches are never answered.
+fn commit_until_quiet(
+    k: &mut SinkEngine,
+    mut actions: Vec<SinkAction>,
+    tree: &mut BTreeMap<RelPath, EntryKind>,
+    all: &mut Vec<SinkAction>,
+) {
+    for _ in 0..100 {
+        all.extend(actions.iter().cloned());
+        let ops = applies(&actions);
+        if ops.is_empty() {
+            return;
+        }
+        for op in &ops {
+            let path = op.path().clone();
+            tree.retain(|k, _| *k == path || !k.starts_with(&path));
+            match op.entry() {
+                None => {
+                    tree.remove(&path);
+                }
+                Some(e) => {
+                    let mut cur = path.parent();
+                    while let Some(d) = cur {
+                        tree.insert(d.clone(), EntryKind::Dir);
+                        cur = d.parent();
+                    }
+                    tree.insert(path, e.kind);
+                }
+            }
+        }
+        actions = k.handle(SinkEvent::Committed {
+            done: ops,
+            failed: vec![],
+        });
+    }
+    panic!("the sink did not settle");
+}
+
+/// Seeds 1028, 1988, 2080, 2190, 2364, 3533, 4092 and 4593 of the simulation,
+/// shrunk: a fetch is in progress below `c` when `c` becomes a link, and the
+/// deletes that would have cancelled it wait behind an older `mkdir c/c`.
+/// The link must not overtake them (or, once durable, make them obsolete
+/// while the fetch lives on): the node no longer has the content, so the
+/// fetch would never end and nothing after it would be acknowledged.
+#[test]
+fn a_path_becoming_a_link_supersedes_a_fetch_below_it() {
+    let mut k = SinkEngine::default();
+    let mut tree = BTreeMap::new();
+    let mut all = Vec::new();
+    let x = ContentHash::of(b"x");
+    let send = |k: &mut SinkEngine, n: Notice| k.handle(SinkEvent::Notice(n));
+    let a = send(&mut k, Notice::Upsert(numbered(file("c/c/a", b"x", 1), 1)));
+    assert!(matches!(&a[..], [SinkAction::Fetch { hash, .. }] if *hash == x));
+    all.extend(a);
+    let mkdir_c = send(&mut k, Notice::Upsert(numbered(dir("c"), 2)));
+    assert_eq!(applies(&mkdir_c).len(), 1);
+    for n in [
+        Notice::Upsert(numbered(dir("c/c"), 3)),
+        Notice::Delete {
+            path: p("c/c/a"),
+            seq: 4,
+        },
+        Notice::Delete {
+            path: p("c/c"),
+            seq: 5,
+        },
+        Notice::Upsert(numbered(link("c", "/etc/passwd"), 6)),
+    ] {
+        let a = send(&mut k, n);
+        assert!(applies(&a).is_empty(), "waits behind mkdir c: {a:?}");
+        all.extend(a);
+    }
+    commit_until_quiet(&mut k, mkdir_c, &mut tree, &mut all);
+
+    assert!(
+        all.contains(&SinkAction::Discard {
+            path: p("c/c/a"),
+            hash: x
+        }),
+        "the fetch below the link is dropped: {all:?}"
+    );
+    assert_eq!(k.stats().pending, 0, "{}", k.debug_pending());
+    assert_eq!(k.applied(), 6, "{}", k.debug_pending());
+    assert_eq!(tree, BTreeMap::from([(p("c"), EntryKind::Symlink)]));
+    assert_eq!(k.entries().map(|e| &e.path).collect::<Vec<_>>(), [&p("c")]);
+}
+
+/// A path becoming a link waits for the commits below it (a failure there
+/// would otherwise come back as a retry landing after the link), and while
+/// it commits, an older change below it (say a resent delete) is obsolete.
+#[test]
+fn a_subtree_replacement_waits_for_commits_below_and_obsoletes_older_changes() {
+    let d = numbered(dir("d"), 1);
+    let mut k = SinkEngine::new(vec![d], 1, ImmutablePaths::default());
+    let x = numbered(file("d/x", b"", 1), 2);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(x)));
+    let below = applies(&a);
+    assert!(matches!(&below[..], [Op::Write { .. }]), "{a:?}");
+    let l = numbered(link("d", "t"), 4);
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(l.clone())));
+    assert!(applies(&a).is_empty(), "waits for d/x: {a:?}");
+    // d/x fails to commit: its retry is superseded by the link and
+    // cancelled, and the link goes.
+    let a = k.handle(SinkEvent::Committed {
+        done: vec![],
+        failed: vec![(below[0].clone(), TransferFailure::DiskFull)],
+    });
+    let link_op = Op::Symlink { entry: l };
+    assert_eq!(applies(&a), vec![link_op.clone()], "{a:?}");
+    let a = k.handle(SinkEvent::RetryDue { path: p("d/x") });
+    assert!(
+        a.is_empty(),
+        "the retry below the link was cancelled: {a:?}"
+    );
+    k.handle(SinkEvent::Notice(Notice::Upsert(numbered(dir("e"), 5))));
+    // While the link commits, an older change below it is not started.
+    let a = k.handle(SinkEvent::Notice(Notice::Delete {
+        path: p("d/x"),
+        seq: 3,
+    }));
+    assert!(applies(&a).is_empty(), "{a:?}");
+    let a = k.handle(SinkEvent::Committed {
+        done: applies(&a).into_iter().chain([link_op]).collect(),
+        failed: vec![],
+    });
+    assert!(
+        !a.iter().any(|x| matches!(x, SinkAction::Apply(_))),
+        "{a:?}"
+    );
+    assert_eq!(k.stats().pending, 1, "only mkdir e: {}", k.debug_pending());
+    assert_eq!(k.applied(), 4);
+}
+
 /// Applies notices to a map the way the hub would, ignoring content transfer.
 fn apply(tree: &mut BTreeMap<RelPath, Entry>, n: &Notice) {
     match n {

@@ -76,7 +76,8 @@ enum Stage {
         op: Box<Op>,
         attempt: u32,
     },
-    /// A directory delete waiting for the ops below it to settle.
+    /// A change that replaces a subtree (a delete, or a path becoming a
+    /// file or link) waiting for the commits below it to settle.
     Waiting {
         op: Box<Op>,
     },
@@ -165,8 +166,8 @@ impl SinkEngine {
     /// In-progress work, for diagnostics.
     pub fn debug_pending(&self) -> String {
         format!(
-            "slots {:?}; parked {:?}; held {:?}",
-            *self.slots, self.parked, self.held
+            "applied {}; seen {}; slots {:?}; parked {:?}; held {:?}",
+            self.applied, self.seen, *self.slots, self.parked, self.held
         )
     }
 
@@ -191,6 +192,7 @@ impl SinkEngine {
             SinkEvent::Disconnected => {
                 // Fetches die with the node's streams; the node resends every
                 // notice above `applied` on reconnect. Commits in flight stay.
+                self.drop_waiting(&mut out);
                 self.slots.retain(|_, s| s.stage == Stage::Committing);
                 self.parked.clear();
                 self.held.clear();
@@ -223,25 +225,26 @@ impl SinkEngine {
                     });
                 }
             }
-            SinkEvent::RetryDue { path } => {
-                if let Some(slot) = self.slots.get_mut(&path) {
-                    match (&slot.stage, &slot.entry) {
-                        (Stage::Fetching { hash, .. }, Some(e)) => {
-                            out.push(SinkAction::Fetch {
-                                path,
-                                hash: *hash,
-                                size: e.size,
-                            });
-                        }
-                        (Stage::Retry { op, .. }, _) => {
-                            let op = (**op).clone();
-                            slot.stage = Stage::Committing;
-                            out.push(SinkAction::Apply(op));
-                        }
-                        _ => {}
-                    }
+            SinkEvent::RetryDue { path } => match self.slots.get(&path) {
+                Some(Slot {
+                    stage: Stage::Fetching { hash, .. },
+                    entry: Some(e),
+                    ..
+                }) => out.push(SinkAction::Fetch {
+                    hash: *hash,
+                    size: e.size,
+                    path,
+                }),
+                Some(Slot {
+                    stage: Stage::Retry { op, .. },
+                    ..
+                }) => {
+                    let op = (**op).clone();
+                    let stage = self.apply_or_wait(&path, op, &mut out);
+                    self.slots.set_stage(&path, stage);
                 }
-            }
+                _ => {}
+            },
             SinkEvent::Committed { done, failed } => self.committed(done, failed, &mut out),
             SinkEvent::SetImmutable(set) => {
                 if set.version() >= self.immutable.version() {
@@ -280,8 +283,13 @@ impl SinkEngine {
 
     fn notice(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
         // A rename whose source is not settled here degrades to delete + upsert.
+        // So does one whose target has commits in flight below it (or its own
+        // source below it): a move never waits, so the source slot it holds
+        // always settles and no wait can depend on another.
         if let Notice::Rename { from, entry } = &n {
             let movable = !self.slots.contains_key(from)
+                && !from.starts_with(&entry.path)
+                && !self.busy_below(&entry.path)
                 && self
                     .entries
                     .get(from)
@@ -363,25 +371,7 @@ impl SinkEngine {
                 self.refuse(&path, "at notice (immutable content below)");
                 return;
             }
-            Notice::Delete { path, seq } if self.busy_below(&path) => {
-                let stage = Stage::Waiting {
-                    op: Box::new(Op::Delete {
-                        path: path.clone(),
-                        seq,
-                    }),
-                };
-                self.slots.insert(
-                    path,
-                    Slot {
-                        seq,
-                        entry: None,
-                        stage,
-                        next: Vec::new(),
-                    },
-                );
-                return;
-            }
-            Notice::Delete { path, seq } => (Some(Op::Delete { path, seq }), None),
+            Notice::Delete { path, seq } => (Op::Delete { path, seq }, None),
             Notice::Rename { from, entry } => {
                 self.slots.insert(
                     from.clone(),
@@ -393,24 +383,24 @@ impl SinkEngine {
                     },
                 );
                 (
-                    Some(Op::Move {
+                    Op::Move {
                         from,
                         entry: entry.clone(),
-                    }),
+                    },
                     Some(entry),
                 )
             }
             Notice::Upsert(entry) => match entry.kind {
                 EntryKind::Dir => (
-                    Some(Op::Mkdir {
+                    Op::Mkdir {
                         entry: entry.clone(),
-                    }),
+                    },
                     Some(entry),
                 ),
                 EntryKind::Symlink => (
-                    Some(Op::Symlink {
+                    Op::Symlink {
                         entry: entry.clone(),
-                    }),
+                    },
                     Some(entry),
                 ),
                 EntryKind::File => match entry.hash {
@@ -419,21 +409,24 @@ impl SinkEngine {
                         return;
                     }
                     Some(h) if entry.size == 0 && h == ContentHash::empty() => (
-                        Some(Op::Write {
+                        Op::Write {
                             entry: entry.clone(),
                             content: Content::Empty,
-                        }),
+                        },
                         Some(entry),
                     ),
                     Some(h) => match self.local_copy_of(h, &path) {
                         Some(from) => (
-                            Some(Op::Write {
+                            Op::Write {
                                 entry: entry.clone(),
                                 content: Content::Copy(from),
-                            }),
+                            },
                             Some(entry),
                         ),
                         None => {
+                            // Older fetches below are superseded now, as for
+                            // a delete; commits below are waited for once staged.
+                            self.cancel_below(&path, out);
                             out.push(SinkAction::Fetch {
                                 path: path.clone(),
                                 hash: h,
@@ -458,16 +451,16 @@ impl SinkEngine {
                 },
             },
         };
+        let stage = self.apply_or_wait(&path, op, out);
         self.slots.insert(
             path,
             Slot {
                 seq,
                 entry,
-                stage: Stage::Committing,
+                stage,
                 next: Vec::new(),
             },
         );
-        out.extend(op.map(SinkAction::Apply));
     }
 
     /// A committed path (other than `path` itself, unless unchanged) holding `hash`.
@@ -497,11 +490,12 @@ impl SinkEngine {
             out.push(SinkAction::Discard { path, hash });
             return;
         }
-        slot.stage = Stage::Committing;
-        out.push(SinkAction::Apply(Op::Write {
+        let op = Op::Write {
             entry,
             content: Content::Staged,
-        }));
+        };
+        let stage = self.apply_or_wait(&path, op, out);
+        self.slots.set_stage(&path, stage);
     }
 
     /// Acknowledges the longest settled prefix of sequence numbers.

@@ -2,18 +2,72 @@
 //!
 //! - A change below a path with an older change in progress waits (parked)
 //!   until that change settles; changes resume oldest first.
-//! - A directory delete waits for commits in flight below it and cancels
-//!   fetches below it (holding back their acknowledgement until it commits).
-//! - A change older than a parent's newer file/link state is obsolete.
+//! - A change that replaces a subtree (a delete, or a path becoming a file or
+//!   a link: the commit removes what was below) cancels fetches and retries
+//!   below it (holding back their acknowledgement until it commits) and waits
+//!   for commits in flight below it. Older changes below may still start while
+//!   it waits; they go first.
+//! - A change older than a parent's newer file/link state is obsolete, and so
+//!   is one older than a subtree replacement being committed above it.
 
 use ganglion_core::RelPath;
 
 use super::parked::Blocker;
-use super::{SinkAction, SinkEngine, Stage};
-use crate::engine::Notice;
+use super::{SinkAction, SinkEngine, Slot, Stage};
+use crate::engine::{Content, Notice, Op};
 use crate::entry::{Entry, EntryKind};
 
+/// Whether committing `op` removes whatever lies below its path.
+fn replaces_subtree(op: &Op) -> bool {
+    !matches!(op, Op::Mkdir { .. })
+}
+
+/// Whether the slot's op, once committed, removes whatever lies below it
+/// (a delete, the source of a move, or a file or link).
+fn slot_replaces_subtree(slot: &Slot) -> bool {
+    slot.entry.as_ref().is_none_or(|e| e.kind != EntryKind::Dir)
+}
+
 impl SinkEngine {
+    /// The stage of a slot whose op is ready: committing (the op is queued),
+    /// or waiting if it replaces a subtree with commits still in flight
+    /// below. Fetches and retries below such an op are cancelled first.
+    pub(super) fn apply_or_wait(
+        &mut self,
+        path: &RelPath,
+        op: Op,
+        out: &mut Vec<SinkAction>,
+    ) -> Stage {
+        if replaces_subtree(&op) {
+            self.cancel_below(path, out);
+            if self.busy_below(path) {
+                return Stage::Waiting { op: Box::new(op) };
+            }
+        }
+        out.push(SinkAction::Apply(op));
+        Stage::Committing
+    }
+
+    /// On disconnect, waiting ops are dropped with the fetches (the node
+    /// resends them): the staged content of a waiting write is discarded.
+    /// (A move never waits: see the rename check in `notice`.)
+    pub(super) fn drop_waiting(&mut self, out: &mut Vec<SinkAction>) {
+        for p in self.slots.waiting() {
+            if let Some(Slot {
+                stage: Stage::Waiting { op },
+                ..
+            }) = self.slots.get(&p)
+                && let Op::Write {
+                    entry,
+                    content: Content::Staged,
+                } = &**op
+                && let Some(hash) = entry.hash
+            {
+                out.push(SinkAction::Discard { path: p, hash });
+            }
+        }
+    }
+
     /// Whether an immutable entry lies below `path`.
     pub(super) fn immutable_below(&self, path: &RelPath) -> bool {
         self.below(path)
@@ -39,8 +93,11 @@ impl SinkEngine {
         self.remove(path);
     }
 
-    /// Whether a parent of `path` became a file or link after `seq`: the
-    /// notice is older than that state, which removed everything below it.
+    /// Whether a parent of `path` became a file or link after `seq`, or a
+    /// newer subtree replacement (delete, file, link) is being committed at a
+    /// parent: the notice is older than that state, which removes everything
+    /// below it. Started now, it would land after it, or outlive it as a
+    /// fetch the node can no longer serve.
     /// (A newer *directory* proves nothing: a delete and re-create of a
     /// directory reach the hub as one upsert, so older deletes below still count.)
     pub(super) fn superseded_above(&self, path: &RelPath, seq: u64) -> bool {
@@ -51,6 +108,11 @@ impl SinkEngine {
                 .get(&p)
                 .is_some_and(|e| e.kind != EntryKind::Dir && e.version.seq > seq)
             {
+                return true;
+            }
+            if self.slots.get(&p).is_some_and(|s| {
+                s.seq > seq && s.stage == Stage::Committing && slot_replaces_subtree(s)
+            }) {
                 return true;
             }
             cur = p.parent();
@@ -111,7 +173,7 @@ impl SinkEngine {
             })
     }
 
-    /// Issues waiting directory deletes whose subtree has settled.
+    /// Issues waiting subtree replacements whose subtree has settled.
     pub(super) fn wake_waiting(&mut self, out: &mut Vec<SinkAction>) {
         let waiting = self.slots.waiting();
         if waiting.is_empty() {

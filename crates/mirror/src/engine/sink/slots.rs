@@ -59,7 +59,18 @@ impl Slots {
         }
     }
 
-    /// Mutable access; the caller must not change `seq`.
+    /// Moves the slot at `path` (if any) to `stage`.
+    pub(super) fn set_stage(&mut self, path: &RelPath, stage: Stage) {
+        if let Some(slot) = self.map.get_mut(path) {
+            if matches!(stage, Stage::Waiting { .. }) {
+                self.waiting.insert(path.clone());
+            }
+            slot.stage = stage;
+        }
+    }
+
+    /// Mutable access; the caller must not change `seq` or enter
+    /// [`Stage::Waiting`] (use [`Self::set_stage`]).
     pub(super) fn get_mut(&mut self, path: &RelPath) -> Option<&mut Slot> {
         self.map.get_mut(path)
     }
