@@ -156,9 +156,9 @@ impl Agent {
     /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
     #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
-        // About a second of quick retries (a hub restart), then doubling.
+        // About three seconds of quick retries (a hub restart), then doubling.
         let mut backoff =
-            Backoff::new(self.opts.backoff_base, self.opts.backoff_cap).with_flat_start(25);
+            Backoff::new(self.opts.backoff_base, self.opts.backoff_cap).with_flat_start(80);
         if let Some(m) = self.opts.mirror.clone() {
             self.mirror = Some(crate::mirror::start(m).await?);
         }
