@@ -473,6 +473,67 @@ fn a_subtree_replacement_waits_for_commits_below_and_obsoletes_older_changes() {
     assert_eq!(k.applied(), 4);
 }
 
+/// Seed 68985 of the simulation, shrunk: a rename whose source is still
+/// being committed degrades to delete + upsert; the connection drops, the
+/// upsert half commits and the delete half (queued behind the source's
+/// commit) is lost. The node resends the rename: its target is already up to
+/// date, but its source must still go before the rename is acknowledged.
+/// (Acknowledged with the source left behind, the node never sends that
+/// delete again, and a later delete and re-create of the parent reaches the
+/// hub as one directory upsert: the stale file stays in the mirror for good.)
+#[test]
+fn a_resent_rename_whose_target_landed_still_removes_its_source() {
+    let base = vec![numbered(dir("a"), 1), numbered(dir("b"), 2)];
+    let mut k = SinkEngine::new(base, 2, ImmutablePaths::default());
+    let src = numbered(file("a/x", b"", 1), 3);
+    let rename = Notice::Rename {
+        from: p("a/x"),
+        entry: numbered(file("b/y", b"", 1), 4),
+    };
+    let a = k.handle(SinkEvent::Notice(Notice::Upsert(src)));
+    let mut ops = applies(&a);
+    assert_eq!(ops.len(), 1, "{a:?}");
+    let a = k.handle(SinkEvent::Notice(rename.clone()));
+    let target = applies(&a);
+    assert!(
+        matches!(&target[..], [Op::Write { entry, .. }] if entry.path == p("b/y")),
+        "degraded: the source is still committing: {a:?}"
+    );
+    ops.extend(target);
+    k.handle(SinkEvent::Disconnected);
+    let a = k.handle(SinkEvent::Committed {
+        done: ops,
+        failed: vec![],
+    });
+    assert!(a.is_empty(), "nothing above 2 is acknowledged: {a:?}");
+    k.handle(SinkEvent::Connected);
+
+    let a = k.handle(SinkEvent::Notice(rename));
+    assert!(
+        !a.contains(&SinkAction::Ack { seq: 4 }),
+        "acknowledged with a/x still in the mirror: {a:?}"
+    );
+    let mut tree = BTreeMap::from([
+        (p("a"), EntryKind::Dir),
+        (p("a/x"), EntryKind::File),
+        (p("b"), EntryKind::Dir),
+        (p("b/y"), EntryKind::File),
+    ]);
+    let mut all = Vec::new();
+    commit_until_quiet(&mut k, a, &mut tree, &mut all);
+    assert!(all.contains(&SinkAction::Ack { seq: 4 }), "{all:?}");
+    assert_eq!(k.applied(), 4, "{}", k.debug_pending());
+    assert_eq!(
+        tree,
+        BTreeMap::from([
+            (p("a"), EntryKind::Dir),
+            (p("b"), EntryKind::Dir),
+            (p("b/y"), EntryKind::File),
+        ])
+    );
+    assert_eq!(k.entry(&p("a/x")), None);
+}
+
 /// Applies notices to a map the way the hub would, ignoring content transfer.
 fn apply(tree: &mut BTreeMap<RelPath, Entry>, n: &Notice) {
     match n {

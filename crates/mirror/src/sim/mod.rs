@@ -636,10 +636,12 @@ mod tests {
     /// Seeds that once failed, beyond the few hundred CI runs by default:
     /// 1028, 1988, 2080, 2190, 2364, 3533, 4092 and 4593 left a fetch below a
     /// path that had become a link (see
-    /// `engine::tests::a_path_becoming_a_link_supersedes_a_fetch_below_it`).
+    /// `engine::tests::a_path_becoming_a_link_supersedes_a_fetch_below_it`);
+    /// 68985 acknowledged a resent rename without removing its source (see
+    /// `engine::tests::a_resent_rename_whose_target_landed_still_removes_its_source`).
     #[test]
     fn sim_regressions() {
-        check_seeds([1028, 1988, 2080, 2190, 2364, 3533, 4092, 4593], 300);
+        check_seeds([1028, 1988, 2080, 2190, 2364, 3533, 4092, 4593, 68985], 300);
     }
 
     /// Runs every seed and reports all that fail, not just the first.

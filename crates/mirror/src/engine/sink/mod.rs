@@ -286,10 +286,19 @@ impl SinkEngine {
         // So does one whose target has commits in flight below it (or its own
         // source below it): a move never waits, so the source slot it holds
         // always settles and no wait can depend on another.
+        // So does one whose target already holds this (or a newer) state: the
+        // upsert half of an earlier degraded copy of it landed, its delete
+        // half was lost with the connection, and the resent rename must still
+        // remove the source (as a whole it would be ignored as stale and
+        // acknowledged with the source left behind).
         if let Notice::Rename { from, entry } = &n {
             let movable = !self.slots.contains_key(from)
                 && !from.starts_with(&entry.path)
                 && !self.busy_below(&entry.path)
+                && self
+                    .entries
+                    .get(&entry.path)
+                    .is_none_or(|e| e.version.seq < entry.seq)
                 && self
                     .entries
                     .get(from)
