@@ -1,49 +1,18 @@
 //! The hub's receiver against a real filesystem: transfers, group commit,
 //! confinement, bad inputs, a full disk.
 
+mod common;
+
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
+use common::{entry, p, setup};
 use ganglion_core::RelPath;
 use ganglion_mirror::TransferFailure;
 use ganglion_mirror::engine::{Content, Op};
-use ganglion_mirror::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use ganglion_mirror::entry::{ContentHash, EntryKind};
 use ganglion_mirror::immutable::ImmutablePaths;
-use ganglion_mirror::index::Index;
-use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::{Error, Receiver};
-
-fn p(s: &str) -> RelPath {
-    RelPath::parse(s).unwrap()
-}
-
-fn entry(path: &str, kind: EntryKind, data: &[u8], mode: u32, seq: u64) -> Entry {
-    Entry {
-        path: p(path),
-        kind,
-        size: data.len() as u64,
-        mtime_ns: 0,
-        mode,
-        inode: 0,
-        dev: 0,
-        symlink_target: None,
-        hash: (kind == EntryKind::File).then(|| ContentHash::of(data)),
-        seq,
-        version: Version {
-            origin: Replica::Node,
-            seq,
-        },
-    }
-}
-
-async fn setup(data_dir: &Path) -> (Receiver, LockRegistry) {
-    let index = Index::open_in_memory().await.unwrap();
-    let locks = LockRegistry::default();
-    (
-        Receiver::open(data_dir, "node1", index, locks.clone()).unwrap(),
-        locks,
-    )
-}
 
 /// Streams `data` in 3-byte chunks and finishes the transfer.
 fn upload(r: &Receiver, path: &str, data: &[u8], mode: u32) -> Result<(), Error> {

@@ -2,48 +2,16 @@
 //! checked when it ends, fails alone); only data before any header breaks
 //! the stream; a broken-off stream leaves nothing staged and no lock held.
 
+mod common;
+
 use std::path::Path;
 
-use ganglion_core::RelPath;
+use common::{file_entry, p, setup};
 use ganglion_mirror::TransferFailure;
 use ganglion_mirror::engine::{Content, Op};
-use ganglion_mirror::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use ganglion_mirror::entry::ContentHash;
 use ganglion_mirror::immutable::ImmutablePaths;
-use ganglion_mirror::index::Index;
-use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::{FileOutcome, Part, Receiver, StreamError, UploadStream};
-
-fn p(s: &str) -> RelPath {
-    RelPath::parse(s).unwrap()
-}
-
-fn file_entry(path: &str, data: &[u8], seq: u64) -> Entry {
-    Entry {
-        path: p(path),
-        kind: EntryKind::File,
-        size: data.len() as u64,
-        mtime_ns: 0,
-        mode: 0o644,
-        inode: 0,
-        dev: 0,
-        symlink_target: None,
-        hash: Some(ContentHash::of(data)),
-        seq,
-        version: Version {
-            origin: Replica::Node,
-            seq,
-        },
-    }
-}
-
-async fn setup(data_dir: &Path) -> (Receiver, LockRegistry) {
-    let index = Index::open_in_memory().await.unwrap();
-    let locks = LockRegistry::default();
-    (
-        Receiver::open(data_dir, "node1", index, locks.clone()).unwrap(),
-        locks,
-    )
-}
 
 fn header(path: &str, declared: &[u8]) -> Part {
     Part::Header {

@@ -40,6 +40,16 @@ fn redemption(secret: &Secret, asked: Option<&str>, now: Timestamp) -> Redemptio
     }
 }
 
+/// A node that joined by an unscoped invite.
+async fn joined(store: &dyn Store, name: &str) -> ganglion_store::NodeRecord {
+    let s = Secret::generate();
+    store.create_invite(&invite(&s, None)).await.unwrap();
+    store
+        .redeem_invite(&redemption(&s, Some(name), T0))
+        .await
+        .unwrap()
+}
+
 async fn redeem_is_single_use(store: &dyn Store) {
     let s = Secret::generate();
     store.create_invite(&invite(&s, None)).await.unwrap();
@@ -141,12 +151,7 @@ async fn refusals_write_nothing(store: &dyn Store) {
 }
 
 async fn policy_status_and_revocation(store: &dyn Store) {
-    let s = Secret::generate();
-    store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store
-        .redeem_invite(&redemption(&s, Some("n1"), T0))
-        .await
-        .unwrap();
+    let node = joined(store, "n1").await;
     let p = store
         .set_policy(&node.name, &Policy::permissive())
         .await
@@ -203,12 +208,7 @@ async fn admin_tokens(store: &dyn Store) {
 async fn journal_records_changes_and_late_results(store: &dyn Store) {
     use ganglion_core::TaskId;
     use ganglion_store::{EndApplied, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskStatus};
-    let s = Secret::generate();
-    store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store
-        .redeem_invite(&redemption(&s, Some("n1"), T0))
-        .await
-        .unwrap();
+    let node = joined(store, "n1").await;
     let new = |id: &TaskId| NewTask {
         id: id.clone(),
         node_id: node.id.clone(),
@@ -315,12 +315,7 @@ async fn journal_concurrent_writes_answer_each_caller(store: &dyn Store) {
     use futures::future::join_all;
     use ganglion_core::TaskId;
     use ganglion_store::{EndApplied, NewTask, TaskEnd, TaskStatus};
-    let s = Secret::generate();
-    store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store
-        .redeem_invite(&redemption(&s, Some("n1"), T0))
-        .await
-        .unwrap();
+    let node = joined(store, "n1").await;
     let new = |id: &TaskId, node_id: &NodeId| NewTask {
         id: id.clone(),
         node_id: node_id.clone(),
@@ -402,12 +397,7 @@ async fn journal_concurrent_writes_answer_each_caller(store: &dyn Store) {
 }
 
 async fn immutable_patterns(store: &dyn Store) {
-    let s = Secret::generate();
-    store.create_invite(&invite(&s, None)).await.unwrap();
-    let node = store
-        .redeem_invite(&redemption(&s, Some("n1"), T0))
-        .await
-        .unwrap();
+    let node = joined(store, "n1").await;
     assert!(
         store
             .add_immutable(&node.id, "secrets/**", T0)
