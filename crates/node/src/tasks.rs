@@ -75,6 +75,20 @@ enum Exec {
     Simulated,
 }
 
+/// An error with its causes (`sandbox setup failed: create the task temp
+/// dir: Permission denied (os error 13)`): the operator reads the refusal
+/// far from the node's logs.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 pub struct TaskRunner {
     exec: Exec,
     node_name: String,
@@ -142,7 +156,7 @@ impl TaskRunner {
         let mut task = match sandbox.start(spec, policy) {
             Ok(t) => t,
             Err(e) => {
-                let text = e.to_string();
+                let text = with_causes(&e);
                 let error = if text.contains("strict policy") {
                     format!("{text} of node {:?}", self.node_name)
                 } else {
@@ -243,5 +257,22 @@ impl TaskRunner {
                 c.cancel().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_their_causes() {
+        let e = ganglion_sandbox::Error::Setup {
+            what: "create the task temp dir",
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            with_causes(&e),
+            "sandbox setup failed: create the task temp dir: Permission denied (os error 13)"
+        );
     }
 }
