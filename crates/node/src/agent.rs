@@ -162,6 +162,9 @@ impl Agent {
         if let Some(m) = self.opts.mirror.clone() {
             self.mirror = Some(crate::mirror::start(m).await?);
         }
+        // Failed connects in a row: the first and every 20th are warnings,
+        // the rest debug lines (quick retries would flood the log).
+        let mut failures = 0u32;
         loop {
             let started = Instant::now();
             let result = self.session(&cancel).await;
@@ -171,13 +174,21 @@ impl Agent {
             match result {
                 Ok(SessionEnd::Cancelled) => return Ok(()),
                 Ok(SessionEnd::Closed(reason)) => {
+                    failures = 0;
                     tracing::warn!(%reason, "control stream ended; reconnecting")
                 }
                 Err(e) if e.is_fatal() => {
                     tracing::error!(error = %e, "stopping");
                     return Err(e);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot reach the hub; will retry"),
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, failures, "cannot reach the hub; will retry");
+                    } else {
+                        tracing::debug!(error = %e, failures, "cannot reach the hub; will retry");
+                    }
+                }
             }
             if started.elapsed() > Duration::from_secs(30) {
                 backoff.reset();
