@@ -30,6 +30,8 @@ pub mod options;
 pub mod registry;
 pub mod task_lease;
 pub mod tasks;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod worker;
 

@@ -37,9 +37,8 @@ impl Periodic for TaskLeaseMonitor {
 
 #[cfg(test)]
 mod tests {
-    use ganglion_core::secret::Purpose;
-    use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Secret, SystemClock, Timestamp};
-    use ganglion_store::{Credential, NewInvite, Redemption, SqliteStore, Store, TaskStatus};
+    use ganglion_core::{SystemClock, Timestamp};
+    use ganglion_store::{SqliteStore, Store, TaskStatus};
 
     use crate::metrics::Metrics;
     use crate::registry::Registry;
@@ -50,32 +49,7 @@ mod tests {
     #[tokio::test]
     async fn a_task_whose_node_never_reports_fails_when_its_lease_runs_out() {
         let store = SqliteStore::in_memory().await.unwrap();
-        let s = Secret::generate();
-        store
-            .create_invite(&NewInvite {
-                id: InviteId::generate(),
-                secret_hash: s.hash(Purpose::Invite),
-                name_scope: None,
-                policy: None,
-                created_at: Timestamp(0),
-                expires_at: Timestamp(i64::MAX),
-            })
-            .await
-            .unwrap();
-        let node = store
-            .redeem_invite(&Redemption {
-                invite_hash: s.hash(Purpose::Invite),
-                name: Some(NodeName::parse("n1").unwrap()),
-                default_name: None,
-                node_id: NodeId::generate(),
-                credential: Credential {
-                    hash: Secret::generate().hash(Purpose::NodeCredential),
-                },
-                capabilities: Capabilities::default(),
-                now: Timestamp(0),
-            })
-            .await
-            .unwrap();
+        let node = crate::test_support::joined_node(&store, "n1").await;
         let store: Arc<dyn Store> = Arc::new(store);
         let registry = Registry::new(Metrics::new());
         // A connected node that will never answer.

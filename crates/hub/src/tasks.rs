@@ -585,42 +585,14 @@ impl Tasks {
 
 #[cfg(test)]
 mod tests {
-    use ganglion_core::secret::Purpose;
     use ganglion_core::time::ManualClock;
-    use ganglion_core::{Capabilities, InviteId, Secret};
-    use ganglion_store::{Credential, NewInvite, Redemption, SqliteStore};
+    use ganglion_store::SqliteStore;
 
     use super::*;
     use crate::metrics::Metrics;
 
     async fn node(store: &SqliteStore, name: &str) -> NodeId {
-        let s = Secret::generate();
-        store
-            .create_invite(&NewInvite {
-                id: InviteId::generate(),
-                secret_hash: s.hash(Purpose::Invite),
-                name_scope: None,
-                policy: None,
-                created_at: Timestamp(0),
-                expires_at: Timestamp(i64::MAX),
-            })
-            .await
-            .unwrap();
-        store
-            .redeem_invite(&Redemption {
-                invite_hash: s.hash(Purpose::Invite),
-                name: Some(NodeName::parse(name).unwrap()),
-                default_name: None,
-                node_id: NodeId::generate(),
-                credential: Credential {
-                    hash: Secret::generate().hash(Purpose::NodeCredential),
-                },
-                capabilities: Capabilities::default(),
-                now: Timestamp(0),
-            })
-            .await
-            .unwrap()
-            .id
+        crate::test_support::joined_node(store, name).await.id
     }
 
     fn report(end: NodeEnd, late: bool) -> NodeReport {

@@ -174,42 +174,15 @@ impl Periodic for OrphanPurge {
 
 #[cfg(test)]
 mod tests {
-    use ganglion_core::secret::Purpose;
+    use ganglion_core::Timestamp;
     use ganglion_core::time::ManualClock;
-    use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Secret, Timestamp};
-    use ganglion_store::{Credential, NewInvite, Redemption, SqliteStore};
+    use ganglion_store::SqliteStore;
 
     use super::*;
 
     async fn store_with(name: &str) -> Arc<dyn Store> {
         let store = SqliteStore::in_memory().await.unwrap();
-        let s = Secret::generate();
-        let t0 = Timestamp(0);
-        store
-            .create_invite(&NewInvite {
-                id: InviteId::generate(),
-                secret_hash: s.hash(Purpose::Invite),
-                name_scope: None,
-                policy: None,
-                created_at: t0,
-                expires_at: Timestamp(i64::MAX),
-            })
-            .await
-            .unwrap();
-        store
-            .redeem_invite(&Redemption {
-                invite_hash: s.hash(Purpose::Invite),
-                name: Some(NodeName::parse(name).unwrap()),
-                default_name: None,
-                node_id: NodeId::generate(),
-                credential: Credential {
-                    hash: Secret::generate().hash(Purpose::NodeCredential),
-                },
-                capabilities: Capabilities::default(),
-                now: t0,
-            })
-            .await
-            .unwrap();
+        crate::test_support::joined_node(&store, name).await;
         Arc::new(store)
     }
 
