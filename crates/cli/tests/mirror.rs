@@ -313,7 +313,29 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
         CHANGE,
     );
 
-    let st = wait_in_sync(&hub, "n1", 7, CHANGE);
+    // A nested ignore file rules its subtree for watched changes too, not
+    // only on full scans.
+    write(&ws, "sub/.ganglionignore", b"*.tmp\n");
+    write(&ws, "sub/a.rs", b"a\n");
+    let ignored = ["late.log", "debug.log", "build"];
+    wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
+    write(&ws, "sub/x.tmp", b"ignored below sub/\n");
+    write(&ws, "x.tmp", b"not ignored at the root\n");
+    let ignored = ["late.log", "debug.log", "build", "sub/x.tmp"];
+    wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
+    // A changed root ignore file applies to the next watched change.
+    write(&ws, ".ganglionignore", b"*.log\nbuild/\n*.bak\n");
+    wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
+    write(&ws, "c.bak", b"ignored by the new rule\n");
+    write(&ws, "marker2", b"m\n");
+    let ignored = ["late.log", "debug.log", "build", "sub/x.tmp", "c.bak"];
+    wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
+
+    let files = expected(&ws, &ignored)
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count() as u64;
+    let st = wait_in_sync(&hub, "n1", files, CHANGE);
     assert_eq!(st["in_flight"], 0);
     wait_transfers_idle(&hub);
     let verify = hub.cli(&["mirror", "verify", "n1"]);

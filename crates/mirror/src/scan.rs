@@ -16,6 +16,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ganglion_core::RelPath;
+use ignore::Match;
+use ignore::gitignore::Gitignore;
 use tracing::{debug, warn};
 
 use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
@@ -57,6 +59,77 @@ pub struct ScanReport {
     pub unstable: Vec<RelPath>,
     pub files_hashed: u64,
     pub bytes_hashed: u64,
+    /// The `.ganglionignore` files the walk honoured, for judging later
+    /// single-path changes by the same rules.
+    pub ignores: IgnoreRules,
+}
+
+/// The workspace's `.ganglionignore` files (the root's and nested ones), as a
+/// full scan found them: judges a watched path without walking the tree, with
+/// the walk's semantics (a deeper file overrides a shallower one, `!` re-includes,
+/// a path under an ignored directory is ignored).
+#[derive(Clone, Debug, Default)]
+pub struct IgnoreRules {
+    root: PathBuf,
+    /// Keyed by the directory holding the file ("" for the workspace root).
+    by_dir: HashMap<String, Gitignore>,
+}
+
+impl IgnoreRules {
+    /// Reads the ignore files of `dirs` (relative directories, "" for the
+    /// root). A file that is missing or unreadable adds no rules (as in the walk).
+    pub fn load<'a>(root: &Path, dirs: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut by_dir = HashMap::new();
+        for dir in dirs {
+            let (gi, err) = Gitignore::new(root.join(dir).join(IGNORE_FILE));
+            if let Some(e) = err {
+                debug!(dir, error = %e, "ignore file partly read");
+            }
+            if !gi.is_empty() {
+                by_dir.insert(dir.to_owned(), gi);
+            }
+        }
+        Self {
+            root: root.to_owned(),
+            by_dir,
+        }
+    }
+
+    /// The directories whose ignore file holds rules.
+    pub fn dirs(&self) -> impl Iterator<Item = &str> {
+        self.by_dir.keys().map(String::as_str)
+    }
+
+    /// Whether `rel` (a directory when `is_dir`) is left out of the mirror.
+    pub fn is_ignored(&self, rel: &RelPath, is_dir: bool) -> bool {
+        if self.by_dir.is_empty() {
+            return false;
+        }
+        let parts: Vec<&str> = rel.components().collect();
+        (1..=parts.len()).any(|n| {
+            let path = parts[..n].join("/");
+            self.decides(&path, n < parts.len() || is_dir)
+        })
+    }
+
+    /// The deepest ignore file with an opinion on `path` decides.
+    fn decides(&self, path: &str, is_dir: bool) -> bool {
+        let full = self.root.join(path);
+        let mut dir = path;
+        loop {
+            dir = dir.rfind('/').map_or("", |i| &dir[..i]);
+            if let Some(gi) = self.by_dir.get(dir) {
+                match gi.matched(&full, is_dir) {
+                    Match::Ignore(_) => return true,
+                    Match::Whitelist(_) => return false,
+                    Match::None => {}
+                }
+            }
+            if dir.is_empty() {
+                return false;
+            }
+        }
+    }
 }
 
 /// Scans `root` entirely. `prior` is the index's view (by path).
@@ -83,6 +156,7 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         .add_custom_ignore_filename(IGNORE_FILE)
         .filter_entry(|e| !(e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n)))
         .build();
+    let mut ignore_dirs = vec![String::new()];
     for dent in walker {
         let dent = match dent {
             Ok(d) => d,
@@ -101,6 +175,12 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         let Ok(rel) = dent.path().strip_prefix(root) else {
             continue;
         };
+        if dent.depth() > 1
+            && dent.file_name() == IGNORE_FILE
+            && let Some(dir) = rel.parent().and_then(Path::to_str)
+        {
+            ignore_dirs.push(dir.to_owned());
+        }
         let rel = match rel_path(rel) {
             Ok(r) => r,
             Err(reason) => {
@@ -125,6 +205,7 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             }),
         }
     }
+    report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));
     debug!(
         entries = report.entries.len(),
         hashed = report.files_hashed,
@@ -288,6 +369,83 @@ mod tests {
         let third = scan(root, &by_path(&second)).unwrap();
         assert_eq!(third.files_hashed, 1);
         assert_eq!(third.bytes_hashed, 7);
+    }
+
+    /// Every path of the tree, relative, with whether it is a directory.
+    fn all_paths(root: &Path, dir: &Path, out: &mut Vec<(RelPath, bool)>) {
+        for d in fs::read_dir(dir).unwrap() {
+            let d = d.unwrap();
+            let is_dir = d.file_type().unwrap().is_dir();
+            let rel = d
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            out.push((RelPath::parse(&rel).unwrap(), is_dir));
+            if is_dir {
+                all_paths(root, &d.path(), out);
+            }
+        }
+    }
+
+    #[test]
+    fn ignore_rules_judge_single_paths_as_the_walk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let files = [
+            ".ganglionignore",
+            "a.log",
+            "keep.rs",
+            "build/out.o",
+            "src/.ganglionignore",
+            "src/x.tmp",
+            "src/main.rs",
+            "src/important.log",
+            "src/deep/.ganglionignore",
+            "src/deep/y.tmp",
+            "src/deep/z.rs",
+            "src/deep/cache/c",
+            "other/x.tmp",
+            "other/cache/c",
+            "docs/build/b",
+        ];
+        for f in files {
+            fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            fs::write(root.join(f), b"x").unwrap();
+        }
+        fs::write(root.join(".ganglionignore"), b"*.log\n/build/\n").unwrap();
+        // Nested: ignores *.tmp, re-includes one log the root ignores.
+        fs::write(root.join("src/.ganglionignore"), b"*.tmp\n!important.log\n").unwrap();
+        // Deeper: re-includes *.tmp again, ignores a directory.
+        fs::write(root.join("src/deep/.ganglionignore"), b"!*.tmp\ncache/\n").unwrap();
+        let report = scan(root, &HashMap::new()).unwrap();
+        let mirrored: std::collections::HashSet<&str> =
+            report.entries.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "keep.rs",
+            "src/main.rs",
+            "src/important.log",
+            "src/deep/y.tmp",
+            "other/x.tmp",
+            "docs/build/b",
+        ] {
+            assert!(mirrored.contains(want), "{want} mirrored: {mirrored:?}");
+        }
+        for not in ["a.log", "build", "src/x.tmp", "src/deep/cache"] {
+            assert!(!mirrored.contains(not), "{not} ignored");
+        }
+        let mut paths = Vec::new();
+        all_paths(root, root, &mut paths);
+        assert!(paths.len() > 15);
+        for (rel, is_dir) in paths {
+            assert_eq!(
+                report.ignores.is_ignored(&rel, is_dir),
+                !mirrored.contains(rel.as_str()),
+                "{rel}: single-path judgement differs from the walk"
+            );
+        }
     }
 
     #[test]

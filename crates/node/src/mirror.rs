@@ -16,7 +16,7 @@ use std::time::Duration;
 use ganglion_core::RelPath;
 use ganglion_mirror::engine::{Observation, SourceAction, SourceEvent, SourceState};
 use ganglion_mirror::index::{Batch, Index};
-use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, ScanReport};
+use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, IgnoreRules, ScanReport};
 use ganglion_mirror::{ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure};
 use ganglion_proto::v1;
 use notify::Watcher;
@@ -100,7 +100,9 @@ struct MirrorAgent {
     queue: Arc<Mutex<VecDeque<UploadJob>>>,
     stats: Arc<Mutex<MirrorStats>>,
     progress: ProgressHandle,
-    root_ignore: Option<ignore::gitignore::Gitignore>,
+    /// The ignore files as of the last full scan (a change to one of them
+    /// triggers a full scan, which reloads them).
+    ignores: IgnoreRules,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -124,10 +126,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let stats = Arc::new(Mutex::new(MirrorStats::default()));
     let watcher = watch(&opts.workspace, input.clone());
-    let root_ignore = {
-        let (gi, _) = ignore::gitignore::Gitignore::new(opts.workspace.join(IGNORE_FILE));
-        (!gi.is_empty()).then_some(gi)
-    };
+    let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
     let agent = MirrorAgent {
         opts,
@@ -140,7 +139,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         queue: Arc::default(),
         progress,
         stats: stats.clone(),
-        root_ignore,
+        ignores,
         _watcher: watcher,
     };
     tokio::spawn(agent.run(rx));
@@ -286,6 +285,7 @@ impl MirrorAgent {
             Err(e) => return tracing::error!(error = %e, "workspace scan panicked"),
         };
         report.entries.retain(|e| !self.excluded(&e.path));
+        self.ignores = std::mem::take(&mut report.ignores);
         self.count(&report, true);
         for s in &report.skipped {
             tracing::warn!(path = %s.path, reason = ?s.reason, "not mirrored");
@@ -315,15 +315,11 @@ impl MirrorAgent {
             if self.excluded(&rel) {
                 continue;
             }
-            if rel.file_name() == IGNORE_FILE {
+            if rel.file_name() == IGNORE_FILE && !self.ignores.is_ignored(&rel, false) {
                 // The ignore rules changed: only a full scan applies them.
                 return self.full_scan().await;
             }
-            if let Some(gi) = &self.root_ignore
-                && gi
-                    .matched_path_or_any_parents(rel.as_str(), false)
-                    .is_ignore()
-            {
+            if self.ignores.is_ignored(&rel, false) {
                 continue;
             }
             rels.push(rel);
@@ -345,12 +341,15 @@ impl MirrorAgent {
             })
             .cloned()
             .collect();
+        let ignores = self.ignores.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut report = ScanReport::default();
             let mut removed = Vec::new();
             let mut new_dir = false;
             for rel in rels {
                 match scan::stat_path(&root, &rel, prior.get(&rel), &mut report) {
+                    // A directory only some rules match (`build/`).
+                    Ok(Some(e)) if e.kind == EntryKind::Dir && ignores.is_ignored(&rel, true) => {}
                     Ok(Some(e)) => {
                         new_dir |= e.kind == EntryKind::Dir && !known_dirs.contains(&rel);
                         report.entries.push(e);
