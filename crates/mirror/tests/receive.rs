@@ -5,8 +5,10 @@ mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{entry, p, setup};
+use common::{entry, file_entry, p, setup};
 use ganglion_core::RelPath;
 use ganglion_mirror::TransferFailure;
 use ganglion_mirror::engine::{Content, Op};
@@ -333,6 +335,69 @@ async fn sweep_removes_stale_staging_files() {
     );
     r.chunk(id, 0, b"x").unwrap();
     r.finish(id).unwrap();
+}
+
+/// The periodic sweep running while transfers and commits are under way
+/// never takes a file one of them owns: every op commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_during_transfers_and_commits_takes_nothing_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _) = setup(dir.path()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sweeper = {
+        let (r, stop) = (r.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut rounds, mut swept) = (0u64, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                swept += r.sweep_staging().unwrap();
+                rounds += 1;
+            }
+            (rounds, swept)
+        })
+    };
+    let mut seq = 0;
+    for round in 0..20 {
+        let mut ops = Vec::new();
+        for i in 0..60 {
+            seq += 1;
+            let path = format!("d{round}/f{i}");
+            let op = match i % 3 {
+                // Uploaded: staged before the commit.
+                0 => {
+                    let data = format!("{round}-{i}");
+                    upload(&r, &path, data.as_bytes(), 0o644).unwrap();
+                    Op::Write {
+                        entry: file_entry(&path, data.as_bytes(), seq),
+                        content: Content::Staged,
+                    }
+                }
+                // Empty files and links: staged by the commit itself.
+                1 => Op::Write {
+                    entry: file_entry(&path, b"", seq),
+                    content: Content::Empty,
+                },
+                _ => {
+                    let mut e = entry(&path, EntryKind::Symlink, b"", 0o777, seq);
+                    e.symlink_target = Some("f0".into());
+                    Op::Symlink { entry: e }
+                }
+            };
+            ops.push(op);
+        }
+        let out = r.commit(ops).await.unwrap();
+        assert!(
+            out.failed.is_empty(),
+            "round {round}: {} ops failed, first {:?}",
+            out.failed.len(),
+            out.failed.first().map(|(op, f)| (op.path(), f))
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, swept) = sweeper.join().unwrap();
+    assert!(rounds > 0);
+    assert_eq!(swept, 0, "the sweep removed live staging files");
+    assert!(staging_is_empty(dir.path()));
+    assert_eq!(r.index().list("node1", None).await.unwrap().len(), 20 * 60);
 }
 
 /// A full disk, for real: a 256 KiB tmpfs (needs root and mount; skipped with

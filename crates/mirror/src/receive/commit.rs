@@ -235,11 +235,15 @@ impl Receiver {
     /// before the move (same batch, a parent of the source) cannot take the
     /// content with it. Placing the move renames this link into place.
     fn stage_move_source(&self, from: &RelPath) -> Result<String, Error> {
-        let name = format!("{:016x}.move", rand::random::<u64>());
-        self.inner
+        let name = self.claim(format!("{:016x}.move", rand::random::<u64>()));
+        if let Err(e) = self
+            .inner
             .mirror
             .hard_link(from.as_str(), &self.inner.staging, &name)
-            .map_err(io_err("link", from))?;
+        {
+            self.release(&name);
+            return Err(io_err("link", from)(e));
+        }
         Ok(name)
     }
 
@@ -308,12 +312,12 @@ impl Receiver {
             }
             Op::Symlink { entry } => {
                 let target = entry.symlink_target.as_deref().unwrap_or_default();
-                let name = format!("{:016x}.link", rand::random::<u64>());
+                let name = self.claim(format!("{:016x}.link", rand::random::<u64>()));
                 // Created as a link, never followed; the target is just text.
-                self.inner
-                    .staging
-                    .symlink_contents(target, &name)
-                    .map_err(io_err("symlink", &entry.path))?;
+                if let Err(e) = self.inner.staging.symlink_contents(target, &name) {
+                    self.release(&name);
+                    return Err(io_err("symlink", &entry.path)(e));
+                }
                 Ok(Some((name, None)))
             }
             Op::Delete { .. } | Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
@@ -337,7 +341,12 @@ impl Receiver {
                 ready.clear();
             }
             match self.place_one(&op, staged.as_deref(), &mut ready) {
-                Ok(()) => done.push(op),
+                Ok(()) => {
+                    if let Some(name) = &staged {
+                        self.release(name);
+                    }
+                    done.push(op)
+                }
                 Err(e) => {
                     warn!(path = %op.path(), error = %e, "op failed while placing");
                     if let Some(name) = staged {

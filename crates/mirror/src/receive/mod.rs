@@ -30,7 +30,7 @@
 //! The filesystem work is blocking: call the sync methods from a blocking
 //! thread; [`Receiver::commit`] and [`Receiver::verify`] move their IO there.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -177,6 +177,11 @@ struct Inner {
     locks: LockRegistry,
     uploads: Mutex<HashMap<TransferId, Upload>>,
     staged: Mutex<HashMap<RelPath, Staged>>,
+    /// Every staging name in use, claimed before its file is created and
+    /// released once it is renamed into the mirror or removed: the sweep
+    /// checks each name here at the moment it would remove it, so it never
+    /// takes a file from a transfer or a commit in progress.
+    claimed: Mutex<HashSet<String>>,
 }
 
 /// The receiver of one node's mirror. Cheap to clone.
@@ -222,6 +227,7 @@ impl Receiver {
             locks,
             uploads: Mutex::new(HashMap::new()),
             staged: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashSet::new()),
         };
         let r = Self {
             inner: Arc::new(inner),
@@ -275,18 +281,35 @@ impl Receiver {
     }
 
     fn create_staged(&self, id: u64, mode: u32) -> Result<(File, String), Error> {
-        let name = format!("{id:016x}-{:08x}.staged", rand::random::<u32>());
+        let name = self.claim(format!("{id:016x}-{:08x}.staged", rand::random::<u32>()));
         let mut o = OpenOptions::new();
         o.write(true).read(true).create_new(true).mode(0o600);
-        let file = self
-            .inner
-            .staging
-            .open_with(&name, &o)
-            .map_err(io_err("create_staged", &name))?;
+        let file = match self.inner.staging.open_with(&name, &o) {
+            Ok(f) => f,
+            Err(e) => {
+                self.release(&name);
+                return Err(io_err("create_staged", &name)(e));
+            }
+        };
         // Final mode on the fd before any byte is written.
-        file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
-            .map_err(io_err("fchmod", &name))?;
+        if let Err(e) =
+            file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
+        {
+            self.remove_staged(&name);
+            return Err(io_err("fchmod", &name)(e));
+        }
         Ok((file, name))
+    }
+
+    /// Claims a staging name before anything is created under it.
+    pub(crate) fn claim(&self, name: String) -> String {
+        lock(&self.inner.claimed).insert(name.clone());
+        name
+    }
+
+    /// Releases a staging name whose file is gone (renamed into the mirror).
+    pub(crate) fn release(&self, name: &str) {
+        lock(&self.inner.claimed).remove(name);
     }
 
     /// Appends a chunk at `offset` (must equal the bytes received so far).
@@ -402,26 +425,19 @@ impl Receiver {
         dead.len()
     }
 
-    fn remove_staged(&self, name: &str) {
+    pub(crate) fn remove_staged(&self, name: &str) {
         if let Err(e) = self.inner.staging.remove_file(name)
             && e.kind() != io::ErrorKind::NotFound
         {
+            // Left claimed-free: the next sweep tries again.
             warn!(name, error = %e, "cannot remove staged file");
         }
+        self.release(name);
     }
 
-    /// Removes staging files no open or staged transfer owns. Run at start and
-    /// periodically. Returns how many were removed.
+    /// Removes staging files no transfer or commit owns (no claimed name).
+    /// Run at start and periodically. Returns how many were removed.
     pub fn sweep_staging(&self) -> Result<usize, Error> {
-        let mut live: BTreeSet<String> = lock(&self.inner.uploads)
-            .values()
-            .map(|u| u.staged_name.clone())
-            .collect();
-        live.extend(
-            lock(&self.inner.staged)
-                .values()
-                .map(|s| s.staged_name.clone()),
-        );
         let mut n = 0;
         for ent in self
             .inner
@@ -431,15 +447,19 @@ impl Receiver {
         {
             let ent = ent.map_err(io_err("read_dir", "staging"))?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            if live.contains(&name) {
+            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            // Checked and removed under the claims lock: a name claimed
+            // after the listing was taken is seen here.
+            let claimed = lock(&self.inner.claimed);
+            if claimed.contains(&name) {
                 continue;
             }
-            let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
             let r = if is_dir {
                 self.inner.staging.remove_dir_all(&name)
             } else {
                 self.inner.staging.remove_file(&name)
             };
+            drop(claimed);
             match r {
                 Ok(()) => n += 1,
                 Err(e) => warn!(name, error = %e, "cannot sweep staging entry"),
