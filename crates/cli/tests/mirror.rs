@@ -317,18 +317,28 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
     // only on full scans.
     write(&ws, "sub/.ganglionignore", b"*.tmp\n");
     write(&ws, "sub/a.rs", b"a\n");
+    write(&ws, "old.bak", b"mirrored until a rule ignores it\n");
     let ignored = ["late.log", "debug.log", "build"];
     wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
     write(&ws, "sub/x.tmp", b"ignored below sub/\n");
     write(&ws, "x.tmp", b"not ignored at the root\n");
     let ignored = ["late.log", "debug.log", "build", "sub/x.tmp"];
     wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
-    // A changed root ignore file applies to the next watched change.
+    // A changed root ignore file applies at once (what it now ignores leaves
+    // the mirror) and to the next watched change.
     write(&ws, ".ganglionignore", b"*.log\nbuild/\n*.bak\n");
+    let ignored = ["late.log", "debug.log", "build", "sub/x.tmp", "old.bak"];
     wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
     write(&ws, "c.bak", b"ignored by the new rule\n");
     write(&ws, "marker2", b"m\n");
-    let ignored = ["late.log", "debug.log", "build", "sub/x.tmp", "c.bak"];
+    let ignored = [
+        "late.log",
+        "debug.log",
+        "build",
+        "sub/x.tmp",
+        "old.bak",
+        "c.bak",
+    ];
     wait_mirror(&hub, "n1", &expected(&ws, &ignored), CHANGE);
 
     let files = expected(&ws, &ignored)

@@ -33,6 +33,11 @@ impl Sim {
                     SinkAction::Apply(op) => self.batch.push(op),
                     SinkAction::Ack { seq } => {
                         self.hub_disk.applied = seq;
+                        if self.violation.is_none()
+                            && let Err(e) = self.check_ack(seq)
+                        {
+                            self.violation = Some(e);
+                        }
                         if self.connected {
                             self.to_node.push_back(ToNode::Ack(seq));
                         }

@@ -5,8 +5,12 @@
 //! hub crash between the retract and publish steps of a group commit).
 //!
 //! Invariants: after every step, no hub index entry names content the mirror
-//! does not hold (nothing torn); at the end, once quiet, the mirror and its
-//! index equal the node's tree and no transfer lock is held.
+//! does not hold (nothing torn); whenever the hub acknowledges a sequence,
+//! its index holds every path whose last recorded change on the node is at
+//! or below it, as the node recorded it (an acknowledgement is never early:
+//! the node forgets what was acknowledged, so a wrong one would be final); at
+//! the end, once quiet, the mirror and its index equal the node's tree and no
+//! transfer lock is held.
 //!
 //! `cargo test -p ganglion-mirror sim` runs a few hundred seeds;
 //! `GANGLION_SIM_SEEDS=10000` runs more, `GANGLION_SIM_SEED=1234` replays one.
@@ -91,6 +95,8 @@ struct Sim {
     connected: bool,
     locks: LockRegistry,
     disk_full: bool,
+    /// The first broken invariant seen while handling an event.
+    violation: Option<String>,
     log: Vec<String>,
 }
 
@@ -119,6 +125,7 @@ impl Sim {
             connected: false,
             locks: LockRegistry::default(),
             disk_full: false,
+            violation: None,
             log: Vec::new(),
         }
     }
@@ -504,6 +511,44 @@ impl Sim {
         ))
     }
 
+    /// An acknowledgement of `seq` is sound: every path whose last change
+    /// recorded on the node has a sequence at or below `seq` is in the hub's
+    /// index as recorded (same kind, content, exec bit, link target), and
+    /// every path deleted at or below `seq` is absent.
+    fn check_ack(&self, seq: u64) -> Result<(), String> {
+        let index = &self.hub_disk.index;
+        for e in self.node_disk.entries.iter().filter(|e| e.seq <= seq) {
+            let same = index.get(&e.path).is_some_and(|h| {
+                h.kind == e.kind
+                    && match e.kind {
+                        EntryKind::File => {
+                            h.hash == e.hash && (h.mode & 0o111 != 0) == (e.mode & 0o111 != 0)
+                        }
+                        EntryKind::Symlink => h.symlink_target == e.symlink_target,
+                        EntryKind::Dir => true,
+                    }
+            });
+            if !same {
+                return Err(format!(
+                    "early ack {seq}: the node recorded {} ({:?}, seq {}) but the hub index holds {:?}",
+                    e.path,
+                    e.kind,
+                    e.seq,
+                    index.get(&e.path).map(|h| (h.kind, h.hash, h.seq))
+                ));
+            }
+        }
+        for t in self.node_disk.tombstones.iter().filter(|t| t.seq <= seq) {
+            if let Some(h) = index.get(&t.path) {
+                return Err(format!(
+                    "early ack {seq}: the node deleted {} (seq {}) but the hub index still holds it ({:?}, seq {})",
+                    t.path, t.seq, h.kind, h.seq
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Nothing torn: every index entry names content the mirror holds.
     fn check_not_torn(&self) -> Result<(), String> {
         for (path, e) in &self.hub_disk.index {
@@ -597,9 +642,15 @@ pub fn run_logged(seed: u64, steps: usize) -> Result<(), (String, Vec<String>)> 
     let res = (|| {
         for i in 0..steps {
             sim.step();
+            if let Some(v) = sim.violation.take() {
+                return Err(format!("step {i}: {v}"));
+            }
             sim.check_not_torn().map_err(|e| format!("step {i}: {e}"))?;
         }
         sim.quiesce()?;
+        if let Some(v) = sim.violation.take() {
+            return Err(format!("while quiescing: {v}"));
+        }
         sim.check_not_torn()?;
         sim.check_converged()
     })();
