@@ -103,6 +103,8 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
                 .args(["node", "start", "--state-dir"])
                 .arg(&st)
                 .env("GANGLION_LOG", "warn")
+                // Task temp roots inside the bench's temp dir, removed with it.
+                .env("TMPDIR", root.path())
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()

@@ -12,8 +12,9 @@
 //! the end, once quiet, the mirror and its index equal the node's tree and no
 //! transfer lock is held.
 //!
-//! `cargo test -p ganglion-mirror sim` runs a few hundred seeds;
-//! `GANGLION_SIM_SEEDS=10000` runs more, `GANGLION_SIM_SEED=1234` replays one.
+//! `cargo test -p ganglion-mirror sim` runs a few hundred seeds of 300 steps;
+//! `GANGLION_SIM_SEEDS=10000` runs more, `GANGLION_SIM_STEPS=3000` makes each
+//! longer, `GANGLION_SIM_SEED=1234` replays one (with the same steps).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -663,7 +664,10 @@ mod tests {
 
     #[test]
     fn sim() {
-        let steps = 300;
+        let steps = std::env::var("GANGLION_SIM_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300);
         if let Some(seed) = std::env::var("GANGLION_SIM_SEED")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
