@@ -55,9 +55,10 @@ pub struct Mirrors {
     /// Running drivers and their receivers. Events are sent under this lock
     /// only (see [`Self::deliver`]), which lets an idle driver close safely.
     open: OpenMirrors,
-    /// Held while a driver is being opened, so two callers never open the
-    /// same mirror twice.
-    opening: tokio::sync::Mutex<()>,
+    /// One lock per mirror being opened, so two callers never open the same
+    /// mirror twice while different mirrors open in parallel (nodes
+    /// reconnecting after a hub restart do not queue behind each other).
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     idle_close: Mutex<Duration>,
     store: Arc<dyn ganglion_store::Store>,
     /// Immutable paths per node: held in memory, versioned, never read per chunk.
@@ -83,7 +84,7 @@ impl Mirrors {
             clock,
             metrics,
             open: OpenMirrors::default(),
-            opening: tokio::sync::Mutex::default(),
+            opening: Mutex::default(),
             idle_close: Mutex::new(DRIVER_IDLE_CLOSE),
             store,
             immutable: Mutex::default(),
@@ -140,10 +141,27 @@ impl Mirrors {
         if self.running_driver(node).is_some() {
             return Ok(());
         }
-        let _opening = self.opening.lock().await;
-        if self.running_driver(node).is_some() {
-            return Ok(());
+        let lock = {
+            let mut opening = self.opening.lock().expect("lock");
+            opening.entry(node.to_owned()).or_default().clone()
+        };
+        let opened = {
+            let _opening = lock.lock().await;
+            if self.running_driver(node).is_some() {
+                Ok(())
+            } else {
+                self.start_driver(node, node_id).await
+            }
+        };
+        let mut opening = self.opening.lock().expect("lock");
+        // Ours and the map's: nobody else waits on it.
+        if Arc::strong_count(&lock) == 2 {
+            opening.remove(node);
         }
+        opened
+    }
+
+    async fn start_driver(&self, node: &str, node_id: &NodeId) -> Result<(), Error> {
         let receiver = {
             let (dir, node, index, locks) = (
                 self.data_dir.clone(),
