@@ -36,6 +36,9 @@ pub const TRANSFER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A mirror driver idle this long while its node is away closes (two
 /// directory handles and the entries in memory each); next use reopens it.
 pub const DRIVER_IDLE_CLOSE: Duration = Duration::from_secs(300);
+// A reopened mirror sweeps its staging: every transfer of the closed one must
+// have timed out by then (a node's uploads can outlive its control stream).
+const _: () = assert!(DRIVER_IDLE_CLOSE.as_secs() > 2 * TRANSFER_IDLE_TIMEOUT.as_secs());
 
 /// At hub start, the mirrors of at most this many nodes (those seen last)
 /// are opened ahead of their reconnect; the others open on first use.
