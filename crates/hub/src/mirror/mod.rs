@@ -8,6 +8,8 @@
 
 pub mod convert;
 pub mod driver;
+#[cfg(test)]
+mod tests;
 pub mod upload;
 pub mod workers;
 
@@ -100,6 +102,11 @@ impl Mirrors {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    #[cfg(test)]
+    pub(crate) fn store_for_tests(&self) -> &dyn ganglion_store::Store {
+        self.store.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {
