@@ -13,7 +13,11 @@
 #   W.node_restart_uploaded  bytes the hub hashed because of the node restart (must be 0)
 # and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10.
 # Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
-# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN.
+# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; RESTART_ONLY=1 (for iterating on the
+# hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
+# FAST_POLL=1: the sync/online checks match the CLI's JSON in bash instead of piping it
+# through jq (jq 1.6 costs ~17 ms CPU per call, three calls per check: most of a
+# sub-100 ms figure on 2 cores). Same conditions, less measurement overhead.
 set -euo pipefail
 # Scratch space of its own (other benchmarks share /tmp/ganglion-bench); workloads from the shared place.
 export BENCH_ROOT=${BENCH_ROOT:-/tmp/ganglion-bench-mirror}
@@ -24,7 +28,7 @@ BIN=${GANGLION_BIN:-$REPO/target/release/ganglion}
 [ -x "$BIN" ] || die "build first: cargo build --release -p ganglion"
 command -v rsync >/dev/null || die "rsync missing (apt-get install rsync)"
 command -v b3sum >/dev/null || die "b3sum missing (apt-get install b3sum or cargo install b3sum)"
-RUNS=${RUNS:-3}; EDITS=${EDITS:-10}
+RUNS=${RUNS:-3}; EDITS=${EDITS:-10}; RESTART_ONLY=${RESTART_ONLY:-}; FAST_POLL=${FAST_POLL:-}
 S=$ROOT/mirror; mkdir -p "$S"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -55,13 +59,26 @@ metric() { # metric DATA NAME
 }
 # in_sync DATA FILES: node online, nothing pending, every file mirrored
 in_sync() {
+  if [ -n "$FAST_POLL" ]; then
+    local st; st=$(g mirror status n1 --json --data-dir "$1" 2>/dev/null | tr -d ' \n') || return 1
+    [[ $st =~ \"pending\":0[,}] && $st =~ \"in_flight\":0[,}] && $st =~ \"files\":$2[,}] ]] || return 1
+    node_online "$1"; return
+  fi
   g mirror status n1 --json --data-dir "$1" 2>/dev/null | jq -e --argjson f "$2" '.pending==0 and .in_flight==0 and .files==$f' >/dev/null || return 1
   g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null
 }
 # Polls every 20 ms (one CLI call and one jq per poll: on 2 cores, tighter
 # polling takes measurable CPU from the hub and node being measured).
-wait_sync() { for _ in $(seq 100000); do in_sync "$1" "$2" && return 0; sleep 0.02; done; die "no sync"; }
-node_online() { g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null; }
+# Loops count in bash: `for _ in $(seq 100000)` costs ~20 ms to expand, inside
+# the timed window (twice per restart figure).
+wait_sync() { for ((_i = 0; _i < 100000; _i++)); do in_sync "$1" "$2" && return 0; sleep 0.02; done; die "no sync"; }
+node_online() {
+  if [ -n "$FAST_POLL" ]; then # one node (n1): its object's "status" field
+    local ls; ls=$(g nodes ls --json --data-dir "$1" 2>/dev/null | tr -d ' \n') || return 1
+    [[ $ls =~ \"name\":\"n1\"[^{}]*\"status\":\"online\" ]]; return
+  fi
+  g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null
+}
 
 WORKLOADS=("$@"); [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(small big)
 for W in "${WORKLOADS[@]}"; do
@@ -69,11 +86,12 @@ for W in "${WORKLOADS[@]}"; do
   SRC=$WORK/$W; N=$(find "$SRC" -type f | wc -l)
   note "$W: $N files"
   mi=(); rs=()
-  for i in $(seq "$RUNS"); do
+  for i in $(seq "$([ -n "$RESTART_ONLY" ] && echo 1 || echo "$RUNS")"); do
     # rsync -a, local to local
+    if [ -n "$RESTART_ONLY" ]; then rs+=(0); else
     settle_trash; D=$S/$W-rsync; eval "$(trash_cmd "$D")"; sync; eval "$(warm_cmd "$SRC")"
     t0=$(now); rsync -a "$SRC/" "$D/"; t1=$(now); rs+=("$(fsub "$t1" "$t0")")
-    eval "$(trash_cmd "$D")"
+    eval "$(trash_cmd "$D")"; fi
     # ganglion: fresh hub, node joins with the workload as its workspace
     settle_trash; R=$S/$W-run; eval "$(trash_cmd "$R")"; mkdir -p "$R"; sync
     start_hub "$R/hub"; INV=$(g invite create --name n1 --data-dir "$R/hub")
@@ -83,11 +101,11 @@ for W in "${WORKLOADS[@]}"; do
     NODE_PID=$!; PIDS+=("$NODE_PID")
     wait_sync "$R/hub" "$N"; t1=$(now); mi+=("$(fsub "$t1" "$t0")")
     note "$W run $i: rsync ${rs[-1]} s, mirror ${mi[-1]} s"
-    if [ "$i" -lt "$RUNS" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; fi
+    if [ "$i" -lt "$RUNS" ] && [ -z "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; fi
   done
   emit_stats "$W.mirror_initial" s "${mi[@]}"
-  emit_stats "$W.rsync_initial" s "${rs[@]}"
-  emit "$W.mirror_vs_rsync" "$(awk -v a="$(stats "${mi[@]}" | cut -d' ' -f1)" -v b="$(stats "${rs[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.2f", a/b}')" x "goal <= 1.0"
+  [ -n "$RESTART_ONLY" ] || emit_stats "$W.rsync_initial" s "${rs[@]}"
+  [ -n "$RESTART_ONLY" ] || emit "$W.mirror_vs_rsync" "$(awk -v a="$(stats "${mi[@]}" | cut -d' ' -f1)" -v b="$(stats "${rs[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.2f", a/b}')" x "goal <= 1.0"
 
   # Hub restart with the workload mirrored (the last run's hub and node are still up).
   GRPC=$(jq -r .grpc "$R/hub/run/endpoints.json"); HTTP=$(jq -r .http "$R/hub/run/endpoints.json")
@@ -95,7 +113,7 @@ for W in "${WORKLOADS[@]}"; do
   hr=(); ho=(); after=()
   for i in $(seq "$RUNS"); do
     stop "$HUB_PID"; start_hub "$R/hub" "$GRPC" "$HTTP"
-    for _ in $(seq 100000); do node_online "$R/hub" && break; sleep 0.01; done; t_on=$(now)
+    for ((_i = 0; _i < 100000; _i++)); do node_online "$R/hub" && break; sleep 0.01; done; t_on=$(now)
     wait_sync "$R/hub" "$N"; t1=$(now); t0=$(hub_ready_at)
     hr+=("$(fsub "$t1" "$t0")"); ho+=("$(fsub "$t1" "$t_on")")
     after+=("$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)")
@@ -110,13 +128,14 @@ for W in "${WORKLOADS[@]}"; do
   emit_stats "$W.rehash" s "${rh[@]}"
   emit "$W.restart_speedup" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${hr[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart, goal >= 20"
   emit "$W.restart_speedup_after_online" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${ho[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart_after_online"
+  if [ -n "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; continue; fi
 
   # Node restart, nothing changed: stat-only scan.
   base=$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)
   stop "$NODE_PID"; NL=$LOGDIR/mirror-node-restart-$W.log; : >"$NL"
   t0=$(now)
   GANGLION_LOG=warn,ganglion_node=debug "$BIN" node start --state-dir "$R/state" >"$NL" 2>&1 & NODE_PID=$!; PIDS+=("$NODE_PID")
-  for _ in $(seq 100000); do grep -q "workspace scanned" "$NL" && break; sleep 0.01; done; t1=$(now)
+  for ((_i = 0; _i < 100000; _i++)); do grep -q "workspace scanned" "$NL" && break; sleep 0.01; done; t1=$(now)
   wait_sync "$R/hub" "$N"
   line=$(grep -m1 "workspace scanned" "$NL")
   hashed=$(sed -n 's/.*hashed=\([0-9]*\).*/\1/p' <<<"$line")
@@ -126,6 +145,7 @@ for W in "${WORKLOADS[@]}"; do
 done
 
 # One edit → visible in the mirror (a copy of `small`, so the pristine workload is untouched).
+[ -z "$RESTART_ONLY" ] || exit 0
 need_workload small
 settle_trash; E=$S/edit; eval "$(trash_cmd "$E")"; mkdir -p "$E"; cp -a "$WORK/small" "$E/ws"
 start_hub "$E/hub"; INV=$(g invite create --name n1 --data-dir "$E/hub")

@@ -450,10 +450,16 @@ fn restarts_rehash_nothing() {
     wait_transfers_idle(&hub);
     let verify = hub.cli(&["mirror", "verify", "n1"]);
     assert!(verify.status.success(), "{}", stdout(&verify));
-    // ... and still follows changes.
+    // In sync without loading the entries: nothing changed, nothing needed them.
+    assert!(
+        !hub.proc.stderr().contains("mirror entries loaded"),
+        "the restarted hub loaded the entries of an unchanged mirror"
+    );
+    // ... and still follows changes (the first one loads the entries).
     write(&ws, "after-restart.txt", b"new\n");
     wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
     assert_eq!(hashed(&hub), 4.0, "only the new file was hashed");
+    assert!(hub.proc.stderr().contains("mirror entries loaded"));
 
     // Node restart with nothing changed: stat-only scan, nothing hashed on
     // the node, nothing uploaded to the hub.

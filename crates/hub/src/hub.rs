@@ -129,6 +129,11 @@ impl Hub {
         let data_dir = DataDir::new(&options.data_dir);
         data_dir.create().await?;
         data_dir.remove_endpoints().await;
+        // Listen first: nodes retrying while the hub restarts are queued by
+        // the kernel and served as soon as it is ready, instead of being
+        // refused and waiting out another backoff delay.
+        let grpc = bind(options.grpc_addr, "gRPC").await?;
+        let http = bind(options.http_addr, "HTTP").await?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
         store.mark_all_offline(clock.now()).await?;
         let note =
@@ -142,8 +147,6 @@ impl Hub {
         }
         ensure_admin_token(&data_dir, store.as_ref(), &clock).await?;
 
-        let grpc = bind(options.grpc_addr, "gRPC").await?;
-        let http = bind(options.http_addr, "HTTP").await?;
         let grpc_addr = grpc.local_addr()?;
         let advertise = options
             .advertise_addr

@@ -1,17 +1,37 @@
 //! One node's mirror at the hub: feeds the [`SinkEngine`] and performs its
 //! actions. Ops accumulate while a commit is in flight and go in the next one
 //! (group commit); an acknowledgement is persisted before it is sent.
+//!
+//! A driver starts from the index's [`Summary`] (applied sequence, files,
+//! bytes: one row) and loads the entries in the background: until they are
+//! in, it answers `Connected` and `Status` from the summary and holds every
+//! event the engine needs, in order. So a hub restart answers a reconnecting
+//! node at once, whatever the size of its mirror. A driver that stays idle
+//! while its node is away closes itself (its directory handles and entries
+//! go with it) and is opened again on next use.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeId, RelPath, Timestamp};
 use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
+use ganglion_mirror::index::Summary;
 use ganglion_mirror::receive::Receiver;
-use ganglion_mirror::{ContentHash, Notice, SinkEngine, TransferFailure};
+use ganglion_mirror::{ContentHash, ImmutablePaths, Notice, SinkEngine, TransferFailure};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
+
+/// The open mirrors of the hub, by node name (shared with the drivers, which
+/// remove themselves when they close).
+pub type OpenMirrors = Arc<Mutex<HashMap<String, OpenMirror>>>;
+
+pub struct OpenMirror {
+    pub tx: mpsc::UnboundedSender<DriverEvent>,
+    pub receiver: Receiver,
+}
 
 pub enum DriverEvent {
     Connected {
@@ -38,7 +58,7 @@ pub enum DriverEvent {
     Status {
         reply: oneshot::Sender<MirrorStatus>,
     },
-    SetImmutable(ganglion_mirror::ImmutablePaths),
+    SetImmutable(ImmutablePaths),
     Receiver {
         reply: oneshot::Sender<Receiver>,
     },
@@ -57,10 +77,29 @@ pub struct MirrorStatus {
     pub applied_seq: u64,
 }
 
+enum State {
+    /// The entries are not in memory: answers come from the summary. They
+    /// load once an event needs them (a change from the node, typically);
+    /// such events wait in `held`, in order, until they are in.
+    Summary {
+        summary: Summary,
+        immutable: ImmutablePaths,
+        held: Vec<SinkEvent>,
+    },
+    Ready(Box<SinkEngine>),
+}
+
+/// Starts loading a mirror's entries into an engine (with these immutable
+/// paths) and returns where the engine will arrive. Retries failed loads.
+pub type Loader = Box<dyn Fn(ImmutablePaths) -> oneshot::Receiver<Box<SinkEngine>> + Send + Sync>;
+
 pub struct Driver {
     node: String,
     node_id: NodeId,
-    engine: SinkEngine,
+    state: State,
+    loader: Loader,
+    /// The load in progress, if any.
+    loading: Option<oneshot::Receiver<Box<SinkEngine>>>,
     receiver: Receiver,
     registry: Registry,
     clock: SharedClock,
@@ -68,22 +107,41 @@ pub struct Driver {
     batch: Vec<Op>,
     committing: bool,
     last_sync: Option<Timestamp>,
+    connected: bool,
+    /// Idle this long with the node away, the driver closes.
+    idle_close: Duration,
+    open: OpenMirrors,
+}
+
+/// What a driver is started with besides its node and receiver.
+pub struct Start {
+    pub summary: Summary,
+    pub immutable: ImmutablePaths,
+    pub loader: Loader,
+    pub idle_close: Duration,
+    pub open: OpenMirrors,
 }
 
 impl Driver {
     pub fn new(
         node: (String, NodeId),
-        engine: SinkEngine,
         receiver: Receiver,
         registry: Registry,
         clock: SharedClock,
         me: mpsc::UnboundedSender<DriverEvent>,
+        start: Start,
     ) -> Self {
         let (node, node_id) = node;
         Self {
             node,
             node_id,
-            engine,
+            state: State::Summary {
+                summary: start.summary,
+                immutable: start.immutable,
+                held: Vec::new(),
+            },
+            loader: start.loader,
+            loading: None,
             receiver,
             registry,
             clock,
@@ -91,56 +149,216 @@ impl Driver {
             batch: Vec::new(),
             committing: false,
             last_sync: None,
+            connected: false,
+            idle_close: start.idle_close,
+            open: start.open,
         }
     }
 
     #[tracing::instrument(skip_all, fields(node = %self.node))]
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) {
-        while let Some(event) = rx.recv().await {
-            let engine_event = match event {
-                DriverEvent::Connected { reply } => {
-                    let _ = reply.send(self.engine.applied());
-                    SinkEvent::Connected
-                }
-                DriverEvent::Disconnected => SinkEvent::Disconnected,
-                DriverEvent::Notice(n) => SinkEvent::Notice(n),
-                DriverEvent::Staged { path, hash } => SinkEvent::Staged { path, hash },
-                DriverEvent::FetchFailed {
-                    path,
-                    hash,
-                    failure,
-                } => SinkEvent::FetchFailed {
-                    path,
-                    hash,
-                    failure,
+        let mut load_started = std::time::Instant::now();
+        loop {
+            let idle = self.is_idle();
+            let idle_close = self.idle_close;
+            let was_loading = self.loading.is_some();
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
                 },
-                DriverEvent::RetryDue { path } => SinkEvent::RetryDue { path },
-                DriverEvent::SetImmutable(i) => SinkEvent::SetImmutable(i),
-                DriverEvent::Committed { done, failed } => {
-                    self.committing = false;
-                    SinkEvent::Committed { done, failed }
+                engine = wait_load(self.loading.as_mut()) => {
+                    self.loading = None;
+                    match engine {
+                        Ok(engine) => {
+                            tracing::info!(
+                                files = engine.stats().files,
+                                took_ms = load_started.elapsed().as_millis() as u64,
+                                "mirror entries loaded"
+                            );
+                            self.become_ready(engine).await;
+                        }
+                        Err(_) => {
+                            tracing::error!("mirror entries loader gone; driver stops");
+                            break;
+                        }
+                    }
+                },
+                () = tokio::time::sleep(idle_close), if idle => {
+                    if self.close_if_quiet(&mut rx) {
+                        tracing::debug!("idle mirror driver closed");
+                        return;
+                    }
                 }
-                DriverEvent::Status { reply } => {
-                    let s = self.engine.stats();
-                    let _ = reply.send(MirrorStatus {
-                        files: s.files,
-                        bytes: s.bytes,
-                        pending: s.pending,
-                        in_flight: s.fetching,
-                        last_sync: self.last_sync.map(|t| t.to_rfc3339()),
-                        refused: s.refused,
-                        applied_seq: self.engine.applied(),
-                    });
-                    continue;
+            }
+            if !was_loading && self.loading.is_some() {
+                load_started = std::time::Instant::now();
+            }
+        }
+        self.unregister();
+    }
+
+    /// Idle: the node is away, and nothing is queued, fetched or committing.
+    fn is_idle(&self) -> bool {
+        !self.connected
+            && !self.committing
+            && self.batch.is_empty()
+            && match &self.state {
+                State::Summary { held, .. } => held.is_empty() && self.loading.is_none(),
+                State::Ready(e) => e.stats().pending == 0,
+            }
+    }
+
+    /// Closes unless an event arrived meanwhile. Events are only sent under
+    /// the lock of the open mirrors (see `Mirrors::deliver`), so after this
+    /// none can be lost: a sender finds the channel closed and reopens.
+    fn close_if_quiet(&mut self, rx: &mut mpsc::UnboundedReceiver<DriverEvent>) -> bool {
+        let mut open = self.open.lock().expect("lock");
+        if !rx.is_empty() {
+            return false;
+        }
+        rx.close();
+        if open
+            .get(&self.node)
+            .is_some_and(|m| m.tx.same_channel(&self.me))
+        {
+            open.remove(&self.node);
+        }
+        true
+    }
+
+    fn unregister(&self) {
+        let mut open = self.open.lock().expect("lock");
+        if open
+            .get(&self.node)
+            .is_some_and(|m| m.tx.same_channel(&self.me))
+        {
+            open.remove(&self.node);
+        }
+    }
+
+    async fn become_ready(&mut self, engine: Box<SinkEngine>) {
+        let State::Summary {
+            immutable, held, ..
+        } = std::mem::replace(&mut self.state, State::Ready(engine))
+        else {
+            return;
+        };
+        // Paths made immutable while loading (ignored if not newer).
+        self.feed(SinkEvent::SetImmutable(immutable)).await;
+        for event in held {
+            self.feed(event).await;
+        }
+    }
+
+    async fn on_event(&mut self, event: DriverEvent) {
+        let engine_event = match event {
+            DriverEvent::Connected { reply } => {
+                self.connected = true;
+                let _ = reply.send(self.applied());
+                SinkEvent::Connected
+            }
+            DriverEvent::Disconnected => {
+                self.connected = false;
+                SinkEvent::Disconnected
+            }
+            DriverEvent::Notice(n) => SinkEvent::Notice(n),
+            DriverEvent::Staged { path, hash } => SinkEvent::Staged { path, hash },
+            DriverEvent::FetchFailed {
+                path,
+                hash,
+                failure,
+            } => SinkEvent::FetchFailed {
+                path,
+                hash,
+                failure,
+            },
+            DriverEvent::RetryDue { path } => SinkEvent::RetryDue { path },
+            DriverEvent::SetImmutable(i) => {
+                if let State::Summary { immutable, .. } = &mut self.state {
+                    if i.version() >= immutable.version() {
+                        *immutable = i;
+                    }
+                    return;
                 }
-                DriverEvent::Receiver { reply } => {
-                    let _ = reply.send(self.receiver.clone());
-                    continue;
+                SinkEvent::SetImmutable(i)
+            }
+            DriverEvent::Committed { done, failed } => {
+                self.committing = false;
+                SinkEvent::Committed { done, failed }
+            }
+            DriverEvent::Status { reply } => {
+                let _ = reply.send(self.status());
+                return;
+            }
+            DriverEvent::Receiver { reply } => {
+                let _ = reply.send(self.receiver.clone());
+                return;
+            }
+        };
+        self.feed(engine_event).await;
+    }
+
+    async fn feed(&mut self, event: SinkEvent) {
+        let actions = match &mut self.state {
+            // A fresh engine starts disconnected with nothing in progress,
+            // which is what these would bring an unloaded one to.
+            State::Summary { .. }
+                if matches!(event, SinkEvent::Connected | SinkEvent::Disconnected) =>
+            {
+                return;
+            }
+            State::Summary {
+                held, immutable, ..
+            } => {
+                held.push(event);
+                if self.loading.is_none() {
+                    self.loading = Some((self.loader)(immutable.clone()));
                 }
-            };
-            let actions = self.engine.handle(engine_event);
-            self.perform(actions).await;
-            self.maybe_commit();
+                return;
+            }
+            State::Ready(engine) => engine.handle(event),
+        };
+        self.perform(actions).await;
+        self.maybe_commit();
+    }
+
+    fn applied(&self) -> u64 {
+        match &self.state {
+            State::Summary { summary, .. } => summary.peer_seq,
+            State::Ready(engine) => engine.applied(),
+        }
+    }
+
+    fn status(&self) -> MirrorStatus {
+        let last_sync = self.last_sync.map(|t| t.to_rfc3339());
+        match &self.state {
+            // Nothing was fetched or committed since the driver opened: the
+            // index is the mirror, and what the node sent since waits (pending).
+            State::Summary { summary, held, .. } => MirrorStatus {
+                files: summary.files,
+                bytes: summary.bytes,
+                pending: held
+                    .iter()
+                    .filter(|e| matches!(e, SinkEvent::Notice(_)))
+                    .count() as u64,
+                in_flight: 0,
+                last_sync,
+                refused: 0,
+                applied_seq: summary.peer_seq,
+            },
+            State::Ready(engine) => {
+                let s = engine.stats();
+                MirrorStatus {
+                    files: s.files,
+                    bytes: s.bytes,
+                    pending: s.pending,
+                    in_flight: s.fetching,
+                    last_sync,
+                    refused: s.refused,
+                    applied_seq: engine.applied(),
+                }
+            }
         }
     }
 
@@ -192,7 +410,10 @@ impl Driver {
         if self.committing || self.batch.is_empty() {
             return;
         }
-        let ops = self.engine.admit(std::mem::take(&mut self.batch));
+        let State::Ready(engine) = &mut self.state else {
+            return;
+        };
+        let ops = engine.admit(std::mem::take(&mut self.batch));
         if ops.is_empty() {
             return;
         }
@@ -216,5 +437,14 @@ impl Driver {
             };
             let _ = me.send(event);
         });
+    }
+}
+
+async fn wait_load(
+    load: Option<&mut oneshot::Receiver<Box<SinkEngine>>>,
+) -> Result<Box<SinkEngine>, oneshot::error::RecvError> {
+    match load {
+        Some(l) => l.await,
+        None => std::future::pending().await,
     }
 }

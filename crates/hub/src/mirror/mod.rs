@@ -8,6 +8,8 @@
 
 pub mod convert;
 pub mod driver;
+#[cfg(test)]
+mod tests;
 pub mod upload;
 pub mod workers;
 
@@ -28,9 +30,25 @@ use crate::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 pub use driver::{DriverEvent, MirrorStatus};
+use driver::{OpenMirror, OpenMirrors};
 
 /// Idle transfers are dropped (and their locks released) after this long.
 pub const TRANSFER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A mirror driver idle this long while its node is away closes (two
+/// directory handles and the entries in memory each); next use reopens it.
+pub const DRIVER_IDLE_CLOSE: Duration = Duration::from_secs(300);
+// A reopened mirror sweeps its staging: every transfer of the closed one must
+// have timed out by then (a node's uploads can outlive its control stream).
+const _: () = assert!(DRIVER_IDLE_CLOSE.as_secs() > 2 * TRANSFER_IDLE_TIMEOUT.as_secs());
+
+/// At hub start, the mirrors of at most this many nodes (those seen last)
+/// are opened ahead of their reconnect; the others open on first use.
+pub const EAGER_OPENS: usize = 64;
+
+/// A failed load of a mirror's entries is retried after this long (the
+/// driver holds the events that wait for them).
+const LOAD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Mirrors {
     data_dir: PathBuf,
@@ -39,11 +57,14 @@ pub struct Mirrors {
     registry: Registry,
     clock: SharedClock,
     metrics: Metrics,
-    drivers: Mutex<HashMap<String, mpsc::UnboundedSender<DriverEvent>>>,
-    /// Held while a driver is being opened, so two callers never load the
-    /// same index twice.
-    opening: tokio::sync::Mutex<()>,
-    receivers: Mutex<HashMap<String, Receiver>>,
+    /// Running drivers and their receivers. Events are sent under this lock
+    /// only (see [`Self::deliver`]), which lets an idle driver close safely.
+    open: OpenMirrors,
+    /// One lock per mirror being opened, so two callers never open the same
+    /// mirror twice while different mirrors open in parallel (nodes
+    /// reconnecting after a hub restart do not queue behind each other).
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    idle_close: Mutex<Duration>,
     store: Arc<dyn ganglion_store::Store>,
     /// Immutable paths per node: held in memory, versioned, never read per chunk.
     immutable: Mutex<HashMap<String, ImmutablePaths>>,
@@ -67,9 +88,9 @@ impl Mirrors {
             registry,
             clock,
             metrics,
-            drivers: Mutex::default(),
-            opening: tokio::sync::Mutex::default(),
-            receivers: Mutex::default(),
+            open: OpenMirrors::default(),
+            opening: Mutex::default(),
+            idle_close: Mutex::new(DRIVER_IDLE_CLOSE),
             store,
             immutable: Mutex::default(),
         }))
@@ -83,24 +104,74 @@ impl Mirrors {
         &self.index
     }
 
+    #[cfg(test)]
+    pub(crate) fn store_for_tests(&self) -> &dyn ganglion_store::Store {
+        self.store.as_ref()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
-    /// The driver of a node's mirror, started on first use. Loading the index
-    /// re-hashes nothing: the hub trusts what it wrote.
-    pub async fn driver(
-        &self,
-        node: &str,
-        node_id: &NodeId,
-    ) -> Result<mpsc::UnboundedSender<DriverEvent>, Error> {
-        if let Some(tx) = self.running_driver(node) {
-            return Ok(tx);
+    /// How long a driver stays open, idle, with its node away (tests shorten it).
+    pub fn set_idle_close(&self, after: Duration) {
+        *self.idle_close.lock().expect("lock") = after;
+    }
+
+    /// Whether a driver is running for the node's mirror.
+    pub fn is_open(&self, node: &str) -> bool {
+        self.running_driver(node).is_some()
+    }
+
+    /// Sends an event to the node's mirror driver, opening it if needed. The
+    /// send happens under the lock of the open mirrors: a driver closing for
+    /// idleness either sees the event queued and stays, or has closed its
+    /// channel, and then the event goes to a freshly opened driver.
+    async fn deliver(&self, node: &str, node_id: &NodeId, event: DriverEvent) -> Result<(), Error> {
+        let mut event = event;
+        loop {
+            {
+                let open = self.open.lock().expect("lock");
+                if let Some(m) = open.get(node) {
+                    match m.tx.send(event) {
+                        Ok(()) => return Ok(()),
+                        Err(mpsc::error::SendError(e)) => event = e,
+                    }
+                }
+            }
+            self.driver(node, node_id).await?;
         }
-        let _opening = self.opening.lock().await;
-        if let Some(tx) = self.running_driver(node) {
-            return Ok(tx);
+    }
+
+    /// Starts the driver of a node's mirror unless one runs. Cheap at any
+    /// mirror size: two directory handles and one index row. The entries
+    /// load when a change needs them (the driver holds it meanwhile).
+    /// Nothing is re-hashed: the hub trusts what it wrote.
+    pub async fn driver(&self, node: &str, node_id: &NodeId) -> Result<(), Error> {
+        if self.running_driver(node).is_some() {
+            return Ok(());
         }
+        let lock = {
+            let mut opening = self.opening.lock().expect("lock");
+            opening.entry(node.to_owned()).or_default().clone()
+        };
+        let opened = {
+            let _opening = lock.lock().await;
+            if self.running_driver(node).is_some() {
+                Ok(())
+            } else {
+                self.start_driver(node, node_id).await
+            }
+        };
+        let mut opening = self.opening.lock().expect("lock");
+        // Ours and the map's: nobody else waits on it.
+        if Arc::strong_count(&lock) == 2 {
+            opening.remove(node);
+        }
+        opened
+    }
+
+    async fn start_driver(&self, node: &str, node_id: &NodeId) -> Result<(), Error> {
         let receiver = {
             let (dir, node, index, locks) = (
                 self.data_dir.clone(),
@@ -113,11 +184,11 @@ impl Mirrors {
                 .map_err(|e| Error::Unavailable(format!("opening the mirror: {e}")))?
                 .map_err(|e| Error::Unavailable(format!("opening the mirror: {e}")))?
         };
-        let loaded = self
+        let summary = self
             .index
-            .load(node)
+            .summary(node)
             .await
-            .map_err(|e| Error::Unavailable(format!("loading the mirror index: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("reading the mirror index: {e}")))?;
         let patterns = self.store.immutable_patterns(node_id).await?;
         let immutable = ImmutablePaths::new(1, patterns)
             .map_err(|e| Error::Unavailable(format!("stored immutable paths of {node}: {e}")))?;
@@ -125,35 +196,46 @@ impl Mirrors {
             .lock()
             .expect("lock")
             .insert(node.to_owned(), immutable.clone());
-        let receiver_for_reaper = receiver.clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (index, name) = (self.index.clone(), node.to_owned());
+        let start = driver::Start {
+            summary,
+            immutable,
+            loader: Box::new(move |immutable| {
+                let (to, engine) = oneshot::channel();
+                tokio::spawn(load(index.clone(), name.clone(), immutable, to));
+                engine
+            }),
+            idle_close: *self.idle_close.lock().expect("lock"),
+            open: self.open.clone(),
+        };
         let driver = driver::Driver::new(
             (node.to_owned(), node_id.clone()),
-            ganglion_mirror::SinkEngine::new(loaded.entries, loaded.peer_seq, immutable),
-            receiver,
+            receiver.clone(),
             self.registry.clone(),
             self.clock.clone(),
             tx.clone(),
+            start,
         );
-        let mut drivers = self.drivers.lock().expect("lock");
+        let mut open = self.open.lock().expect("lock");
         tokio::spawn(driver.run(rx));
-        drivers.insert(node.to_owned(), tx.clone());
-        self.receivers
-            .lock()
-            .expect("lock")
-            .insert(node.to_owned(), receiver_for_reaper);
-        Ok(tx)
+        open.insert(node.to_owned(), OpenMirror { tx, receiver });
+        Ok(())
     }
 
     fn running_driver(&self, node: &str) -> Option<mpsc::UnboundedSender<DriverEvent>> {
-        let drivers = self.drivers.lock().expect("lock");
-        drivers.get(node).filter(|t| !t.is_closed()).cloned()
+        let open = self.open.lock().expect("lock");
+        open.get(node)
+            .map(|m| &m.tx)
+            .filter(|t| !t.is_closed())
+            .cloned()
     }
 
-    /// Opens the driver of every mirror the index knows (of nodes not
-    /// revoked), so that nodes reconnecting after a hub restart find their
-    /// index loaded. Run once the hub serves: a node that comes first waits
-    /// for its own mirror only. Loading re-hashes nothing.
+    /// Opens the drivers of the mirrors of the [`EAGER_OPENS`] nodes seen
+    /// last (not revoked), so that they find them open when they reconnect
+    /// after a hub restart (and their staging is swept). Run once the hub
+    /// serves; other mirrors open on first use, and drivers of nodes that
+    /// stay away close when idle ([`DRIVER_IDLE_CLOSE`]).
     pub async fn open_known(&self) {
         let started = std::time::Instant::now();
         let (mirrors, nodes) = match (self.index.mirrors().await, self.store.list_nodes().await) {
@@ -165,21 +247,22 @@ impl Mirrors {
                 return tracing::warn!(error = %e, "listing nodes failed; mirrors open on first use");
             }
         };
-        let ids: HashMap<String, NodeId> = nodes
+        let mirrors: std::collections::HashSet<String> = mirrors.into_iter().collect();
+        let mut nodes: Vec<_> = nodes
             .into_iter()
-            .filter(|n| n.revoked_at.is_none())
-            .map(|n| (n.name.to_string(), n.id))
+            .filter(|n| n.revoked_at.is_none() && mirrors.contains(n.name.as_str()))
             .collect();
+        nodes.sort_by_key(|n| std::cmp::Reverse(n.last_heartbeat));
         let mut opened = 0usize;
-        for name in mirrors {
-            let Some(id) = ids.get(&name) else { continue };
-            match self.driver(&name, id).await {
-                Ok(_) => opened += 1,
-                Err(e) => tracing::warn!(node = %name, error = %e, "opening a mirror failed"),
+        for n in nodes.iter().take(EAGER_OPENS) {
+            match self.driver(n.name.as_str(), &n.id).await {
+                Ok(()) => opened += 1,
+                Err(e) => tracing::warn!(node = %n.name, error = %e, "opening a mirror failed"),
             }
         }
         tracing::info!(
             mirrors = opened,
+            known = nodes.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "mirrors opened"
         );
@@ -187,29 +270,29 @@ impl Mirrors {
 
     /// The node's control stream is up: returns the sequence applied so far.
     pub async fn attach(&self, node: &str, node_id: &NodeId) -> Result<u64, Error> {
-        let tx = self.driver(node, node_id).await?;
         let (reply, rx) = oneshot::channel();
-        let _ = tx.send(DriverEvent::Connected { reply });
+        self.deliver(node, node_id, DriverEvent::Connected { reply })
+            .await?;
         rx.await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))
     }
 
     pub fn detach(&self, node: &str) {
-        if let Some(tx) = self.drivers.lock().expect("lock").get(node) {
-            let _ = tx.send(DriverEvent::Disconnected);
-        }
+        self.send(node, DriverEvent::Disconnected);
     }
 
+    /// Sends to a running driver; dropped when none runs (a closed driver
+    /// had nothing in progress, so there is nothing for the event to update).
     pub fn send(&self, node: &str, event: DriverEvent) {
-        if let Some(tx) = self.drivers.lock().expect("lock").get(node) {
-            let _ = tx.send(event);
+        if let Some(m) = self.open.lock().expect("lock").get(node) {
+            let _ = m.tx.send(event);
         }
     }
 
     pub async fn status(&self, node: &str, node_id: &NodeId) -> Result<MirrorStatus, Error> {
-        let tx = self.driver(node, node_id).await?;
         let (reply, rx) = oneshot::channel();
-        let _ = tx.send(DriverEvent::Status { reply });
+        self.deliver(node, node_id, DriverEvent::Status { reply })
+            .await?;
         let mut status = rx
             .await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))?;
@@ -219,20 +302,20 @@ impl Mirrors {
 
     /// The receiver of a node's mirror (for reads, verify and uploads).
     pub async fn receiver(&self, node: &str, node_id: &NodeId) -> Result<Receiver, Error> {
-        let tx = self.driver(node, node_id).await?;
         let (reply, rx) = oneshot::channel();
-        let _ = tx.send(DriverEvent::Receiver { reply });
+        self.deliver(node, node_id, DriverEvent::Receiver { reply })
+            .await?;
         rx.await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))
     }
 
     /// The receivers opened so far (for the transfer reaper).
     pub fn open_receivers(&self) -> Vec<Receiver> {
-        self.receivers
+        self.open
             .lock()
             .expect("lock")
             .values()
-            .cloned()
+            .map(|m| m.receiver.clone())
             .collect()
     }
 
@@ -307,5 +390,43 @@ impl Mirrors {
             "immutable paths changed"
         );
         Ok(next.patterns().to_vec())
+    }
+}
+
+/// Loads a mirror's entries into an engine for its driver (the engine is
+/// built off the async workers), retrying failed loads. Stops when the
+/// driver is gone.
+async fn load(
+    index: Index,
+    node: String,
+    immutable: ImmutablePaths,
+    mut to: oneshot::Sender<Box<ganglion_mirror::SinkEngine>>,
+) {
+    loop {
+        match index.load(&node).await {
+            Ok(l) => {
+                let build = move || {
+                    Box::new(ganglion_mirror::SinkEngine::new(
+                        l.entries, l.peer_seq, immutable,
+                    ))
+                };
+                match tokio::task::spawn_blocking(build).await {
+                    Ok(engine) => {
+                        let _ = to.send(engine);
+                    }
+                    Err(e) => {
+                        tracing::error!(node, error = %e, "building the mirror engine failed")
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(node, error = %e, "loading the mirror entries failed; retrying")
+            }
+        }
+        tokio::select! {
+            () = to.closed() => return,
+            () = tokio::time::sleep(LOAD_RETRY) => {}
+        }
     }
 }

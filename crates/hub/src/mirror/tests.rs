@@ -1,0 +1,218 @@
+//! The mirror drivers at the hub: loading, idle close, bounded opens.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ganglion_core::time::ManualClock;
+use ganglion_core::{NodeId, RelPath, Timestamp};
+use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::locks::LockRegistry;
+use ganglion_mirror::receive::Receiver;
+use ganglion_mirror::{
+    ContentHash, Entry, EntryKind, ImmutablePaths, Notice, Replica, SinkEngine, Version,
+};
+use ganglion_store::{SqliteStore, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use super::driver::{Driver, DriverEvent, MirrorStatus, OpenMirrors, Start};
+use super::{EAGER_OPENS, Mirrors};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+fn file(path: &str, data: &[u8], seq: u64) -> Entry {
+    Entry {
+        path: RelPath::parse(path).unwrap(),
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        mtime_ns: 1,
+        mode: 0o100644,
+        inode: seq,
+        dev: 1,
+        symlink_target: None,
+        hash: Some(ContentHash::of(data)),
+        seq,
+        version: Version {
+            origin: Replica::Node,
+            seq,
+        },
+    }
+}
+
+/// Two files (5 + 3 bytes), everything up to seq 7 applied.
+async fn seeded(index: &Index, node: &str) {
+    let batch = Batch {
+        upserts: vec![file("a", b"hello", 6), file("b", b"abc", 7)],
+        peer_seq: Some(7),
+        ..Batch::default()
+    };
+    index.apply(node, &batch).await.unwrap();
+}
+
+async fn ask_status(tx: &mpsc::UnboundedSender<DriverEvent>) -> MirrorStatus {
+    let (reply, rx) = oneshot::channel();
+    tx.send(DriverEvent::Status { reply }).unwrap();
+    rx.await.unwrap()
+}
+
+#[tokio::test]
+async fn answers_attach_and_status_before_the_entries_are_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open_in_memory().await.unwrap();
+    seeded(&index, "n1").await;
+    let receiver = Receiver::open(
+        dir.path(),
+        "n1",
+        index.clone(),
+        LockRegistry::new(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let (engine_tx, engine_rx) = oneshot::channel();
+    let slot = Mutex::new(Some(engine_rx));
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = loads.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let start = Start {
+        summary: index.summary("n1").await.unwrap(),
+        immutable: ImmutablePaths::default(),
+        loader: Box::new(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            slot.lock().unwrap().take().expect("loaded once")
+        }),
+        idle_close: Duration::from_secs(3600),
+        open: OpenMirrors::default(),
+    };
+    let driver = Driver::new(
+        ("n1".into(), NodeId::generate()),
+        receiver,
+        Registry::new(Metrics::new()),
+        Arc::new(ManualClock::new(Timestamp(0))),
+        tx.clone(),
+        start,
+    );
+    let running = tokio::spawn(driver.run(rx));
+    let loads_now = || loads.load(std::sync::atomic::Ordering::SeqCst);
+
+    let (reply, applied) = oneshot::channel();
+    tx.send(DriverEvent::Connected { reply }).unwrap();
+    assert_eq!(
+        applied.await.unwrap(),
+        7,
+        "attach answered from the summary"
+    );
+    let s = ask_status(&tx).await;
+    assert_eq!((s.files, s.bytes, s.pending, s.applied_seq), (2, 8, 0, 7));
+    assert_eq!(loads_now(), 0, "nothing needed the entries yet");
+
+    // A change waits for the entries (whose load it starts), as pending.
+    let c = file("c", b"new", 8);
+    tx.send(DriverEvent::Notice(Notice::Upsert(c))).unwrap();
+    let s = ask_status(&tx).await;
+    assert_eq!((s.files, s.pending, s.in_flight), (2, 1, 0));
+    assert_eq!(loads_now(), 1);
+
+    let l = index.load("n1").await.unwrap();
+    let engine = SinkEngine::new(l.entries, l.peer_seq, ImmutablePaths::default());
+    engine_tx.send(Box::new(engine)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut s = ask_status(&tx).await;
+    while s.in_flight == 0 && tokio::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        s = ask_status(&tx).await;
+    }
+    assert_eq!(
+        (s.files, s.bytes, s.pending, s.in_flight, s.applied_seq),
+        (2, 8, 1, 1, 7),
+        "once loaded, the held notice is being fetched"
+    );
+    assert_eq!(loads_now(), 1);
+    drop(tx);
+    running.abort();
+}
+
+async fn mirrors(dir: &std::path::Path) -> (Arc<Mirrors>, NodeId) {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let node = crate::test_support::joined_node(&store, "n1").await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let metrics = Metrics::new();
+    let m = Mirrors::open(
+        store,
+        dir.to_path_buf(),
+        Registry::new(metrics.clone()),
+        Arc::new(ManualClock::new(Timestamp(0))),
+        metrics,
+    )
+    .await
+    .unwrap();
+    (m, node.id)
+}
+
+async fn wait_closed(m: &Mirrors, node: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while m.is_open(node) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "driver never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_driver_of_an_absent_node_closes_and_reopens_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    m.set_idle_close(Duration::from_millis(50));
+
+    let s = m.status("n1", &id).await.unwrap();
+    assert_eq!((s.files, s.bytes, s.applied_seq), (2, 8, 7));
+    assert!(m.is_open("n1"));
+    wait_closed(&m, "n1").await;
+    assert!(m.open_receivers().is_empty(), "directory handles released");
+
+    // Reopened by the next use, from the index: same state.
+    let s = m.status("n1", &id).await.unwrap();
+    assert_eq!((s.files, s.bytes, s.applied_seq), (2, 8, 7));
+    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    // Attached: stays open however long it idles.
+    let s = m.status("n1", &id).await.unwrap();
+    assert_eq!((s.files, s.pending), (2, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(m.is_open("n1"), "a connected node's driver stays");
+    m.detach("n1");
+    wait_closed(&m, "n1").await;
+    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+}
+
+#[tokio::test]
+async fn hub_start_opens_a_bounded_number_of_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _) = mirrors(dir.path()).await;
+    let mut names = vec!["n1".to_owned()];
+    for i in 0..EAGER_OPENS + 5 {
+        let name = format!("m{i:03}");
+        crate::test_support::joined_node(m.store_for_tests(), &name).await;
+        names.push(name);
+    }
+    for name in &names {
+        seeded(m.index(), name).await;
+    }
+    m.open_known().await;
+    let open = names.iter().filter(|n| m.is_open(n)).count();
+    assert_eq!(open, EAGER_OPENS);
+}
+
+/// Events racing a driver that closes for idleness are never lost: each
+/// either reaches the closing driver (which then stays) or a new one.
+#[tokio::test]
+async fn no_event_is_lost_to_a_closing_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    m.set_idle_close(Duration::from_millis(1));
+    for _ in 0..200 {
+        let s = m.status("n1", &id).await.unwrap();
+        assert_eq!(s.applied_seq, 7);
+        tokio::task::yield_now().await;
+    }
+}
