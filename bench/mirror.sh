@@ -15,9 +15,10 @@
 # Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
 # Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; RESTART_ONLY=1 (for iterating on the
 # hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
-# FAST_POLL=1: the sync/online checks match the CLI's JSON in bash instead of piping it
+# The sync/online checks match the CLI's JSON in bash (default) instead of piping it
 # through jq (jq 1.6 costs ~17 ms CPU per call, three calls per check: most of a
-# sub-100 ms figure on 2 cores). Same conditions, less measurement overhead.
+# sub-100 ms figure on 2 cores); FAST_POLL= (empty) checks with jq instead.
+# Same conditions either way, less measurement overhead by default.
 set -euo pipefail
 # Scratch space of its own (other benchmarks share /tmp/ganglion-bench); workloads from the shared place.
 export BENCH_ROOT=${BENCH_ROOT:-/tmp/ganglion-bench-mirror}
@@ -28,7 +29,7 @@ BIN=${GANGLION_BIN:-$REPO/target/release/ganglion}
 [ -x "$BIN" ] || die "build first: cargo build --release -p ganglion"
 command -v rsync >/dev/null || die "rsync missing (apt-get install rsync)"
 command -v b3sum >/dev/null || die "b3sum missing (apt-get install b3sum or cargo install b3sum)"
-RUNS=${RUNS:-3}; EDITS=${EDITS:-10}; RESTART_ONLY=${RESTART_ONLY:-}; FAST_POLL=${FAST_POLL:-}
+RUNS=${RUNS:-3}; EDITS=${EDITS:-10}; RESTART_ONLY=${RESTART_ONLY:-}; FAST_POLL=${FAST_POLL-1}
 S=$ROOT/mirror; mkdir -p "$S"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
