@@ -636,14 +636,16 @@ fn read_files(
         let mut offset = 0u64;
         while offset < *size {
             let len = (*size - offset).min(UPLOAD_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; len];
-            if file.read_exact(&mut buf).is_err() {
+            // Read into spare capacity: no zeroing of each chunk first.
+            let mut buf = Vec::with_capacity(len);
+            let read = (&mut file).take(len as u64).read_to_end(&mut buf);
+            if !matches!(read, Ok(n) if n == len) {
                 // Shrunk while read: the hub fails it too (short).
                 out[i] = Some(TransferFailure::SourceChanged);
                 break;
             }
             let msg = v1::UploadChunk {
-                kind: Some(v1::upload_chunk::Kind::Data(buf)),
+                kind: Some(v1::upload_chunk::Kind::Data(buf.into())),
                 offset,
             };
             offset += len as u64;

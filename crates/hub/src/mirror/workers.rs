@@ -11,6 +11,10 @@ use ganglion_store::Store;
 use super::Mirrors;
 use crate::worker::Periodic;
 
+/// A staging file unchanged for this long and owned by no transfer or commit
+/// is stale (a file is created a moment before its transfer owns it).
+const STAGING_MIN_AGE: Duration = Duration::from_secs(60);
+
 /// Releases idle transfers (and their locks) and sweeps stale staging files.
 pub struct TransferReaper {
     pub mirrors: Arc<Mirrors>,
@@ -22,7 +26,7 @@ impl TransferReaper {
         let mut n = self.mirrors.locks().reap_idle();
         for r in self.mirrors.open_receivers() {
             n += r.reap_idle();
-            if let Err(e) = r.sweep_staging() {
+            if let Err(e) = r.sweep_staging(STAGING_MIN_AGE) {
                 tracing::warn!(node = r.node(), error = %e, "staging sweep failed");
             }
         }

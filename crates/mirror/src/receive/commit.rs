@@ -86,13 +86,29 @@ impl Receiver {
     #[instrument(skip_all, fields(node = %self.inner.node, ops = ops.len()))]
     pub async fn commit(&self, ops: Vec<Op>) -> Result<BatchOutcome, Error> {
         let me = self.clone();
-        let (prepared, mut failed) = tokio::task::spawn_blocking(move || me.stage(ops))
+        let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
             .map_err(|e| Error::Io {
                 op: "join",
                 path: String::new(),
                 source: io::Error::other(e),
             })?;
+        let names: Vec<String> = prepared.iter().filter_map(|(_, s)| s.clone()).collect();
+        let result = self.retract_place_publish(prepared, failed).await;
+        // Placed or removed by now: the sweep may look at these names again.
+        let mut placing = lock(&self.inner.placing);
+        for n in &names {
+            placing.remove(n);
+        }
+        result
+    }
+
+    /// Phases 2 to 5 of a commit.
+    async fn retract_place_publish(
+        &self,
+        prepared: Vec<Prepared>,
+        mut failed: Vec<(Op, TransferFailure)>,
+    ) -> Result<BatchOutcome, Error> {
         let mut retract = Batch::default();
         let mut parents: BTreeSet<RelPath> = BTreeSet::new();
         for (op, _) in &prepared {
@@ -240,6 +256,7 @@ impl Receiver {
             .mirror
             .hard_link(from.as_str(), &self.inner.staging, &name)
             .map_err(io_err("link", from))?;
+        lock(&self.inner.placing).insert(name.clone());
         Ok(name)
     }
 
@@ -264,10 +281,13 @@ impl Receiver {
                 })?;
                 match content {
                     Content::Staged => {
-                        let s = lock(&self.inner.staged)
+                        let mut staged = lock(&self.inner.staged);
+                        let s = staged
                             .remove(&entry.path)
                             .filter(|s| s.hash == hash)
                             .ok_or(Error::UnknownTransfer { id: 0 })?;
+                        // Still under the lock: never owned by neither.
+                        lock(&self.inner.placing).insert(s.staged_name.clone());
                         Ok(Some((s.staged_name, Some(None))))
                     }
                     Content::Empty | Content::Copy(_) => {
@@ -302,6 +322,7 @@ impl Receiver {
                             self.remove_staged(&name);
                             return Err(e);
                         }
+                        lock(&self.inner.placing).insert(name.clone());
                         Ok(Some((name, Some(Some(file)))))
                     }
                 }
@@ -314,6 +335,7 @@ impl Receiver {
                     .staging
                     .symlink_contents(target, &name)
                     .map_err(io_err("symlink", &entry.path))?;
+                lock(&self.inner.placing).insert(name.clone());
                 Ok(Some((name, None)))
             }
             Op::Delete { .. } | Op::Mkdir { .. } | Op::Move { .. } => Ok(None),
@@ -502,5 +524,102 @@ impl Receiver {
                 .map_err(io_err("remove_dir", path)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::entry::{Replica, Version};
+    use crate::immutable::ImmutablePaths;
+    use crate::index::Index;
+    use crate::locks::LockRegistry;
+
+    fn file(path: &str, data: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime_ns: 0,
+            mode: 0o644,
+            inode: 0,
+            dev: 0,
+            symlink_target: None,
+            hash: Some(ContentHash::of(data)),
+            seq: 1,
+            version: Version {
+                origin: Replica::Node,
+                seq: 1,
+            },
+        }
+    }
+
+    /// A staged file a commit has taken (between staging and placing) is
+    /// not stale: a sweep then left the rename without its source.
+    #[tokio::test]
+    async fn a_sweep_during_a_commit_keeps_the_files_it_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_in_memory().await.unwrap();
+        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+        let e = file("a/f", b"data");
+        let id = r
+            .open_transfer(
+                &e.path,
+                e.hash.unwrap(),
+                4,
+                0o644,
+                &ImmutablePaths::default(),
+            )
+            .unwrap();
+        r.chunk(id, 0, b"data").unwrap();
+        r.finish(id).unwrap();
+        let link = Entry {
+            kind: EntryKind::Symlink,
+            symlink_target: Some("f".into()),
+            hash: None,
+            ..file("a/l", b"")
+        };
+        let ops = vec![
+            Op::Write {
+                entry: e.clone(),
+                content: Content::Staged,
+            },
+            Op::Write {
+                entry: file("a/empty", b""),
+                content: Content::Empty,
+            },
+            Op::Symlink { entry: link },
+        ];
+        let (prepared, failed) = r.stage(ops);
+        assert!(failed.is_empty());
+        assert_eq!(r.sweep_staging(Duration::ZERO).unwrap(), 0);
+        let (done, failed) = r.place(prepared);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(done.len(), 3);
+        assert_eq!(
+            std::fs::read(dir.path().join("mirrors/n/a/f")).unwrap(),
+            b"data"
+        );
+        assert!(
+            lock(&r.inner.placing).len() == 3,
+            "released by commit(), not place()"
+        );
+    }
+
+    /// Through `commit`, nothing stays claimed.
+    #[tokio::test]
+    async fn a_commit_releases_its_staged_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_in_memory().await.unwrap();
+        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+        let ops = vec![Op::Write {
+            entry: file("f", b""),
+            content: Content::Empty,
+        }];
+        let out = r.commit(ops).await.unwrap();
+        assert_eq!(out.done.len(), 1);
+        assert!(lock(&r.inner.placing).is_empty());
     }
 }
