@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Upload data as `Bytes`: decoded without a copy out of the receive
         // buffer (a 1 GiB upload copied each byte once more otherwise).
-        .bytes([".ganglion.v1.UploadChunk.data"])
+        .bytes(".ganglion.v1.UploadChunk.data")
         .compile_fds(fds)?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
