@@ -60,6 +60,36 @@ pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     out.into_values().collect()
 }
 
+/// Parent directory handles of a batch being placed (a bounded number: each
+/// is an open descriptor).
+#[derive(Default)]
+struct Parents {
+    dirs: std::collections::HashMap<RelPath, cap_std::fs::Dir>,
+}
+
+impl Parents {
+    const MAX: usize = 64;
+
+    fn contains(&self, p: &RelPath) -> bool {
+        self.dirs.contains_key(p)
+    }
+
+    fn get(&self, p: &RelPath) -> Option<&cap_std::fs::Dir> {
+        self.dirs.get(p)
+    }
+
+    fn insert(&mut self, p: RelPath, dir: cap_std::fs::Dir) {
+        if self.dirs.len() >= Self::MAX {
+            self.dirs.clear();
+        }
+        self.dirs.insert(p, dir);
+    }
+
+    fn clear(&mut self) {
+        self.dirs.clear();
+    }
+}
+
 /// From this many files (or directories) to make durable, a commit flushes
 /// the filesystem once (`syncfs`) instead of each one.
 const GROUP_SYNC_MIN: usize = 32;
@@ -347,9 +377,10 @@ impl Receiver {
         let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        // Parent directories known to exist (as directories) in this batch;
-        // forgotten whenever an op could remove one.
-        let mut ready: BTreeSet<RelPath> = BTreeSet::new();
+        // Parent directories known to exist (as directories) in this batch,
+        // with a confined handle each; forgotten whenever an op could remove
+        // one.
+        let mut ready = Parents::default();
         for (op, staged) in prepared {
             dirs.insert(op.path().parent());
             if let Op::Move { from, .. } = &op {
@@ -397,26 +428,29 @@ impl Receiver {
         (done, failed)
     }
 
-    fn place_one(
-        &self,
-        op: &Op,
-        staged: Option<&str>,
-        ready: &mut BTreeSet<RelPath>,
-    ) -> Result<(), Error> {
+    fn place_one(&self, op: &Op, staged: Option<&str>, ready: &mut Parents) -> Result<(), Error> {
         let m = &self.inner.mirror;
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
-                match entry.path.parent() {
-                    Some(p) if ready.contains(&p) => {}
-                    parent => {
-                        self.ensure_parent(&entry.path)?;
-                        ready.extend(parent);
-                    }
-                }
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
+                // Renamed into a handle on its parent, opened once per
+                // directory of the batch (a rename by path opened the parent
+                // each time: an openat2 and a close per file).
+                let first = match entry.path.parent() {
+                    None => self.inner.staging.rename(name, m, entry.path.as_str()),
+                    Some(p) => {
+                        if !ready.contains(&p) {
+                            self.ensure_parent(&entry.path)?;
+                            let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
+                            ready.insert(p.clone(), dir);
+                        }
+                        let dir = ready.get(&p).expect("just inserted");
+                        self.inner.staging.rename(name, dir, entry.path.file_name())
+                    }
+                };
                 // A directory in the way (the node replaced it by a file)
                 // fails the rename: clear it then, instead of a stat per file.
-                match self.inner.staging.rename(name, m, entry.path.as_str()) {
+                match first {
                     Err(e)
                         if matches!(
                             e.raw_os_error(),
