@@ -13,7 +13,8 @@
 #   W.node_restart_uploaded  bytes the hub hashed because of the node restart (must be 0)
 # and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10.
 # Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
-# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; RESTART_ONLY=1 (for iterating on the
+# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; INITIAL_ONLY=1 measures only the
+# initial syncs (no restarts, rehash or edits: quicker iterations); RESTART_ONLY=1 (for iterating on the
 # hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
 # The sync/online checks match the CLI's JSON in bash (default) instead of piping it
 # through jq (jq 1.6 costs ~17 ms CPU per call, three calls per check: most of a
@@ -107,6 +108,7 @@ for W in "${WORKLOADS[@]}"; do
   emit_stats "$W.mirror_initial" s "${mi[@]}"
   [ -n "$RESTART_ONLY" ] || emit_stats "$W.rsync_initial" s "${rs[@]}"
   [ -n "$RESTART_ONLY" ] || emit "$W.mirror_vs_rsync" "$(awk -v a="$(stats "${mi[@]}" | cut -d' ' -f1)" -v b="$(stats "${rs[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.2f", a/b}')" x "goal <= 1.0"
+  if [ "${INITIAL_ONLY:-0}" = 1 ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; continue; fi
 
   # Hub restart with the workload mirrored (the last run's hub and node are still up).
   GRPC=$(jq -r .grpc "$R/hub/run/endpoints.json"); HTTP=$(jq -r .http "$R/hub/run/endpoints.json")
@@ -145,6 +147,7 @@ for W in "${WORKLOADS[@]}"; do
   stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"
 done
 
+[ "${INITIAL_ONLY:-0}" = 1 ] && exit 0
 # One edit → visible in the mirror (a copy of `small`, so the pristine workload is untouched).
 [ -z "$RESTART_ONLY" ] || exit 0
 need_workload small

@@ -12,6 +12,13 @@ mod signal;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: an initial sync allocates and frees
+/// buffers per message and per file, and glibc's (arena consolidation, large
+/// buffers returned to the kernel and faulted in again) took about a tenth of
+/// the hub's samples in a profile of a linux-tree sync.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     logging::init();

@@ -556,7 +556,7 @@ fn header(path: &str, declared: &[u8]) -> ganglion_proto::v1::UploadChunk {
 fn data(offset: u64, bytes: &[u8]) -> ganglion_proto::v1::UploadChunk {
     use ganglion_proto::v1;
     v1::UploadChunk {
-        kind: Some(v1::upload_chunk::Kind::Data(bytes.to_vec())),
+        kind: Some(v1::upload_chunk::Kind::Data(bytes.to_vec().into())),
         offset,
     }
 }

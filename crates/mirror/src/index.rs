@@ -117,7 +117,12 @@ impl Index {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // 64 MiB of page cache per connection (the default 2 MiB): an
+            // initial sync writes a row per file into three b-trees keyed by
+            // path, sequence and hash, and the node's whole-workspace record
+            // of a kernel tree spent most of its time re-reading pages.
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -218,32 +223,46 @@ impl Index {
             .bind(mirror)
             .execute(&mut *tx)
             .await?;
-        for p in &batch.removes {
-            sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ? AND path = ?")
-                .bind(mirror)
-                .bind(p.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // Many rows per statement: each statement is a round trip to the
+        // database thread, and a group commit of an initial sync names
+        // thousands of paths (three statements per file cost more than the
+        // files' own IO).
+        for chunk in batch.removes.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM mirror_entries WHERE mirror_id = ? AND path IN ({})",
+                placeholders(chunk.len(), "?")
+            );
+            let mut q = sqlx::query(&sql).bind(mirror);
+            for p in chunk {
+                q = q.bind(p.as_str());
+            }
+            q.execute(&mut *tx).await?;
         }
-        for p in &batch.removes_below {
+        for chunk in batch.removes_below.chunks(ROWS_PER_STATEMENT) {
             // Everything below `p` sorts in [`p/`, `p0`) ('0' follows '/'
-            // bytewise): a range on the primary key, not a scan of the table
-            // (a substr() test per row made each file of a sync cost O(n)).
-            // Not LIKE either: names may contain '%' and '_'.
-            sqlx::query(
-                "DELETE FROM mirror_entries WHERE mirror_id = ? AND path >= ? AND path < ?",
+            // bytewise): a range on the primary key per path, not a scan of
+            // the table (a substr() test per row made each file of a sync
+            // cost O(n)). Not LIKE either: names may contain '%' and '_'.
+            let sql = removes_below_sql(chunk.len());
+            let mut q = sqlx::query(&sql).bind(mirror);
+            for p in chunk {
+                q = q.bind(format!("{p}/")).bind(format!("{p}0"));
+            }
+            q.bind(mirror).execute(&mut *tx).await?;
+        }
+        let rows: Vec<(std::borrow::Cow<'_, Entry>, bool)> = batch
+            .tombstones
+            .iter()
+            .map(|t| (std::borrow::Cow::Owned(tombstone_entry(t)), true))
+            .chain(
+                batch
+                    .upserts
+                    .iter()
+                    .map(|e| (std::borrow::Cow::Borrowed(e), false)),
             )
-            .bind(mirror)
-            .bind(format!("{p}/"))
-            .bind(format!("{p}0"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for t in &batch.tombstones {
-            upsert_row(&mut tx, mirror, &tombstone_entry(t), true).await?;
-        }
-        for e in &batch.upserts {
-            upsert_row(&mut tx, mirror, e, false).await?;
+            .collect();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            upsert_rows(&mut tx, mirror, chunk).await?;
         }
         if let Some(seq) = batch.seq {
             sqlx::query("UPDATE mirror_meta SET seq = ? WHERE mirror_id = ?")
@@ -420,37 +439,68 @@ fn tombstone_entry(t: &Tombstone) -> Entry {
     }
 }
 
-async fn upsert_row(
+/// Rows per multi-row statement (14 parameters each: well under SQLite's
+/// 32,766 parameters per statement).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// `n` copies of `one`, comma-separated.
+fn placeholders(n: usize, one: &str) -> String {
+    let mut s = String::with_capacity(n * (one.len() + 2));
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(one);
+    }
+    s
+}
+
+/// Deletes the rows strictly below `n` paths (bound: the mirror, a `(p/, p0)`
+/// pair per path, the mirror again; numbered and plain `?` do not mix in sqlx).
+fn removes_below_sql(n: usize) -> String {
+    format!(
+        "DELETE FROM mirror_entries WHERE mirror_id = ? AND path IN \
+         (SELECT e.path FROM (VALUES {}) AS r \
+          JOIN mirror_entries AS e ON e.mirror_id = ? AND e.path >= r.column1 AND e.path < r.column2)",
+        placeholders(n, "(?, ?)")
+    )
+}
+
+/// Inserts or replaces rows, in order (a path listed twice ends as its last row).
+async fn upsert_rows(
     tx: &mut Transaction<'_, Sqlite>,
     mirror: &str,
-    e: &Entry,
-    deleted: bool,
+    rows: &[(std::borrow::Cow<'_, Entry>, bool)],
 ) -> Result<(), Error> {
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO mirror_entries (mirror_id, path, kind, size, mtime_ns, mode, inode, dev, symlink_target, \
-         hash, seq, origin, origin_seq, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         hash, seq, origin, origin_seq, deleted) VALUES {} \
          ON CONFLICT (mirror_id, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, \
          mtime_ns = excluded.mtime_ns, mode = excluded.mode, inode = excluded.inode, dev = excluded.dev, \
          symlink_target = excluded.symlink_target, hash = excluded.hash, seq = excluded.seq, \
          origin = excluded.origin, origin_seq = excluded.origin_seq, deleted = excluded.deleted",
-    )
-    .bind(mirror)
-    .bind(e.path.as_str())
-    .bind(e.kind.as_str())
-    .bind(e.size as i64)
-    .bind(e.mtime_ns)
-    .bind(i64::from(e.mode))
-    // u64 stored bit-for-bit in SQLite's i64
-    .bind(e.inode as i64)
-    .bind(e.dev as i64)
-    .bind(e.symlink_target.as_deref())
-    .bind(e.hash.map(|h| h.to_string()))
-    .bind(e.seq as i64)
-    .bind(e.version.origin.as_str())
-    .bind(e.version.seq as i64)
-    .bind(i64::from(deleted))
-    .execute(&mut **tx)
-    .await?;
+        placeholders(rows.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    );
+    let mut q = sqlx::query(&sql);
+    for (e, deleted) in rows {
+        q = q
+            .bind(mirror)
+            .bind(e.path.as_str())
+            .bind(e.kind.as_str())
+            .bind(e.size as i64)
+            .bind(e.mtime_ns)
+            .bind(i64::from(e.mode))
+            // u64 stored bit-for-bit in SQLite's i64
+            .bind(e.inode as i64)
+            .bind(e.dev as i64)
+            .bind(e.symlink_target.as_deref())
+            .bind(e.hash.map(|h| h.to_string()))
+            .bind(e.seq as i64)
+            .bind(e.version.origin.as_str())
+            .bind(e.version.seq as i64)
+            .bind(i64::from(*deleted));
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -569,6 +619,91 @@ mod tests {
             .map(|e| e.path.to_string())
             .collect();
         assert_eq!(left, ["a", "a%/x", "a-x", "a.b", "a0", "ab", "b/a/c"]);
+    }
+
+    /// Batches larger than one statement's rows: every row lands, a path
+    /// listed twice ends as its last row, deletes reach every chunk.
+    #[tokio::test]
+    async fn batches_span_several_statements() {
+        let idx = Index::open_in_memory().await.unwrap();
+        let n = ROWS_PER_STATEMENT * 2 + 7;
+        let mut upserts: Vec<Entry> = (0..n).map(|i| file(&format!("d{i}/f"), b"x", 1)).collect();
+        upserts.push(file("d0/f", b"last", 2));
+        idx.apply(
+            "other",
+            &Batch {
+                upserts: upserts.clone(),
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
+        idx.apply(
+            "n",
+            &Batch {
+                upserts,
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
+        let got = idx
+            .get("n", &RelPath::parse("d0/f").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap().hash, Some(ContentHash::of(b"last")));
+        assert_eq!(idx.list("n", None).await.unwrap().len(), n);
+        // Remove every even file by path, everything below every odd directory.
+        let removes = (0..n)
+            .step_by(2)
+            .map(|i| RelPath::parse(&format!("d{i}/f")).unwrap())
+            .collect();
+        let removes_below = (1..n)
+            .step_by(2)
+            .map(|i| RelPath::parse(&format!("d{i}")).unwrap())
+            .collect();
+        idx.apply(
+            "n",
+            &Batch {
+                removes,
+                removes_below,
+                ..Batch::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(idx.list("n", None).await.unwrap().is_empty());
+        assert_eq!(
+            idx.list("other", None).await.unwrap().len(),
+            n,
+            "other mirror untouched"
+        );
+    }
+
+    /// The subtree delete seeks the primary key per path; it never scans the
+    /// table (that made each file of a sync cost O(files)).
+    #[tokio::test]
+    async fn removes_below_searches_the_primary_key() {
+        let idx = Index::open_in_memory().await.unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", removes_below_sql(3));
+        let mut q = sqlx::query(&sql).bind("n");
+        for p in ["a", "b", "c"] {
+            q = q.bind(format!("{p}/")).bind(format!("{p}0"));
+        }
+        let plan: Vec<String> = q
+            .bind("n")
+            .fetch_all(&idx.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("SCAN e") && !plan.contains("SCAN mirror_entries"),
+            "{plan}"
+        );
+        assert!(plan.contains("SEARCH e USING PRIMARY KEY"), "{plan}");
     }
 
     #[tokio::test]

@@ -157,6 +157,9 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         .filter_entry(|e| !(e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n)))
         .build();
     let mut ignore_dirs = vec![String::new()];
+    // Walk first (cheap: directory reads), then stat and hash on a few
+    // threads: a first scan hashes every byte of the workspace.
+    let mut found: Vec<(RelPath, Option<&Entry>)> = Vec::new();
     for dent in walker {
         let dent = match dent {
             Ok(d) => d,
@@ -192,11 +195,83 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
                 continue;
             }
         };
+        // On a first scan nothing is known: no stat to look a rename up.
         let before = prior.get(&rel).or_else(|| {
+            if by_inode.is_empty() {
+                return None;
+            }
             let md = dent.metadata().ok()?;
             by_inode.get(&(md.dev(), md.ino())).copied()
         });
-        match stat_path(root, &rel, before, &mut report) {
+        found.push((rel, before));
+    }
+    stat_all(root, found, &mut report);
+    report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));
+    debug!(
+        entries = report.entries.len(),
+        hashed = report.files_hashed,
+        "scan done"
+    );
+    Ok(report)
+}
+
+/// Threads that stat and hash during a scan, at most.
+const SCAN_THREADS: usize = 4;
+/// Paths a scan thread takes at a time.
+const SCAN_CHUNK: usize = 64;
+
+/// Stats (and hashes, where needed) every path found, on up to
+/// [`SCAN_THREADS`] threads; results are kept in walk order.
+fn stat_all(root: &Path, found: Vec<(RelPath, Option<&Entry>)>, report: &mut ScanReport) {
+    type Stat = Result<Option<Entry>, SkipReason>;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SCAN_THREADS)
+        .min(found.len().div_ceil(SCAN_CHUNK).max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |part: &mut ScanReport| {
+        let mut out: Vec<(usize, Stat)> = Vec::new();
+        loop {
+            let start = next.fetch_add(SCAN_CHUNK, std::sync::atomic::Ordering::Relaxed);
+            if start >= found.len() {
+                return out;
+            }
+            for (i, (rel, before)) in found.iter().enumerate().skip(start).take(SCAN_CHUNK) {
+                out.push((i, stat_path(root, rel, *before, part)));
+            }
+        }
+    };
+    let parts: Vec<(ScanReport, Vec<(usize, Stat)>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut part = ScanReport::default();
+                    let out = work(&mut part);
+                    (part, out)
+                })
+            })
+            .collect();
+        let mut part = ScanReport::default();
+        let out = work(&mut part);
+        let mut parts = vec![(part, out)];
+        parts.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("scan thread panicked")),
+        );
+        parts
+    });
+    let mut results: Vec<Option<Stat>> = (0..found.len()).map(|_| None).collect();
+    for (part, out) in parts {
+        report.files_hashed += part.files_hashed;
+        report.bytes_hashed += part.bytes_hashed;
+        report.unstable.extend(part.unstable);
+        for (i, r) in out {
+            results[i] = Some(r);
+        }
+    }
+    for ((rel, _), r) in found.into_iter().zip(results) {
+        match r.expect("every path stat'ed") {
             Ok(Some(e)) => report.entries.push(e),
             Ok(None) => {}
             Err(reason) => report.skipped.push(Skipped {
@@ -205,13 +280,6 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             }),
         }
     }
-    report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));
-    debug!(
-        entries = report.entries.len(),
-        hashed = report.files_hashed,
-        "scan done"
-    );
-    Ok(report)
 }
 
 fn rel_path(rel: &Path) -> Result<RelPath, SkipReason> {

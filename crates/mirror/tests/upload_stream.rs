@@ -29,7 +29,7 @@ fn parts(path: &str, declared: &[u8], sent: &[u8]) -> Vec<Part> {
     for c in sent.chunks(4) {
         v.push(Part::Data {
             offset: off,
-            data: c.to_vec(),
+            data: c.to_vec().into(),
         });
         off += c.len() as u64;
     }
@@ -144,21 +144,21 @@ async fn out_of_order_or_overlong_data_fails_that_file_and_the_stream_goes_on() 
         header("gap", b"abcdefgh"),
         Part::Data {
             offset: 0,
-            data: b"abcd".to_vec(),
+            data: b"abcd".to_vec().into(),
         },
         // Skips 4 bytes: the file fails; its later data is ignored.
         Part::Data {
             offset: 8,
-            data: b"ijkl".to_vec(),
+            data: b"ijkl".to_vec().into(),
         },
         Part::Data {
             offset: 4,
-            data: b"efgh".to_vec(),
+            data: b"efgh".to_vec().into(),
         },
         header("long", b"ab"),
         Part::Data {
             offset: 0,
-            data: b"abc".to_vec(),
+            data: b"abc".to_vec().into(),
         },
     ];
     v.extend(parts("fine", b"ok", b"ok"));
@@ -200,7 +200,7 @@ async fn data_before_any_header_breaks_the_stream() {
     let err = s
         .feed(Part::Data {
             offset: 0,
-            data: b"orphan".to_vec(),
+            data: b"orphan".to_vec().into(),
         })
         .unwrap_err();
     assert!(matches!(err, StreamError::DataWithoutHeader));

@@ -20,7 +20,7 @@ use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, IgnoreRules, Sca
 use ganglion_mirror::{ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure};
 use ganglion_proto::v1;
 use notify::Watcher;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::client::HubClient;
@@ -96,8 +96,7 @@ struct MirrorAgent {
     input: mpsc::UnboundedSender<Input>,
     notices: mpsc::UnboundedSender<v1::NodeMessage>,
     client: Option<HubClient>,
-    uploads: Arc<Semaphore>,
-    queue: Arc<Mutex<VecDeque<UploadJob>>>,
+    queue: Arc<Mutex<UploadQueue>>,
     stats: Arc<Mutex<MirrorStats>>,
     progress: ProgressHandle,
     /// The ignore files as of the last full scan (a change to one of them
@@ -135,7 +134,6 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         input: input.clone(),
         notices: notices_tx,
         client: None,
-        uploads: Arc::new(Semaphore::new(PARALLEL_UPLOADS)),
         queue: Arc::default(),
         progress,
         stats: stats.clone(),
@@ -242,7 +240,7 @@ impl MirrorAgent {
             Input::Disconnected => {
                 self.client = None;
                 // Queued uploads die with the connection; the hub asks again.
-                self.queue.lock().expect("lock").clear();
+                self.queue.lock().expect("lock").jobs.clear();
                 SourceEvent::Disconnected
             }
             Input::Ack(seq) => SourceEvent::Ack { seq },
@@ -463,54 +461,76 @@ impl MirrorAgent {
     }
 
     /// Queues an upload; one of at most [`PARALLEL_UPLOADS`] streams takes
-    /// it, together with whatever else is queued by then (up to a batch).
+    /// it, together with whatever else is queued by then (up to a batch). A
+    /// stream worker starts only when fewer than that many run (a task per
+    /// file, most of them finding the queue empty, cost an initial sync 78k
+    /// tasks and wake-ups).
     fn upload(&self, path: RelPath, hash: ContentHash, size: u64) {
         let Some(client) = self.client.clone() else {
             return;
         };
-        self.queue.lock().expect("lock").push_back(UploadJob {
-            path,
-            hash,
-            size,
-            client,
-        });
+        {
+            let mut q = self.queue.lock().expect("lock");
+            q.jobs.push_back(UploadJob {
+                path,
+                hash,
+                size,
+                client,
+            });
+            if q.workers >= PARALLEL_UPLOADS {
+                return;
+            }
+            q.workers += 1;
+        }
         let queue = self.queue.clone();
         let root = self.opts.workspace.clone();
         let input = self.input.clone();
-        let permits = self.uploads.clone();
         let stats = self.stats.clone();
         let progress = self.progress.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let jobs = take_batch(&mut queue.lock().expect("lock"));
-            let Some(client) = jobs.first().map(|j| j.client.clone()) else {
-                return; // another stream took it
-            };
-            let files: Vec<(RelPath, ContentHash, u64)> =
-                jobs.into_iter().map(|j| (j.path, j.hash, j.size)).collect();
-            let results = upload_batch(client, root, files.clone(), progress).await;
-            let (mut ok, mut bytes) = (0, 0);
-            for ((path, hash, size), failure) in files.into_iter().zip(results) {
-                match failure {
-                    Some(f) => tracing::info!(%path, failure = ?f, "upload failed"),
-                    None => {
-                        ok += 1;
-                        bytes += size;
+            loop {
+                let jobs = {
+                    let mut q = queue.lock().expect("lock");
+                    let jobs = take_batch(&mut q.jobs);
+                    if jobs.is_empty() {
+                        q.workers -= 1;
+                        return;
                     }
+                    jobs
+                };
+                let client = jobs[0].client.clone();
+                let files: Vec<(RelPath, ContentHash, u64)> =
+                    jobs.into_iter().map(|j| (j.path, j.hash, j.size)).collect();
+                let results =
+                    upload_batch(client, root.clone(), files.clone(), progress.clone()).await;
+                let (mut ok, mut bytes) = (0, 0);
+                for ((path, hash, size), failure) in files.into_iter().zip(results) {
+                    match failure {
+                        Some(f) => tracing::info!(%path, failure = ?f, "upload failed"),
+                        None => {
+                            ok += 1;
+                            bytes += size;
+                        }
+                    }
+                    let _ = input.send(Input::Uploaded {
+                        path,
+                        hash,
+                        failure,
+                    });
                 }
-                let _ = input.send(Input::Uploaded {
-                    path,
-                    hash,
-                    failure,
-                });
+                let mut s = stats.lock().expect("lock");
+                s.uploads += ok;
+                s.bytes_uploaded += bytes;
             }
-            let mut s = stats.lock().expect("lock");
-            s.uploads += ok;
-            s.bytes_uploaded += bytes;
         });
     }
+}
+
+/// Files the hub needs, and how many stream workers upload them.
+#[derive(Default)]
+struct UploadQueue {
+    jobs: VecDeque<UploadJob>,
+    workers: usize,
 }
 
 /// A file the hub needs.
@@ -635,14 +655,16 @@ fn read_files(
         let mut offset = 0u64;
         while offset < *size {
             let len = (*size - offset).min(UPLOAD_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; len];
-            if file.read_exact(&mut buf).is_err() {
+            // Read into spare capacity: no zeroing of each chunk first.
+            let mut buf = Vec::with_capacity(len);
+            let read = (&mut file).take(len as u64).read_to_end(&mut buf);
+            if !matches!(read, Ok(n) if n == len) {
                 // Shrunk while read: the hub fails it too (short).
                 out[i] = Some(TransferFailure::SourceChanged);
                 break;
             }
             let msg = v1::UploadChunk {
-                kind: Some(v1::upload_chunk::Kind::Data(buf)),
+                kind: Some(v1::upload_chunk::Kind::Data(buf.into())),
                 offset,
             };
             offset += len as u64;

@@ -11,6 +11,7 @@
 //! idles out. A file that fails alone does not fail the stream: it is listed
 //! in `UploadResult.failures`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_mirror::receive::{FileOutcome, Part, UploadStream};
@@ -61,9 +62,38 @@ fn part(chunk: v1::UploadChunk) -> Result<Part, Error> {
     }
 }
 
+/// Tells the node's driver how a file ended, and counts it for the reply.
+fn report(mirrors: &Mirrors, name: &str, received: &mut Received, outcome: FileOutcome) {
+    match outcome.result {
+        Ok(size) => {
+            received.bytes += size;
+            mirrors.send(
+                name,
+                DriverEvent::Staged {
+                    path: outcome.path,
+                    hash: outcome.hash,
+                },
+            );
+        }
+        Err(failure) => {
+            received
+                .failures
+                .push((outcome.path.to_string(), outcome.hash, failure));
+            mirrors.send(
+                name,
+                DriverEvent::FetchFailed {
+                    path: outcome.path,
+                    hash: outcome.hash,
+                    failure,
+                },
+            );
+        }
+    }
+}
+
 #[tracing::instrument(skip_all, fields(node = %node.name))]
 pub async fn receive(
-    mirrors: &Mirrors,
+    mirrors: &Arc<Mirrors>,
     node: &NodeRecord,
     mut stream: Streaming<v1::UploadChunk>,
 ) -> Result<Received, Error> {
@@ -86,58 +116,39 @@ pub async fn receive(
     let receiver = mirrors.receiver(&name, &node.id).await?;
     let immutable = mirrors.immutable_of(&name);
 
-    // The writer reports each file as it ends; the driver learns of it at once.
+    // The writer reports each file to the driver as it ends (from its own
+    // thread: a hop through this task cost a wake-up per file).
     let (parts_tx, mut parts_rx) = mpsc::channel::<Part>(WRITER_QUEUE);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<FileOutcome>();
     let hashed = mirrors.metrics().mirror_hashed_bytes.clone();
+    let to_driver = mirrors.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut upload = UploadStream::new(receiver, immutable);
+        let mut received = Received::default();
         while let Some(part) = parts_rx.blocking_recv() {
             if let Part::Data { data, .. } = &part {
                 hashed.inc_by(data.len() as u64);
             }
-            for outcome in upload.feed(part)? {
-                let _ = done_tx.send(outcome);
+            match upload.feed(part) {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        report(&to_driver, &name, &mut received, o);
+                    }
+                }
+                // A broken stream drops the writer's state: the open file's
+                // transfer is aborted (nothing staged, lock released); files
+                // that ended are kept.
+                Err(e) => return (None, received, Some(e)),
             }
         }
-        Ok::<_, ganglion_mirror::receive::StreamError>(upload)
+        (Some((upload, to_driver, name)), received, None)
     });
     let _ = parts_tx.send(first).await;
 
-    let mut received = Received::default();
-    let mut report = |outcome: FileOutcome| match outcome.result {
-        Ok(size) => {
-            received.bytes += size;
-            mirrors.send(
-                &name,
-                DriverEvent::Staged {
-                    path: outcome.path,
-                    hash: outcome.hash,
-                },
-            );
-        }
-        Err(failure) => {
-            received
-                .failures
-                .push((outcome.path.to_string(), outcome.hash, failure));
-            mirrors.send(
-                &name,
-                DriverEvent::FetchFailed {
-                    path: outcome.path,
-                    hash: outcome.hash,
-                    failure,
-                },
-            );
-        }
-    };
     let streamed: Result<(), Error> = async {
         loop {
-            let msg = tokio::select! {
-                m = tokio::time::timeout(CHUNK_IDLE, stream.message()) => m,
-                Some(o) = done_rx.recv() => { report(o); continue; }
-            };
-            let msg =
-                msg.map_err(|_| transfer(TransferFailure::Cancelled, "upload idle for too long"))?;
+            let msg = tokio::time::timeout(CHUNK_IDLE, stream.message())
+                .await
+                .map_err(|_| transfer(TransferFailure::Cancelled, "upload idle for too long"))?;
             match msg {
                 Ok(Some(c)) => {
                     if parts_tx.send(part(c)?).await.is_err() {
@@ -152,21 +163,24 @@ pub async fn receive(
     }
     .await;
     drop(parts_tx);
-    let written = writer
+    let (upload, received, broken) = writer
         .await
         .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))?;
-    while let Ok(o) = done_rx.try_recv() {
-        report(o);
+    if let Some(e) = broken {
+        return Err(Error::InvalidArgument(e.to_string()));
     }
-    // A broken stream drops the writer's state: the open file's transfer is
-    // aborted (nothing staged, lock released); files that ended are kept.
-    let upload = written.map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    // Dropping the stream here (on error) aborts its open file.
     streamed?;
-    let last = tokio::task::spawn_blocking(move || upload.finish())
-        .await
-        .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))?;
-    if let Some(o) = last {
-        report(o);
-    }
-    Ok(received)
+    let Some((upload, to_driver, name)) = upload else {
+        return Ok(received);
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut received = received;
+        if let Some(o) = upload.finish() {
+            report(&to_driver, &name, &mut received, o);
+        }
+        received
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))
 }

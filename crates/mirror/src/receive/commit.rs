@@ -60,6 +60,36 @@ pub(crate) fn survivors(done: &[Op]) -> Vec<Entry> {
     out.into_values().collect()
 }
 
+/// Parent directory handles of a batch being placed (a bounded number: each
+/// is an open descriptor).
+#[derive(Default)]
+struct Parents {
+    dirs: std::collections::HashMap<RelPath, cap_std::fs::Dir>,
+}
+
+impl Parents {
+    const MAX: usize = 64;
+
+    fn contains(&self, p: &RelPath) -> bool {
+        self.dirs.contains_key(p)
+    }
+
+    fn get(&self, p: &RelPath) -> Option<&cap_std::fs::Dir> {
+        self.dirs.get(p)
+    }
+
+    fn insert(&mut self, p: RelPath, dir: cap_std::fs::Dir) {
+        if self.dirs.len() >= Self::MAX {
+            self.dirs.clear();
+        }
+        self.dirs.insert(p, dir);
+    }
+
+    fn clear(&mut self) {
+        self.dirs.clear();
+    }
+}
+
 /// From this many files (or directories) to make durable, a commit flushes
 /// the filesystem once (`syncfs`) instead of each one.
 const GROUP_SYNC_MIN: usize = 32;
@@ -86,13 +116,22 @@ impl Receiver {
     #[instrument(skip_all, fields(node = %self.inner.node, ops = ops.len()))]
     pub async fn commit(&self, ops: Vec<Op>) -> Result<BatchOutcome, Error> {
         let me = self.clone();
-        let (prepared, mut failed) = tokio::task::spawn_blocking(move || me.stage(ops))
+        let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
             .map_err(|e| Error::Io {
                 op: "join",
                 path: String::new(),
                 source: io::Error::other(e),
             })?;
+        self.retract_place_publish(prepared, failed).await
+    }
+
+    /// Phases 2 to 5 of a commit.
+    async fn retract_place_publish(
+        &self,
+        prepared: Vec<Prepared>,
+        mut failed: Vec<(Op, TransferFailure)>,
+    ) -> Result<BatchOutcome, Error> {
         let mut retract = Batch::default();
         let mut parents: BTreeSet<RelPath> = BTreeSet::new();
         for (op, _) in &prepared {
@@ -268,6 +307,7 @@ impl Receiver {
                 })?;
                 match content {
                     Content::Staged => {
+                        // Its name stays claimed until placed or removed.
                         let s = lock(&self.inner.staged)
                             .remove(&entry.path)
                             .filter(|s| s.hash == hash)
@@ -329,9 +369,10 @@ impl Receiver {
         let mut dirs: BTreeSet<Option<RelPath>> = BTreeSet::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        // Parent directories known to exist (as directories) in this batch;
-        // forgotten whenever an op could remove one.
-        let mut ready: BTreeSet<RelPath> = BTreeSet::new();
+        // Parent directories known to exist (as directories) in this batch,
+        // with a confined handle each; forgotten whenever an op could remove
+        // one.
+        let mut ready = Parents::default();
         for (op, staged) in prepared {
             dirs.insert(op.path().parent());
             if let Op::Move { from, .. } = &op {
@@ -384,26 +425,29 @@ impl Receiver {
         (done, failed)
     }
 
-    fn place_one(
-        &self,
-        op: &Op,
-        staged: Option<&str>,
-        ready: &mut BTreeSet<RelPath>,
-    ) -> Result<(), Error> {
+    fn place_one(&self, op: &Op, staged: Option<&str>, ready: &mut Parents) -> Result<(), Error> {
         let m = &self.inner.mirror;
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
-                match entry.path.parent() {
-                    Some(p) if ready.contains(&p) => {}
-                    parent => {
-                        self.ensure_parent(&entry.path)?;
-                        ready.extend(parent);
-                    }
-                }
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
+                // Renamed into a handle on its parent, opened once per
+                // directory of the batch (a rename by path opened the parent
+                // each time: an openat2 and a close per file).
+                let first = match entry.path.parent() {
+                    None => self.inner.staging.rename(name, m, entry.path.as_str()),
+                    Some(p) => {
+                        if !ready.contains(&p) {
+                            self.ensure_parent(&entry.path)?;
+                            let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
+                            ready.insert(p.clone(), dir);
+                        }
+                        let dir = ready.get(&p).expect("just inserted");
+                        self.inner.staging.rename(name, dir, entry.path.file_name())
+                    }
+                };
                 // A directory in the way (the node replaced it by a file)
                 // fails the rename: clear it then, instead of a stat per file.
-                match self.inner.staging.rename(name, m, entry.path.as_str()) {
+                match first {
                     Err(e)
                         if matches!(
                             e.raw_os_error(),
@@ -511,5 +555,101 @@ impl Receiver {
                 .map_err(io_err("remove_dir", path)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::entry::{Replica, Version};
+    use crate::immutable::ImmutablePaths;
+    use crate::index::Index;
+    use crate::locks::LockRegistry;
+
+    fn file(path: &str, data: &[u8]) -> Entry {
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime_ns: 0,
+            mode: 0o644,
+            inode: 0,
+            dev: 0,
+            symlink_target: None,
+            hash: Some(ContentHash::of(data)),
+            seq: 1,
+            version: Version {
+                origin: Replica::Node,
+                seq: 1,
+            },
+        }
+    }
+
+    /// A staged file a commit has taken (between staging and placing) is
+    /// not stale: a sweep then left the rename without its source.
+    #[tokio::test]
+    async fn a_sweep_during_a_commit_keeps_the_files_it_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_in_memory().await.unwrap();
+        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+        let e = file("a/f", b"data");
+        let id = r
+            .open_transfer(
+                &e.path,
+                e.hash.unwrap(),
+                4,
+                0o644,
+                &ImmutablePaths::default(),
+            )
+            .unwrap();
+        r.chunk(id, 0, b"data").unwrap();
+        r.finish(id).unwrap();
+        let link = Entry {
+            kind: EntryKind::Symlink,
+            symlink_target: Some("f".into()),
+            hash: None,
+            ..file("a/l", b"")
+        };
+        let ops = vec![
+            Op::Write {
+                entry: e.clone(),
+                content: Content::Staged,
+            },
+            Op::Write {
+                entry: file("a/empty", b""),
+                content: Content::Empty,
+            },
+            Op::Symlink { entry: link },
+        ];
+        let (prepared, failed) = r.stage(ops);
+        assert!(failed.is_empty());
+        assert_eq!(r.sweep_staging().unwrap(), 0);
+        let (done, failed) = r.place(prepared);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(done.len(), 3);
+        assert_eq!(
+            std::fs::read(dir.path().join("mirrors/n/a/f")).unwrap(),
+            b"data"
+        );
+        assert!(
+            lock(&r.inner.claimed).is_empty(),
+            "names are released once placed"
+        );
+    }
+
+    /// Through `commit`, nothing stays claimed.
+    #[tokio::test]
+    async fn a_commit_releases_its_staged_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open_in_memory().await.unwrap();
+        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+        let ops = vec![Op::Write {
+            entry: file("f", b""),
+            content: Content::Empty,
+        }];
+        let out = r.commit(ops).await.unwrap();
+        assert_eq!(out.done.len(), 1);
+        assert!(lock(&r.inner.claimed).is_empty());
     }
 }

@@ -26,7 +26,7 @@ pub enum Part {
         mode: u32,
     },
     /// The next bytes of the current file, at `offset`.
-    Data { offset: u64, data: Vec<u8> },
+    Data { offset: u64, data: bytes::Bytes },
 }
 
 /// How one file of a stream ended.

@@ -17,6 +17,8 @@ impl Sim {
         while let Some(ev) = queue.pop_front() {
             self.log.push(format!("hub <- {ev:?}"));
             let actions = self.hub.handle(ev);
+            // Checks the engine's running counts against a full count.
+            let _ = self.hub.stats();
             self.log.push(format!("hub -> {actions:?}"));
             for a in actions {
                 match a {

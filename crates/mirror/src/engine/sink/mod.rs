@@ -176,11 +176,7 @@ impl SinkEngine {
             files: self.files,
             bytes: self.bytes,
             pending: self.slots.len() as u64,
-            fetching: self
-                .slots
-                .values()
-                .filter(|s| matches!(s.stage, Stage::Fetching { .. }))
-                .count() as u64,
+            fetching: self.slots.fetching() as u64,
             refused: self.refused,
         }
     }
