@@ -546,7 +546,7 @@ fn row_to_entry(mirror: &str, row: &sqlx::sqlite::SqliteRow) -> Result<Entry, Er
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn file(path: &str, data: &[u8], seq: u64) -> Entry {

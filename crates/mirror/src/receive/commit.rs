@@ -562,28 +562,13 @@ impl Receiver {
 mod tests {
 
     use super::*;
-    use crate::entry::{Replica, Version};
     use crate::immutable::ImmutablePaths;
     use crate::index::Index;
     use crate::locks::LockRegistry;
 
+    /// A file entry as the index tests build it (seq 1).
     fn file(path: &str, data: &[u8]) -> Entry {
-        Entry {
-            path: RelPath::parse(path).unwrap(),
-            kind: EntryKind::File,
-            size: data.len() as u64,
-            mtime_ns: 0,
-            mode: 0o644,
-            inode: 0,
-            dev: 0,
-            symlink_target: None,
-            hash: Some(ContentHash::of(data)),
-            seq: 1,
-            version: Version {
-                origin: Replica::Node,
-                seq: 1,
-            },
-        }
+        crate::index::tests::file(path, data, 1)
     }
 
     /// A staged file a commit has taken (between staging and placing) is
