@@ -18,8 +18,8 @@ use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeId, RelPath, Timestamp};
 use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
 use ganglion_mirror::index::Summary;
-use ganglion_mirror::receive::Receiver;
-use ganglion_mirror::{ContentHash, ImmutablePaths, Notice, SinkEngine, TransferFailure};
+use ganglion_mirror::receive::{FileOutcome, Receiver};
+use ganglion_mirror::{ImmutablePaths, Notice, SinkEngine, TransferFailure};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
@@ -39,15 +39,9 @@ pub enum DriverEvent {
     },
     Disconnected,
     Notice(Notice),
-    Staged {
-        path: RelPath,
-        hash: ContentHash,
-    },
-    FetchFailed {
-        path: RelPath,
-        hash: ContentHash,
-        failure: TransferFailure,
-    },
+    /// Files that ended on an upload stream (staged or failed), reported
+    /// together: one wake-up of the driver per batch, not per file.
+    Transfers(Vec<FileOutcome>),
     RetryDue {
         path: RelPath,
     },
@@ -263,16 +257,24 @@ impl Driver {
                 SinkEvent::Disconnected
             }
             DriverEvent::Notice(n) => SinkEvent::Notice(n),
-            DriverEvent::Staged { path, hash } => SinkEvent::Staged { path, hash },
-            DriverEvent::FetchFailed {
-                path,
-                hash,
-                failure,
-            } => SinkEvent::FetchFailed {
-                path,
-                hash,
-                failure,
-            },
+            DriverEvent::Transfers(outcomes) => {
+                for o in outcomes {
+                    let event = match o.result {
+                        Ok(_) => SinkEvent::Staged {
+                            path: o.path,
+                            hash: o.hash,
+                        },
+                        Err(failure) => SinkEvent::FetchFailed {
+                            path: o.path,
+                            hash: o.hash,
+                            failure,
+                        },
+                    };
+                    self.feed_one(event).await;
+                }
+                self.maybe_commit();
+                return;
+            }
             DriverEvent::RetryDue { path } => SinkEvent::RetryDue { path },
             DriverEvent::SetImmutable(i) => {
                 if let State::Summary { immutable, .. } = &mut self.state {
@@ -300,6 +302,12 @@ impl Driver {
     }
 
     async fn feed(&mut self, event: SinkEvent) {
+        self.feed_one(event).await;
+        self.maybe_commit();
+    }
+
+    /// Feeds one event without starting a commit.
+    async fn feed_one(&mut self, event: SinkEvent) {
         let actions = match &mut self.state {
             // A fresh engine starts disconnected with nothing in progress,
             // which is what these would bring an unloaded one to.
@@ -320,7 +328,6 @@ impl Driver {
             State::Ready(engine) => engine.handle(event),
         };
         self.perform(actions).await;
-        self.maybe_commit();
     }
 
     fn applied(&self) -> u64 {
