@@ -16,7 +16,8 @@
 # Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; INITIAL_ONLY=1 measures only the
 # initial syncs (no restarts, rehash or edits: quicker iterations); RESTART_ONLY=1 (for iterating on the
 # hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
-# The sync/online checks match the CLI's JSON in bash (default) instead of piping it
+# Sync is awaited with `ganglion mirror wait` (WAIT_POLL=1: a status poll every 20 ms).
+# The online checks match the CLI's JSON in bash (default) instead of piping it
 # through jq (jq 1.6 costs ~17 ms CPU per call, three calls per check: most of a
 # sub-100 ms figure on 2 cores); FAST_POLL= (empty) checks with jq instead.
 # Same conditions either way, less measurement overhead by default.
@@ -69,11 +70,20 @@ in_sync() {
   g mirror status n1 --json --data-dir "$1" 2>/dev/null | jq -e --argjson f "$2" '.pending==0 and .in_flight==0 and .files==$f' >/dev/null || return 1
   g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null
 }
-# Polls every 20 ms (one CLI call and one jq per poll: on 2 cores, tighter
-# polling takes measurable CPU from the hub and node being measured).
-# Loops count in bash: `for _ in $(seq 100000)` costs ~20 ms to expand, inside
-# the timed window (twice per restart figure).
-wait_sync() { for ((_i = 0; _i < 100000; _i++)); do in_sync "$1" "$2" && return 0; sleep 0.02; done; die "no sync"; }
+# Poll loops count in bash: `for _ in $(seq 100000)` costs ~20 ms to expand,
+# inside the timed window (twice per restart figure).
+# wait_sync DATA FILES: `ganglion mirror wait` (one request the hub holds until
+# the node is online and in sync with FILES files; it looks every 5 ms inside
+# the hub). Polling with a CLI process every 20 ms took ~20 % of a core on this
+# 2-core machine from the hub and node being measured. WAIT_POLL=1 polls
+# instead (in_sync every 20 ms), as bench results before 2026-11-21 10:00 did.
+wait_sync() {
+  if [ -z "${WAIT_POLL:-}" ]; then
+    g mirror wait n1 --files "$2" --timeout 900 --data-dir "$1" >/dev/null && return 0
+    die "no sync"
+  fi
+  for ((_i = 0; _i < 100000; _i++)); do in_sync "$1" "$2" && return 0; sleep 0.02; done; die "no sync"
+}
 node_online() {
   if [ -n "$FAST_POLL" ]; then # one node (n1): its object's "status" field
     local ls; ls=$(g nodes ls --json --data-dir "$1" 2>/dev/null | tr -d ' \n') || return 1

@@ -367,6 +367,21 @@ pub enum MirrorCommand {
         #[command(flatten)]
         hub: HubLocator,
     },
+    /// Wait until the node is online and its mirror in sync (nothing pending
+    /// or in flight); print its status; exit 1 at the timeout
+    Wait {
+        node: String,
+        /// Also wait for the mirror to hold exactly this many files
+        #[arg(long)]
+        files: Option<u64>,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
     /// Re-hash the mirror against its index; exit 1 listing every mismatch
     Verify {
         node: String,

@@ -366,6 +366,67 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
     node.assert_running();
 }
 
+/// `mirror wait` answers once the mirror is in sync (no polling by the
+/// caller), and fails with a clear error when it is not in time: a file
+/// count never reached, a node that went offline, an unknown node.
+#[test]
+fn mirror_wait_returns_in_sync_or_fails_at_its_timeout() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"alpha\n");
+    write(&ws, "d/b.bin", &noise(200_000, 3));
+    let (hub, mut node) = hub_and_node(&s);
+
+    let out = hub.ok(&[
+        "mirror",
+        "wait",
+        "n1",
+        "--files",
+        "2",
+        "--timeout",
+        "30",
+        "--json",
+    ]);
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (st["files"].as_u64(), st["pending"].as_u64()),
+        (Some(2), Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["in_flight"], 0, "{st}");
+    // The wait came back with the mirror complete.
+    assert_eq!(
+        std::fs::read(hub.dir.join("mirrors/n1/d/b.bin")).unwrap(),
+        noise(200_000, 3)
+    );
+
+    let started = Instant::now();
+    let o = hub.cli(&["mirror", "wait", "n1", "--files", "3", "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not in sync"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "gave up at its timeout"
+    );
+
+    let o = hub.cli(&["mirror", "wait", "nobody", "--timeout", "1"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nobody"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    node.signal(libc::SIGTERM);
+    hub.wait_status("n1", "offline", READY);
+    let o = hub.cli(&["mirror", "wait", "n1", "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("offline"), "{err}");
+    let _ = node.try_exit();
+}
+
 #[test]
 fn confinement_links_out_and_hostile_paths_are_refused() {
     let s = Scene::new();

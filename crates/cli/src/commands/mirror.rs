@@ -1,9 +1,9 @@
-//! `ganglion mirror ls|cat|status|verify`
+//! `ganglion mirror ls|cat|status|wait|verify`
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use ganglion_hub::http::mirrors::{MirrorFile, VerifyReport};
+use ganglion_hub::http::mirrors::{MirrorFile, VerifyReport, WaitReport};
 use ganglion_hub::mirror::MirrorStatus;
 use serde::Serialize;
 
@@ -75,26 +75,43 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             let s: MirrorStatus = ApiClient::locate(&hub)?
                 .get(&format!("/api/v1/mirrors/{}/status", encode(&node)))
                 .await?;
-            if json {
-                print_json(&serde_json::json!({
-                    "files": s.files, "bytes": s.bytes, "pending": s.pending,
-                    "in_flight": s.in_flight, "last_sync": s.last_sync, "refused": s.refused,
-                }))?;
-            } else {
-                out(format!("files:     {}", s.files));
-                out(format!("bytes:     {}", s.bytes));
-                out(format!("pending:   {}", s.pending));
-                out(format!("in flight: {}", s.in_flight));
-                out(format!(
-                    "last sync: {}",
-                    s.last_sync.as_deref().unwrap_or("never")
-                ));
-                if s.refused > 0 {
-                    out(format!(
-                        "refused:   {} (changes under immutable paths)",
-                        s.refused
-                    ));
+            print_status(&s, json)?;
+        }
+        MirrorCommand::Wait {
+            node,
+            files,
+            timeout,
+            json,
+            hub,
+        } => {
+            let client = ApiClient::locate(&hub)?;
+            let path = format!("/api/v1/mirrors/{}/wait", encode(&node));
+            let files = files.map(|f| f.to_string());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            // The hub holds a request up to a minute: ask again until done.
+            let report = loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left_ms = left.as_millis().min(60_000).to_string();
+                let mut query = vec![("timeout_ms", left_ms.as_str())];
+                if let Some(f) = &files {
+                    query.push(("files", f.as_str()));
                 }
+                let r: WaitReport = client.get_query(&path, &query).await?;
+                if r.synced || left.is_zero() {
+                    break r;
+                }
+            };
+            print_status(&report.status, json)?;
+            if !report.synced {
+                let why = if report.online {
+                    "not in sync"
+                } else {
+                    "the node is offline"
+                };
+                return Err(Failure::error(
+                    1,
+                    format!("{node}: {why} after {timeout} s"),
+                ));
             }
         }
         MirrorCommand::Verify { node, hub } => {
@@ -152,4 +169,30 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mirror status` and `mirror wait` output: the contract's JSON, or lines.
+fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&serde_json::json!({
+            "files": s.files, "bytes": s.bytes, "pending": s.pending,
+            "in_flight": s.in_flight, "last_sync": s.last_sync, "refused": s.refused,
+        }))?;
+    } else {
+        out(format!("files:     {}", s.files));
+        out(format!("bytes:     {}", s.bytes));
+        out(format!("pending:   {}", s.pending));
+        out(format!("in flight: {}", s.in_flight));
+        out(format!(
+            "last sync: {}",
+            s.last_sync.as_deref().unwrap_or("never")
+        ));
+        if s.refused > 0 {
+            out(format!(
+                "refused:   {} (changes under immutable paths)",
+                s.refused
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Mirror endpoints: list, read, status, verify. Reads go through the
+//! Mirror endpoints: list, read, status, wait, verify. Reads go through the
 //! confined receiver: no path or symlink reaches outside the mirror root.
 
 use std::sync::Arc;
@@ -121,6 +121,57 @@ pub async fn status(
 ) -> Result<Json<MirrorStatus>, Error> {
     let n = node(&core, &name).await?;
     Ok(Json(core.mirrors.status(n.name.as_str(), &n.id).await?))
+}
+
+/// The longest a wait request holds (a client that wants longer asks again).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a waiting request looks at the mirror (inside the hub: a
+/// message to its driver, no process or request per look).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// Also wait for the mirror to hold exactly this many files.
+    files: Option<u64>,
+    /// How long to wait, at most [`MAX_WAIT`]; 0 looks once.
+    timeout_ms: Option<u64>,
+}
+
+/// The answer to a wait: whether the mirror got in sync in time, and its
+/// status at that moment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WaitReport {
+    pub synced: bool,
+    pub online: bool,
+    pub status: MirrorStatus,
+}
+
+/// Waits until the node is online and its mirror is in sync: nothing
+/// pending, nothing in flight (and `files` files, if asked).
+pub async fn wait(
+    State(core): Core,
+    Path(name): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<WaitReport>, Error> {
+    let n = node(&core, &name).await?;
+    let limit = std::time::Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = core.mirrors.status(n.name.as_str(), &n.id).await?;
+        let online = core.registry.is_online(&n.id);
+        let synced = online
+            && status.pending == 0
+            && status.in_flight == 0
+            && q.files.is_none_or(|f| status.files == f);
+        if synced || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(WaitReport {
+                synced,
+                online,
+                status,
+            }));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
 }
 
 pub async fn verify(

@@ -38,6 +38,7 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/api/v1/mirrors/{node}/files", get(mirrors::list))
         .route("/api/v1/mirrors/{node}/file", get(mirrors::cat))
         .route("/api/v1/mirrors/{node}/status", get(mirrors::status))
+        .route("/api/v1/mirrors/{node}/wait", get(mirrors::wait))
         .route("/api/v1/mirrors/{node}/verify", post(mirrors::verify))
         .route(
             "/api/v1/mirrors/{node}/immutable",
