@@ -79,8 +79,14 @@ in_sync() {
 # instead (in_sync every 20 ms), as bench results before 2026-11-21 10:00 did.
 wait_sync() {
   if [ -z "${WAIT_POLL:-}" ]; then
-    g mirror wait n1 --files "$2" --timeout 900 --data-dir "$1" >/dev/null && return 0
-    die "no sync"
+    # Until the node has joined, the hub does not know n1 (an error at once).
+    local err
+    for ((_i = 0; _i < 5000; _i++)); do
+      err=$(g mirror wait n1 --files "$2" --timeout 900 --data-dir "$1" 2>&1 >/dev/null) && return 0
+      [[ $err == *"not found"* ]] || die "no sync: $err"
+      sleep 0.02
+    done
+    die "no sync: $err"
   fi
   for ((_i = 0; _i < 100000; _i++)); do in_sync "$1" "$2" && return 0; sleep 0.02; done; die "no sync"
 }
