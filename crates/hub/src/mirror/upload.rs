@@ -153,7 +153,7 @@ pub async fn receive(
     let streamed: Result<(), Error> = async {
         let mut batch = vec![first];
         let mut bytes = 0;
-        loop {
+        let ended = loop {
             // Waits (with the idle timeout) only when nothing has arrived.
             let msg = match stream.message().now_or_never() {
                 Some(m) => m,
@@ -164,16 +164,23 @@ pub async fn receive(
                         // The writer stopped: its error says why.
                         return Ok(());
                     }
-                    tokio::time::timeout(CHUNK_IDLE, stream.message())
-                        .await
-                        .map_err(|_| {
-                            transfer(TransferFailure::Cancelled, "upload idle for too long")
-                        })?
+                    match tokio::time::timeout(CHUNK_IDLE, stream.message()).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            break Err(transfer(
+                                TransferFailure::Cancelled,
+                                "upload idle for too long",
+                            ));
+                        }
+                    }
                 }
             };
             match msg {
                 Ok(Some(c)) => {
-                    let p = part(c)?;
+                    let p = match part(c) {
+                        Ok(p) => p,
+                        Err(e) => break Err(e),
+                    };
                     bytes += part_bytes(&p);
                     batch.push(p);
                     if batch.len() >= BATCH_PARTS || bytes >= BATCH_BYTES {
@@ -183,15 +190,16 @@ pub async fn receive(
                         }
                     }
                 }
-                Ok(None) => {
-                    if !batch.is_empty() {
-                        let _ = parts_tx.send(batch).await;
-                    }
-                    return Ok(());
-                }
-                Err(s) => return Err(transfer(TransferFailure::Cancelled, s.message())),
+                Ok(None) => break Ok(()),
+                Err(s) => break Err(transfer(TransferFailure::Cancelled, s.message())),
             }
+        };
+        // What arrived before the end (or the break) is written: files that
+        // ended before a stream breaks are kept.
+        if !batch.is_empty() {
+            let _ = parts_tx.send(batch).await;
         }
+        ended
     }
     .await;
     drop(parts_tx);
