@@ -120,8 +120,9 @@ pub async fn receive(
     let receiver = mirrors.receiver(&name, &node.id).await?;
     let immutable = mirrors.immutable_of(&name);
 
-    // The writer reports each file to the driver as it ends (from its own
-    // thread: a hop through this task cost a wake-up per file).
+    // The writer reports the files that ended in each batch to the driver
+    // itself, from its own thread (a hop back through this task would cost
+    // another wake-up).
     let (parts_tx, mut parts_rx) = mpsc::channel::<Vec<Part>>(WRITER_QUEUE);
     let hashed = mirrors.metrics().mirror_hashed_bytes.clone();
     let to_driver = mirrors.clone();
