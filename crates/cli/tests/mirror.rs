@@ -410,6 +410,18 @@ fn mirror_wait_returns_in_sync_or_fails_at_its_timeout() {
         "gave up at its timeout"
     );
 
+    // A malformed query is refused at once, naming the field.
+    let auth = format!("Bearer {}", hub.admin_token());
+    let (code, body) = http(
+        &hub.endpoints.http,
+        "GET",
+        "/api/v1/mirrors/n1/wait?files=many",
+        Some(&auth),
+        "",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("files"), "{body}");
+
     let o = hub.cli(&["mirror", "wait", "nobody", "--timeout", "1"]);
     assert!(!o.status.success());
     assert!(
