@@ -725,3 +725,91 @@ fn upload_streams_fail_file_by_file() {
     wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
     node.assert_running();
 }
+
+/// A node sends queued notices many to a message: each counts as if it came
+/// alone, in order, and a malformed one (a path out of the mirror) is left
+/// out without losing the others or writing anything outside the mirror.
+#[test]
+fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
+    use ganglion_proto::v1;
+    use v1::hub_message::Kind as In;
+    use v1::node_message::Kind as Out;
+    let s = Scene::new();
+    s.workspace("n1");
+    let (hub, mut node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 0, CHANGE);
+    node.signal(libc::SIGTERM);
+    node.wait_exit(Duration::from_secs(10));
+    hub.wait_status("n1", "offline", READY);
+    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir("n1"))
+        .load()
+        .unwrap();
+    let target = ganglion_node::tls::HubTarget {
+        addr: hub.endpoints.grpc.clone(),
+        cert_sha256: hub.endpoints.cert_sha256.clone(),
+        bind_ip: None,
+    };
+    let dir = |path: &str, seq: u64| v1::MirrorNotice {
+        kind: Some(v1::mirror_notice::Kind::Upsert(v1::MirrorEntry {
+            path: path.into(),
+            kind: v1::EntryKind::Dir as i32,
+            mode: 0o755,
+            seq,
+            ..Default::default()
+        })),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = ganglion_node::tls::connect(&target).await.unwrap();
+        let mut client = ganglion_node::client::client(channel, &credential);
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let hello = v1::Hello {
+            mirror: true,
+            capabilities: None,
+        };
+        tx.unbounded_send(v1::NodeMessage {
+            kind: Some(Out::Hello(hello)),
+        })
+        .unwrap();
+        let mut inbound = client.connect(rx).await.unwrap().into_inner();
+        let applied = match inbound.message().await.unwrap() {
+            Some(v1::HubMessage {
+                kind: Some(In::Welcome(w)),
+            }) => w.mirror_applied,
+            other => panic!("expected a welcome, got {other:?}"),
+        };
+        let notices = vec![
+            dir("d1", applied + 1),
+            dir("../out", applied + 2),
+            dir("d2", applied + 3),
+        ];
+        tx.unbounded_send(v1::NodeMessage {
+            kind: Some(Out::MirrorNotices(v1::MirrorNotices { notices })),
+        })
+        .unwrap();
+        let acked = tokio::time::timeout(CHANGE, async {
+            loop {
+                match inbound.message().await.unwrap() {
+                    Some(v1::HubMessage {
+                        kind: Some(In::MirrorAck(a)),
+                    }) if a.seq >= applied + 3 => return a.seq,
+                    Some(_) => {}
+                    None => panic!("the hub closed the stream"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(acked, Ok(applied + 3), "everything up to d2 acknowledged");
+    });
+    let listed = hub.json(&["mirror", "ls", "n1"]);
+    let paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["d1", "d2"]);
+    assert!(hub.dir.join("mirrors/n1/d1").is_dir());
+    assert!(!hub.dir.join("mirrors/out").exists());
+    assert!(!hub.dir.join("out").exists());
+}

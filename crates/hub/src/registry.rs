@@ -23,10 +23,8 @@ pub enum ToNode {
     Policy(Policy),
     Dispatch(crate::tasks::Dispatch),
     Cancel(ganglion_core::TaskId),
-    MirrorNeed {
-        path: ganglion_core::RelPath,
-        hash: ganglion_mirror::ContentHash,
-    },
+    /// Content the mirror asks for, in order (one message for many).
+    MirrorNeeds(Vec<(ganglion_core::RelPath, ganglion_mirror::ContentHash)>),
     MirrorAck(u64),
 }
 

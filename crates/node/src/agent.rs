@@ -285,7 +285,8 @@ impl Agent {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
-                Some(msg) = next_notice(&mut self.mirror) => {
+                Some(notices) = next_notices(&mut self.mirror) => {
+                    let msg = v1::NodeMessage { kind: Some(Out::MirrorNotices(v1::MirrorNotices { notices })) };
                     if tx.send(msg).await.is_err() {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
@@ -346,13 +347,18 @@ impl Agent {
                 }
             }
             In::TaskCancel(c) => self.runner.cancel(&c.task_id),
-            In::MirrorNeed(n) => match (RelPath::parse(&n.path), n.hash.parse()) {
-                (Ok(path), Ok(hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
-                _ => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
-            },
+            In::MirrorNeed(n) => self.need(n),
+            In::MirrorNeeds(n) => n.needs.into_iter().for_each(|n| self.need(n)),
             In::MirrorAck(a) => self.to_mirror(MirrorInput::Ack(a.seq)),
         }
         Ok(())
+    }
+
+    fn need(&self, n: v1::MirrorNeed) {
+        match (RelPath::parse(&n.path), n.hash.parse()) {
+            (Ok(path), Ok(hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
+            _ => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
+        }
     }
 
     fn to_mirror(&self, input: MirrorInput) {
@@ -455,10 +461,18 @@ fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
     Some(v1::NodeMessage { kind: Some(kind) })
 }
 
-/// The next mirror notice to send; never resolves when there is no mirror.
-async fn next_notice(mirror: &mut Option<MirrorLink>) -> Option<v1::NodeMessage> {
-    match mirror {
-        Some(m) => m.notices.recv().await,
-        None => std::future::pending().await,
+/// Notices queued at once travel in one message, up to this many.
+const NOTICES_PER_MESSAGE: usize = 1024;
+
+/// The next mirror notices to send: the next one and what queued behind it;
+/// never resolves when there is no mirror.
+async fn next_notices(mirror: &mut Option<MirrorLink>) -> Option<Vec<v1::MirrorNotice>> {
+    let Some(m) = mirror else {
+        return std::future::pending().await;
+    };
+    let mut notices = Vec::new();
+    if m.notices.recv_many(&mut notices, NOTICES_PER_MESSAGE).await == 0 {
+        return None;
     }
+    Some(notices)
 }

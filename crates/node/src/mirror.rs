@@ -92,16 +92,16 @@ pub enum Input {
 /// The session's view of the mirror agent.
 pub struct MirrorLink {
     pub input: mpsc::UnboundedSender<Input>,
-    pub notices: mpsc::UnboundedReceiver<v1::NodeMessage>,
+    pub notices: mpsc::UnboundedReceiver<v1::MirrorNotice>,
     pub stats: Arc<Mutex<MirrorStats>>,
 }
 
 struct MirrorAgent {
     opts: MirrorOptions,
-    index: Index,
     engine: SourceEngine,
     input: mpsc::UnboundedSender<Input>,
-    notices: mpsc::UnboundedSender<v1::NodeMessage>,
+    /// Index writes and notices, in the engine's order (see [`record_then_send`]).
+    recorder: mpsc::UnboundedSender<Step>,
     client: Option<HubClient>,
     queue: Arc<Mutex<UploadQueue>>,
     stats: Arc<Mutex<MirrorStats>>,
@@ -130,16 +130,17 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     });
     let (input, rx) = mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::unbounded_channel();
+    let (recorder, steps) = mpsc::unbounded_channel();
+    tokio::spawn(record_then_send(index, steps, notices_tx, loaded.seq));
     let stats = Arc::new(Mutex::new(MirrorStats::default()));
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
     let agent = MirrorAgent {
         opts,
-        index,
         engine,
         input: input.clone(),
-        notices: notices_tx,
+        recorder,
         client: None,
         queue: Arc::default(),
         progress,
@@ -154,6 +155,63 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         notices,
         stats,
     })
+}
+
+/// An index write or a notice (with its seq), queued for [`record_then_send`].
+enum Step {
+    Record(Batch),
+    Send(u64, v1::MirrorNotice),
+}
+
+/// Writes the index and sends notices on a task of its own, so the agent goes
+/// on with the hub's needs and acknowledgements while a first scan is written.
+/// Writes happen in the engine's order; a notice leaves as soon as a write
+/// covering its seq is durable (`durable`: the highest seq written), in the
+/// order the engine sent them. The engine records a first scan in parts, so
+/// the hub works on the first parts' notices while the next are written, even
+/// when the notices come from a (re)connection after the scan's records.
+///
+/// After a failed write the notices it covered that are queued are dropped
+/// (the hub gets them with the next connection's resend, or, after a restart,
+/// from the scan that observes them again).
+async fn record_then_send(
+    index: Index,
+    mut steps: mpsc::UnboundedReceiver<Step>,
+    notices: mpsc::UnboundedSender<v1::MirrorNotice>,
+    mut durable: u64,
+) {
+    let mut writes: VecDeque<Batch> = VecDeque::new();
+    let mut sends: VecDeque<(u64, v1::MirrorNotice)> = VecDeque::new();
+    loop {
+        while sends.front().is_some_and(|(seq, _)| *seq <= durable) {
+            let (_, notice) = sends.pop_front().expect("front exists");
+            let _ = notices.send(notice);
+        }
+        // Wait only when there is nothing to write; then take all queued.
+        let mut next = match writes.is_empty() {
+            true => match steps.recv().await {
+                Some(step) => Some(step),
+                None => return,
+            },
+            false => steps.try_recv().ok(),
+        };
+        while let Some(step) = next {
+            match step {
+                Step::Record(batch) => writes.push_back(batch),
+                Step::Send(seq, notice) => sends.push_back((seq, notice)),
+            }
+            next = steps.try_recv().ok();
+        }
+        let Some(batch) = writes.pop_front() else {
+            continue;
+        };
+        let covers = batch.seq.unwrap_or(0);
+        if let Err(e) = index.apply(MIRROR, &batch).await {
+            tracing::error!(error = %e, "cannot write the workspace index");
+            sends.retain(|(seq, _)| *seq > covers);
+        }
+        durable = durable.max(covers);
+    }
 }
 
 /// A recursive inotify watch; events are forwarded as changed paths. Without
@@ -438,15 +496,12 @@ impl MirrorAgent {
                     seq: Some(seq),
                     ..Batch::default()
                 };
-                if let Err(e) = self.index.apply(MIRROR, &batch).await {
-                    // Without a durable record nothing may be sent; the next
-                    // rescan observes the same changes again.
-                    tracing::error!(error = %e, "cannot record workspace changes");
-                }
+                let _ = self.recorder.send(Step::Record(batch));
             }
             SourceAction::Send(notice) => {
                 if self.client.is_some() {
-                    let _ = self.notices.send(notice_message(notice));
+                    let seq = notice.seq();
+                    let _ = self.recorder.send(Step::Send(seq, wire_notice(notice)));
                 }
             }
             SourceAction::Upload { path, hash, size } => self.upload(path, hash, size),
@@ -455,9 +510,7 @@ impl MirrorAgent {
                     peer_seq: Some(seq),
                     ..Batch::default()
                 };
-                if let Err(e) = self.index.apply(MIRROR, &batch).await {
-                    tracing::error!(error = %e, "cannot record the hub's acknowledgement");
-                }
+                let _ = self.recorder.send(Step::Record(batch));
             }
             SourceAction::Rescan { path } => {
                 let _ = self.input.send(Input::Changed(vec![
@@ -745,7 +798,7 @@ fn wire_entry(e: &Entry) -> v1::MirrorEntry {
     }
 }
 
-fn notice_message(n: Notice) -> v1::NodeMessage {
+fn wire_notice(n: Notice) -> v1::MirrorNotice {
     use v1::mirror_notice::Kind;
     let kind = match n {
         Notice::Upsert(e) => Kind::Upsert(wire_entry(&e)),
@@ -758,11 +811,7 @@ fn notice_message(n: Notice) -> v1::NodeMessage {
             entry: Some(wire_entry(&entry)),
         }),
     };
-    v1::NodeMessage {
-        kind: Some(v1::node_message::Kind::MirrorNotice(v1::MirrorNotice {
-            kind: Some(kind),
-        })),
-    }
+    v1::MirrorNotice { kind: Some(kind) }
 }
 
 #[cfg(test)]

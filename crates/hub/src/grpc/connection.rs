@@ -168,7 +168,9 @@ impl ConnectionDriver {
                             output_cap: d.output_cap,
                         }),
                         ToNode::Cancel(id) => Out::TaskCancel(v1::TaskCancel { task_id: id.to_string() }),
-                        ToNode::MirrorNeed { path, hash } => Out::MirrorNeed(v1::MirrorNeed { path: path.to_string(), hash: hash.to_string() }),
+                        ToNode::MirrorNeeds(needs) => Out::MirrorNeeds(v1::MirrorNeeds {
+                            needs: needs.into_iter().map(|(path, hash)| v1::MirrorNeed { path: path.to_string(), hash: hash.to_string() }).collect(),
+                        }),
                         ToNode::MirrorAck(seq) => Out::MirrorAck(v1::MirrorAck { seq }),
                     };
                     if tx.send(out(wire)).await.is_err() { break "node stopped reading".into(); }
@@ -269,10 +271,11 @@ impl ConnectionDriver {
                     .await
             }
             In::MirrorNotice(n) => {
-                let notice = crate::mirror::convert::notice(n)?;
-                let name = self.node_name(node);
-                self.mirrors
-                    .send(&name, crate::mirror::DriverEvent::Notice(notice));
+                self.notices(node, vec![n]);
+                Ok(())
+            }
+            In::MirrorNotices(n) => {
+                self.notices(node, n.notices);
                 Ok(())
             }
             In::Hello(_) | In::Heartbeat(_) => Ok(()),
@@ -281,6 +284,28 @@ impl ConnectionDriver {
 }
 
 impl ConnectionDriver {
+    /// Hands the node's notices to its mirror, in order, as one event. A
+    /// malformed one (hostile path, bad hash, …) is logged and left out, as
+    /// it would be alone: the others still count.
+    fn notices(&self, node: &ganglion_core::NodeId, wire: Vec<v1::MirrorNotice>) {
+        let notices: Vec<_> = wire
+            .into_iter()
+            .filter_map(|n| match crate::mirror::convert::notice(n) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed mirror notice ignored");
+                    None
+                }
+            })
+            .collect();
+        if notices.is_empty() {
+            return;
+        }
+        let name = self.node_name(node);
+        self.mirrors
+            .send(&name, crate::mirror::DriverEvent::Notices(notices));
+    }
+
     fn node_name(&self, node: &ganglion_core::NodeId) -> String {
         self.registry
             .get(node)

@@ -19,7 +19,7 @@ use ganglion_core::{NodeId, RelPath, Timestamp};
 use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
 use ganglion_mirror::index::Summary;
 use ganglion_mirror::receive::{FileOutcome, Receiver};
-use ganglion_mirror::{ImmutablePaths, Notice, SinkEngine, TransferFailure};
+use ganglion_mirror::{ContentHash, ImmutablePaths, Notice, SinkEngine, TransferFailure};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
@@ -38,7 +38,8 @@ pub enum DriverEvent {
         reply: oneshot::Sender<u64>,
     },
     Disconnected,
-    Notice(Notice),
+    /// Notices from the node, in order (one wake-up for many).
+    Notices(Vec<Notice>),
     /// Files that ended on an upload stream (staged or failed), reported
     /// together: one wake-up of the driver per batch, not per file.
     Transfers(Vec<FileOutcome>),
@@ -99,6 +100,8 @@ pub struct Driver {
     clock: SharedClock,
     me: mpsc::UnboundedSender<DriverEvent>,
     batch: Vec<Op>,
+    /// Needs produced by the events being handled, sent as one message.
+    needs: Vec<(RelPath, ContentHash)>,
     committing: bool,
     last_sync: Option<Timestamp>,
     connected: bool,
@@ -141,6 +144,7 @@ impl Driver {
             clock,
             me,
             batch: Vec::new(),
+            needs: Vec::new(),
             committing: false,
             last_sync: None,
             connected: false,
@@ -239,10 +243,11 @@ impl Driver {
             return;
         };
         // Paths made immutable while loading (ignored if not newer).
-        self.feed(SinkEvent::SetImmutable(immutable)).await;
+        self.feed_one(SinkEvent::SetImmutable(immutable)).await;
         for event in held {
-            self.feed(event).await;
+            self.feed_one(event).await;
         }
+        self.settle().await;
     }
 
     async fn on_event(&mut self, event: DriverEvent) {
@@ -256,7 +261,13 @@ impl Driver {
                 self.connected = false;
                 SinkEvent::Disconnected
             }
-            DriverEvent::Notice(n) => SinkEvent::Notice(n),
+            DriverEvent::Notices(notices) => {
+                for n in notices {
+                    self.feed_one(SinkEvent::Notice(n)).await;
+                }
+                self.settle().await;
+                return;
+            }
             DriverEvent::Transfers(outcomes) => {
                 for o in outcomes {
                     let event = match o.result {
@@ -272,7 +283,7 @@ impl Driver {
                     };
                     self.feed_one(event).await;
                 }
-                self.maybe_commit();
+                self.settle().await;
                 return;
             }
             DriverEvent::RetryDue { path } => SinkEvent::RetryDue { path },
@@ -303,10 +314,24 @@ impl Driver {
 
     async fn feed(&mut self, event: SinkEvent) {
         self.feed_one(event).await;
+        self.settle().await;
+    }
+
+    /// After the events of one wake-up: sends their needs as one message and
+    /// starts a commit of what they queued.
+    async fn settle(&mut self) {
+        self.send_needs().await;
         self.maybe_commit();
     }
 
-    /// Feeds one event without starting a commit.
+    async fn send_needs(&mut self) {
+        if !self.needs.is_empty() {
+            let needs = std::mem::take(&mut self.needs);
+            self.to_node(ToNode::MirrorNeeds(needs)).await;
+        }
+    }
+
+    /// Feeds one event without sending needs or starting a commit.
     async fn feed_one(&mut self, event: SinkEvent) {
         let actions = match &mut self.state {
             // A fresh engine starts disconnected with nothing in progress,
@@ -372,9 +397,7 @@ impl Driver {
     async fn perform(&mut self, actions: Vec<SinkAction>) {
         for action in actions {
             match action {
-                SinkAction::Fetch { path, hash, .. } => {
-                    self.to_node(ToNode::MirrorNeed { path, hash }).await;
-                }
+                SinkAction::Fetch { path, hash, .. } => self.needs.push((path, hash)),
                 SinkAction::Discard { path, hash } => self.receiver.discard(&path, hash),
                 SinkAction::Apply(op) => self.batch.push(op),
                 SinkAction::Ack { seq } => {
@@ -384,6 +407,8 @@ impl Driver {
                         continue;
                     }
                     self.last_sync = Some(self.clock.now());
+                    // In order: the needs of the events before this ack first.
+                    self.send_needs().await;
                     self.to_node(ToNode::MirrorAck(seq)).await;
                 }
                 SinkAction::RetryLater { path, after } => {

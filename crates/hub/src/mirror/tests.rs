@@ -105,7 +105,8 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
 
     // A change waits for the entries (whose load it starts), as pending.
     let c = file("c", b"new", 8);
-    tx.send(DriverEvent::Notice(Notice::Upsert(c))).unwrap();
+    tx.send(DriverEvent::Notices(vec![Notice::Upsert(c)]))
+        .unwrap();
     let s = ask_status(&tx).await;
     assert_eq!((s.files, s.pending, s.in_flight), (2, 1, 0));
     assert_eq!(loads_now(), 1);

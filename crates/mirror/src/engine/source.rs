@@ -9,6 +9,13 @@ use tracing::debug;
 use super::{Notice, TransferFailure, file_hash};
 use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
 
+/// An observation with many changes (a first scan: tens of thousands) is
+/// recorded and sent in parts: the first of this many changes, each next one
+/// twice as large, up to 16 times this. The hub starts on the first part
+/// while the node writes the next; growing parts keep the number of index
+/// commits (each one synced) logarithmic until they reach the cap.
+pub const RECORD_PART: usize = 1024;
+
 /// A path that was deleted, kept until the hub acknowledges its `seq`.
 /// The hash lets a resend pair it with a same-`seq` entry into a rename.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +103,7 @@ pub enum SourceAction {
 }
 
 /// The node-side state machine. See the module docs of [`crate::engine`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceEngine {
     entries: BTreeMap<RelPath, Entry>,
     tombstones: BTreeMap<RelPath, Tombstone>,
@@ -104,6 +111,13 @@ pub struct SourceEngine {
     acked: u64,
     connected: bool,
     uploading: HashSet<RelPath>,
+    record_part: usize,
+}
+
+impl Default for SourceEngine {
+    fn default() -> Self {
+        Self::new(SourceState::default())
+    }
 }
 
 impl SourceEngine {
@@ -123,7 +137,16 @@ impl SourceEngine {
             acked: state.acked,
             connected: false,
             uploading: HashSet::new(),
+            record_part: RECORD_PART,
         }
+    }
+
+    /// Records (and sends) an observation in parts starting at `changes`
+    /// changes instead of [`RECORD_PART`] (the simulation uses tiny parts to
+    /// crash between them).
+    pub fn with_record_part(mut self, changes: usize) -> Self {
+        self.record_part = changes.max(1);
+        self
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -360,15 +383,50 @@ impl SourceEngine {
             self.tombstones.remove(&e.path);
             self.entries.insert(e.path.clone(), e.clone());
         }
-        let mut actions = vec![SourceAction::Record {
-            entries: record,
-            tombstones: tombs,
-            seq: self.seq,
-        }];
-        if self.connected {
-            actions.extend(notices.into_iter().map(SourceAction::Send));
+        self.record_in_parts(record, tombs, notices)
+    }
+
+    /// `Record` then `Send` per part of notices (see [`RECORD_PART`]), in seq order.
+    /// A part records exactly the entries and tombstones up to its last seq
+    /// (stat-only updates, which keep older seqs, go in the first), so each
+    /// prefix of the parts is a state the index could have been in: a crash
+    /// between parts loses only later changes, which the next scan observes
+    /// again. Nothing is sent before it is recorded.
+    fn record_in_parts(
+        &self,
+        record: Vec<Entry>,
+        tombs: Vec<Tombstone>,
+        notices: Vec<Notice>,
+    ) -> Vec<SourceAction> {
+        // `record` is stat-only entries (older seqs) then new ones in seq
+        // order; `tombs` and `notices` are in seq order.
+        let mut record = record.into_iter().peekable();
+        let mut tombs = tombs.into_iter().peekable();
+        let mut notices = notices.into_iter().peekable();
+        let mut actions = Vec::new();
+        let mut size = self.record_part;
+        loop {
+            let part: Vec<Notice> = notices.by_ref().take(size).collect();
+            size = (size * 2).min(self.record_part * 16);
+            let upto = match (part.last(), notices.peek()) {
+                (Some(last), Some(_)) => last.seq(),
+                // The last part also takes whatever has no notice.
+                _ => self.seq,
+            };
+            let entries = std::iter::from_fn(|| record.next_if(|e| e.seq <= upto)).collect();
+            let tombstones = std::iter::from_fn(|| tombs.next_if(|t| t.seq <= upto)).collect();
+            actions.push(SourceAction::Record {
+                entries,
+                tombstones,
+                seq: upto,
+            });
+            if self.connected {
+                actions.extend(part.into_iter().map(SourceAction::Send));
+            }
+            if notices.peek().is_none() {
+                return actions;
+            }
         }
-        actions
     }
 
     /// Known paths below an upserted path that is no longer a directory.

@@ -94,6 +94,77 @@ fn a_stat_only_change_is_recorded_but_not_sent() {
 }
 
 #[test]
+fn many_changes_are_recorded_and_sent_in_parts_each_recorded_before_it_is_sent() {
+    let mut s = connected_source().with_record_part(2);
+    s.handle(SourceEvent::Observed(Observation::Full(vec![
+        file("a", b"a", 1),
+        file("b", b"b", 2),
+    ])));
+    // `a` only touched (stat-only, keeps seq 1), `b` gone, three new files.
+    let mut touched = file("a", b"a", 1);
+    touched.mtime_ns = 99;
+    let a = s.handle(SourceEvent::Observed(Observation::Full(vec![
+        touched,
+        file("c", b"c", 3),
+        file("d", b"d", 4),
+        file("e", b"e", 5),
+    ])));
+    // Notices: delete b (3), c (4), d (5), e (6): parts of two, then up to four.
+    let shape: Vec<String> = a
+        .iter()
+        .map(|x| match x {
+            SourceAction::Record {
+                entries,
+                tombstones,
+                seq,
+            } => {
+                let e: Vec<String> = entries
+                    .iter()
+                    .map(|e| format!("{}@{}", e.path, e.seq))
+                    .collect();
+                let t: Vec<String> = tombstones
+                    .iter()
+                    .map(|t| format!("-{}@{}", t.path, t.seq))
+                    .collect();
+                format!("record {seq} [{}]", [e, t].concat().join(" "))
+            }
+            SourceAction::Send(n) => format!("send {}@{}", n.path(), n.seq()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "record 4 [a@1 c@4 -b@3]",
+            "send b@3",
+            "send c@4",
+            "record 6 [d@5 e@6]",
+            "send d@5",
+            "send e@6",
+        ]
+    );
+    // Disconnected: the same parts, nothing sent.
+    s.handle(SourceEvent::Disconnected);
+    let a = s.handle(SourceEvent::Observed(Observation::Full(vec![
+        file("x", b"x", 7),
+        file("y", b"y", 8),
+        file("z", b"z", 9),
+    ])));
+    assert!(sends(&a).is_empty());
+    let seqs: Vec<u64> = a
+        .iter()
+        .map(|x| match x {
+            SourceAction::Record { seq, .. } => *seq,
+            other => panic!("only records while disconnected: {other:?}"),
+        })
+        .collect();
+    // 7 changes (delete a c d e, new x y z: seqs 7..=13) in parts of 2, 4, 1;
+    // the last part ends at the engine's seq.
+    assert_eq!(seqs, [8, 12, 13]);
+    assert_eq!(s.seq(), 13);
+}
+
+#[test]
 fn a_rename_is_recognised_by_hash() {
     let mut s = connected_source();
     s.handle(SourceEvent::Observed(Observation::Full(vec![file(

@@ -2,7 +2,9 @@
 //! and both sides' durable state, with random edits, renames, deletes,
 //! disconnects, injected full disks and crashes of either side (a crash loses
 //! everything in memory and keeps only what was durably committed, including a
-//! hub crash between the retract and publish steps of a group commit).
+//! hub crash between the retract and publish steps of a group commit and a
+//! node crash between the parts of a record; the node records in parts of
+//! [`NODE_RECORD_PART`] changes so that parts happen in small trees).
 //!
 //! Invariants: after every step, no hub index entry names content the mirror
 //! does not hold (nothing torn); whenever the hub acknowledges a sequence,
@@ -81,6 +83,10 @@ struct HubDisk {
 
 struct Sim {
     rng: StdRng,
+    /// Decides node crashes between the actions of one event; separate from
+    /// `rng` so that the steps a seed takes do not depend on them. Off once
+    /// the run winds down (`quiesce`).
+    crash_rng: Option<StdRng>,
     clock: i64,
     next_inode: u64,
     node_fs: Fs,
@@ -102,6 +108,11 @@ struct Sim {
 }
 
 const NAMES: &[&str] = &["a", "b", "c"];
+const NODE_RECORD_PART: usize = 2;
+
+fn node_engine(state: SourceState) -> SourceEngine {
+    SourceEngine::new(state).with_record_part(NODE_RECORD_PART)
+}
 
 fn p(s: &str) -> RelPath {
     RelPath::parse(s).expect("sim paths are valid")
@@ -111,11 +122,12 @@ impl Sim {
     fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
+            crash_rng: Some(StdRng::seed_from_u64(seed ^ 0x6e6f_6465_6372_6173)),
             clock: 1,
             next_inode: 1,
             node_fs: Fs::new(),
             node_disk: SourceState::default(),
-            node: SourceEngine::default(),
+            node: node_engine(SourceState::default()),
             hub_disk: HubDisk::default(),
             hub: SinkEngine::default(),
             staged: HashMap::new(),
@@ -326,7 +338,9 @@ impl Sim {
         self.log.push(format!("node <- {ev:?}"));
         let actions = self.node.handle(ev);
         self.log.push(format!("node -> {actions:?}"));
-        for a in actions {
+        let mut actions = actions.into_iter().peekable();
+        while let Some(a) = actions.next() {
+            let recorded = matches!(a, SourceAction::Record { .. });
             match a {
                 SourceAction::Record {
                     entries,
@@ -369,6 +383,12 @@ impl Sim {
                 }
                 SourceAction::Rescan { path } => self.observe_partial(vec![path]),
             }
+            let crash = |r: &mut StdRng| r.random_ratio(1, 16);
+            if recorded && actions.peek().is_some() && self.crash_rng.as_mut().is_some_and(crash) {
+                self.log
+                    .push("node crash after a record, before what follows it".into());
+                return self.crash_node();
+            }
         }
     }
 
@@ -399,7 +419,7 @@ impl Sim {
 
     fn crash_node(&mut self) {
         self.disconnect();
-        self.node = SourceEngine::new(self.node_disk.clone());
+        self.node = node_engine(self.node_disk.clone());
     }
 
     fn crash_hub(&mut self) {
@@ -488,6 +508,7 @@ impl Sim {
 
     fn quiesce(&mut self) -> Result<(), String> {
         self.disk_full = false;
+        self.crash_rng = None;
         self.connect();
         self.observe_full();
         for _ in 0..10_000 {
