@@ -32,7 +32,12 @@ const MIRROR: &str = "workspace";
 const DEBOUNCE: Duration = Duration::from_millis(50);
 const QUIET: Duration = Duration::from_millis(10);
 const RESCAN_EVERY: Duration = Duration::from_secs(60);
-const UPLOAD_CHUNK: usize = 1 << 20;
+/// Data messages carry at most this much. tonic copies every message into
+/// its encode buffer, which grows to the message: 1 MiB messages took a
+/// fresh buffer (and fresh pages) per chunk; at 256 KiB they come from the
+/// allocator's reused pages (an initial sync of `linux` used less node
+/// system time; `big` took as long).
+const UPLOAD_CHUNK: usize = 256 << 10;
 const PARALLEL_UPLOADS: usize = 4;
 /// An upload stream carries queued files up to these limits (small files
 /// share a stream instead of paying a stream each).
