@@ -33,6 +33,9 @@ pub struct OpenMirror {
     pub receiver: Receiver,
 }
 
+/// Needs sent to the node in one message at most (≈ 100 bytes each).
+pub const NEEDS_PER_MESSAGE: usize = 1024;
+
 pub enum DriverEvent {
     Connected {
         reply: oneshot::Sender<u64>,
@@ -324,10 +327,13 @@ impl Driver {
         self.maybe_commit();
     }
 
+    /// Sends the queued needs, at most [`NEEDS_PER_MESSAGE`] to a message
+    /// (a load can release tens of thousands of held notices at once, more
+    /// than fits a gRPC message).
     async fn send_needs(&mut self) {
-        if !self.needs.is_empty() {
-            let needs = std::mem::take(&mut self.needs);
-            self.to_node(ToNode::MirrorNeeds(needs)).await;
+        let needs = std::mem::take(&mut self.needs);
+        for part in needs.chunks(NEEDS_PER_MESSAGE) {
+            self.to_node(ToNode::MirrorNeeds(part.to_vec())).await;
         }
     }
 

@@ -14,7 +14,7 @@ use ganglion_mirror::{
 use ganglion_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::{Driver, DriverEvent, MirrorStatus, OpenMirrors, Start};
+use super::driver::{Driver, DriverEvent, MirrorStatus, NEEDS_PER_MESSAGE, OpenMirrors, Start};
 use super::{EAGER_OPENS, Mirrors};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -126,6 +126,81 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
         "once loaded, the held notice is being fetched"
     );
     assert_eq!(loads_now(), 1);
+    drop(tx);
+    running.abort();
+}
+
+/// Many notices at once (a first scan; the held notices a load releases)
+/// ask for their content in messages of at most NEEDS_PER_MESSAGE needs,
+/// all of them, in the order of the notices.
+#[tokio::test]
+async fn needs_go_to_the_node_in_bounded_messages() {
+    use crate::registry::ToNode;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open_in_memory().await.unwrap();
+    let receiver = Receiver::open(
+        dir.path(),
+        "n1",
+        index.clone(),
+        LockRegistry::new(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let registry = Registry::new(Metrics::new());
+    let node_id = NodeId::generate();
+    let name = ganglion_core::NodeName::parse("n1").unwrap();
+    let mut conn = registry.register(node_id.clone(), name, None, Timestamp(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let start = Start {
+        summary: index.summary("n1").await.unwrap(),
+        immutable: ImmutablePaths::default(),
+        loader: Box::new(|i| {
+            let (engine_tx, engine_rx) = oneshot::channel();
+            let _ = engine_tx.send(Box::new(SinkEngine::new(Vec::new(), 0, i)));
+            engine_rx
+        }),
+        idle_close: Duration::from_secs(3600),
+        open: OpenMirrors::default(),
+    };
+    let driver = Driver::new(
+        ("n1".into(), node_id),
+        receiver,
+        registry.clone(),
+        Arc::new(ManualClock::new(Timestamp(0))),
+        tx.clone(),
+        start,
+    );
+    let running = tokio::spawn(driver.run(rx));
+    let (reply, _) = oneshot::channel();
+    tx.send(DriverEvent::Connected { reply }).unwrap();
+    let files = NEEDS_PER_MESSAGE * 2 + 100;
+    let notices = (1..=files)
+        .map(|i| {
+            Notice::Upsert(file(
+                &format!("f{i:05}"),
+                format!("{i}").as_bytes(),
+                i as u64,
+            ))
+        })
+        .collect();
+    tx.send(DriverEvent::Notices(notices)).unwrap();
+    let mut sizes = Vec::new();
+    let mut paths = Vec::new();
+    while paths.len() < files {
+        let msg = tokio::time::timeout(Duration::from_secs(10), conn.rx.recv())
+            .await
+            .expect("needs arrive")
+            .expect("connection open");
+        if let ToNode::MirrorNeeds(needs) = msg {
+            sizes.push(needs.len());
+            paths.extend(needs.into_iter().map(|(p, _)| p.to_string()));
+        }
+    }
+    assert!(
+        sizes.iter().all(|&n| n <= NEEDS_PER_MESSAGE),
+        "message sizes {sizes:?}"
+    );
+    let want: Vec<String> = (1..=files).map(|i| format!("f{i:05}")).collect();
+    assert_eq!(paths, want);
     drop(tx);
     running.abort();
 }
