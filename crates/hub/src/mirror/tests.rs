@@ -54,42 +54,60 @@ async fn ask_status(tx: &mpsc::UnboundedSender<DriverEvent>) -> MirrorStatus {
     rx.await.unwrap()
 }
 
-#[tokio::test]
-async fn answers_attach_and_status_before_the_entries_are_loaded() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = Index::open_in_memory().await.unwrap();
-    seeded(&index, "n1").await;
+/// A driver for mirror `n1` of node `node_id` over `index`, its mirror in
+/// `dir`, loading entries with `loader`; returns its event sender and task.
+async fn start_driver(
+    dir: &std::path::Path,
+    index: &Index,
+    node_id: NodeId,
+    registry: Registry,
+    loader: super::driver::Loader,
+) -> (
+    mpsc::UnboundedSender<DriverEvent>,
+    tokio::task::JoinHandle<()>,
+) {
     let receiver = Receiver::open(
-        dir.path(),
+        dir,
         "n1",
         index.clone(),
         LockRegistry::new(Duration::from_secs(60)),
     )
     .unwrap();
-    let (engine_tx, engine_rx) = oneshot::channel();
-    let slot = Mutex::new(Some(engine_rx));
-    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = loads.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let start = Start {
         summary: index.summary("n1").await.unwrap(),
         immutable: ImmutablePaths::default(),
-        loader: Box::new(move |_| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            slot.lock().unwrap().take().expect("loaded once")
-        }),
+        loader,
         idle_close: Duration::from_secs(3600),
         open: OpenMirrors::default(),
     };
     let driver = Driver::new(
-        ("n1".into(), NodeId::generate()),
+        ("n1".into(), node_id),
         receiver,
-        Registry::new(Metrics::new()),
+        registry,
         Arc::new(ManualClock::new(Timestamp(0))),
         tx.clone(),
         start,
     );
-    let running = tokio::spawn(driver.run(rx));
+    (tx, tokio::spawn(driver.run(rx)))
+}
+
+#[tokio::test]
+async fn answers_attach_and_status_before_the_entries_are_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open_in_memory().await.unwrap();
+    seeded(&index, "n1").await;
+    let (engine_tx, engine_rx) = oneshot::channel();
+    let slot = Mutex::new(Some(engine_rx));
+    let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = loads.clone();
+    let loader = Box::new(move |_| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        slot.lock().unwrap().take().expect("loaded once")
+    });
+    let registry = Registry::new(Metrics::new());
+    let (tx, running) =
+        start_driver(dir.path(), &index, NodeId::generate(), registry, loader).await;
     let loads_now = || loads.load(std::sync::atomic::Ordering::SeqCst);
 
     let (reply, applied) = oneshot::channel();
@@ -138,38 +156,16 @@ async fn needs_go_to_the_node_in_bounded_messages() {
     use crate::registry::ToNode;
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open_in_memory().await.unwrap();
-    let receiver = Receiver::open(
-        dir.path(),
-        "n1",
-        index.clone(),
-        LockRegistry::new(Duration::from_secs(60)),
-    )
-    .unwrap();
     let registry = Registry::new(Metrics::new());
     let node_id = NodeId::generate();
     let name = ganglion_core::NodeName::parse("n1").unwrap();
     let mut conn = registry.register(node_id.clone(), name, None, Timestamp(0));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let start = Start {
-        summary: index.summary("n1").await.unwrap(),
-        immutable: ImmutablePaths::default(),
-        loader: Box::new(|i| {
-            let (engine_tx, engine_rx) = oneshot::channel();
-            let _ = engine_tx.send(Box::new(SinkEngine::new(Vec::new(), 0, i)));
-            engine_rx
-        }),
-        idle_close: Duration::from_secs(3600),
-        open: OpenMirrors::default(),
-    };
-    let driver = Driver::new(
-        ("n1".into(), node_id),
-        receiver,
-        registry.clone(),
-        Arc::new(ManualClock::new(Timestamp(0))),
-        tx.clone(),
-        start,
-    );
-    let running = tokio::spawn(driver.run(rx));
+    let loader = Box::new(|i| {
+        let (engine_tx, engine_rx) = oneshot::channel();
+        let _ = engine_tx.send(Box::new(SinkEngine::new(Vec::new(), 0, i)));
+        engine_rx
+    });
+    let (tx, running) = start_driver(dir.path(), &index, node_id, registry.clone(), loader).await;
     let (reply, _) = oneshot::channel();
     tx.send(DriverEvent::Connected { reply }).unwrap();
     let files = NEEDS_PER_MESSAGE * 2 + 100;
