@@ -213,7 +213,9 @@ async fn record_then_send(
         let covers = batch.seq.unwrap_or(0);
         if let Err(e) = index.apply(MIRROR, &batch).await {
             tracing::error!(error = %e, "cannot write the workspace index");
-            sends.retain(|(seq, _)| *seq > covers);
+            // Only what this write was to cover; older seqs are durable.
+            let before = durable;
+            sends.retain(|(seq, _)| *seq <= before || *seq > covers);
         }
         durable = durable.max(covers);
     }
