@@ -33,10 +33,10 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const QUIET: Duration = Duration::from_millis(10);
 const RESCAN_EVERY: Duration = Duration::from_secs(60);
 /// Data messages carry at most this much. tonic copies every message into
-/// its encode buffer, which grows to the message: 1 MiB messages took a
-/// fresh buffer (and fresh pages) per chunk; at 256 KiB they come from the
-/// allocator's reused pages (an initial sync of `linux` used less node
-/// system time; `big` took as long).
+/// its encode buffer, which grows to the message: a profile with 1 MiB
+/// messages showed a fresh buffer (and page faults) per chunk. With 256 KiB
+/// an initial sync of `linux` was a little faster in alternating runs and
+/// `big` took as long (why exactly was not measured further).
 const UPLOAD_CHUNK: usize = 256 << 10;
 const PARALLEL_UPLOADS: usize = 4;
 /// An upload stream carries queued files up to these limits (small files
@@ -176,7 +176,7 @@ enum Step {
 /// the hub works on the first parts' notices while the next are written, even
 /// when the notices come from a (re)connection after the scan's records.
 ///
-/// After a failed write the notices it covered that are queued are dropped
+/// After a failed write the queued notices it was to cover are dropped
 /// (the hub gets them with the next connection's resend, or, after a restart,
 /// from the scan that observes them again).
 async fn record_then_send(
@@ -193,12 +193,13 @@ async fn record_then_send(
             let _ = notices.send(notice);
         }
         // Wait only when there is nothing to write; then take all queued.
-        let mut next = match writes.is_empty() {
-            true => match steps.recv().await {
-                Some(step) => Some(step),
-                None => return,
-            },
-            false => steps.try_recv().ok(),
+        let mut next = if writes.is_empty() {
+            let Some(step) = steps.recv().await else {
+                return;
+            };
+            Some(step)
+        } else {
+            steps.try_recv().ok()
         };
         while let Some(step) = next {
             match step {
