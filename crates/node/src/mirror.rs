@@ -235,7 +235,11 @@ fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::Rec
             let _ = input.send(Input::Rescan);
         }
     };
-    let mut w = match notify::recommended_watcher(handler) {
+    // Only what may change content: the kernel then never queues opens and
+    // read-only closes (the scan and uploads open every file).
+    let config = notify::Config::default()
+        .with_event_kinds(notify::EventKindMask::CORE | notify::EventKindMask::ACCESS_CLOSE);
+    let mut w = match notify::RecommendedWatcher::new(handler, config) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "no filesystem watcher; relying on periodic rescans");
