@@ -402,6 +402,11 @@ impl JsonRow<'_> {
     }
 }
 
+/// Forgets a mirror's tombstones at or below a sequence number (bound: the
+/// mirror, the sequence number); `mirror_tombstones_by_seq` answers it.
+const FORGET_TOMBSTONES: &str =
+    "DELETE FROM mirror_entries WHERE mirror_id = ? AND deleted = 1 AND seq <= ?";
+
 async fn set_peer_seq_tx(
     tx: &mut Transaction<'_, Sqlite>,
     mirror: &str,
@@ -412,7 +417,7 @@ async fn set_peer_seq_tx(
         .bind(mirror)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM mirror_entries WHERE mirror_id = ? AND deleted = 1 AND seq <= ?")
+    sqlx::query(FORGET_TOMBSTONES)
         .bind(mirror)
         .bind(seq as i64)
         .execute(&mut **tx)
@@ -704,6 +709,47 @@ pub(crate) mod tests {
             "{plan}"
         );
         assert!(plan.contains("SEARCH e USING PRIMARY KEY"), "{plan}");
+    }
+
+    /// A live row is written to the table alone (no secondary index to keep),
+    /// and forgetting acknowledged tombstones searches an index of
+    /// tombstones, not the mirror's rows.
+    #[tokio::test]
+    async fn live_rows_carry_no_secondary_index_and_tombstones_have_one() {
+        let idx = Index::open_in_memory().await.unwrap();
+        let indexes: Vec<String> = sqlx::query(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'mirror_entries' \
+             AND sql IS NOT NULL",
+        )
+        .fetch_all(&idx.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        assert_eq!(indexes, vec!["mirror_tombstones_by_seq"]);
+        let (partial,): (String,) =
+            sqlx::query_as("SELECT sql FROM sqlite_schema WHERE name = 'mirror_tombstones_by_seq'")
+                .fetch_one(&idx.pool)
+                .await
+                .unwrap();
+        assert!(partial.ends_with("WHERE deleted = 1"), "{partial}");
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {FORGET_TOMBSTONES}"))
+            .bind("n")
+            .bind(5_i64)
+            .fetch_all(&idx.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.starts_with("SEARCH mirror_entries USING")
+                && plan.contains("INDEX mirror_tombstones_by_seq (mirror_id=? AND seq<?)")
+                && !plan.contains('\n'),
+            "{plan}"
+        );
     }
 
     #[tokio::test]
