@@ -482,6 +482,42 @@ fn confinement_links_out_and_hostile_paths_are_refused() {
     assert_eq!(hub.ok(&["mirror", "cat", "n1", "ok.txt"]), "fine\n");
 }
 
+/// A link to a directory outside the workspace is mirrored as a link and
+/// nothing more: a change behind it is not watched, not scanned, not
+/// recorded in the node's index (the watcher once followed links, and a
+/// path below one was stat'ed through it).
+#[test]
+fn a_link_to_a_directory_outside_is_never_a_way_out() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    let outside = s.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"not the workspace's").unwrap();
+    write(&ws, "ok.txt", b"fine\n");
+    symlink(&outside, ws.join("outdir")).unwrap();
+    let (hub, mut node) = hub_and_node(&s);
+    wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
+    // A change behind the link, then one in the workspace: once the second
+    // is mirrored, the first would have been seen too.
+    std::fs::write(outside.join("new.txt"), b"nor this").unwrap();
+    std::fs::write(outside.join("secret.txt"), b"changed, still not ours").unwrap();
+    write(&ws, "sentinel.txt", b"after\n");
+    wait_mirror(&hub, "n1", &expected(&ws, &[]), CHANGE);
+    node.signal(libc::SIGTERM);
+    node.wait_exit(Duration::from_secs(10));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let paths: Vec<String> = rt.block_on(async {
+        let index = ganglion_mirror::Index::open(&s.state_dir("n1").join("index.db"))
+            .await
+            .unwrap();
+        let loaded = index.load("workspace").await.unwrap();
+        loaded.entries.iter().map(|e| e.path.to_string()).collect()
+    });
+    assert_eq!(paths, ["ok.txt", "outdir", "sentinel.txt"]);
+    let o = hub.cli(&["mirror", "cat", "n1", "outdir/new.txt"]);
+    assert_error(&o);
+}
+
 #[test]
 fn restarts_rehash_nothing() {
     let s = Scene::new();

@@ -16,6 +16,8 @@
 //!   group commit, deletes/moves/copies, `cat`, `verify`, staging sweep.
 //! - [`locks`]: the transfer lock registry (guards, idle timeout, gauges).
 //! - [`sim`]: the seeded simulation of both engines with crashes.
+//! - [`workspace`]: the node's reads, from the workspace root and never
+//!   through a symlink.
 //!
 //! Decisions worth knowing:
 //! - Names that are not UTF-8 (or that a `RelPath` refuses, e.g. containing
@@ -40,6 +42,7 @@ pub mod locks;
 pub mod receive;
 pub mod scan;
 pub mod sim;
+pub mod workspace;
 
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};
@@ -47,3 +50,4 @@ pub use immutable::ImmutablePaths;
 pub use index::Index;
 pub use locks::LockRegistry;
 pub use receive::Receiver;
+pub use workspace::WorkspaceDir;

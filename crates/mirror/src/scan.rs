@@ -10,9 +10,9 @@
 //! containing a backslash) are skipped and reported: they cannot cross the wire.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata};
+use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ganglion_core::RelPath;
@@ -21,6 +21,7 @@ use ignore::gitignore::Gitignore;
 use tracing::{debug, warn};
 
 use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use crate::workspace::WorkspaceDir;
 
 /// Names never mirrored: Ganglion's own state.
 pub const BUILTIN_IGNORES: &[&str] = &[".ganglion"];
@@ -134,7 +135,7 @@ impl IgnoreRules {
 
 /// Scans `root` entirely. `prior` is the index's view (by path).
 pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, Error> {
-    fs::symlink_metadata(root).map_err(|source| Error::Root {
+    let dir = WorkspaceDir::open(root).map_err(|source| Error::Root {
         path: root.to_owned(),
         source,
     })?;
@@ -205,7 +206,7 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         });
         found.push((rel, before));
     }
-    stat_all(root, found, &mut report);
+    stat_all(&dir, found, &mut report);
     report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));
     debug!(
         entries = report.entries.len(),
@@ -222,7 +223,7 @@ const SCAN_CHUNK: usize = 64;
 
 /// Stats (and hashes, where needed) every path found, on up to
 /// [`SCAN_THREADS`] threads; results are kept in walk order.
-fn stat_all(root: &Path, found: Vec<(RelPath, Option<&Entry>)>, report: &mut ScanReport) {
+fn stat_all(dir: &WorkspaceDir, found: Vec<(RelPath, Option<&Entry>)>, report: &mut ScanReport) {
     type Stat = Result<Option<Entry>, SkipReason>;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -237,7 +238,7 @@ fn stat_all(root: &Path, found: Vec<(RelPath, Option<&Entry>)>, report: &mut Sca
                 return out;
             }
             for (i, (rel, before)) in found.iter().enumerate().skip(start).take(SCAN_CHUNK) {
-                out.push((i, stat_path(root, rel, *before, part)));
+                out.push((i, stat_path(dir, rel, *before, part)));
             }
         }
     };
@@ -287,36 +288,36 @@ fn rel_path(rel: &Path) -> Result<RelPath, SkipReason> {
     RelPath::parse(s).map_err(|e| SkipReason::InvalidPath(e.to_string()))
 }
 
-/// Stats one path (and hashes it if needed). `Ok(None)`: it does not exist, or
-/// it is new and changed while being hashed (listed in `report.unstable`).
+/// Stats one path (and hashes it if needed), reached from the workspace root
+/// without following a symlink on the way ([`WorkspaceDir`]). `Ok(None)`: it
+/// does not exist (nor does a path through a symlink or a file: the link is
+/// the entry, what lies behind it is not the workspace's), or it is new and
+/// changed while being hashed (listed in `report.unstable`).
 pub fn stat_path(
-    root: &Path,
+    dir: &WorkspaceDir,
     rel: &RelPath,
     prior: Option<&Entry>,
     report: &mut ScanReport,
 ) -> Result<Option<Entry>, SkipReason> {
-    let full = root.join(rel.as_str());
-    let meta = match fs::symlink_metadata(&full) {
+    let unreadable = |e: io::Error| SkipReason::Unreadable(e.to_string());
+    let (handle, meta) = match dir.entry(rel).and_then(|f| f.metadata().map(|m| (f, m))) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(SkipReason::Unreadable(e.to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || through_link(&e) => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
     };
     let mut entry = entry_from_meta(rel.clone(), &meta);
     match entry.kind {
         EntryKind::Dir => {}
         EntryKind::Symlink => {
-            let target = fs::read_link(&full).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| SkipReason::SymlinkTargetNotUtf8)?;
+            let target = WorkspaceDir::read_link(&handle).map_err(unreadable)?;
+            let target = String::from_utf8(target).map_err(|_| SkipReason::SymlinkTargetNotUtf8)?;
             entry.symlink_target = Some(target);
         }
         EntryKind::File => {
             if let Some(p) = prior.filter(|p| p.same_stat(&entry) && p.hash.is_some()) {
                 entry.hash = p.hash;
             } else {
-                match hash_stable(&full, &meta) {
+                match hash_stable(dir, rel, &meta) {
                     Ok(Some((hash, n))) => {
                         report.files_hashed += 1;
                         report.bytes_hashed += n;
@@ -328,7 +329,7 @@ pub fn stat_path(
                         return Ok(prior.filter(|p| p.path == *rel).cloned());
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(SkipReason::Unreadable(e.to_string())),
+                    Err(e) => return Err(unreadable(e)),
                 }
             }
         }
@@ -382,13 +383,26 @@ fn stat_key(m: &Metadata) -> (u64, i64, i64, u64, u64, u32) {
     )
 }
 
-/// Hashes a regular file without following a symlink swapped in, then checks
-/// that neither the open file nor the path changed meanwhile.
-fn hash_stable(full: &Path, before: &Metadata) -> io::Result<Option<(ContentHash, u64)>> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(full)?;
+/// Whether opening a path failed because a symlink (or a file, where a
+/// directory must be) lies on it.
+fn through_link(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+}
+
+/// Hashes a regular file (reached as [`stat_path`] reaches it, so a symlink
+/// swapped in is refused), then checks that neither the open file nor the
+/// path changed meanwhile.
+fn hash_stable(
+    dir: &WorkspaceDir,
+    rel: &RelPath,
+    before: &Metadata,
+) -> io::Result<Option<(ContentHash, u64)>> {
+    let file = match dir.open_read(rel) {
+        Ok(f) => f,
+        // Replaced by a link since the stat.
+        Err(e) if through_link(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let opened = file.metadata()?;
     if !opened.is_file() || stat_key(&opened) != stat_key(before) {
         return Ok(None);
@@ -396,7 +410,7 @@ fn hash_stable(full: &Path, before: &Metadata) -> io::Result<Option<(ContentHash
     let mut hasher = blake3::Hasher::new();
     let n = hasher.update_reader(&file)?.count();
     let after_fd = file.metadata()?;
-    let after_path = fs::symlink_metadata(full)?;
+    let after_path = dir.metadata(rel)?;
     if stat_key(&after_fd) != stat_key(before)
         || stat_key(&after_path) != stat_key(before)
         || n != before.size()
@@ -408,6 +422,7 @@ fn hash_stable(full: &Path, before: &Metadata) -> io::Result<Option<(ContentHash
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{PermissionsExt, symlink};
     use std::time::Instant;
@@ -575,14 +590,49 @@ mod tests {
         let path = root.join("grow");
         fs::write(&path, vec![7u8; 1 << 20]).unwrap();
         let before = fs::symlink_metadata(&path).unwrap();
+        let (ws, grow) = (
+            WorkspaceDir::open(root).unwrap(),
+            RelPath::parse("grow").unwrap(),
+        );
         // The file changes after the stat the hash would be checked against.
         fs::write(&path, vec![8u8; (1 << 20) + 1]).unwrap();
-        assert!(hash_stable(&path, &before).unwrap().is_none());
+        assert!(hash_stable(&ws, &grow, &before).unwrap().is_none());
         // A file whose content changes but keeps its size and mtime is caught
         // by the fd/path re-stat only if the stat moved; equal stat keys mean
         // the scanner trusts the hash (the classic mtime-granularity limit).
         let now = fs::symlink_metadata(&path).unwrap();
-        assert!(hash_stable(&path, &now).unwrap().is_some());
+        assert!(hash_stable(&ws, &grow, &now).unwrap().is_some());
+        // Replaced by a link after the stat: not hashed through it.
+        fs::remove_file(&path).unwrap();
+        symlink("/etc/passwd", &path).unwrap();
+        assert!(hash_stable(&ws, &grow, &now).unwrap().is_none());
+    }
+
+    /// A path below a symlink (as a watcher event or a race could name one)
+    /// is not the workspace's: nothing behind the link is stat'ed or hashed,
+    /// and a full scan lists the link alone.
+    #[test]
+    fn nothing_is_reached_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"secret").unwrap();
+        fs::write(root.join("d/f"), b"inside").unwrap();
+        symlink(&outside, root.join("out")).unwrap();
+        symlink("d", root.join("in")).unwrap();
+        let ws = WorkspaceDir::open(&root).unwrap();
+        let mut report = ScanReport::default();
+        for p in ["out/secret", "in/f", "d/f/below-a-file"] {
+            let r = stat_path(&ws, &RelPath::parse(p).unwrap(), None, &mut report);
+            assert_eq!(r, Ok(None), "{p}");
+        }
+        assert_eq!((report.files_hashed, report.skipped.len()), (0, 0));
+        let r = scan(&root, &HashMap::new()).unwrap();
+        let mut paths: Vec<&str> = r.entries.iter().map(|e| e.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["d", "d/f", "in", "out"]);
+        assert_eq!(r.files_hashed, 1);
     }
 
     #[test]

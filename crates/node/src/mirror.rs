@@ -17,7 +17,9 @@ use ganglion_core::RelPath;
 use ganglion_mirror::engine::{Observation, SourceAction, SourceEvent, SourceState};
 use ganglion_mirror::index::{Batch, Index};
 use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, IgnoreRules, ScanReport};
-use ganglion_mirror::{ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure};
+use ganglion_mirror::{
+    ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure, WorkspaceDir,
+};
 use ganglion_proto::v1;
 use notify::Watcher;
 use tokio::sync::mpsc;
@@ -237,8 +239,11 @@ fn watch(root: &Path, input: mpsc::UnboundedSender<Input>) -> Option<notify::Rec
     };
     // Only what may change content: the kernel then never queues opens and
     // read-only closes (the scan and uploads open every file).
+    // Not through symlinks either: a link is mirrored as a link, and
+    // following one (to `/`, say) would watch what is not the workspace.
     let config = notify::Config::default()
-        .with_event_kinds(notify::EventKindMask::CORE | notify::EventKindMask::ACCESS_CLOSE);
+        .with_event_kinds(notify::EventKindMask::CORE | notify::EventKindMask::ACCESS_CLOSE)
+        .with_follow_symlinks(false);
     let mut w = match notify::RecommendedWatcher::new(handler, config) {
         Ok(w) => w,
         Err(e) => {
@@ -421,8 +426,16 @@ impl MirrorAgent {
             let mut report = ScanReport::default();
             let mut removed = Vec::new();
             let mut new_dir = false;
+            let dir = match WorkspaceDir::open(&root) {
+                Ok(d) => d,
+                Err(e) => {
+                    // The next full scan reports it.
+                    tracing::warn!(error = %e, "cannot open the workspace");
+                    return (report, removed, new_dir);
+                }
+            };
             for rel in rels {
-                match scan::stat_path(&root, &rel, prior.get(&rel), &mut report) {
+                match scan::stat_path(&dir, &rel, prior.get(&rel), &mut report) {
                     // A directory only some rules match (`build/`).
                     Ok(Some(e)) if e.kind == EntryKind::Dir && ignores.is_ignored(&rel, true) => {}
                     Ok(Some(e)) => {
@@ -742,11 +755,18 @@ fn read_files(
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let mut out = vec![None; files.len()];
+    // Each file reached from the root, never through a symlink (nor one
+    // swapped in since the scan), never blocking on a FIFO.
+    let dir = WorkspaceDir::open(root);
     for (i, (path, hash, size)) in files.iter().enumerate() {
-        let opened = std::fs::File::open(root.join(path.as_str())).and_then(|f| {
-            let meta = f.metadata()?;
-            Ok((f, meta))
-        });
+        let opened = dir
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+            .and_then(|d| {
+                let f = d.open_read(path)?;
+                let meta = f.metadata()?;
+                Ok((f, meta))
+            });
         let (mut file, meta) = match opened {
             Ok((f, m)) if m.is_file() && m.len() == *size => (f, m),
             _ => {
