@@ -19,7 +19,27 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_decommits` in mimalloc's option enum (`mimalloc.h`);
+/// the binding names the options of older versions only.
+const MI_OPTION_PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
+
+/// Memory mimalloc gives back goes with `MADV_FREE` instead of
+/// `MADV_DONTNEED`: the kernel still takes it when it needs it, but until
+/// then reusing it costs no page fault and no zeroing. A sync frees and
+/// allocates a message buffer per upload chunk; in alternating linux syncs
+/// this cut page faults 3–4× and the sync time by ~7 %. (The freed memory
+/// counts in RSS until the kernel reclaims it.) `MIMALLOC_PURGE_DECOMMITS`
+/// in the environment still decides.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DECOMMITS").is_none() {
+        // SAFETY: sets a process-wide option; mimalloc allows it at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DECOMMITS, 0) }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let args = cli::Cli::parse();
     logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
