@@ -49,17 +49,28 @@ impl Parked {
             .filter(|(path, seq)| slots.get(path).map(|s| s.seq) != Some(*seq))
             .cloned()
             .collect();
-        let mut out = Vec::new();
-        for b in gone {
-            for n in self.by_blocker.remove(&b).unwrap_or_default() {
-                if let Some(c) = self.seqs.get_mut(&n.seq()) {
-                    *c -= 1;
-                    if *c == 0 {
-                        self.seqs.remove(&n.seq());
-                    }
+        let mut lists: Vec<Vec<Notice>> = gone
+            .iter()
+            .filter_map(|b| self.by_blocker.remove(b))
+            .collect();
+        for n in lists.iter().flatten() {
+            if let Some(c) = self.seqs.get_mut(&n.seq()) {
+                *c -= 1;
+                if *c == 0 {
+                    self.seqs.remove(&n.seq());
                 }
-                out.push(n);
             }
+        }
+        // One list (a directory settled) is handed over as it is; several
+        // are joined into one allocation of the right size (an initial sync
+        // resumes thousands at once, and growing the list doubled its
+        // memory step by step, each step on fresh pages).
+        if lists.len() == 1 {
+            return lists.pop().unwrap_or_default();
+        }
+        let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for l in lists {
+            out.extend(l);
         }
         out
     }
