@@ -81,6 +81,18 @@ fn expected(ws: &Path, ignored: &[&str]) -> BTreeMap<String, Node> {
     m
 }
 
+/// Files in a staging directory, its shards included (0 if it is missing).
+fn staged_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.map(|e| e.unwrap())
+            .map(|e| match e.file_type().unwrap().is_dir() {
+                true => staged_files(&e.path()),
+                false => 1,
+            })
+            .sum()
+    })
+}
+
 /// Waits until the mirror of `node` equals `want`; reports the difference on timeout.
 #[track_caller]
 fn wait_mirror(hub: &Hub, node: &str, want: &BTreeMap<String, Node>, within: Duration) {
@@ -355,12 +367,9 @@ fn tree_syncs_then_edits_deletes_renames_follow() {
         !err.contains("op failed"),
         "the hub failed an op on the way:\n{err}"
     );
-    assert!(
-        !hub.dir.join("staging/n1").exists()
-            || std::fs::read_dir(hub.dir.join("staging/n1"))
-                .unwrap()
-                .next()
-                .is_none(),
+    assert_eq!(
+        staged_files(&hub.dir.join("staging/n1")),
+        0,
         "staging is empty once everything is committed"
     );
     node.assert_running();
@@ -614,7 +623,7 @@ fn hub_sigkill_mid_sync_recovers_clean() {
     // Kill as soon as the sync is visibly under way.
     wait_for("the sync to start", READY, || {
         let placed = std::fs::read_dir(mirror.join("many")).map_or(0, |d| d.count());
-        let staged = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+        let staged = staged_files(&staging);
         (placed > 0 || staged > 0).then_some(())
     });
     let mut hub = hub;
@@ -643,9 +652,7 @@ fn hub_sigkill_mid_sync_recovers_clean() {
     assert!(verify.status.success(), "{}", stdout(&verify));
     wait_transfers_idle(&hub);
     wait_for("staging/n1 empty", READY, || {
-        std::fs::read_dir(&staging)
-            .map_or(true, |mut d| d.next().is_none())
-            .then_some(())
+        (staged_files(&staging) == 0).then_some(())
     });
 }
 

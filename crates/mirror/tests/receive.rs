@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{entry, file_entry, p, setup};
+use common::{entry, file_entry, p, setup, staged_files};
 use ganglion_core::RelPath;
 use ganglion_mirror::TransferFailure;
 use ganglion_mirror::engine::{Content, Op};
@@ -34,10 +34,7 @@ fn upload(r: &Receiver, path: &str, data: &[u8], mode: u32) -> Result<(), Error>
 }
 
 fn staging_is_empty(data_dir: &Path) -> bool {
-    std::fs::read_dir(data_dir.join("staging/node1"))
-        .unwrap()
-        .next()
-        .is_none()
+    staged_files(data_dir) == 0
 }
 
 #[tokio::test]
@@ -316,8 +313,11 @@ async fn sweep_removes_stale_staging_files() {
     let staging = dir.path().join("staging/node1");
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join("leftover.staged"), b"crashed mid-transfer").unwrap();
+    std::fs::create_dir_all(staging.join("u3")).unwrap();
+    std::fs::write(staging.join("u3/0123-4567.staged"), b"in a shard").unwrap();
     let (r, _) = setup(dir.path()).await; // sweeps at start
     assert!(staging_is_empty(dir.path()));
+    assert!(staging.join("u3").is_dir(), "the shards stay");
     let id = r
         .open_transfer(
             &p("f"),
@@ -328,11 +328,13 @@ async fn sweep_removes_stale_staging_files() {
         )
         .unwrap();
     std::fs::write(staging.join("another"), b"").unwrap();
+    std::fs::write(staging.join("u5/stale.staged"), b"").unwrap();
     assert_eq!(
         r.sweep_staging().unwrap(),
-        1,
+        2,
         "an open transfer's file is kept"
     );
+    assert_eq!(staged_files(dir.path()), 1);
     r.chunk(id, 0, b"x").unwrap();
     r.finish(id).unwrap();
 }

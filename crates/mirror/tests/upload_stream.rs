@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{file_entry, p, setup};
+use common::{file_entry, p, setup, staged_files};
 use ganglion_mirror::TransferFailure;
 use ganglion_mirror::engine::{Content, Op};
 use ganglion_mirror::entry::ContentHash;
@@ -50,12 +48,6 @@ fn ok(path: &str, data: &[u8]) -> FileOutcome {
         hash: ContentHash::of(data),
         result: Ok(data.len() as u64),
     }
-}
-
-fn staged_files(data_dir: &Path) -> usize {
-    std::fs::read_dir(data_dir.join("staging/node1"))
-        .unwrap()
-        .count()
 }
 
 async fn commit(r: &Receiver, files: &[(&str, &[u8])]) {

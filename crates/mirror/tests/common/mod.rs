@@ -47,3 +47,20 @@ pub async fn setup(data_dir: &Path) -> (Receiver, LockRegistry) {
         locks,
     )
 }
+
+/// Files in a staging directory, its shards included.
+pub fn files_below(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| match e.file_type().unwrap().is_dir() {
+            true => files_below(&e.path()),
+            false => 1,
+        })
+        .sum()
+}
+
+/// Files staged for `node1` under `data_dir`.
+pub fn staged_files(data_dir: &Path) -> usize {
+    files_below(&data_dir.join("staging/node1"))
+}
