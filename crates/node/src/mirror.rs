@@ -754,19 +754,17 @@ fn read_files(
 ) -> Vec<Option<TransferFailure>> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let mut out = vec![None; files.len()];
     // Each file reached from the root, never through a symlink (nor one
     // swapped in since the scan), never blocking on a FIFO.
-    let dir = WorkspaceDir::open(root);
+    let Ok(dir) = WorkspaceDir::open(root) else {
+        return vec![Some(TransferFailure::SourceChanged); files.len()];
+    };
+    let mut out = vec![None; files.len()];
     for (i, (path, hash, size)) in files.iter().enumerate() {
-        let opened = dir
-            .as_ref()
-            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
-            .and_then(|d| {
-                let f = d.open_read(path)?;
-                let meta = f.metadata()?;
-                Ok((f, meta))
-            });
+        let opened = dir.open_read(path).and_then(|f| {
+            let meta = f.metadata()?;
+            Ok((f, meta))
+        });
         let (mut file, meta) = match opened {
             Ok((f, m)) if m.is_file() && m.len() == *size => (f, m),
             _ => {
