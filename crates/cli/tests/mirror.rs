@@ -93,6 +93,17 @@ fn staged_files(dir: &Path) -> usize {
     })
 }
 
+/// The paths `mirror ls NODE` lists, in its order.
+fn mirror_paths(hub: &Hub, node: &str) -> Vec<String> {
+    let listed = hub.json(&["mirror", "ls", node]);
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Waits until the mirror of `node` equals `want`; reports the difference on timeout.
 #[track_caller]
 fn wait_mirror(hub: &Hub, node: &str, want: &BTreeMap<String, Node>, within: Duration) {
@@ -761,13 +772,7 @@ fn upload_streams_fail_file_by_file() {
     });
     // Accepted but never asked for: discarded, locks released, mirror unchanged.
     wait_transfers_idle(&hub);
-    let listed = hub.json(&["mirror", "ls", "n1"]);
-    let paths: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths = mirror_paths(&hub, "n1");
     assert_eq!(paths, ["a.txt"]);
     // The node's own mirroring goes on.
     write(&ws, "b.txt", b"b\n");
@@ -841,13 +846,7 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
         .await;
         assert_eq!(acked, Ok(applied + 3), "everything up to d2 acknowledged");
     });
-    let listed = hub.json(&["mirror", "ls", "n1"]);
-    let paths: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
+    let paths = mirror_paths(&hub, "n1");
     assert_eq!(paths, ["d1", "d2"]);
     assert!(hub.dir.join("mirrors/n1/d1").is_dir());
     assert!(!hub.dir.join("mirrors/out").exists());

@@ -685,6 +685,16 @@ pub(crate) mod tests {
         );
     }
 
+    /// The lines of an `EXPLAIN QUERY PLAN` query's answer.
+    async fn query_plan<'q>(
+        idx: &Index,
+        q: sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments<'q>>,
+    ) -> String {
+        let rows = q.fetch_all(&idx.pool).await.unwrap();
+        let lines: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+        lines.join("\n")
+    }
+
     /// The subtree delete seeks the primary key per path; it never scans the
     /// table (that made each file of a sync cost O(files)).
     #[tokio::test]
@@ -695,15 +705,7 @@ pub(crate) mod tests {
         for p in ["a", "b", "c"] {
             q = q.bind(format!("{p}/")).bind(format!("{p}0"));
         }
-        let plan: Vec<String> = q
-            .bind("n")
-            .fetch_all(&idx.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
-        let plan = plan.join("\n");
+        let plan = query_plan(&idx, q.bind("n")).await;
         assert!(
             !plan.contains("SCAN e") && !plan.contains("SCAN mirror_entries"),
             "{plan}"
@@ -734,16 +736,8 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
         assert!(partial.ends_with("WHERE deleted = 1"), "{partial}");
-        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {FORGET_TOMBSTONES}"))
-            .bind("n")
-            .bind(5_i64)
-            .fetch_all(&idx.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
-        let plan = plan.join("\n");
+        let sql = format!("EXPLAIN QUERY PLAN {FORGET_TOMBSTONES}");
+        let plan = query_plan(&idx, sqlx::query(&sql).bind("n").bind(5_i64)).await;
         assert!(
             plan.starts_with("SEARCH mirror_entries USING")
                 && plan.contains("INDEX mirror_tombstones_by_seq (mirror_id=? AND seq<?)")
