@@ -7,6 +7,7 @@
 #       `--simulated` (real agents, streams and journal; each task reported started
 #       and exited 0 at once: the hub's figure) and with real sandboxed `true`
 #       (on the same 2 cores the nodes' fork/exec dominates).
+# Env: RUNS, TASKS, SIM_TASKS, CONC, SSH_PORT, GANGLION_BIN (a binary to measure; default: build this tree).
 # Result lines "name value unit  # details" on stdout; raw output in bench/results/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(dirname "$HERE")
@@ -16,8 +17,11 @@ emit() { printf '%-36s %10s %-7s%s\n' "$1" "$2" "$3" "${4:+  # $4}" | tee -a "$O
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 command -v hyperfine >/dev/null || { echo "install hyperfine (apt-get install hyperfine)" >&2; exit 1; }
 
-(cd "$REPO" && cargo build --release -p ganglion >&2)
-G=${CARGO_TARGET_DIR:-$REPO/target}/release/ganglion
+# GANGLION_BIN=path: measure that binary (e.g. a saved build of an earlier commit) instead of building.
+if [ -n "${GANGLION_BIN:-}" ]; then G=$GANGLION_BIN; else
+  (cd "$REPO" && cargo build --release -p ganglion >&2)
+  G=${CARGO_TARGET_DIR:-$REPO/target}/release/ganglion
+fi
 T=$(mktemp -d /tmp/ganglion-bench-tasks.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
