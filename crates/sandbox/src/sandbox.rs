@@ -14,9 +14,12 @@ use ganglion_core::policy::{Policy, PolicyMode, Refusal};
 use tokio::process::Command;
 
 use crate::cgroup::TaskCgroup;
-use crate::child::{ChildSetup, Hide, Rlimit};
+use crate::child::{ChildSetup, Rlimit};
 use crate::confine::{self, Layout};
-use crate::probe::{ForkLimit, effective_uid, probe};
+use crate::exec_allow::{BIN_DIRS, ExecSet};
+use crate::idmap::IdMap;
+use crate::namespaces::{Isolation, Remount};
+use crate::probe::{ForkLimit, UNPRIVILEGED_TASKS, effective_uid, probe};
 use crate::task::{self, RunningTask};
 use crate::{Error, SandboxOptions, TaskSpec};
 
@@ -53,6 +56,10 @@ static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct Sandbox {
     opts: SandboxOptions,
+    /// Root node: the idmapping that lets STRICT tasks run unprivileged.
+    idmap: Option<IdMap>,
+    /// Canonical program directories (listed, not read, under STRICT).
+    bin_dirs: Vec<PathBuf>,
 }
 
 impl Sandbox {
@@ -87,11 +94,51 @@ impl Sandbox {
                 "the state dir overlaps the workspace or the temp root",
             ));
         }
-        Ok(Sandbox { opts })
+        if opts.task_ids.is_some_and(|(u, g)| u == 0 || g == 0) {
+            return Err(Error::InvalidOptions("the task uid and gid must not be 0"));
+        }
+        let support = probe();
+        crate::cleanup::remove_stale(&opts.temp_root, support.cgroup.as_ref());
+        let idmap = match opts.task_ids {
+            Some((uid, gid)) if support.root => {
+                match IdMap::new(uid, gid, &[&opts.workspace, &opts.temp_root]) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "idmapped mounts unavailable: strict tasks run as uid 0 without capabilities"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut bin_dirs: Vec<PathBuf> = BIN_DIRS
+            .iter()
+            .filter_map(|d| fs::canonicalize(d).ok())
+            .collect();
+        bin_dirs.sort();
+        bin_dirs.dedup();
+        Ok(Sandbox {
+            opts,
+            idmap,
+            bin_dirs,
+        })
     }
 
     pub fn options(&self) -> &SandboxOptions {
         &self.opts
+    }
+
+    /// The protections of [`probe`], plus those that depend on this sandbox's
+    /// layout (unprivileged tasks on a root node).
+    pub fn protections(&self) -> Vec<String> {
+        let mut out = probe().protections();
+        if self.idmap.is_some() {
+            out.push(UNPRIVILEGED_TASKS.to_owned());
+        }
+        out
     }
 
     /// Checks `spec` against `policy` and starts it. Must be called within a
@@ -147,6 +194,7 @@ impl Sandbox {
         };
 
         let mut setup = ChildSetup {
+            node_pid: std::process::id() as i32,
             cgroup_procs: cgroup
                 .as_ref()
                 .map(TaskCgroup::procs_fds)
@@ -156,29 +204,39 @@ impl Sandbox {
         };
         let mut landlock_fd = None;
         if strict {
-            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
-            setup.drop_capabilities = support.root;
-            if !self.opts.hidden.is_empty() {
-                let hide = Hide::new(&self.opts.hidden, support.root)
-                    .map_err(Error::setup("prepare the hidden directories"))?;
-                setup.hide = Some(hide);
+            let exec = ExecSet::resolve(policy, &program);
+            if exec.is_loader(&program) {
+                return Err(Error::LoaderRefused {
+                    program: argv0.into(),
+                });
             }
+            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
+            setup.drop_capabilities = true;
+            setup.no_new_privs = true;
+            if support.seccomp {
+                setup.seccomp = crate::seccomp::filters(policy.network)?.programs;
+            }
+            setup.isolation =
+                Some(self.isolation(support.root, support.pid_namespace, temp_dir.as_deref())?);
+            setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
+            setup.cwd_again = Some(self.cwd_again(&cwd)?);
             if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
                 let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
                 let read_write = [vec![self.opts.workspace.clone()], temp].concat();
-                let exec_files = absolute_allowed(&program, policy);
+                let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
+                let exec_files: Vec<PathBuf> = exec.files().cloned().collect();
                 let fd = confine::ruleset(
                     abi,
                     &Layout {
-                        read_exec: &self.opts.system_roots,
-                        read_only: &[PathBuf::from("/proc")],
+                        read_only: &read_only,
                         read_write: &read_write,
                         exec_files: &exec_files,
+                        list_only: &self.bin_dirs,
                         state_dir: &self.opts.state_dir,
                         deny_tcp: !policy.network,
                     },
                 )?;
-                setup.landlock = Some(fd.as_raw_fd());
+                setup.landlock = Some((fd.as_raw_fd(), confine::proc_access(abi)));
                 landlock_fd = Some(fd);
             } else {
                 tracing::warn!(
@@ -231,6 +289,44 @@ impl Sandbox {
                 temp_dir: guard.disarm(),
             },
         ))
+    }
+
+    /// The namespaces of a STRICT task: workspace and temp dir remounted
+    /// `noexec,nosuid,nodev` (idmapped on a root node), hidden directories
+    /// covered, a PID namespace where the kernel allows it.
+    fn isolation(&self, root: bool, pid: bool, temp: Option<&Path>) -> Result<Isolation, Error> {
+        let prep = Error::setup("prepare the task's namespaces");
+        let mut iso = Isolation::new(root, pid).map_err(prep)?;
+        let userns = self.idmap.as_ref().map(|m| m.userns.as_raw_fd());
+        for dir in std::iter::once(self.opts.workspace.as_path()).chain(temp) {
+            let r =
+                Remount::new(dir, userns).map_err(Error::setup("prepare the task's namespaces"))?;
+            iso.remounts.push(r);
+        }
+        iso.hide(&self.opts.hidden)
+            .map_err(Error::setup("prepare the hidden directories"))?;
+        Ok(iso)
+    }
+
+    /// The workspace and the cwd below it, for the child to enter again once
+    /// its mounts cover the directory the cwd fd refers to.
+    fn cwd_again(&self, cwd: &OwnedFd) -> Result<(CString, CString), Error> {
+        let real = fs::read_link(format!("/proc/self/fd/{}", cwd.as_raw_fd()))
+            .map_err(Error::setup("resolve the working directory"))?;
+        let rel = real
+            .strip_prefix(&self.opts.workspace)
+            .map_err(|_| Error::InvalidOptions("the working directory left the workspace"))?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+                Error::setup("resolve the working directory")(io::ErrorKind::InvalidInput.into())
+            })
+        };
+        Ok((c(&self.opts.workspace)?, c(rel)?))
     }
 
     fn resolve_program(
@@ -409,18 +505,7 @@ fn strict_env(extra: &[(String, String)], temp: Option<&Path>) -> Vec<(String, S
     env
 }
 
-/// The program file itself, when it is outside the system roots: an absolute
-/// allowlisted path gets read+execute on that one file.
-fn absolute_allowed(program: &Path, policy: &Policy) -> Vec<PathBuf> {
-    let s = program.to_string_lossy();
-    if policy.allow.iter().any(|a| *a == s) {
-        vec![program.to_path_buf()]
-    } else {
-        Vec::new()
-    }
-}
-
-fn search_path(path: &str, name: &str) -> Option<PathBuf> {
+pub(crate) fn search_path(path: &str, name: &str) -> Option<PathBuf> {
     path.split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(name))
