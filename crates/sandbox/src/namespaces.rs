@@ -178,7 +178,7 @@ pub(crate) fn mount_proc() -> io::Result<()> {
         c"/proc",
         Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
+        Some(c"hidepid=2"),
     ))?;
     // Per PID namespace (Linux ≥ 6.3); best effort.
     let _ = write_file(c"/proc/sys/vm/memfd_noexec", b"2");
@@ -221,6 +221,9 @@ pub(crate) fn fork_init() -> io::Result<()> {
 /// The init: reaps everything until the program ends, hands its status over.
 fn reap(program: i32, tx: i32) -> ! {
     close_all_but(tx);
+    // Not dumpable: invisible in the task's `/proc` (hidepid) and not
+    // traceable, although it holds a copy of the node's memory and argv.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0);
     loop {
         let mut status = 0;
         let pid = sys::wait(-1, &mut status);
