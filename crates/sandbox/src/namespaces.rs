@@ -286,11 +286,13 @@ fn close_all_but(keep: i32) {
     sys::close_fds(keep as u32 + 1, u32::MAX, false);
 }
 
-/// Whether a task can get its own PID namespace and `/proc` here: tried once
-/// in a throwaway child that never runs a program.
-pub(crate) fn pid_namespace_works(root: bool) -> bool {
+/// Whether a task can get its own mount namespace (and, with `pid`, PID
+/// namespace and `/proc`) here: tried once in a throwaway child that never
+/// runs a program. (A node that is not root needs a user namespace, which
+/// some hosts forbid.)
+pub(crate) fn namespaces_work(root: bool, pid: bool) -> bool {
     use std::os::unix::process::CommandExt;
-    let Ok(iso) = Isolation::new(root, true) else {
+    let Ok(iso) = Isolation::new(root, pid) else {
         return false;
     };
     let mut cmd = std::process::Command::new("/nonexistent/ganglion-namespace-probe");
@@ -304,6 +306,9 @@ pub(crate) fn pid_namespace_works(root: bool) -> bool {
         cmd.pre_exec(move || {
             if iso.enter().is_err() {
                 sys::exit(1);
+            }
+            if !iso.pid {
+                sys::exit(0);
             }
             let pid = sys::fork();
             if pid == 0 {

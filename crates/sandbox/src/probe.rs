@@ -16,6 +16,8 @@ pub const SECCOMP: &str = "seccomp";
 /// STRICT tasks run in a PID namespace of their own, with their own `/proc`,
 /// and die with the node.
 pub const PID_NAMESPACE: &str = "pid-namespace";
+/// STRICT tasks see the workspace and their temp dir `noexec,nosuid,nodev`.
+pub const NOEXEC_WORKSPACE: &str = "noexec-workspace";
 /// STRICT tasks may execute only the allowlisted program files (Landlock).
 pub const EXEC_ALLOWLIST: &str = "exec-allowlist";
 /// On a root node, STRICT tasks run as an unprivileged uid/gid (idmapped
@@ -53,6 +55,9 @@ pub struct SandboxSupport {
     pub root: bool,
     /// Seccomp filters can be installed.
     pub seccomp: bool,
+    /// STRICT tasks can get their own mount namespace (workspace and temp
+    /// dir `noexec,nosuid,nodev`).
+    pub mount_namespace: bool,
     /// STRICT tasks can get their own PID namespace and `/proc`.
     pub pid_namespace: bool,
     pub(crate) cgroup: Option<Backend>,
@@ -68,6 +73,9 @@ impl SandboxSupport {
         }
         if self.seccomp {
             out.push(SECCOMP);
+        }
+        if self.mount_namespace {
+            out.push(NOEXEC_WORKSPACE);
         }
         if self.pid_namespace {
             out.push(PID_NAMESPACE);
@@ -117,6 +125,14 @@ fn detect() -> SandboxSupport {
                 }
         )
     );
+    let pid_namespace = crate::namespaces::namespaces_work(root, true);
+    let mount_namespace = pid_namespace || crate::namespaces::namespaces_work(root, false);
+    if !pid_namespace {
+        tracing::warn!(
+            mount_namespace,
+            "strict tasks get no pid namespace here: they see the host's processes and may outlive the node"
+        );
+    }
     let support = SandboxSupport {
         landlock_abi: abi,
         landlock_fs: abi.is_some_and(|v| v >= 1),
@@ -128,7 +144,8 @@ fn detect() -> SandboxSupport {
         cgroup_memory,
         root,
         seccomp: crate::seccomp::supported(),
-        pid_namespace: crate::namespaces::pid_namespace_works(root),
+        mount_namespace,
+        pid_namespace,
         cgroup,
     };
     tracing::info!(
@@ -137,6 +154,7 @@ fn detect() -> SandboxSupport {
         cgroup_memory = support.cgroup_memory,
         root = support.root,
         seccomp = support.seccomp,
+        mount_namespace = support.mount_namespace,
         pid_namespace = support.pid_namespace,
         "sandbox support probed"
     );

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ganglion_core::policy::{Policy, PolicyMode, Refusal};
+use seccompiler::BpfProgram;
 use tokio::process::Command;
 
 use crate::cgroup::TaskCgroup;
@@ -60,6 +61,8 @@ pub struct Sandbox {
     idmap: Option<IdMap>,
     /// Canonical program directories (listed, not read, under STRICT).
     bin_dirs: Vec<PathBuf>,
+    /// The seccomp programs of STRICT tasks without and with `network`.
+    seccomp: Option<(Vec<BpfProgram>, Vec<BpfProgram>)>,
 }
 
 impl Sandbox {
@@ -120,10 +123,17 @@ impl Sandbox {
             .collect();
         bin_dirs.sort();
         bin_dirs.dedup();
+        let seccomp = if support.seccomp {
+            let f = |network| crate::seccomp::filters(network).map(|f| f.programs);
+            Some((f(false)?, f(true)?))
+        } else {
+            None
+        };
         Ok(Sandbox {
             opts,
             idmap,
             bin_dirs,
+            seccomp,
         })
     }
 
@@ -213,13 +223,17 @@ impl Sandbox {
             setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
             setup.drop_capabilities = true;
             setup.no_new_privs = true;
-            if support.seccomp {
-                setup.seccomp = crate::seccomp::filters(policy.network)?.programs;
+            if let Some((offline, online)) = &self.seccomp {
+                setup.seccomp = if policy.network { online } else { offline }.clone();
             }
-            setup.isolation =
-                Some(self.isolation(support.root, support.pid_namespace, temp_dir.as_deref())?);
-            setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
-            setup.cwd_again = Some(self.cwd_again(&cwd)?);
+            if support.mount_namespace || !self.opts.hidden.is_empty() {
+                let (root, pid) = (support.root, support.pid_namespace);
+                setup.isolation = Some(self.isolation(root, pid, temp_dir.as_deref())?);
+                setup.cwd_again = Some(self.cwd_again(&cwd)?);
+            }
+            if setup.isolation.is_some() {
+                setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
+            }
             if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
                 let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
                 let read_write = [vec![self.opts.workspace.clone()], temp].concat();
