@@ -8,6 +8,7 @@
 //! - [`task`]: [`RunningTask`]: output chunks, cancel, timeout, [`Outcome`].
 //! - `confine`: the Landlock ruleset of a STRICT task.
 //! - `cgroup`: per-task cgroups, the process limit that holds for root.
+//! - `args`: argv and environment checks, the STRICT environment.
 //! - `exec_allow`: the files a STRICT task may execute (allowlist, loaders).
 //! - `seccomp`: the seccomp filters of a STRICT task.
 //! - `namespaces`: mount and PID namespaces of a STRICT task.
@@ -18,6 +19,7 @@
 //!
 //! [`Policy`]: ganglion_core::policy::Policy
 
+mod args;
 mod cgroup;
 mod child;
 mod cleanup;

@@ -13,6 +13,7 @@
 //! - namespaces and mounts: `unshare`/`clone` with a namespace flag, `setns`,
 //!   `clone3` (ENOSYS, so libc falls back to `clone`, whose flags are
 //!   checked), the mount API, `pivot_root`, `chroot`;
+//! - x32 system calls (ENOSYS), which an x86_64 filter would not see;
 //! - kernel attack surface: `ptrace`, `process_vm_readv/writev`, `bpf`,
 //!   `perf_event_open`, the keyring, `userfaultfd`, `io_uring_*`, `kexec_*`,
 //!   module loading, and `personality` with `READ_IMPLIES_EXEC`.
@@ -90,9 +91,48 @@ pub(crate) fn filters(network: bool) -> Result<Filters, Error> {
         libc::ENOSYS,
         arch,
     )?;
-    Ok(Filters {
-        programs: vec![eperm, enosys],
-    })
+    let mut programs = vec![eperm, enosys];
+    #[cfg(target_arch = "x86_64")]
+    programs.push(no_x32());
+    Ok(Filters { programs })
+}
+
+/// x32 system calls (number with bit 30 set) pass the architecture check of
+/// an x86_64 filter and would bypass its rules where the kernel has x32:
+/// ENOSYS for all of them. Four instructions by hand, since seccompiler
+/// matches syscall numbers, not ranges.
+#[cfg(target_arch = "x86_64")]
+fn no_x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let (ld, jeq, jge, ret) = (
+        libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+        libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+        libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+        libc::BPF_RET | libc::BPF_K,
+    );
+    vec![
+        // seccomp_data: nr at offset 0, arch at offset 4.
+        stmt(ld, 4),
+        jump(jeq, AUDIT_ARCH_X86_64, 0, 3),
+        stmt(ld, 0),
+        jump(jge, X32_SYSCALL_BIT, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 fn compile(
