@@ -131,7 +131,10 @@ impl Sandbox {
     }
 
     /// Checks `spec` against `policy` and starts it. Must be called within a
-    /// Tokio runtime. Does a little filesystem work (temp dir, cgroup, Landlock
+    /// Tokio runtime, from a thread that lives as long as the task (a runtime
+    /// worker, not a `spawn_blocking` thread): the task is killed when the
+    /// thread that started it ends (`PR_SET_PDEATHSIG`), so that it dies with
+    /// the node. Does a little filesystem work (temp dir, cgroup, Landlock
     /// rules) before the fork.
     pub fn start(&self, spec: TaskSpec, policy: &Policy) -> Result<RunningTask, Error> {
         let strict = policy.mode == PolicyMode::Strict;

@@ -114,6 +114,12 @@ async fn strict_tasks_of_a_root_node_are_unprivileged() {
         assert_eq!((m.uid(), m.gid()), (0, 0), "{made}");
     }
     assert!(!fx.path("ws/old").exists());
+    // Its temp dir ($TMPDIR, root's on disk) is writable: `sort` spills there.
+    std::fs::write(fx.path("ws/big"), "line\n".repeat(20_000)).unwrap();
+    let run = fx
+        .run(spec(&["sort", "-S", "1K", "-o", "sorted", "big"]), &p)
+        .await;
+    assert_eq!(run.outcome.status, Status::Exited(0), "{}", run.stderr());
 }
 
 async fn helper(fx: &Fixture, args: &[&str], p: &Policy) -> (Status, String) {
