@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
 };
 
 use crate::Error;
@@ -47,9 +47,41 @@ pub(crate) struct Layout<'a> {
     pub deny_tcp: bool,
 }
 
-/// Builds the ruleset; the returned fd is handed to `landlock_restrict_self` in
-/// the child. Fails if the kernel cannot handle every filesystem right of `abi`.
-pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, Error> {
+/// The rules that do not depend on the task (system, programs, devices):
+/// resolved and opened once, then added to many tasks' rulesets.
+#[derive(Debug)]
+pub(crate) struct Grants(Vec<(PathFd, BitFlags<AccessFs>)>);
+
+/// Resolves the system part of `layout` (everything but `read_write`).
+pub(crate) fn system_grants(abi_version: u32, layout: &Layout<'_>) -> Result<Grants, Error> {
+    let abi = ABI::from(abi_version as i32);
+    let mut rules = Rules::new(abi, layout);
+    let read = AccessFs::from_read(abi);
+    let read_exec = read | AccessFs::Execute;
+    for p in layout.exec_files {
+        rules.grant_exact(p, read_exec)?;
+    }
+    for p in layout.list_only {
+        rules.grant_exact(p, AccessFs::ReadDir.into())?;
+    }
+    for p in layout.read_only {
+        rules.grant(p, read)?;
+    }
+    for p in DEVICES {
+        rules.grant(Path::new(p), AccessFs::from_file(abi) & !AccessFs::Execute)?;
+    }
+    Ok(Grants(rules.grants))
+}
+
+/// Builds the ruleset from `system` (see [`system_grants`]) and the task's
+/// `read_write` directories; the returned fd is handed to
+/// `landlock_restrict_self` in the child. Fails if the kernel cannot handle
+/// every filesystem right of `abi`.
+pub(crate) fn ruleset(
+    abi_version: u32,
+    system: &Grants,
+    layout: &Layout<'_>,
+) -> Result<OwnedFd, Error> {
     let abi = ABI::from(abi_version as i32);
     let ll = |e: landlock::RulesetError| Error::Setup {
         what: "landlock ruleset",
@@ -65,43 +97,44 @@ pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, 
     if abi >= ABI::V6 {
         rs = rs.scope(Scope::from_all(abi)).map_err(ll)?;
     }
-    let mut rules = Rules {
-        abi,
-        created: Some(rs.create().map_err(ll)?),
-        state_dir: layout.state_dir,
-        excluded: [&[layout.state_dir.to_path_buf()], layout.list_only].concat(),
-        expanded: HashSet::new(),
-    };
-    let read = AccessFs::from_read(abi);
-    let read_exec = read | AccessFs::Execute;
+    let mut rules = Rules::new(abi, layout);
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
-    for p in layout.exec_files {
-        rules.grant_exact(p, read_exec)?;
-    }
-    for p in layout.list_only {
-        rules.grant_exact(p, AccessFs::ReadDir.into())?;
-    }
-    for p in layout.read_only {
-        rules.grant(p, read)?;
-    }
-    for p in DEVICES {
-        rules.grant(Path::new(p), AccessFs::from_file(abi) & !AccessFs::Execute)?;
-    }
     for p in layout.read_write {
         rules.grant(p, write)?;
     }
-    let fd: Option<OwnedFd> = rules.created.and_then(Into::into);
+    let lr = |e: landlock::RulesetError| Error::Setup {
+        what: "landlock rule",
+        source: io::Error::other(e),
+    };
+    let mut created = rs.create().map_err(ll)?;
+    for (fd, access) in system.0.iter().chain(rules.grants.iter()) {
+        created = created
+            .add_rule(PathBeneath::new(fd, *access))
+            .map_err(lr)?;
+    }
+    let fd: Option<OwnedFd> = created.into();
     fd.ok_or(Error::WeakSandbox)
 }
 
 struct Rules<'a> {
     abi: ABI,
-    /// Taken while `add_rule` consumes it.
-    created: Option<RulesetCreated>,
+    grants: Vec<(PathFd, BitFlags<AccessFs>)>,
     state_dir: &'a Path,
     /// Never granted through a parent: the state dir, the program directories.
     excluded: Vec<PathBuf>,
     expanded: HashSet<PathBuf>,
+}
+
+impl<'a> Rules<'a> {
+    fn new(abi: ABI, layout: &Layout<'a>) -> Self {
+        Rules {
+            abi,
+            grants: Vec::new(),
+            state_dir: layout.state_dir,
+            excluded: [&[layout.state_dir.to_path_buf()], layout.list_only].concat(),
+            expanded: HashSet::new(),
+        }
+    }
 }
 
 impl Rules<'_> {
@@ -160,14 +193,7 @@ impl Rules<'_> {
         } else {
             access & AccessFs::from_file(self.abi)
         };
-        let created = self.created.take().ok_or(Error::WeakSandbox)?;
-        let created = created
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| Error::Setup {
-                what: "landlock rule",
-                source: io::Error::other(e),
-            })?;
-        self.created = Some(created);
+        self.grants.push((fd, access));
         Ok(())
     }
 }

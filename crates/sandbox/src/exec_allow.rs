@@ -61,6 +61,11 @@ impl ExecSet {
         self.programs.iter().chain(self.loaders.iter())
     }
 
+    /// Whether `program` (resolved) is one of the allowlisted programs.
+    pub(crate) fn contains(&self, program: &Path) -> bool {
+        fs::canonicalize(program).is_ok_and(|p| self.programs.contains(&p))
+    }
+
     /// Whether `program` is one of the dynamic loaders (refused as a task's
     /// own program: it runs any file named as its argument).
     pub(crate) fn is_loader(&self, program: &Path) -> bool {

@@ -10,6 +10,7 @@
 //! - `cgroup`: per-task cgroups, the process limit that holds for root.
 //! - `args`: argv and environment checks, the STRICT environment.
 //! - `exec_allow`: the files a STRICT task may execute (allowlist, loaders).
+//! - `prepared`: the allowlist's rules, resolved once per few seconds.
 //! - `seccomp`: the seccomp filters of a STRICT task.
 //! - `namespaces`: mount and PID namespaces of a STRICT task.
 //! - `idmap`: the unprivileged uid of STRICT tasks on a root node.
@@ -28,6 +29,7 @@ pub mod error;
 mod exec_allow;
 mod idmap;
 mod namespaces;
+mod prepared;
 pub mod probe;
 pub mod sandbox;
 mod seccomp;

@@ -18,7 +18,7 @@ use crate::args::{check_args, strict_env};
 use crate::cgroup::TaskCgroup;
 use crate::child::{ChildSetup, Rlimit};
 use crate::confine::{self, Layout};
-use crate::exec_allow::{BIN_DIRS, ExecSet};
+use crate::exec_allow::BIN_DIRS;
 use crate::idmap::IdMap;
 use crate::namespaces::{Isolation, Remount};
 use crate::probe::{ForkLimit, UNPRIVILEGED_TASKS, effective_uid, probe};
@@ -42,6 +42,8 @@ pub struct Sandbox {
     bin_dirs: Vec<PathBuf>,
     /// The seccomp programs of STRICT tasks without and with `network`.
     seccomp: Option<(Vec<BpfProgram>, Vec<BpfProgram>)>,
+    /// The allowlist's executable files and system rules, reused a while.
+    prepared: crate::prepared::Cache,
 }
 
 impl Sandbox {
@@ -113,6 +115,7 @@ impl Sandbox {
             idmap,
             bin_dirs,
             seccomp,
+            prepared: Default::default(),
         })
     }
 
@@ -196,8 +199,17 @@ impl Sandbox {
         };
         let mut landlock_fd = None;
         if strict {
-            let exec = ExecSet::resolve(policy, &program);
-            if exec.is_loader(&program) {
+            let landlock_abi = support.landlock_abi.filter(|_| support.landlock_fs);
+            let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
+            let prepared = self.prepared.get(policy, &program, |exec| {
+                let files: Vec<PathBuf> = exec.files().cloned().collect();
+                landlock_abi
+                    .map(|abi| {
+                        confine::system_grants(abi, &self.layout(&read_only, &files, policy))
+                    })
+                    .transpose()
+            })?;
+            if prepared.exec.is_loader(&program) {
                 return Err(Error::LoaderRefused {
                     program: argv0.into(),
                 });
@@ -216,20 +228,15 @@ impl Sandbox {
             if setup.isolation.is_some() {
                 setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
             }
-            if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
+            if let (Some(abi), Some(grants)) = (landlock_abi, &prepared.grants) {
                 let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
                 let read_write = [vec![self.opts.workspace.clone()], temp].concat();
-                let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
-                let exec_files: Vec<PathBuf> = exec.files().cloned().collect();
                 let fd = confine::ruleset(
                     abi,
+                    grants,
                     &Layout {
-                        read_only: &read_only,
                         read_write: &read_write,
-                        exec_files: &exec_files,
-                        list_only: &self.bin_dirs,
-                        state_dir: &self.opts.state_dir,
-                        deny_tcp: !policy.network,
+                        ..self.layout(&read_only, &[], policy)
                     },
                 )?;
                 setup.landlock = Some((fd.as_raw_fd(), confine::proc_access(abi)));
@@ -285,6 +292,23 @@ impl Sandbox {
                 temp_dir: guard.disarm(),
             },
         ))
+    }
+
+    /// The Landlock layout of a STRICT task, but for `read_write`.
+    fn layout<'a>(
+        &'a self,
+        read_only: &'a [PathBuf],
+        exec_files: &'a [PathBuf],
+        policy: &Policy,
+    ) -> Layout<'a> {
+        Layout {
+            read_only,
+            read_write: &[],
+            exec_files,
+            list_only: &self.bin_dirs,
+            state_dir: &self.opts.state_dir,
+            deny_tcp: !policy.network,
+        }
     }
 
     /// The namespaces of a STRICT task: workspace and temp dir remounted
