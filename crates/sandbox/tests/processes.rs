@@ -50,6 +50,31 @@ async fn strict_tasks_see_only_their_own_processes() {
     assert_eq!(run.stdout(), "cat\0/proc/self/cmdline\0");
 }
 
+/// The program's end is what the node sees, through the namespace's init
+/// and the keeper: exit codes and signals as they were.
+#[tokio::test]
+async fn strict_tasks_end_as_their_program_did() {
+    let fx = Fixture::new();
+    let p = strict_with_helper();
+    let run = fx.run(spec(&[HELPER, "raise", "11"]), &p).await;
+    assert_eq!(run.outcome.status, Status::Signaled(libc::SIGSEGV));
+    let run = fx.run(spec(&[HELPER, "raise", "15"]), &p).await;
+    assert_eq!(run.outcome.status, Status::Signaled(libc::SIGTERM));
+    let run = fx.run(spec(&["false"]), &p).await;
+    assert_eq!(run.outcome.status, Status::Exited(1));
+    let mut s = spec(&["sleep", "100"]);
+    s.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let run = fx.run(s, &p).await;
+    assert_eq!(run.outcome.status, Status::TimedOut);
+    // SIGTERM reaches the program (not ignored as by a namespace's init).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Opens a file as the node would have inherited it: an fd without
 /// close-on-exec.
 fn leaked_fd(path: &Path) -> (std::fs::File, i32) {

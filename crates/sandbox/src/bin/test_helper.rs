@@ -15,6 +15,7 @@
 //! - `ptrace`, `bpf`, `io-uring`, `keyctl`, `personality-rie`, `mount`:
 //!   the syscall with harmless arguments; 0 or 5.
 //! - `read-fd N`: prints what can be read from fd N (no reopening); 0 or 5.
+//! - `raise SIG`: dies by signal SIG (exit 6 if it survives).
 //! - `node WS STATE TMP SECONDS`: a node in miniature: starts a STRICT
 //!   `sleep SECONDS` in a sandbox, prints "started", waits for it.
 
@@ -139,6 +140,14 @@ fn main() -> ExitCode {
             report(r.map(|n| {
                 let _ = std::io::stdout().write_all(&buf[..n as usize]);
             }))
+        }
+        "raise" => {
+            let sig: i32 = arg(1).parse().unwrap_or(libc::SIGTERM);
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            ExitCode::from(6)
         }
         "node" => node(&args[1..]),
         _ => ExitCode::from(2),
