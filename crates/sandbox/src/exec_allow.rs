@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ganglion_core::policy::{DEFAULT_ALLOW, Policy};
+use ganglion_core::policy::{DEFAULT_ALLOW, Policy, SHELLS};
 
 use crate::sandbox::{STRICT_PATH, search_path};
 
@@ -31,13 +31,18 @@ pub(crate) struct ExecSet {
     pub programs: BTreeSet<PathBuf>,
     /// ELF interpreters of those programs, canonical.
     pub loaders: BTreeSet<PathBuf>,
+    /// Whether shells may be executed (the policy's `allow_shell`).
+    shells: bool,
 }
 
 impl ExecSet {
     /// Resolves the default allowlist and `policy.allow` on [`STRICT_PATH`]
     /// (absolute entries as they are), plus `program`, the task's own.
     pub(crate) fn resolve(policy: &Policy, program: &Path) -> ExecSet {
-        let mut set = ExecSet::default();
+        let mut set = ExecSet {
+            shells: policy.allow_shell,
+            ..ExecSet::default()
+        };
         let names = DEFAULT_ALLOW
             .iter()
             .copied()
@@ -76,6 +81,20 @@ impl ExecSet {
         let Ok(real) = fs::canonicalize(path) else {
             return;
         };
+        let name = real
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !self.shells && SHELLS.contains(&name) {
+            // A multi-call binary (busybox) behind an allowlisted name would
+            // let the task run a shell through one of its other names.
+            tracing::warn!(
+                program = %path.display(),
+                file = %real.display(),
+                "not executable under the strict policy: the file is a shell"
+            );
+            return;
+        }
         if !real.is_file() || !self.programs.insert(real.clone()) {
             return;
         }
@@ -169,5 +188,32 @@ mod tests {
             "{set:?}"
         );
         assert!(set.is_loader(set.loaders.iter().next().unwrap()));
+    }
+
+    #[test]
+    fn a_name_that_leads_to_a_shell_is_not_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let busybox = dir.path().join("busybox");
+        std::fs::copy("/bin/true", &busybox).unwrap();
+        let cat = dir.path().join("cat");
+        std::os::unix::fs::symlink(&busybox, &cat).unwrap();
+        let policy = Policy {
+            allow: vec![cat.to_str().unwrap().to_owned()],
+            ..Policy::strict()
+        };
+        let set = ExecSet::resolve(&policy, &cat);
+        assert!(
+            !set.programs.iter().any(|p| p.ends_with("busybox")),
+            "{set:?}"
+        );
+        let shells = Policy {
+            allow_shell: true,
+            ..policy
+        };
+        let set = ExecSet::resolve(&shells, &cat);
+        assert!(
+            set.programs.iter().any(|p| p.ends_with("busybox")),
+            "{set:?}"
+        );
     }
 }
