@@ -212,8 +212,14 @@ pub enum NodesCommand {
         node: String,
         #[arg(value_enum)]
         mode: PolicyArg,
-        /// Programs to allow on top of the strict default, comma-separated
-        #[arg(long, value_delimiter = ',')]
+        /// Programs to allow on top of the strict default, comma-separated.
+        /// Only these files (and their dynamic loader) can be executed by a
+        /// task, whatever a program is told to run. Allowing an interpreter
+        /// (python3, perl, node, ruby…) or a program that runs code or
+        /// commands it is given (git, make, find -exec, xargs, env) opens all
+        /// that it can do: a full interpreter runs any code, it does not need
+        /// a shell. A script's interpreter is allowed with the script.
+        #[arg(long, value_delimiter = ',', verbatim_doc_comment)]
         allow: Vec<String>,
         /// Allow TCP bind/connect (strict only)
         #[arg(long)]

@@ -31,8 +31,10 @@ impl PolicyMode {
 }
 
 /// Programs a STRICT node runs when the admin added nothing: read-mostly tools
-/// that cannot start another program on their own (so no `env`, `xargs`, `find`,
-/// `make`, `git` or compilers: an admin adds those knowingly). Matched by program name (the last
+/// that are not made to start another program (so no `env`, `xargs`, `find`,
+/// `make`, `git` or compilers: an admin adds those knowingly). Whatever their
+/// options (`sort --compress-program`), the node's sandbox lets a task execute
+/// only the allowlisted files (Landlock), so none of them can start a shell. Matched by program name (the last
 /// path component of `argv[0]`), resolved on the node's `PATH` at run time.
 pub const DEFAULT_ALLOW: &[&str] = &[
     "true",

@@ -123,7 +123,7 @@ fn from_status(s: &Status) -> Error {
 }
 
 impl Agent {
-    pub fn new(opts: AgentOptions) -> Result<Self, Error> {
+    pub fn new(mut opts: AgentOptions) -> Result<Self, Error> {
         let (status, _) = watch::channel(LinkStatus {
             connected: false,
             policy: Policy::strict(),
@@ -131,9 +131,19 @@ impl Agent {
         });
         let executor = match &opts.executor {
             ExecutorOptions::Refuse => Executor::Refuse,
-            ExecutorOptions::Sandbox(o) => Executor::Sandbox(
-                Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?,
-            ),
+            ExecutorOptions::Sandbox(o) => {
+                let sandbox =
+                    Sandbox::new(o.clone()).map_err(|e| Error::Hub(format!("sandbox: {e}")))?;
+                // What this sandbox adds to the kernel's protections (e.g.
+                // unprivileged tasks where the workspace can be idmapped).
+                let protections = &mut opts.capabilities.protections;
+                for p in sandbox.protections() {
+                    if !protections.contains(&p) {
+                        protections.push(p);
+                    }
+                }
+                Executor::Sandbox(sandbox)
+            }
             ExecutorOptions::Simulated => Executor::Simulated,
         };
         let (runner, events) = TaskRunner::new(executor, opts.state.name.clone());

@@ -1,12 +1,14 @@
 //! The Landlock ruleset of a STRICT task, built in the parent before the fork.
 //!
-//! Read and execute the system, write only the workspace and the task's temp
-//! dir, nothing at all in the node's state dir, TCP denied unless the policy has
-//! `network`, and (ABI ≥ 6) no signals to processes outside the sandbox. Every
-//! rule goes through [`Rules::grant`], which resolves the path first and never
-//! grants a directory that contains the state dir: it grants that directory's
-//! entries instead, recursively, skipping the state dir itself (and any symlink
-//! that leads into it).
+//! Read the system, execute only the allowlisted program files and their
+//! dynamic loaders, write only the workspace and the task's temp dir, nothing
+//! at all in the node's state dir, only list (not read) the directories of
+//! programs, TCP denied unless the policy has `network`, and (ABI ≥ 6) no
+//! signals to processes outside the sandbox. Every rule goes through
+//! [`Rules::grant`], which resolves the path first and never grants a
+//! directory that contains an excluded one (the state dir, the program
+//! directories): it grants that directory's entries instead, recursively,
+//! skipping the excluded directory itself (and any symlink that leads into it).
 
 use std::collections::HashSet;
 use std::fs;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, Scope,
 };
 
 use crate::Error;
@@ -32,22 +34,54 @@ const DEVICES: &[&str] = &[
 
 /// What one STRICT task may touch.
 pub(crate) struct Layout<'a> {
-    /// Read and execute (system directories).
-    pub read_exec: &'a [PathBuf],
-    /// Read only (`/proc`).
+    /// Read only (system directories, `/proc`).
     pub read_only: &'a [PathBuf],
     /// Everything but execute (workspace, task temp dir).
     pub read_write: &'a [PathBuf],
-    /// Single files to read and execute (absolute programs on the allowlist).
+    /// Single files to read and execute (allowlisted programs, loaders).
     pub exec_files: &'a [PathBuf],
+    /// Directories of programs: listed, never read below (canonical).
+    pub list_only: &'a [PathBuf],
     /// Never readable, whatever the roots above contain. Canonical.
     pub state_dir: &'a Path,
     pub deny_tcp: bool,
 }
 
-/// Builds the ruleset; the returned fd is handed to `landlock_restrict_self` in
-/// the child. Fails if the kernel cannot handle every filesystem right of `abi`.
-pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, Error> {
+/// The rules that do not depend on the task (system, programs, devices):
+/// resolved and opened once, then added to many tasks' rulesets.
+#[derive(Debug)]
+pub(crate) struct Grants(Vec<(PathFd, BitFlags<AccessFs>)>);
+
+/// Resolves the system part of `layout` (everything but `read_write`).
+pub(crate) fn system_grants(abi_version: u32, layout: &Layout<'_>) -> Result<Grants, Error> {
+    let abi = ABI::from(abi_version as i32);
+    let mut rules = Rules::new(abi, layout);
+    let read = AccessFs::from_read(abi);
+    let read_exec = read | AccessFs::Execute;
+    for p in layout.exec_files {
+        rules.grant_exact(p, read_exec)?;
+    }
+    for p in layout.list_only {
+        rules.grant_exact(p, AccessFs::ReadDir.into())?;
+    }
+    for p in layout.read_only {
+        rules.grant(p, read)?;
+    }
+    for p in DEVICES {
+        rules.grant(Path::new(p), AccessFs::from_file(abi) & !AccessFs::Execute)?;
+    }
+    Ok(Grants(rules.grants))
+}
+
+/// Builds the ruleset from `system` (see [`system_grants`]) and the task's
+/// `read_write` directories; the returned fd is handed to
+/// `landlock_restrict_self` in the child. Fails if the kernel cannot handle
+/// every filesystem right of `abi`.
+pub(crate) fn ruleset(
+    abi_version: u32,
+    system: &Grants,
+    layout: &Layout<'_>,
+) -> Result<OwnedFd, Error> {
     let abi = ABI::from(abi_version as i32);
     let ll = |e: landlock::RulesetError| Error::Setup {
         what: "landlock ruleset",
@@ -63,44 +97,62 @@ pub(crate) fn ruleset(abi_version: u32, layout: &Layout<'_>) -> Result<OwnedFd, 
     if abi >= ABI::V6 {
         rs = rs.scope(Scope::from_all(abi)).map_err(ll)?;
     }
-    let mut rules = Rules {
-        abi,
-        created: Some(rs.create().map_err(ll)?),
-        state_dir: layout.state_dir,
-        expanded: HashSet::new(),
-    };
-    let read = AccessFs::from_read(abi);
-    let read_exec = read | AccessFs::Execute;
+    let mut rules = Rules::new(abi, layout);
     let write = AccessFs::from_all(abi) & !AccessFs::Execute;
-    for p in layout.read_exec {
-        rules.grant(p, read_exec)?;
-    }
-    for p in layout.exec_files {
-        rules.grant(p, read_exec)?;
-    }
-    for p in layout.read_only {
-        rules.grant(p, read)?;
-    }
-    for p in DEVICES {
-        rules.grant(Path::new(p), AccessFs::from_file(abi) & !AccessFs::Execute)?;
-    }
     for p in layout.read_write {
         rules.grant(p, write)?;
     }
-    let fd: Option<OwnedFd> = rules.created.and_then(Into::into);
+    let lr = |e: landlock::RulesetError| Error::Setup {
+        what: "landlock rule",
+        source: io::Error::other(e),
+    };
+    let mut created = rs.create().map_err(ll)?;
+    for (fd, access) in system.0.iter().chain(rules.grants.iter()) {
+        created = created
+            .add_rule(PathBeneath::new(fd, *access))
+            .map_err(lr)?;
+    }
+    let fd: Option<OwnedFd> = created.into();
     fd.ok_or(Error::WeakSandbox)
 }
 
 struct Rules<'a> {
     abi: ABI,
-    /// Taken while `add_rule` consumes it.
-    created: Option<RulesetCreated>,
+    grants: Vec<(PathFd, BitFlags<AccessFs>)>,
     state_dir: &'a Path,
+    /// Never granted through a parent: the state dir, the program directories.
+    excluded: Vec<PathBuf>,
     expanded: HashSet<PathBuf>,
+}
+
+impl<'a> Rules<'a> {
+    fn new(abi: ABI, layout: &Layout<'a>) -> Self {
+        Rules {
+            abi,
+            grants: Vec::new(),
+            state_dir: layout.state_dir,
+            excluded: [&[layout.state_dir.to_path_buf()], layout.list_only].concat(),
+            expanded: HashSet::new(),
+        }
+    }
 }
 
 impl Rules<'_> {
     fn grant(&mut self, path: &Path, access: BitFlags<AccessFs>) -> Result<(), Error> {
+        self.grant_checked(path, access, true)
+    }
+
+    /// Grants `path` itself, even if excluded (never inside the state dir).
+    fn grant_exact(&mut self, path: &Path, access: BitFlags<AccessFs>) -> Result<(), Error> {
+        self.grant_checked(path, access, false)
+    }
+
+    fn grant_checked(
+        &mut self,
+        path: &Path,
+        access: BitFlags<AccessFs>,
+        exclude: bool,
+    ) -> Result<(), Error> {
         let fd = match PathFd::new(path) {
             Ok(fd) => fd,
             // A missing root (`/lib32` on most hosts) is simply not granted.
@@ -112,11 +164,20 @@ impl Rules<'_> {
             tracing::debug!(path = %path.display(), "not granted: inside the state dir");
             return Ok(());
         }
+        if exclude && self.excluded.iter().any(|e| real.starts_with(e)) {
+            tracing::trace!(path = %path.display(), "not granted: excluded");
+            return Ok(());
+        }
         let is_dir = fs::metadata(&proc_path)
             .map_err(Error::setup("stat a landlock path"))?
             .is_dir();
-        if is_dir && self.state_dir.starts_with(&real) {
-            // A directory holding the state dir: grant its entries instead.
+        let holds_excluded = if exclude {
+            self.excluded.iter().any(|e| e.starts_with(&real))
+        } else {
+            self.state_dir.starts_with(&real)
+        };
+        if is_dir && holds_excluded {
+            // A directory holding an excluded one: grant its entries instead.
             if !self.expanded.insert(real.clone()) {
                 return Ok(());
             }
@@ -132,14 +193,7 @@ impl Rules<'_> {
         } else {
             access & AccessFs::from_file(self.abi)
         };
-        let created = self.created.take().ok_or(Error::WeakSandbox)?;
-        let created = created
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| Error::Setup {
-                what: "landlock rule",
-                source: io::Error::other(e),
-            })?;
-        self.created = Some(created);
+        self.grants.push((fd, access));
         Ok(())
     }
 }
@@ -147,4 +201,10 @@ impl Rules<'_> {
 /// Whether `path` lies in (or is) the state dir or contains it.
 pub(crate) fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
+}
+
+/// The Landlock read rights, as the raw bits the child adds for the `/proc`
+/// it mounts (a new filesystem the ruleset does not know yet).
+pub(crate) fn proc_access(abi_version: u32) -> u64 {
+    AccessFs::from_read(ABI::from(abi_version as i32)).bits()
 }

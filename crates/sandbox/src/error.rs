@@ -22,6 +22,8 @@ pub enum Error {
     ArgumentsTooLarge { size: usize, max: usize },
     #[error("program {program:?} is not allowed by the strict policy")]
     ShellRefused { program: String },
+    #[error("program {program:?} is the dynamic loader, which runs any file named as its argument")]
+    LoaderRefused { program: String },
     #[error("program {program:?} is not on the allowlist of the strict policy")]
     NotAllowlisted { program: String },
     #[error("program {program:?} must be a name or an absolute path under the strict policy")]

@@ -10,6 +10,19 @@ use crate::cgroup::Backend;
 /// `pids.max`, or `RLIMIT_NPROC` for a non-root node). Not yet in
 /// `ganglion_core::capabilities::protection`; reported alongside its names.
 pub const PIDS_LIMIT: &str = "pids-limit";
+/// STRICT tasks get a seccomp filter (no set-id files, no namespaces, no
+/// sockets without `network`, …).
+pub const SECCOMP: &str = "seccomp";
+/// STRICT tasks run in a PID namespace of their own, with their own `/proc`,
+/// and die with the node.
+pub const PID_NAMESPACE: &str = "pid-namespace";
+/// STRICT tasks see the workspace and their temp dir `noexec,nosuid,nodev`.
+pub const NOEXEC_WORKSPACE: &str = "noexec-workspace";
+/// STRICT tasks may execute only the allowlisted program files (Landlock).
+pub const EXEC_ALLOWLIST: &str = "exec-allowlist";
+/// On a root node, STRICT tasks run as an unprivileged uid/gid (idmapped
+/// workspace); reported by [`crate::Sandbox::protections`].
+pub const UNPRIVILEGED_TASKS: &str = "unprivileged-tasks";
 
 /// How the number of processes a task may create is capped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +53,13 @@ pub struct SandboxSupport {
     pub cgroup_memory: bool,
     /// The node runs as uid 0 (tasks then get no capabilities under STRICT).
     pub root: bool,
+    /// Seccomp filters can be installed.
+    pub seccomp: bool,
+    /// STRICT tasks can get their own mount namespace (workspace and temp
+    /// dir `noexec,nosuid,nodev`).
+    pub mount_namespace: bool,
+    /// STRICT tasks can get their own PID namespace and `/proc`.
+    pub pid_namespace: bool,
     pub(crate) cgroup: Option<Backend>,
 }
 
@@ -49,6 +69,16 @@ impl SandboxSupport {
         let mut out = Vec::new();
         if self.landlock_fs {
             out.push(protection::FS_WRITE);
+            out.push(EXEC_ALLOWLIST);
+        }
+        if self.seccomp {
+            out.push(SECCOMP);
+        }
+        if self.mount_namespace {
+            out.push(NOEXEC_WORKSPACE);
+        }
+        if self.pid_namespace {
+            out.push(PID_NAMESPACE);
         }
         if self.landlock_net {
             out.push(protection::NET_TCP);
@@ -95,6 +125,14 @@ fn detect() -> SandboxSupport {
                 }
         )
     );
+    let pid_namespace = crate::namespaces::namespaces_work(root, true);
+    let mount_namespace = pid_namespace || crate::namespaces::namespaces_work(root, false);
+    if !pid_namespace {
+        tracing::warn!(
+            mount_namespace,
+            "strict tasks get no pid namespace here: they see the host's processes and may outlive the node"
+        );
+    }
     let support = SandboxSupport {
         landlock_abi: abi,
         landlock_fs: abi.is_some_and(|v| v >= 1),
@@ -105,6 +143,9 @@ fn detect() -> SandboxSupport {
         fork_limit,
         cgroup_memory,
         root,
+        seccomp: crate::seccomp::supported(),
+        mount_namespace,
+        pid_namespace,
         cgroup,
     };
     tracing::info!(
@@ -112,6 +153,9 @@ fn detect() -> SandboxSupport {
         fork_limit = ?support.fork_limit,
         cgroup_memory = support.cgroup_memory,
         root = support.root,
+        seccomp = support.seccomp,
+        mount_namespace = support.mount_namespace,
+        pid_namespace = support.pid_namespace,
         "sandbox support probed"
     );
     support

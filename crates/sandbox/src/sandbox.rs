@@ -11,12 +11,17 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ganglion_core::policy::{Policy, PolicyMode, Refusal};
+use seccompiler::BpfProgram;
 use tokio::process::Command;
 
+use crate::args::{check_args, strict_env};
 use crate::cgroup::TaskCgroup;
-use crate::child::{ChildSetup, Hide, Rlimit};
+use crate::child::{ChildSetup, Rlimit};
 use crate::confine::{self, Layout};
-use crate::probe::{ForkLimit, effective_uid, probe};
+use crate::exec_allow::BIN_DIRS;
+use crate::idmap::IdMap;
+use crate::namespaces::{Isolation, Remount};
+use crate::probe::{ForkLimit, UNPRIVILEGED_TASKS, effective_uid, probe};
 use crate::task::{self, RunningTask};
 use crate::{Error, SandboxOptions, TaskSpec};
 
@@ -25,34 +30,20 @@ pub const STRICT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Largest argv + environment, in bytes, a task may have.
 pub const MAX_ARGS_BYTES: usize = 1 << 20;
 
-/// Environment variables never passed to a STRICT task: they steer the dynamic
-/// loader, libc or shells (glibc's "unsecure" list, plus the fixed ones).
-const DANGEROUS_ENV: &[&str] = &[
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_TRACE",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-    "TZDIR",
-    "BASH_ENV",
-    "ENV",
-    "IFS",
-    "PATH",
-    "HOME",
-    "TMPDIR",
-];
-
 static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
 
 /// Runs tasks on this node. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Sandbox {
     opts: SandboxOptions,
+    /// Root node: the idmapping that lets STRICT tasks run unprivileged.
+    idmap: Option<IdMap>,
+    /// Canonical program directories (listed, not read, under STRICT).
+    bin_dirs: Vec<PathBuf>,
+    /// The seccomp programs of STRICT tasks without and with `network`.
+    seccomp: Option<(Vec<BpfProgram>, Vec<BpfProgram>)>,
+    /// The allowlist's executable files and system rules, reused a while.
+    prepared: crate::prepared::Cache,
 }
 
 impl Sandbox {
@@ -87,15 +78,66 @@ impl Sandbox {
                 "the state dir overlaps the workspace or the temp root",
             ));
         }
-        Ok(Sandbox { opts })
+        if opts.task_ids.is_some_and(|(u, g)| u == 0 || g == 0) {
+            return Err(Error::InvalidOptions("the task uid and gid must not be 0"));
+        }
+        let support = probe();
+        crate::cleanup::remove_stale(&opts.temp_root, support.cgroup.as_ref());
+        let idmap = match opts.task_ids {
+            Some((uid, gid)) if support.root => {
+                match IdMap::new(uid, gid, &[&opts.workspace, &opts.temp_root]) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "idmapped mounts unavailable: strict tasks run as uid 0 without capabilities"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut bin_dirs: Vec<PathBuf> = BIN_DIRS
+            .iter()
+            .filter_map(|d| fs::canonicalize(d).ok())
+            .collect();
+        bin_dirs.sort();
+        bin_dirs.dedup();
+        let seccomp = if support.seccomp {
+            let f = |network| crate::seccomp::filters(network).map(|f| f.programs);
+            Some((f(false)?, f(true)?))
+        } else {
+            None
+        };
+        Ok(Sandbox {
+            opts,
+            idmap,
+            bin_dirs,
+            seccomp,
+            prepared: Default::default(),
+        })
     }
 
     pub fn options(&self) -> &SandboxOptions {
         &self.opts
     }
 
+    /// The protections of [`probe`], plus those that depend on this sandbox's
+    /// layout (unprivileged tasks on a root node).
+    pub fn protections(&self) -> Vec<String> {
+        let mut out = probe().protections();
+        if self.idmap.is_some() {
+            out.push(UNPRIVILEGED_TASKS.to_owned());
+        }
+        out
+    }
+
     /// Checks `spec` against `policy` and starts it. Must be called within a
-    /// Tokio runtime. Does a little filesystem work (temp dir, cgroup, Landlock
+    /// Tokio runtime, from a thread that lives as long as the task (a runtime
+    /// worker, not a `spawn_blocking` thread): the task is killed when the
+    /// thread that started it ends (`PR_SET_PDEATHSIG`), so that it dies with
+    /// the node. Does a little filesystem work (temp dir, cgroup, Landlock
     /// rules) before the fork.
     pub fn start(&self, spec: TaskSpec, policy: &Policy) -> Result<RunningTask, Error> {
         let strict = policy.mode == PolicyMode::Strict;
@@ -147,6 +189,7 @@ impl Sandbox {
         };
 
         let mut setup = ChildSetup {
+            node_pid: std::process::id() as i32,
             cgroup_procs: cgroup
                 .as_ref()
                 .map(TaskCgroup::procs_fds)
@@ -156,29 +199,47 @@ impl Sandbox {
         };
         let mut landlock_fd = None;
         if strict {
-            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
-            setup.drop_capabilities = support.root;
-            if !self.opts.hidden.is_empty() {
-                let hide = Hide::new(&self.opts.hidden, support.root)
-                    .map_err(Error::setup("prepare the hidden directories"))?;
-                setup.hide = Some(hide);
+            let landlock_abi = support.landlock_abi.filter(|_| support.landlock_fs);
+            let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
+            let prepared = self.prepared.get(policy, &program, |exec| {
+                let files: Vec<PathBuf> = exec.files().cloned().collect();
+                landlock_abi
+                    .map(|abi| {
+                        confine::system_grants(abi, &self.layout(&read_only, &files, policy))
+                    })
+                    .transpose()
+            })?;
+            if prepared.exec.is_loader(&program) {
+                return Err(Error::LoaderRefused {
+                    program: argv0.into(),
+                });
             }
-            if let (true, Some(abi)) = (support.landlock_fs, support.landlock_abi) {
+            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
+            setup.drop_capabilities = true;
+            setup.no_new_privs = true;
+            if let Some((offline, online)) = &self.seccomp {
+                setup.seccomp = if policy.network { online } else { offline }.clone();
+            }
+            if support.mount_namespace || !self.opts.hidden.is_empty() {
+                let (root, pid) = (support.root, support.pid_namespace);
+                setup.isolation = Some(self.isolation(root, pid, temp_dir.as_deref())?);
+                setup.cwd_again = Some(self.cwd_again(&cwd)?);
+            }
+            if setup.isolation.is_some() {
+                setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
+            }
+            if let (Some(abi), Some(grants)) = (landlock_abi, &prepared.grants) {
                 let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
                 let read_write = [vec![self.opts.workspace.clone()], temp].concat();
-                let exec_files = absolute_allowed(&program, policy);
                 let fd = confine::ruleset(
                     abi,
+                    grants,
                     &Layout {
-                        read_exec: &self.opts.system_roots,
-                        read_only: &[PathBuf::from("/proc")],
                         read_write: &read_write,
-                        exec_files: &exec_files,
-                        state_dir: &self.opts.state_dir,
-                        deny_tcp: !policy.network,
+                        ..self.layout(&read_only, &[], policy)
                     },
                 )?;
-                setup.landlock = Some(fd.as_raw_fd());
+                setup.landlock = Some((fd.as_raw_fd(), confine::proc_access(abi)));
                 landlock_fd = Some(fd);
             } else {
                 tracing::warn!(
@@ -231,6 +292,61 @@ impl Sandbox {
                 temp_dir: guard.disarm(),
             },
         ))
+    }
+
+    /// The Landlock layout of a STRICT task, but for `read_write`.
+    fn layout<'a>(
+        &'a self,
+        read_only: &'a [PathBuf],
+        exec_files: &'a [PathBuf],
+        policy: &Policy,
+    ) -> Layout<'a> {
+        Layout {
+            read_only,
+            read_write: &[],
+            exec_files,
+            list_only: &self.bin_dirs,
+            state_dir: &self.opts.state_dir,
+            deny_tcp: !policy.network,
+        }
+    }
+
+    /// The namespaces of a STRICT task: workspace and temp dir remounted
+    /// `noexec,nosuid,nodev` (idmapped on a root node), hidden directories
+    /// covered, a PID namespace where the kernel allows it.
+    fn isolation(&self, root: bool, pid: bool, temp: Option<&Path>) -> Result<Isolation, Error> {
+        let prep = Error::setup("prepare the task's namespaces");
+        let mut iso = Isolation::new(root, pid).map_err(prep)?;
+        let userns = self.idmap.as_ref().map(|m| m.userns.as_raw_fd());
+        for dir in std::iter::once(self.opts.workspace.as_path()).chain(temp) {
+            let r =
+                Remount::new(dir, userns).map_err(Error::setup("prepare the task's namespaces"))?;
+            iso.remounts.push(r);
+        }
+        iso.hide(&self.opts.hidden)
+            .map_err(Error::setup("prepare the hidden directories"))?;
+        Ok(iso)
+    }
+
+    /// The workspace and the cwd below it, for the child to enter again once
+    /// its mounts cover the directory the cwd fd refers to.
+    fn cwd_again(&self, cwd: &OwnedFd) -> Result<(CString, CString), Error> {
+        let real = fs::read_link(format!("/proc/self/fd/{}", cwd.as_raw_fd()))
+            .map_err(Error::setup("resolve the working directory"))?;
+        let rel = real
+            .strip_prefix(&self.opts.workspace)
+            .map_err(|_| Error::InvalidOptions("the working directory left the workspace"))?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+                Error::setup("resolve the working directory")(io::ErrorKind::InvalidInput.into())
+            })
+        };
+        Ok((c(&self.opts.workspace)?, c(rel)?))
     }
 
     fn resolve_program(
@@ -358,69 +474,7 @@ impl Sandbox {
     }
 }
 
-fn check_args(spec: &TaskSpec) -> Result<(), Error> {
-    if spec.argv.is_empty() {
-        return Err(Error::EmptyArgv);
-    }
-    // Size first: a huge command line is refused before any copy or scan.
-    let size = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec
-            .env
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum::<usize>();
-    if size > MAX_ARGS_BYTES {
-        return Err(Error::ArgumentsTooLarge {
-            size,
-            max: MAX_ARGS_BYTES,
-        });
-    }
-    let has_nul = |s: &String| s.as_bytes().contains(&0);
-    if spec.argv.iter().any(has_nul) || spec.env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
-        return Err(Error::NulByte);
-    }
-    if let Some((k, _)) = spec
-        .env
-        .iter()
-        .find(|(k, _)| k.is_empty() || k.contains('='))
-    {
-        return Err(Error::InvalidEnvName { name: k.clone() });
-    }
-    Ok(())
-}
-
-fn strict_env(extra: &[(String, String)], temp: Option<&Path>) -> Vec<(String, String)> {
-    let temp = temp
-        .map(|t| t.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/nonexistent".into());
-    let mut env = vec![
-        ("PATH".to_owned(), STRICT_PATH.to_owned()),
-        ("HOME".to_owned(), temp.clone()),
-        ("TMPDIR".to_owned(), temp),
-        ("LANG".to_owned(), "C.UTF-8".to_owned()),
-    ];
-    for (k, v) in extra {
-        if k.starts_with("LD_") || DANGEROUS_ENV.contains(&k.as_str()) {
-            tracing::debug!(name = %k, "environment variable dropped by the strict policy");
-            continue;
-        }
-        env.push((k.clone(), v.clone()));
-    }
-    env
-}
-
-/// The program file itself, when it is outside the system roots: an absolute
-/// allowlisted path gets read+execute on that one file.
-fn absolute_allowed(program: &Path, policy: &Policy) -> Vec<PathBuf> {
-    let s = program.to_string_lossy();
-    if policy.allow.iter().any(|a| *a == s) {
-        vec![program.to_path_buf()]
-    } else {
-        Vec::new()
-    }
-}
-
-fn search_path(path: &str, name: &str) -> Option<PathBuf> {
+pub(crate) fn search_path(path: &str, name: &str) -> Option<PathBuf> {
     path.split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(name))

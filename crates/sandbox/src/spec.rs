@@ -77,7 +77,14 @@ pub struct SandboxOptions {
     /// empty read-only tmpfs covers them. A task that cannot be given one is
     /// not started.
     pub hidden: Vec<PathBuf>,
+    /// On a root node, the uid and gid STRICT tasks run as (their workspace
+    /// and temp dir idmapped so that root-owned files are theirs). `None`
+    /// keeps uid 0 without capabilities. Not 65534, the kernel's overflow id.
+    pub task_ids: Option<(u32, u32)>,
 }
+
+/// Default uid and gid of STRICT tasks on a root node.
+pub const DEFAULT_TASK_ID: u32 = 65533;
 
 /// Directories a STRICT task may read and execute by default.
 pub const DEFAULT_SYSTEM_ROOTS: &[&str] = &[
@@ -101,6 +108,7 @@ impl SandboxOptions {
             cancel_grace: Duration::from_secs(5),
             system_roots: DEFAULT_SYSTEM_ROOTS.iter().map(PathBuf::from).collect(),
             hidden: Vec::new(),
+            task_ids: Some((DEFAULT_TASK_ID, DEFAULT_TASK_ID)),
         }
     }
 }

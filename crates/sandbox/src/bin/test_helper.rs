@@ -5,9 +5,25 @@
 //! - `forkbomb SECONDS`: forks without bound for SECONDS, then exits 0.
 //! - `child-sleep`: spawns `sleep 1000`, prints its pid, waits for it.
 //! - `read PATH`: prints the file; exit 4 if it cannot be read.
+//! - `socket udp|udp6|tcp|unix|netlink|packet`: creates one; exit 0, or 5
+//!   with the error on stderr (`EPERM` → "Operation not permitted").
+//! - `unix-connect PATH`: connects a stream UNIX socket to PATH; 0 or 5.
+//! - `unshare user|mount|pid|net`: unshares that namespace; 0 or 5.
+//! - `clone3`: calls `clone3` with a user-namespace flag; 0 or 5.
+//! - `chmod MODE PATH`: `chmod` with an octal mode; 0 or 5.
+//! - `exec PATH ARGS…`: `execv` (what `find -exec` does); 5 if it fails.
+//! - `ptrace`, `bpf`, `io-uring`, `keyctl`, `personality-rie`, `mount`:
+//!   the syscall with harmless arguments; 0 or 5.
+//! - `read-fd N`: prints what can be read from fd N (no reopening); 0 or 5.
+//! - `raise SIG`: dies by signal SIG (exit 6 if it survives).
+//! - `node WS STATE TMP SECONDS`: a node in miniature: starts a STRICT
+//!   `sleep SECONDS` in a sandbox, prints "started", waits for it.
+
+#![allow(unsafe_code)]
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -47,8 +63,144 @@ fn main() -> ExitCode {
                 ExitCode::from(4)
             }
         },
+        "socket" => {
+            let (domain, ty) = match arg(1).as_str() {
+                "udp" => (libc::AF_INET, libc::SOCK_DGRAM),
+                "udp6" => (libc::AF_INET6, libc::SOCK_DGRAM),
+                "tcp" => (libc::AF_INET, libc::SOCK_STREAM),
+                "unix" => (libc::AF_UNIX, libc::SOCK_STREAM),
+                "netlink" => (libc::AF_NETLINK, libc::SOCK_RAW),
+                "packet" => (libc::AF_PACKET, libc::SOCK_DGRAM),
+                _ => return ExitCode::from(2),
+            };
+            report(sys(|| unsafe { libc::socket(domain, ty, 0) } as i64))
+        }
+        "unix-connect" => report(
+            std::os::unix::net::UnixStream::connect(arg(1))
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ),
+        "unshare" => {
+            let flag = match arg(1).as_str() {
+                "user" => libc::CLONE_NEWUSER,
+                "mount" => libc::CLONE_NEWNS,
+                "pid" => libc::CLONE_NEWPID,
+                "net" => libc::CLONE_NEWNET,
+                _ => return ExitCode::from(2),
+            };
+            report(sys(|| unsafe { libc::unshare(flag) } as i64))
+        }
+        "clone3" => {
+            // struct clone_args: flags first, exit_signal at offset 32; size 64.
+            let mut args = [0u64; 8];
+            args[0] = libc::CLONE_NEWUSER as u64;
+            args[4] = libc::SIGCHLD as u64;
+            let r = sys(|| unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 64usize) });
+            if r == Ok(0) {
+                unsafe { libc::_exit(0) };
+            }
+            report(r)
+        }
+        "chmod" => {
+            let mode = u32::from_str_radix(&arg(1), 8).unwrap_or(0);
+            let path = std::ffi::CString::new(arg(2)).unwrap_or_default();
+            report(sys(|| unsafe { libc::chmod(path.as_ptr(), mode) } as i64))
+        }
+        "exec" => {
+            let err = Command::new(arg(1)).args(&args[2..]).exec();
+            let _ = writeln!(std::io::stderr(), "exec failed: {err}");
+            ExitCode::from(5)
+        }
+        "ptrace" => report(sys(|| unsafe {
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0)
+        })),
+        "bpf" => report(sys(|| unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) })),
+        "io-uring" => {
+            let mut params = [0u8; 120];
+            report(sys(|| unsafe {
+                libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr())
+            }))
+        }
+        "keyctl" => report(sys(|| unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) })),
+        "personality-rie" => report(sys(|| unsafe { libc::personality(0x0040_0000) as i64 })),
+        "mount" => report(sys(|| unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/tmp".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) as i64
+        })),
+        "read-fd" => {
+            let fd: i32 = arg(1).parse().unwrap_or(-1);
+            let mut buf = [0u8; 4096];
+            // Raw read: the fd may not be open (no std ownership of it).
+            let r = sys(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64);
+            report(r.map(|n| {
+                let _ = std::io::stdout().write_all(&buf[..n as usize]);
+            }))
+        }
+        "raise" => {
+            let sig: i32 = arg(1).parse().unwrap_or(libc::SIGTERM);
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+            ExitCode::from(6)
+        }
+        "node" => node(&args[1..]),
         _ => ExitCode::from(2),
     }
+}
+
+/// Runs a raw syscall; `Err` with the OS error text when it returns -1.
+#[allow(unsafe_code)]
+fn sys(f: impl FnOnce() -> i64) -> Result<i64, String> {
+    let r = f();
+    if r < 0 {
+        Err(std::io::Error::last_os_error().to_string())
+    } else {
+        Ok(r)
+    }
+}
+
+fn report<T>(r: Result<T, String>) -> ExitCode {
+    match r {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            ExitCode::from(5)
+        }
+    }
+}
+
+fn node(args: &[String]) -> ExitCode {
+    use ganglion_sandbox::{Sandbox, SandboxOptions, TaskSpec};
+    let opts = SandboxOptions::new(
+        args[0].clone().into(),
+        args[1].clone().into(),
+        args[2].clone().into(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let sandbox = Sandbox::new(opts).expect("sandbox");
+        let spec = TaskSpec {
+            argv: vec!["sleep".into(), args[3].clone()],
+            output_cap: 1 << 20,
+            ..TaskSpec::default()
+        };
+        let mut task = sandbox
+            .start(spec, &ganglion_core::policy::Policy::strict())
+            .expect("start");
+        let _ = writeln!(std::io::stdout(), "started {}", task.pid());
+        let _ = std::io::stdout().flush();
+        task.wait().await;
+    });
+    ExitCode::SUCCESS
 }
 
 /// Every process forks as fast as it can until `until`; children do the same.
