@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "mirror/hardening.rs"]
 mod hardening;
 
 use std::collections::BTreeMap;
