@@ -404,9 +404,9 @@ impl Agent {
     }
 
     fn need(&self, n: v1::MirrorNeed) {
-        match (RelPath::parse(&n.path), n.hash.parse()) {
-            (Ok(path), Ok(hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
-            _ => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
+        match need_from_wire(&n) {
+            Some((path, hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
+            None => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
         }
     }
 
@@ -510,6 +510,14 @@ fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
     Some(v1::NodeMessage { kind: Some(kind) })
 }
 
+/// A content request from the hub, if its path can name something in the
+/// workspace: a path that climbs out, is absolute, or passes the bounds of a
+/// [`RelPath`] never reaches the mirror agent (which reads only below the
+/// workspace root, never through a link).
+fn need_from_wire(n: &v1::MirrorNeed) -> Option<(RelPath, ganglion_mirror::ContentHash)> {
+    Some((RelPath::parse(&n.path).ok()?, n.hash.parse().ok()?))
+}
+
 /// Notices queued at once travel in one message, up to this many.
 const NOTICES_PER_MESSAGE: usize = 1024;
 
@@ -552,4 +560,38 @@ fn mirror_messages(queued: Vec<ToHub>) -> Vec<v1::NodeMessage> {
     }
     flush(&mut notices, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_mirror_request_never_reaches_the_mirror() {
+        let hash = ganglion_mirror::ContentHash::of(b"x").to_string();
+        let need = |path: &str| v1::MirrorNeed {
+            path: path.into(),
+            hash: hash.clone(),
+        };
+        assert!(need_from_wire(&need("src/a.rs")).is_some());
+        let too_deep = vec!["d"; ganglion_core::relpath::MAX_DEPTH + 1].join("/");
+        let too_long = vec!["x".repeat(200); 21].join("/");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "a\\..\\x",
+            too_deep.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(need_from_wire(&need(bad)), None, "{bad:?}");
+        }
+        let bad_hash = v1::MirrorNeed {
+            path: "a".into(),
+            hash: "md5:00".into(),
+        };
+        assert_eq!(need_from_wire(&bad_hash), None);
+    }
 }
