@@ -15,6 +15,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "mirror/hardening.rs"]
+mod hardening;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -811,6 +813,7 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
         let hello = v1::Hello {
             mirror: true,
             capabilities: None,
+            instance: String::new(),
         };
         tx.unbounded_send(v1::NodeMessage {
             kind: Some(Out::Hello(hello)),
@@ -823,10 +826,15 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
             }) => w.mirror_applied,
             other => panic!("expected a welcome, got {other:?}"),
         };
+        // Hostile or out of bounds: climbing out, too deep, too long.
+        let too_deep = vec!["d"; ganglion_core::relpath::MAX_DEPTH + 1].join("/");
+        let too_long = vec!["x".repeat(200); 21].join("/");
         let notices = vec![
             dir("d1", applied + 1),
             dir("../out", applied + 2),
-            dir("d2", applied + 3),
+            dir(&too_deep, applied + 3),
+            dir(&too_long, applied + 4),
+            dir("d2", applied + 5),
         ];
         tx.unbounded_send(v1::NodeMessage {
             kind: Some(Out::MirrorNotices(v1::MirrorNotices { notices })),
@@ -837,14 +845,14 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
                 match inbound.message().await.unwrap() {
                     Some(v1::HubMessage {
                         kind: Some(In::MirrorAck(a)),
-                    }) if a.seq >= applied + 3 => return a.seq,
+                    }) if a.seq >= applied + 5 => return a.seq,
                     Some(_) => {}
                     None => panic!("the hub closed the stream"),
                 }
             }
         })
         .await;
-        assert_eq!(acked, Ok(applied + 3), "everything up to d2 acknowledged");
+        assert_eq!(acked, Ok(applied + 5), "everything up to d2 acknowledged");
     });
     let paths = mirror_paths(&hub, "n1");
     assert_eq!(paths, ["d1", "d2"]);

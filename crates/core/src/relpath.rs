@@ -2,7 +2,8 @@
 //! construction.
 //!
 //! A [`RelPath`] is valid UTF-8, `/`-separated, never absolute, and has no empty,
-//! `.` or `..` component, no NUL and no backslash. Names that are not UTF-8 cannot
+//! `.` or `..` component, no NUL and no backslash; it is at most [`MAX_PATH`]
+//! bytes and [`MAX_DEPTH`] components long. Names that are not UTF-8 cannot
 //! be represented: the node skips such files and reports them (documented in the
 //! README), instead of guessing an encoding.
 //! Confinement against symlinks is the filesystem layer's job (openat-style, via
@@ -16,6 +17,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_COMPONENT: usize = 255;
 /// Longest whole path, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
+/// Most components in a path. Real trees stay far below (a kernel tree ~12,
+/// nested `node_modules` a few dozen); a deeper one is refused rather than
+/// costing every change below it a walk over that many parents.
+pub const MAX_DEPTH: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -39,6 +44,8 @@ pub enum Error {
     ComponentTooLong,
     #[error("path is longer than {MAX_PATH} bytes")]
     TooLong,
+    #[error("path is deeper than {MAX_DEPTH} components")]
+    TooDeep,
 }
 
 impl RelPath {
@@ -59,7 +66,10 @@ impl RelPath {
         if s.starts_with('/') {
             return Err(Error::Absolute);
         }
-        for c in s.split('/') {
+        for (i, c) in s.split('/').enumerate() {
+            if i == MAX_DEPTH {
+                return Err(Error::TooDeep);
+            }
             match c {
                 ".." => return Err(Error::DotDot),
                 "" | "." => return Err(Error::NotNormal),
@@ -161,6 +171,17 @@ mod tests {
             Err(Error::ComponentTooLong)
         );
         assert_eq!(RelPath::parse(&["x"; 3000].join("/")), Err(Error::TooLong));
+        assert_eq!(
+            RelPath::parse(&["x"; MAX_DEPTH + 1].join("/")),
+            Err(Error::TooDeep)
+        );
+        assert!(RelPath::parse(&["x"; MAX_DEPTH].join("/")).is_ok());
+        let deep = RelPath::parse(&["x"; MAX_DEPTH].join("/")).unwrap();
+        assert_eq!(deep.join("y"), Err(Error::TooDeep));
+        assert_eq!(
+            RelPath::parse_lenient(&["x"; MAX_DEPTH + 1].join("/")),
+            Err(Error::TooDeep)
+        );
     }
 
     #[test]

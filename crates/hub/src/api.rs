@@ -49,6 +49,22 @@ pub struct Node {
     /// Full policy detail (allowlist, network, …), beyond CONTRACT.md's fields.
     pub policy_detail: ganglion_core::Policy,
     pub revoked: bool,
+    /// The last connection refused because another running process holds
+    /// this node's credential (a copied state dir), since the hub started.
+    #[serde(default)]
+    pub duplicate: Option<NodeDuplicate>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeDuplicate {
+    /// Where the refused connection came from.
+    pub refused_peer: Option<String>,
+    /// Where the connection kept (the node online) comes from.
+    pub kept_peer: Option<String>,
+    /// When the last one was refused (RFC 3339).
+    pub at: String,
+    /// How many were refused.
+    pub refused: u64,
 }
 
 impl Node {

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub transfer_locks: Gauge,
     pub transfers_in_flight: Gauge,
     pub mirror_hashed_bytes: Counter,
+    /// Connections refused: another running process holds the credential.
+    pub node_duplicate_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,12 @@ impl Metrics {
             "Bytes the hub hashed for mirrors (received content only; restarts re-hash nothing)",
             mirror_hashed_bytes.clone(),
         );
+        let node_duplicate_refused = Counter::default();
+        registry.register(
+            "node_duplicate_refused",
+            "Node connections refused because another running process holds the credential (a copied state dir)",
+            node_duplicate_refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             connected_nodes,
@@ -87,6 +95,7 @@ impl Metrics {
             transfer_locks,
             transfers_in_flight,
             mirror_hashed_bytes,
+            node_duplicate_refused,
         }
     }
 

@@ -21,6 +21,8 @@ pub struct NodeView {
     pub record: NodeRecord,
     pub online: bool,
     pub last_heartbeat: Option<Timestamp>,
+    /// A connection refused: another process holds the credential.
+    pub duplicate: Option<crate::registry::Duplicate>,
 }
 
 fn parse_name(name: &str) -> Result<NodeName, Error> {
@@ -45,6 +47,7 @@ impl Nodes {
             .map(|c| c.last_heartbeat().1)
             .or(record.last_heartbeat);
         NodeView {
+            duplicate: self.registry.duplicate(&record.id),
             online: live.is_some(),
             last_heartbeat,
             record,

@@ -5,6 +5,13 @@
 //! it with a reason. The registry knows which nodes are online; closing a
 //! connection (revocation, heartbeat silence, shutdown, a newer connection from
 //! the same node) ends its stream at once.
+//!
+//! A node process names itself with a random instance id at connect. A
+//! connection from the same instance (a network blip) supersedes the old one;
+//! one from a *different* instance while the old one is alive (it heartbeated
+//! recently) is refused: two processes share one credential (a copied state
+//! dir), and superseding would make them take turns forever. The refusal is
+//! remembered per node for `nodes ls`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +60,8 @@ pub struct Connection {
     pub node_id: NodeId,
     pub name: NodeName,
     pub peer: Option<SocketAddr>,
+    /// The node process's random instance id (empty: not sent).
+    pub instance: String,
     tx: mpsc::Sender<ToNode>,
     close: watch::Sender<Option<CloseReason>>,
     heartbeat: Mutex<(Instant, Timestamp)>,
@@ -112,6 +121,38 @@ struct Connections {
     by_id: HashMap<NodeId, Arc<Connection>>,
     /// Node names of `by_id` (names are unique and never change).
     by_name: HashMap<NodeName, NodeId>,
+    /// The last duplicate refused per node (kept until the hub restarts).
+    duplicates: HashMap<NodeId, Duplicate>,
+}
+
+/// A connection refused because another running process holds the node's
+/// credential (see the module docs), as `nodes ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// Where the refused connection came from.
+    pub refused_peer: Option<SocketAddr>,
+    /// Where the connection kept comes from.
+    pub kept_peer: Option<SocketAddr>,
+    /// When the last one was refused.
+    pub at: Timestamp,
+    /// How many were refused (since the hub started).
+    pub refused: u64,
+}
+
+/// A node's connection as it arrives, for [`Registry::connect`].
+pub struct Arrival {
+    pub node_id: NodeId,
+    pub name: NodeName,
+    pub peer: Option<SocketAddr>,
+    /// The node process's random instance id (from its hello).
+    pub instance: String,
+}
+
+/// Why [`Registry::connect`] refused a connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("credential in use by another running node (a copied state dir?)")]
+    Duplicate { kept_peer: Option<SocketAddr> },
 }
 
 #[derive(Clone)]
@@ -138,29 +179,121 @@ impl Registry {
         peer: Option<SocketAddr>,
         now: Timestamp,
     ) -> ConnectionParts {
-        let (tx, rx) = mpsc::channel(256);
-        let (close, closed) = watch::channel(None);
-        let conn = Arc::new(Connection {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            node_id: node_id.clone(),
-            name,
-            peer,
-            tx,
-            close,
-            heartbeat: Mutex::new((Instant::now(), now)),
-        });
+        let conn = self.connection(node_id, name, peer, String::new(), now);
         let old = {
             let mut map = self.inner.lock().expect("lock");
-            map.by_name.insert(conn.name.clone(), node_id.clone());
-            map.by_id.insert(node_id, conn.clone())
+            Self::insert(&mut map, &conn.0)
         };
+        self.closed_old(old);
+        conn.1
+    }
+
+    /// Registers a node's connection from process `instance`, unless another
+    /// process holds a live connection for the node: one that heartbeated
+    /// (or connected) within `alive_within`. An older connection of the same
+    /// instance, or a silent one (a crashed node's stream that lingers), is
+    /// superseded.
+    pub fn connect(
+        &self,
+        arrival: Arrival,
+        now: Timestamp,
+        alive_within: std::time::Duration,
+    ) -> Result<ConnectionParts, Refused> {
+        let Arrival {
+            node_id,
+            name,
+            peer,
+            instance,
+        } = arrival;
+        let (conn, parts) = self.connection(node_id, name, peer, instance, now);
+        let old = {
+            let mut map = self.inner.lock().expect("lock");
+            if let Some(old) = map.by_id.get(&conn.node_id)
+                && !old.instance.is_empty()
+                && old.instance != conn.instance
+                && !old.is_closing()
+                && old.last_heartbeat().0.elapsed() <= alive_within
+            {
+                let kept_peer = old.peer;
+                let d = map
+                    .duplicates
+                    .entry(conn.node_id.clone())
+                    .or_insert(Duplicate {
+                        refused_peer: peer,
+                        kept_peer,
+                        at: now,
+                        refused: 0,
+                    });
+                d.refused_peer = peer;
+                d.kept_peer = kept_peer;
+                d.at = now;
+                d.refused += 1;
+                drop(map);
+                self.metrics.node_duplicate_refused.inc();
+                tracing::warn!(
+                    node = %conn.name,
+                    kept = ?kept_peer,
+                    refused = ?peer,
+                    "credential in use by another running node (a copied state dir?); refusing the newcomer"
+                );
+                return Err(Refused::Duplicate { kept_peer });
+            }
+            Self::insert(&mut map, &conn)
+        };
+        self.closed_old(old);
+        Ok(parts)
+    }
+
+    /// The last duplicate connection refused for this node, if any.
+    pub fn duplicate(&self, node_id: &NodeId) -> Option<Duplicate> {
+        self.inner
+            .lock()
+            .expect("lock")
+            .duplicates
+            .get(node_id)
+            .cloned()
+    }
+
+    fn insert(map: &mut Connections, conn: &Arc<Connection>) -> Option<Arc<Connection>> {
+        map.by_name.insert(conn.name.clone(), conn.node_id.clone());
+        map.by_id.insert(conn.node_id.clone(), conn.clone())
+    }
+
+    fn closed_old(&self, old: Option<Arc<Connection>>) {
         match old {
             Some(old) => old.close(CloseReason::Superseded),
             None => {
                 self.metrics.connected_nodes.inc();
             }
         }
-        ConnectionParts { conn, rx, closed }
+    }
+
+    fn connection(
+        &self,
+        node_id: NodeId,
+        name: NodeName,
+        peer: Option<SocketAddr>,
+        instance: String,
+        now: Timestamp,
+    ) -> (Arc<Connection>, ConnectionParts) {
+        let (tx, rx) = mpsc::channel(256);
+        let (close, closed) = watch::channel(None);
+        let conn = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            node_id,
+            name,
+            peer,
+            instance,
+            tx,
+            close,
+            heartbeat: Mutex::new((Instant::now(), now)),
+        });
+        let parts = ConnectionParts {
+            conn: conn.clone(),
+            rx,
+            closed,
+        };
+        (conn, parts)
     }
 
     /// Removes the connection if it is still the node's current one.
@@ -222,5 +355,86 @@ impl Registry {
         for c in self.all() {
             c.close(reason.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const ALIVE: Duration = Duration::from_secs(7);
+
+    fn node() -> (NodeId, NodeName) {
+        (NodeId::generate(), NodeName::parse("n1").expect("valid"))
+    }
+
+    fn peer(port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn arrival(node: &(NodeId, NodeName), port: u16, instance: &str) -> Arrival {
+        Arrival {
+            node_id: node.0.clone(),
+            name: node.1.clone(),
+            peer: peer(port),
+            instance: instance.into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_process_is_refused_while_the_first_is_alive() {
+        let registry = Registry::new(Metrics::new());
+        let n = node();
+        let first = registry
+            .connect(arrival(&n, 1, "a"), Timestamp(1), ALIVE)
+            .expect("first connects");
+        // Another process (a copied state dir), while the first heartbeats.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            first.conn.touch(Timestamp(2));
+            let refused = registry.connect(arrival(&n, 2, "b"), Timestamp(3), ALIVE);
+            assert!(
+                matches!(refused, Err(Refused::Duplicate { kept_peer }) if kept_peer == peer(1))
+            );
+        }
+        assert!(!first.conn.is_closing(), "the first one keeps working");
+        assert_eq!(registry.get(&n.0).map(|c| c.id), Some(first.conn.id));
+        let d = registry.duplicate(&n.0).expect("remembered");
+        assert_eq!(
+            (d.refused_peer, d.kept_peer, d.refused),
+            (peer(2), peer(1), 3)
+        );
+        assert_eq!(registry.metrics.node_duplicate_refused.get(), 3);
+        assert!(
+            registry
+                .metrics
+                .encode()
+                .contains("ganglion_node_duplicate_refused_total 3")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_process_or_a_silent_stream_is_superseded() {
+        let registry = Registry::new(Metrics::new());
+        let n = node();
+        let first = registry
+            .connect(arrival(&n, 1, "a"), Timestamp(1), ALIVE)
+            .expect("first connects");
+        // The same process again (a network blip): supersedes at once.
+        let again = registry
+            .connect(arrival(&n, 3, "a"), Timestamp(2), ALIVE)
+            .expect("same instance reconnects");
+        assert!(first.conn.is_closing());
+        // Another process after the old stream went silent (a crashed
+        // node's stream lingering): supersedes too.
+        tokio::time::advance(ALIVE + Duration::from_millis(1)).await;
+        let restarted = registry
+            .connect(arrival(&n, 4, "b"), Timestamp(3), ALIVE)
+            .expect("a silent stream does not hold the credential");
+        assert!(again.conn.is_closing());
+        assert_eq!(registry.get(&n.0).map(|c| c.id), Some(restarted.conn.id));
+        assert_eq!(registry.duplicate(&n.0), None);
     }
 }

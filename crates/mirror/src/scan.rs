@@ -8,6 +8,8 @@
 //!
 //! Names that are not UTF-8 (or that a [`RelPath`] refuses, such as a name
 //! containing a backslash) are skipped and reported: they cannot cross the wire.
+//! So are paths deeper or longer than a [`RelPath`] may be, and the walk does
+//! not descend below them.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -15,7 +17,10 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use ganglion_core::RelPath;
+use ganglion_core::relpath::{MAX_DEPTH, MAX_PATH};
 use ignore::Match;
 use ignore::gitignore::Gitignore;
 use tracing::{debug, warn};
@@ -146,6 +151,7 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         .filter(|e| e.kind == EntryKind::File && e.hash.is_some())
         .map(|e| ((e.dev, e.inode), e))
         .collect();
+    let pruned: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
     let walker = ignore::WalkBuilder::new(root)
         .follow_links(false)
         .hidden(false)
@@ -155,7 +161,23 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         .git_global(false)
         .git_exclude(false)
         .add_custom_ignore_filename(IGNORE_FILE)
-        .filter_entry(|e| !(e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n)))
+        .filter_entry({
+            let pruned = pruned.clone();
+            let root_len = root.as_os_str().len();
+            move |e| {
+                if e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n) {
+                    return false;
+                }
+                // Beyond the bounds of a RelPath: not mirrored, and nothing
+                // below it is looked at (a 10,000-deep chain costs one entry).
+                let len = e.path().as_os_str().len().saturating_sub(root_len + 1);
+                if e.depth() > MAX_DEPTH || len > MAX_PATH {
+                    pruned.lock().expect("lock").push(e.path().to_path_buf());
+                    return false;
+                }
+                true
+            }
+        })
         .build();
     let mut ignore_dirs = vec![String::new()];
     // Walk first (cheap: directory reads), then stat and hash on a few
@@ -205,6 +227,17 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             by_inode.get(&(md.dev(), md.ino())).copied()
         });
         found.push((rel, before));
+    }
+    for p in std::mem::take(&mut *pruned.lock().expect("lock")) {
+        let rel = p.strip_prefix(root).unwrap_or(&p);
+        let reason = SkipReason::InvalidPath(format!(
+            "deeper than {MAX_DEPTH} components or longer than {MAX_PATH} bytes; nothing below it is mirrored"
+        ));
+        warn!(path = %rel.display(), ?reason, "skipping a path that cannot be mirrored");
+        report.skipped.push(Skipped {
+            path: rel.display().to_string(),
+            reason,
+        });
     }
     stat_all(&dir, found, &mut report);
     report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));

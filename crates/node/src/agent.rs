@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 
 use crate::Error;
 use crate::backoff::Backoff;
-use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions};
+use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions, ToHub};
 use crate::state::NodeState;
 use crate::tasks::{Dispatch, End, Executor, RunnerEvent, TaskRunner};
 use crate::tls::{self, HubTarget};
@@ -84,6 +84,9 @@ pub struct Agent {
     runner: Arc<TaskRunner>,
     events: mpsc::UnboundedReceiver<RunnerEvent>,
     mirror: Option<MirrorLink>,
+    /// A random id of this process, sent in the hello: the hub tells this
+    /// process reconnecting from another one holding the same credential.
+    instance: String,
     /// Task results sent but not yet known to have reached the hub, with the
     /// heartbeat number current when they were sent: a heartbeat ack with a
     /// larger number confirms them (the stream is ordered). Whatever is left
@@ -113,11 +116,23 @@ enum SessionEnd {
     Closed(String),
 }
 
+/// First retry after the hub refused a connection because another running
+/// process holds the credential, and the longest wait between retries.
+const DUPLICATE_RETRY: Duration = Duration::from_secs(10);
+const DUPLICATE_RETRY_CAP: Duration = Duration::from_secs(120);
+
+/// A random id for this node process (128 bits, hex).
+fn new_instance_id() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
 /// Maps a gRPC status from the hub to the node's view of it.
 fn from_status(s: &Status) -> Error {
     match s.code() {
         Code::PermissionDenied => Error::Revoked,
         Code::Unauthenticated => Error::Unauthenticated(s.message().to_owned()),
+        Code::AlreadyExists => Error::Duplicate(s.message().to_owned()),
         _ => Error::Hub(format!("{}: {}", s.code(), s.message())),
     }
 }
@@ -153,6 +168,7 @@ impl Agent {
             runner,
             events,
             mirror: None,
+            instance: new_instance_id(),
             unconfirmed: Vec::new(),
         })
     }
@@ -175,17 +191,35 @@ impl Agent {
         // Failed connects in a row: the first and every 20th are warnings,
         // the rest debug lines (quick retries would flood the log).
         let mut failures = 0u32;
+        // Refusals because another process holds the credential: retried
+        // slowly (the other may be a dying stream of this node's last run),
+        // never quickly enough to matter to the process that holds it.
+        let mut duplicate = Backoff::new(DUPLICATE_RETRY, DUPLICATE_RETRY_CAP);
+        let mut refused = 0u32;
         loop {
             let started = Instant::now();
             let result = self.session(&cancel).await;
             self.status.send_modify(|s| s.connected = false);
             self.to_mirror(MirrorInput::Disconnected);
             self.watch_report_grace();
+            let mut delay = None;
             match result {
                 Ok(SessionEnd::Cancelled) => return Ok(()),
                 Ok(SessionEnd::Closed(reason)) => {
                     failures = 0;
+                    refused = 0;
+                    duplicate.reset();
                     tracing::warn!(%reason, "control stream ended; reconnecting")
+                }
+                Err(e @ Error::Duplicate(_)) => {
+                    refused += 1;
+                    let wait = duplicate.next_delay();
+                    if refused == 1 {
+                        tracing::error!(error = %e, retry_in_s = wait.as_secs(), "another running node uses this node's credential (copied state dir?); this one stays offline and retries slowly");
+                    } else {
+                        tracing::debug!(error = %e, refused, "still refused; will retry");
+                    }
+                    delay = Some(wait);
                 }
                 Err(e) if e.is_fatal() => {
                     tracing::error!(error = %e, "stopping");
@@ -203,7 +237,7 @@ impl Agent {
             if started.elapsed() > Duration::from_secs(30) {
                 backoff.reset();
             }
-            let delay = backoff.next_delay();
+            let delay = delay.unwrap_or_else(|| backoff.next_delay());
             tracing::debug!(
                 delay_ms = delay.as_millis() as u64,
                 "waiting before reconnecting"
@@ -254,6 +288,7 @@ impl Agent {
 
         let (tx, rx) = mpsc::channel(64);
         let hello = v1::Hello {
+            instance: self.instance.clone(),
             mirror: self.mirror.is_some(),
             capabilities: Some((&self.opts.capabilities).into()),
         };
@@ -274,6 +309,19 @@ impl Agent {
         let session = self.status.borrow().sessions;
         tracing::info!(hub = %target.addr, "connected to the hub");
 
+        // The hub forgets a node's unrecorded changes when it reconnects.
+        let unrecorded = self
+            .mirror
+            .as_ref()
+            .map_or(0, |m| m.stats.lock().expect("lock").unrecorded);
+        if unrecorded > 0 {
+            let msg = mirror_messages(vec![ToHub::Unrecorded(unrecorded)]);
+            for m in msg {
+                if tx.send(m).await.is_err() {
+                    return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                }
+            }
+        }
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         let mut seq = 0u64;
         for (_, mut msg) in std::mem::take(&mut self.unconfirmed) {
@@ -295,10 +343,11 @@ impl Agent {
                         return Ok(SessionEnd::Closed("outbound stream closed".into()));
                     }
                 }
-                Some(notices) = next_notices(&mut self.mirror) => {
-                    let msg = v1::NodeMessage { kind: Some(Out::MirrorNotices(v1::MirrorNotices { notices })) };
-                    if tx.send(msg).await.is_err() {
-                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                Some(queued) = next_notices(&mut self.mirror) => {
+                    for msg in mirror_messages(queued) {
+                        if tx.send(msg).await.is_err() {
+                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                        }
                     }
                 }
                 Some(event) = self.events.recv() => {
@@ -365,9 +414,9 @@ impl Agent {
     }
 
     fn need(&self, n: v1::MirrorNeed) {
-        match (RelPath::parse(&n.path), n.hash.parse()) {
-            (Ok(path), Ok(hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
-            _ => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
+        match need_from_wire(&n) {
+            Some((path, hash)) => self.to_mirror(MirrorInput::Need { path, hash }),
+            None => tracing::warn!(path = %n.path, "invalid mirror request from the hub ignored"),
         }
     }
 
@@ -471,12 +520,20 @@ fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
     Some(v1::NodeMessage { kind: Some(kind) })
 }
 
+/// A content request from the hub, if its path can name something in the
+/// workspace: a path that climbs out, is absolute, or passes the bounds of a
+/// [`RelPath`] never reaches the mirror agent (which reads only below the
+/// workspace root, never through a link).
+fn need_from_wire(n: &v1::MirrorNeed) -> Option<(RelPath, ganglion_mirror::ContentHash)> {
+    Some((RelPath::parse(&n.path).ok()?, n.hash.parse().ok()?))
+}
+
 /// Notices queued at once travel in one message, up to this many.
 const NOTICES_PER_MESSAGE: usize = 1024;
 
-/// The next mirror notices to send: the next one and what queued behind it;
+/// The next mirror messages to send: the next one and what queued behind it;
 /// never resolves when there is no mirror.
-async fn next_notices(mirror: &mut Option<MirrorLink>) -> Option<Vec<v1::MirrorNotice>> {
+async fn next_notices(mirror: &mut Option<MirrorLink>) -> Option<Vec<ToHub>> {
     let Some(m) = mirror else {
         return std::future::pending().await;
     };
@@ -485,4 +542,66 @@ async fn next_notices(mirror: &mut Option<MirrorLink>) -> Option<Vec<v1::MirrorN
         return None;
     }
     Some(notices)
+}
+
+/// The wire messages for queued mirror messages, in order: notices in a row
+/// travel in one message.
+fn mirror_messages(queued: Vec<ToHub>) -> Vec<v1::NodeMessage> {
+    let mut out = Vec::new();
+    let mut notices = Vec::new();
+    let flush = |notices: &mut Vec<v1::MirrorNotice>, out: &mut Vec<v1::NodeMessage>| {
+        if !notices.is_empty() {
+            let notices = std::mem::take(notices);
+            out.push(v1::NodeMessage {
+                kind: Some(Out::MirrorNotices(v1::MirrorNotices { notices })),
+            });
+        }
+    };
+    for q in queued {
+        match q {
+            ToHub::Notice(n) => notices.push(n),
+            ToHub::Unrecorded(unrecorded) => {
+                flush(&mut notices, &mut out);
+                out.push(v1::NodeMessage {
+                    kind: Some(Out::MirrorBacklog(v1::MirrorBacklog { unrecorded })),
+                });
+            }
+        }
+    }
+    flush(&mut notices, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_mirror_request_never_reaches_the_mirror() {
+        let hash = ganglion_mirror::ContentHash::of(b"x").to_string();
+        let need = |path: &str| v1::MirrorNeed {
+            path: path.into(),
+            hash: hash.clone(),
+        };
+        assert!(need_from_wire(&need("src/a.rs")).is_some());
+        let too_deep = vec!["d"; ganglion_core::relpath::MAX_DEPTH + 1].join("/");
+        let too_long = vec!["x".repeat(200); 21].join("/");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "a\\..\\x",
+            too_deep.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(need_from_wire(&need(bad)), None, "{bad:?}");
+        }
+        let bad_hash = v1::MirrorNeed {
+            path: "a".into(),
+            hash: "md5:00".into(),
+        };
+        assert_eq!(need_from_wire(&bad_hash), None);
+    }
 }

@@ -10,6 +10,8 @@ pub enum Error {
     Name(#[from] ganglion_core::name::Error),
     #[error("state dir {path} {problem}")]
     StateDir { path: PathBuf, problem: String },
+    #[error("workspace {path} {problem}")]
+    Workspace { path: PathBuf, problem: String },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("the hub presented certificate {got} but this node pins {expected}")]
@@ -22,6 +24,10 @@ pub enum Error {
     Revoked,
     #[error("the hub does not accept this node's credential: {0}")]
     Unauthenticated(String),
+    /// Another running process holds a live connection with this node's
+    /// credential (a copied state dir); the hub keeps that one.
+    #[error("the hub refused this node: {0}")]
+    Duplicate(String),
     #[error("hub: {0}")]
     Hub(String),
     #[error("io error: {0}")]
@@ -36,6 +42,7 @@ impl Error {
             Error::Revoked
                 | Error::Unauthenticated(_)
                 | Error::StateDir { .. }
+                | Error::Workspace { .. }
                 | Error::Corrupt { .. }
         )
     }

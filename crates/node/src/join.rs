@@ -10,7 +10,8 @@ use crate::state::{NodeState, StateDir};
 use crate::tls::{HubTarget, connect};
 
 /// Redeems `invite` and saves the node's state into `state_dir`.
-/// Nothing is written to the state dir unless the hub accepted the join.
+/// Nothing is written to the state dir unless the hub accepted the join, and
+/// the invite is not redeemed unless the state dir and workspace are usable.
 pub async fn join(
     invite: &str,
     name: Option<NodeName>,
@@ -19,12 +20,9 @@ pub async fn join(
     capabilities: Capabilities,
 ) -> Result<NodeState, Error> {
     let code = InviteCode::parse(invite)?;
-    if state_dir.is_joined() {
-        return Err(Error::StateDir {
-            path: state_dir.path().to_path_buf(),
-            problem: "already holds a joined node (use `ganglion node start`)".into(),
-        });
-    }
+    // The invite is single use: whatever would stop the node from running
+    // afterwards must refuse the join before it is redeemed.
+    state_dir.check_before_join(&workspace)?;
     let joined = redeem(&code, name, capabilities, host_name()).await?;
     let state = NodeState {
         hub_addr: code.hub_addr,

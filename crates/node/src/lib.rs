@@ -8,6 +8,7 @@
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
 //! - [`mirror`]: the workspace mirror toward the hub (watcher, index, uploads).
+//! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
 //! - [`error`]: the node's errors.
 
@@ -20,6 +21,7 @@ pub mod join;
 pub mod limits;
 pub mod mirror;
 pub mod progress;
+mod recorder;
 pub mod state;
 pub mod tasks;
 pub mod tls;

@@ -27,9 +27,9 @@ use tokio::sync::mpsc;
 use crate::Error;
 use crate::client::HubClient;
 use crate::progress::{ProgressHandle, SyncProgress};
+pub use crate::recorder::ToHub;
+use crate::recorder::{self, MIRROR, Step};
 
-/// The index key of the node's one workspace.
-const MIRROR: &str = "workspace";
 /// Watcher events are gathered until none came for QUIET, at most DEBOUNCE.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 const QUIET: Duration = Duration::from_millis(10);
@@ -74,6 +74,8 @@ pub struct MirrorStats {
     pub bytes_uploaded: u64,
     pub acked: u64,
     pub pending: u64,
+    /// Changes waiting for an index write that keeps failing (not sent).
+    pub unrecorded: u64,
 }
 
 pub enum Input {
@@ -99,7 +101,7 @@ pub enum Input {
 /// The session's view of the mirror agent.
 pub struct MirrorLink {
     pub input: mpsc::UnboundedSender<Input>,
-    pub notices: mpsc::UnboundedReceiver<v1::MirrorNotice>,
+    pub notices: mpsc::UnboundedReceiver<ToHub>,
     pub stats: Arc<Mutex<MirrorStats>>,
 }
 
@@ -107,7 +109,7 @@ struct MirrorAgent {
     opts: MirrorOptions,
     engine: SourceEngine,
     input: mpsc::UnboundedSender<Input>,
-    /// Index writes and notices, in the engine's order (see [`record_then_send`]).
+    /// Index writes and notices, in the engine's order (see [`crate::recorder`]).
     recorder: mpsc::UnboundedSender<Step>,
     client: Option<HubClient>,
     queue: Arc<Mutex<UploadQueue>>,
@@ -138,8 +140,14 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     let (input, rx) = mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let (recorder, steps) = mpsc::unbounded_channel();
-    tokio::spawn(record_then_send(index, steps, notices_tx, loaded.seq));
     let stats = Arc::new(Mutex::new(MirrorStats::default()));
+    tokio::spawn(recorder::run(
+        index,
+        steps,
+        notices_tx,
+        loaded.seq,
+        stats.clone(),
+    ));
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
@@ -162,66 +170,6 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         notices,
         stats,
     })
-}
-
-/// An index write or a notice (with its seq), queued for [`record_then_send`].
-enum Step {
-    Record(Batch),
-    Send(u64, v1::MirrorNotice),
-}
-
-/// Writes the index and sends notices on a task of its own, so the agent goes
-/// on with the hub's needs and acknowledgements while a first scan is written.
-/// Writes happen in the engine's order; a notice leaves as soon as a write
-/// covering its seq is durable (`durable`: the highest seq written), in the
-/// order the engine sent them. The engine records a first scan in parts, so
-/// the hub works on the first parts' notices while the next are written, even
-/// when the notices come from a (re)connection after the scan's records.
-///
-/// After a failed write the queued notices it was to cover are dropped
-/// (the hub gets them with the next connection's resend, or, after a restart,
-/// from the scan that observes them again).
-async fn record_then_send(
-    index: Index,
-    mut steps: mpsc::UnboundedReceiver<Step>,
-    notices: mpsc::UnboundedSender<v1::MirrorNotice>,
-    mut durable: u64,
-) {
-    let mut writes: VecDeque<Batch> = VecDeque::new();
-    let mut sends: VecDeque<(u64, v1::MirrorNotice)> = VecDeque::new();
-    loop {
-        while sends.front().is_some_and(|(seq, _)| *seq <= durable) {
-            let (_, notice) = sends.pop_front().expect("front exists");
-            let _ = notices.send(notice);
-        }
-        // Wait only when there is nothing to write; then take all queued.
-        let mut next = if writes.is_empty() {
-            let Some(step) = steps.recv().await else {
-                return;
-            };
-            Some(step)
-        } else {
-            steps.try_recv().ok()
-        };
-        while let Some(step) = next {
-            match step {
-                Step::Record(batch) => writes.push_back(batch),
-                Step::Send(seq, notice) => sends.push_back((seq, notice)),
-            }
-            next = steps.try_recv().ok();
-        }
-        let Some(batch) = writes.pop_front() else {
-            continue;
-        };
-        let covers = batch.seq.unwrap_or(0);
-        if let Err(e) = index.apply(MIRROR, &batch).await {
-            tracing::error!(error = %e, "cannot write the workspace index");
-            // Only what this write was to cover; older seqs are durable.
-            let before = durable;
-            sends.retain(|(seq, _)| *seq <= before || *seq > covers);
-        }
-        durable = durable.max(covers);
-    }
 }
 
 /// A recursive inotify watch; events are forwarded as changed paths. Without
@@ -321,6 +269,7 @@ impl MirrorAgent {
             }
             Input::Disconnected => {
                 self.client = None;
+                let _ = self.recorder.send(Step::Disconnected);
                 // Queued uploads die with the connection; the hub asks again.
                 self.queue.lock().expect("lock").jobs.clear();
                 SourceEvent::Disconnected

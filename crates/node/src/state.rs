@@ -52,6 +52,81 @@ impl StateDir {
         }
     }
 
+    /// Checks, before an invite is redeemed (it is single use), that a node
+    /// can be joined here and then run: the dir holds no joined node, is (or
+    /// can be made) a directory of this user, and neither lies in the
+    /// workspace nor contains it (tasks write the workspace; the sandbox
+    /// refuses that layout at start). Writes nothing.
+    pub fn check_before_join(&self, workspace: &Path) -> Result<(), Error> {
+        if self.is_joined() {
+            return Err(self.problem("already holds a joined node (use `ganglion node start`)"));
+        }
+        let workspace = std::fs::canonicalize(workspace).map_err(|e| Error::Workspace {
+            path: workspace.to_path_buf(),
+            problem: format!("cannot be resolved: {e}"),
+        })?;
+        if !workspace.is_dir() {
+            return Err(Error::Workspace {
+                path: workspace,
+                problem: "is not a directory".into(),
+            });
+        }
+        let resolved = self.resolve()?;
+        if resolved.starts_with(&workspace) || workspace.starts_with(&resolved) {
+            return Err(self.problem(format!(
+                "overlaps the workspace {}: tasks could reach the node's credential (choose a state dir outside the workspace)",
+                workspace.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The state dir's absolute, symlink-free path, whether or not it exists
+    /// yet: its nearest existing ancestor resolved, the rest appended. The
+    /// dir itself, if it exists, must be a directory of this user; else the
+    /// ancestor must be a directory.
+    fn resolve(&self) -> Result<PathBuf, Error> {
+        use std::path::Component;
+        let abs = std::path::absolute(&self.path)
+            .map_err(|e| self.problem(format!("cannot be resolved: {e}")))?;
+        let mut existing = abs.as_path();
+        let mut rest = Vec::new();
+        let meta = loop {
+            match std::fs::metadata(existing) {
+                Ok(m) => break m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let (Some(parent), Some(Component::Normal(name))) =
+                        (existing.parent(), existing.components().next_back())
+                    else {
+                        return Err(self.problem(format!("cannot be resolved: {e}")));
+                    };
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                Err(e) => return Err(self.problem(format!("cannot be read: {e}"))),
+            }
+        };
+        if !meta.is_dir() {
+            let what = if rest.is_empty() {
+                "is not a directory".to_owned()
+            } else {
+                format!("cannot be made: {} is not a directory", existing.display())
+            };
+            return Err(self.problem(what));
+        }
+        if rest.is_empty() && meta.uid() != current_uid() {
+            return Err(self.problem(format!(
+                "is owned by uid {}, not by this user ({})",
+                meta.uid(),
+                current_uid()
+            )));
+        }
+        let mut resolved = std::fs::canonicalize(existing)
+            .map_err(|e| self.problem(format!("cannot be resolved: {e}")))?;
+        resolved.extend(rest.iter().rev());
+        Ok(resolved)
+    }
+
     /// Creates the dir (0700) for a node about to join; refuses one that
     /// already holds a joined node.
     pub fn create(&self) -> Result<(), Error> {
@@ -204,6 +279,40 @@ mod tests {
             matches!(dir.create(), Err(Error::StateDir { .. })),
             "refuses to join twice"
         );
+    }
+
+    #[test]
+    fn a_join_is_checked_against_the_workspace_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        std::os::unix::fs::symlink(&ws, tmp.path().join("link")).unwrap();
+        std::fs::write(tmp.path().join("file"), "").unwrap();
+        let refused = |state: &str, why: &str| {
+            let existed = tmp.path().join(state).exists();
+            let dir = StateDir::new(tmp.path().join(state));
+            let e = dir.check_before_join(&ws).unwrap_err().to_string();
+            assert!(e.contains(why), "{state}: {e}");
+            assert_eq!(tmp.path().join(state).exists(), existed, "{state} created");
+        };
+        refused("ws/state", "overlaps the workspace");
+        refused("ws/a/b/state", "overlaps the workspace");
+        refused("link/state", "overlaps the workspace");
+        refused("ws", "overlaps the workspace");
+        refused(".", "overlaps the workspace");
+        refused("file/state", "Not a directory");
+        refused("file", "is not a directory");
+        let e = StateDir::new(tmp.path().join("state"))
+            .check_before_join(&tmp.path().join("nowhere"))
+            .unwrap_err();
+        assert!(matches!(e, Error::Workspace { .. }), "{e}");
+        let ok = StateDir::new(tmp.path().join("state/inner"));
+        ok.check_before_join(&ws).unwrap();
+        assert!(!tmp.path().join("state").exists(), "nothing written");
+        ok.create().unwrap();
+        ok.save(&sample(&ws), &Secret::generate()).unwrap();
+        let e = ok.check_before_join(&ws).unwrap_err().to_string();
+        assert!(e.contains("already holds a joined node"), "{e}");
     }
 
     #[test]

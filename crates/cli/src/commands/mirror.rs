@@ -177,6 +177,7 @@ fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
         print_json(&serde_json::json!({
             "files": s.files, "bytes": s.bytes, "pending": s.pending,
             "in_flight": s.in_flight, "last_sync": s.last_sync, "refused": s.refused,
+            "unrecorded": s.unrecorded,
         }))?;
     } else {
         out(format!("files:     {}", s.files));
@@ -187,6 +188,12 @@ fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
             "last sync: {}",
             s.last_sync.as_deref().unwrap_or("never")
         ));
+        if s.unrecorded > 0 {
+            out(format!(
+                "unrecorded: {} (the node cannot write its index: disk full?)",
+                s.unrecorded
+            ));
+        }
         if s.refused > 0 {
             out(format!(
                 "refused:   {} (changes under immutable paths)",

@@ -22,6 +22,7 @@ struct NodeOut<'a> {
     allow: &'a [String],
     network: bool,
     revoked: bool,
+    duplicate: Option<&'a api::NodeDuplicate>,
 }
 
 impl<'a> From<&'a api::Node> for NodeOut<'a> {
@@ -36,6 +37,7 @@ impl<'a> From<&'a api::Node> for NodeOut<'a> {
             allow: &n.policy_detail.allow,
             network: n.policy_detail.network,
             revoked: n.revoked,
+            duplicate: n.duplicate.as_ref(),
         }
     }
 }
@@ -71,6 +73,16 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
                         n.policy,
                         hb,
                         prot.unwrap_or_default()
+                    ));
+                }
+                for n in nodes.iter().filter(|n| n.duplicate.is_some()) {
+                    let d = n.duplicate.as_ref().expect("filtered");
+                    out(format!(
+                        "note: {}: {} connection(s) refused, last at {} from {}: its credential is in use by another running node (a copied state dir?)",
+                        n.name,
+                        d.refused,
+                        d.at,
+                        d.refused_peer.as_deref().unwrap_or("?")
                     ));
                 }
             }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use ganglion_core::TaskId;
 
 use crate::monitor::StatusSink;
-use crate::registry::{CloseReason, ConnectionParts, Registry, ToNode};
+use crate::registry::{Arrival, CloseReason, ConnectionParts, Registry, ToNode};
 use crate::tasks::{NodeEnd, NodeReport, OutputStream, Tasks};
 
 /// How long a node has to send its hello after opening the stream.
@@ -68,9 +68,22 @@ impl ConnectionDriver {
         };
         let mirrors_workspace = hello.mirror;
         let now = self.clock.now();
+        // A live connection of another process refuses this one: see
+        // `Registry::connect`. Its heartbeats come every interval.
+        let alive_within = self.heartbeat_interval + self.heartbeat_interval / 2;
         let parts = self
             .registry
-            .register(node.id.clone(), node.name.clone(), peer, now);
+            .connect(
+                Arrival {
+                    node_id: node.id.clone(),
+                    name: node.name.clone(),
+                    peer,
+                    instance: hello.instance.clone(),
+                },
+                now,
+                alive_within,
+            )
+            .map_err(|e| Status::already_exists(e.to_string()))?;
         self.status.send(StatusUpdate {
             node_id: node.id.clone(),
             status: NodeState::Online,
@@ -276,6 +289,14 @@ impl ConnectionDriver {
             }
             In::MirrorNotices(n) => {
                 self.notices(node, n.notices);
+                Ok(())
+            }
+            In::MirrorBacklog(b) => {
+                let name = self.node_name(node);
+                self.mirrors.send(
+                    &name,
+                    crate::mirror::DriverEvent::NodeUnrecorded(b.unrecorded),
+                );
                 Ok(())
             }
             In::Hello(_) | In::Heartbeat(_) => Ok(()),

@@ -8,7 +8,8 @@
 //!   address).
 //! - `SyncConfiguration`, `Connect`: Unauthenticated / PermissionDenied
 //!   (revoked) from the auth layer; `Connect` also InvalidArgument when the
-//!   first message is not a hello.
+//!   first message is not a hello, and AlreadyExists when another running
+//!   process holds a live stream with the same credential (a copied state dir).
 
 use std::pin::Pin;
 use std::sync::Arc;

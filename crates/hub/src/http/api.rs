@@ -125,6 +125,12 @@ pub fn node_json(v: &NodeView) -> api::Node {
         capabilities: api::Node::capabilities_json(v.record.capabilities.as_ref()),
         policy_detail: v.record.policy.clone(),
         revoked: v.record.revoked_at.is_some(),
+        duplicate: v.duplicate.as_ref().map(|d| api::NodeDuplicate {
+            refused_peer: d.refused_peer.map(|p| p.to_string()),
+            kept_peer: d.kept_peer.map(|p| p.to_string()),
+            at: d.at.to_rfc3339(),
+            refused: d.refused,
+        }),
     }
 }
 

@@ -56,6 +56,9 @@ pub enum DriverEvent {
     Status {
         reply: oneshot::Sender<MirrorStatus>,
     },
+    /// The node has this many changes it cannot record in its index (so
+    /// could not send yet); they count as pending.
+    NodeUnrecorded(u64),
     SetImmutable(ImmutablePaths),
     Receiver {
         reply: oneshot::Sender<Receiver>,
@@ -73,6 +76,10 @@ pub struct MirrorStatus {
     /// Node-side changes under immutable paths that were not applied.
     pub refused: u64,
     pub applied_seq: u64,
+    /// Changes the node observed but cannot record in its index (a full
+    /// disk, say), so has not sent yet; included in `pending`.
+    #[serde(default)]
+    pub unrecorded: u64,
 }
 
 enum State {
@@ -108,6 +115,8 @@ pub struct Driver {
     committing: bool,
     last_sync: Option<Timestamp>,
     connected: bool,
+    /// What the node last reported as unrecorded (0 at each connection).
+    node_unrecorded: u64,
     /// Idle this long with the node away, the driver closes.
     idle_close: Duration,
     open: OpenMirrors,
@@ -151,6 +160,7 @@ impl Driver {
             committing: false,
             last_sync: None,
             connected: false,
+            node_unrecorded: 0,
             idle_close: start.idle_close,
             open: start.open,
         }
@@ -257,12 +267,25 @@ impl Driver {
         let engine_event = match event {
             DriverEvent::Connected { reply } => {
                 self.connected = true;
+                self.node_unrecorded = 0;
                 let _ = reply.send(self.applied());
                 SinkEvent::Connected
             }
             DriverEvent::Disconnected => {
                 self.connected = false;
                 SinkEvent::Disconnected
+            }
+            DriverEvent::NodeUnrecorded(n) => {
+                if n > 0 {
+                    tracing::warn!(
+                        unrecorded = n,
+                        "the node cannot record changes in its index (disk full?); they count as pending"
+                    );
+                } else if self.node_unrecorded > 0 {
+                    tracing::info!("the node recorded its waiting changes");
+                }
+                self.node_unrecorded = n;
+                return;
             }
             DriverEvent::Notices(notices) => {
                 for n in notices {
@@ -369,6 +392,13 @@ impl Driver {
     }
 
     fn status(&self) -> MirrorStatus {
+        let mut status = self.sink_status();
+        status.unrecorded = self.node_unrecorded;
+        status.pending += self.node_unrecorded;
+        status
+    }
+
+    fn sink_status(&self) -> MirrorStatus {
         let last_sync = self.last_sync.map(|t| t.to_rfc3339());
         match &self.state {
             // Nothing was fetched or committed since the driver opened: the
@@ -384,6 +414,7 @@ impl Driver {
                 last_sync,
                 refused: 0,
                 applied_seq: summary.peer_seq,
+                unrecorded: 0,
             },
             State::Ready(engine) => {
                 let s = engine.stats();
@@ -395,6 +426,7 @@ impl Driver {
                     last_sync,
                     refused: s.refused,
                     applied_seq: engine.applied(),
+                    unrecorded: 0,
                 }
             }
         }

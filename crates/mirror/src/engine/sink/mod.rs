@@ -124,6 +124,8 @@ pub struct SinkEngine {
     bytes: u64,
     /// `slots.removals()` when the parked notices were last tried.
     parked_tried: u64,
+    /// Notices looked at, a parked one again each time it resumes.
+    notices_tried: u64,
 }
 
 impl SinkEngine {
@@ -277,7 +279,14 @@ impl SinkEngine {
         warn!(%path, when, version = self.immutable.version(), "change under an immutable path refused");
     }
 
+    /// How many times a notice was looked at (a parked one again each time
+    /// it resumes): the work the ordering rules cost, for tests.
+    pub fn notices_tried(&self) -> u64 {
+        self.notices_tried
+    }
+
     fn notice(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
+        self.notices_tried += 1;
         // A rename whose source is not settled here degrades to delete + upsert.
         // So does one whose target has commits in flight below it (or its own
         // source below it): a move never waits, so the source slot it holds

@@ -123,6 +123,8 @@ impl SinkEngine {
     /// The older change in progress nearest above `path`, if any: it goes
     /// first (a directory delete, or a file becoming a directory). An older
     /// change below a delete goes first instead; the delete waits for it.
+    /// An older notice parked above counts too: it starts (or is dropped)
+    /// before this one is tried again.
     pub(super) fn blocker_above(&self, path: &RelPath, seq: u64) -> Option<Blocker> {
         let mut cur = path.parent();
         while let Some(p) = cur {
@@ -130,6 +132,9 @@ impl SinkEngine {
                 && s.seq < seq
             {
                 return Some((p, s.seq));
+            }
+            if let Some(s) = self.parked.older_at(&p, seq) {
+                return Some((p, s));
             }
             cur = p.parent();
         }

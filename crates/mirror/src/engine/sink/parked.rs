@@ -3,8 +3,14 @@
 //! waited for it. An initial sync parks most of the tree behind the
 //! directories being created: trying every parked notice again after every
 //! commit made it quadratic.
+//!
+//! A notice may also wait for an older *parked* notice above it: in a deep
+//! chain of new directories, each level waits for the one above, so a
+//! settled level resumes one notice, not every level below it (which then
+//! walked up to the next level in progress, again, per commit: cubic in the
+//! depth).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ganglion_core::RelPath;
 
@@ -20,11 +26,14 @@ pub(super) struct Parked {
     by_blocker: BTreeMap<Blocker, Vec<Notice>>,
     /// How many parked notices hold each sequence number.
     seqs: BTreeMap<u64, usize>,
+    /// The path and seq of every parked notice (a blocker for what is below).
+    at: BTreeSet<(RelPath, u64)>,
 }
 
 impl Parked {
     pub(super) fn push(&mut self, blocker: Blocker, n: Notice) {
         *self.seqs.entry(n.seq()).or_default() += 1;
+        self.at.insert((n.path().clone(), n.seq()));
         self.by_blocker.entry(blocker).or_default().push(n);
     }
 
@@ -35,18 +44,28 @@ impl Parked {
     pub(super) fn clear(&mut self) {
         self.by_blocker.clear();
         self.seqs.clear();
+        self.at.clear();
     }
 
     pub(super) fn min_seq(&self) -> Option<u64> {
         self.seqs.keys().next().copied()
     }
 
-    /// Takes the notices whose blocker is gone (settled, dropped or replaced).
+    /// The newest parked notice at `path` older than `seq`, if any.
+    pub(super) fn older_at(&self, path: &RelPath, seq: u64) -> Option<u64> {
+        self.at
+            .range((path.clone(), 0)..(path.clone(), seq))
+            .next_back()
+            .map(|(_, s)| *s)
+    }
+
+    /// Takes the notices whose blocker is gone: a slot settled, dropped or
+    /// replaced, or a parked notice resumed (it is a slot or gone by then).
     pub(super) fn take_unblocked(&mut self, slots: &Slots) -> Vec<Notice> {
         let gone: Vec<Blocker> = self
             .by_blocker
             .keys()
-            .filter(|(path, seq)| slots.get(path).map(|s| s.seq) != Some(*seq))
+            .filter(|b| slots.get(&b.0).map(|s| s.seq) != Some(b.1) && !self.at.contains(*b))
             .cloned()
             .collect();
         let mut lists: Vec<Vec<Notice>> = gone
@@ -54,6 +73,7 @@ impl Parked {
             .filter_map(|b| self.by_blocker.remove(b))
             .collect();
         for n in lists.iter().flatten() {
+            self.at.remove(&(n.path().clone(), n.seq()));
             if let Some(c) = self.seqs.get_mut(&n.seq()) {
                 *c -= 1;
                 if *c == 0 {
