@@ -196,6 +196,18 @@ impl Tasks {
         self.live.lock().len()
     }
 
+    /// Runs `f` with the live table locked (tests: a panic there).
+    #[cfg(test)]
+    pub(crate) fn with_live_for_test(&self, f: impl FnOnce()) {
+        let _live = self.live.lock();
+        f();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn node_of_for_test(&self, id: &TaskId) -> Option<NodeId> {
+        self.live.lock().get(id).map(|t| t.node_id.clone())
+    }
+
     /// Journals a task as pending, then sends it to its node. The returned
     /// receiver sees the task's events from the start.
     #[tracing::instrument(skip_all, fields(node = node_name))]
