@@ -10,9 +10,9 @@
 //!   handshake (a slow ClientHello) hold a bounded number of descriptors for
 //!   a bounded time.
 //! - HTTP: at most [`AcceptLimits::max_http`] connections at once (newest
-//!   closed over that), and a connection must send a whole first request
-//!   within the handshake timeout (reads time out until the hub first
-//!   answers).
+//!   closed over that), and a connection must send the head of its first
+//!   request within the handshake timeout (a slowloris is closed; a request
+//!   the hub then takes long to answer, like `mirror wait`, is not).
 //!
 //! Both caps default to a quarter of `RLIMIT_NOFILE` each, so descriptors
 //! stay free for nodes, the store and the mirrors whatever peers do.
@@ -193,6 +193,7 @@ impl axum::serve::Listener for HttpListener {
                     let conn = HttpConnection {
                         tcp,
                         first_request: Some(Box::pin(deadline)),
+                        tail: Vec::with_capacity(4),
                         _permit: permit,
                     };
                     return (conn, peer);
@@ -212,12 +213,32 @@ impl axum::serve::Listener for HttpListener {
 }
 
 /// An accepted HTTP connection: holds its place under the cap, and until
-/// the hub first writes to it (a whole request arrived), its reads time out
-/// at the deadline.
+/// the head of its first request has arrived (the blank line ending it) or
+/// the hub has written to it, its reads time out at the deadline.
 pub struct HttpConnection {
     tcp: TcpStream,
     first_request: Option<Pin<Box<Sleep>>>,
+    /// The last bytes read before the head ended (at most 3 kept).
+    tail: Vec<u8>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Whether `tail` (the last bytes seen) followed by `new` contains the blank
+/// line that ends an HTTP/1 request head; `tail` keeps the last 3 bytes.
+fn head_ended(tail: &mut Vec<u8>, new: &[u8]) -> bool {
+    const END: &[u8] = b"\r\n\r\n";
+    tail.extend_from_slice(&new[..new.len().min(END.len())]);
+    let ended =
+        tail.windows(END.len()).any(|w| w == END) || new.windows(END.len()).any(|w| w == END);
+    if new.len() >= END.len() - 1 {
+        tail.clear();
+        tail.extend_from_slice(&new[new.len() - (END.len() - 1)..]);
+    } else {
+        // tail now holds the old bytes and all of `new`: keep its last 3.
+        let drop = tail.len().saturating_sub(END.len() - 1);
+        tail.drain(..drop);
+    }
+    ended
 }
 
 impl AsyncRead for HttpConnection {
@@ -234,7 +255,34 @@ impl AsyncRead for HttpConnection {
                 "no complete request before the deadline",
             )));
         }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if self.first_request.is_some() && matches!(read, Poll::Ready(Ok(()))) {
+            let this = &mut *self;
+            if head_ended(&mut this.tail, &buf.filled()[before..]) {
+                this.first_request = None;
+            }
+        }
+        read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_ended;
+
+    #[test]
+    fn the_end_of_a_request_head_is_found_across_reads() {
+        let mut tail = Vec::new();
+        assert!(!head_ended(&mut tail, b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(head_ended(&mut tail, b"\n\r\n"));
+        let mut tail = Vec::new();
+        for (i, b) in b"GET / HTTP/1.1\r\n\r\n".iter().enumerate() {
+            assert_eq!(head_ended(&mut tail, &[*b]), i == 17, "{i}");
+        }
+        let mut tail = Vec::new();
+        assert!(!head_ended(&mut tail, b"\x16\x03\x01\x02\x00"));
+        assert!(!head_ended(&mut tail, b""));
     }
 }
 

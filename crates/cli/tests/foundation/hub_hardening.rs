@@ -347,3 +347,16 @@ async fn credential_spam_does_not_stop_a_valid_join_from_the_same_address() {
         node.assert_running();
     });
 }
+
+/// The first-request deadline covers a request's head only: a request the
+/// hub holds longer than the handshake timeout (`mirror wait`) is answered.
+#[test]
+fn a_request_the_hub_holds_outlives_the_handshake_timeout() {
+    let s = Scene::new();
+    let hub = s.hub("hub", &["--handshake-timeout", "1s"]);
+    let _node = s.join(&hub.invite(&[]), "n1", &["--name", "n1"]);
+    hub.wait_status("n1", "online", READY);
+    let o = hub.cli(&["mirror", "wait", "n1", "--files", "999", "--timeout", "3"]);
+    let line = assert_error(&o);
+    assert!(line.contains("not in sync after 3 s"), "{line}");
+}

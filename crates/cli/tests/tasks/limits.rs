@@ -58,7 +58,7 @@ fn out_of_range_durations_and_sizes_are_refused_and_the_hub_keeps_working() {
     }
 }
 
-/// Item 8: 200 MiB of output with the largest cap, watched by a client that
+/// Item 8: 400 MiB of output with the largest cap, watched by a client that
 /// does not read: the hub's memory stays bounded, the watcher is told what
 /// it missed, and the journal holds exactly the stored cap.
 #[test]
@@ -67,7 +67,7 @@ fn a_slow_watcher_cannot_make_the_hub_hold_a_tasks_output() {
     let hub_pid = m.hub.endpoints.pid;
     let rss_before = kib(hub_pid, "VmRSS:");
     let (mut ev, id, _) = m.start(
-        &["head", "-c", "200M", "/dev/zero"],
+        &["head", "-c", "400M", "/dev/zero"],
         json!({"output_cap": 1u64 << 30}),
     );
     // Not reading `ev` until the task has ended.
@@ -75,7 +75,7 @@ fn a_slow_watcher_cannot_make_the_hub_hold_a_tasks_output() {
         t["status"] != "running" && t["status"] != "pending"
     });
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(done["output_bytes"], 200u64 << 20, "{done}");
+    assert_eq!(done["output_bytes"], 400u64 << 20, "{done}");
     assert_eq!(
         done["output_truncated"], true,
         "only the stored output is cut"
@@ -84,10 +84,12 @@ fn a_slow_watcher_cannot_make_the_hub_hold_a_tasks_output() {
         .decode(done["stdout_b64"].as_str().unwrap())
         .unwrap();
     assert_eq!(stored.len(), 1 << 20, "the journal keeps exactly 1 MiB");
+    // The ring (8 MiB), the node's HTTP/2 windows (16 MiB) and the allocator's
+    // slack, far below the 400 MiB the hub used to hold.
     let hwm = kib(hub_pid, "VmHWM:");
     assert!(
-        hwm < rss_before + 64 * 1024,
-        "hub peak RSS {hwm} KiB (was {rss_before} KiB before 200 MiB of output)"
+        hwm < rss_before + 128 * 1024,
+        "hub peak RSS {hwm} KiB (was {rss_before} KiB before 400 MiB of output)"
     );
 
     // The late reader gets what the hub kept, is told what it skipped, and
@@ -107,7 +109,7 @@ fn a_slow_watcher_cannot_make_the_hub_hold_a_tasks_output() {
     };
     assert_eq!(task["status"], "succeeded");
     assert!(skipped > 0, "the watcher was not told it fell behind");
-    assert!(received < 200 << 20, "{received}");
+    assert!(received < 400 << 20, "{received}");
 }
 
 /// Item 8: `mirror cat` of a large file streams it from disk: identical
@@ -128,10 +130,21 @@ fn mirror_cat_of_a_large_file_streams_it() {
             f.write_all(&block).unwrap();
         }
     }
-    let o = m
-        .hub
-        .cli(&["mirror", "wait", "n1", "--files", "1", "--timeout", "120"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // The whole file in the mirror (the node may upload an early version first).
+    wait_for(
+        "the mirror to hold all of big.bin",
+        Duration::from_secs(120),
+        || {
+            let ls = m.hub.json(&["mirror", "ls", "n1"]);
+            let whole = ls
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["path"] == "big.bin" && e["size"].as_u64() == Some(size as u64));
+            let o = m.hub.cli(&["mirror", "wait", "n1", "--timeout", "1"]);
+            (whole && o.status.success()).then_some(())
+        },
+    );
     // Forget the peak of the upload: measure the read alone.
     std::fs::write(format!("/proc/{hub_pid}/clear_refs"), "5").unwrap();
     let rss_before = kib(hub_pid, "VmRSS:");
