@@ -267,25 +267,6 @@ impl AsyncRead for HttpConnection {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::head_ended;
-
-    #[test]
-    fn the_end_of_a_request_head_is_found_across_reads() {
-        let mut tail = Vec::new();
-        assert!(!head_ended(&mut tail, b"GET / HTTP/1.1\r\nHost: x\r"));
-        assert!(head_ended(&mut tail, b"\n\r\n"));
-        let mut tail = Vec::new();
-        for (i, b) in b"GET / HTTP/1.1\r\n\r\n".iter().enumerate() {
-            assert_eq!(head_ended(&mut tail, &[*b]), i == 17, "{i}");
-        }
-        let mut tail = Vec::new();
-        assert!(!head_ended(&mut tail, b"\x16\x03\x01\x02\x00"));
-        assert!(!head_ended(&mut tail, b""));
-    }
-}
-
 impl AsyncWrite for HttpConnection {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -336,4 +317,23 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, crat
         .map_err(|e| tls(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_ended;
+
+    #[test]
+    fn the_end_of_a_request_head_is_found_across_reads() {
+        let mut tail = Vec::new();
+        assert!(!head_ended(&mut tail, b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(head_ended(&mut tail, b"\n\r\n"));
+        let mut tail = Vec::new();
+        for (i, b) in b"GET / HTTP/1.1\r\n\r\n".iter().enumerate() {
+            assert_eq!(head_ended(&mut tail, &[*b]), i == 17, "{i}");
+        }
+        let mut tail = Vec::new();
+        assert!(!head_ended(&mut tail, b"\x16\x03\x01\x02\x00"));
+        assert!(!head_ended(&mut tail, b""));
+    }
 }
