@@ -72,6 +72,9 @@ pub struct HubFlags {
     /// Heartbeats a node may miss before it is marked offline [default: 3]
     #[arg(long, env = "GANGLION_MISSED_HEARTBEATS")]
     pub missed_heartbeats: Option<u32>,
+    /// How long a TLS handshake or a first HTTP request may take [default: 10s]
+    #[arg(long, env = "GANGLION_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
     /// TOML configuration file
     #[arg(long, env = "GANGLION_CONFIG")]
     pub config: Option<PathBuf>,

@@ -101,15 +101,15 @@ impl ApiClient {
             .await
     }
 
-    /// GET with query parameters, answered as raw bytes.
-    pub async fn get_bytes(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+    /// GET with query parameters; the answer's body is read by the caller
+    /// (streamed, e.g. a large file).
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<reqwest::Response> {
         let req = self.http.get(format!("{}{path}", self.base)).query(query);
-        let resp = self.exchange(req).await?;
-        Ok(resp
-            .bytes()
-            .await
-            .context("reading the hub's answer")?
-            .to_vec())
+        self.exchange(req).await
     }
 
     /// GET with query parameters, answered as JSON.

@@ -13,13 +13,14 @@
 //! | tls_cert, tls_key  | --tls-cert, --tls-key  | GANGLION_TLS_CERT, _TLS_KEY    | self-signed      |
 //! | heartbeat_interval | --heartbeat-interval   | GANGLION_HEARTBEAT_INTERVAL    | 5s               |
 //! | missed_heartbeats  | --missed-heartbeats    | GANGLION_MISSED_HEARTBEATS     | 3                |
+//! | handshake_timeout  | --handshake-timeout    | GANGLION_HANDSHAKE_TIMEOUT     | 10s              |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use ganglion_core::time::{format_duration, parse_duration};
-use ganglion_hub::HubOptions;
+use ganglion_core::time::format_duration;
+use ganglion_hub::{HubOptions, limits};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::HubFlags;
@@ -38,6 +39,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub heartbeat_interval: Option<String>,
     pub missed_heartbeats: Option<u32>,
+    pub handshake_timeout: Option<String>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -85,13 +87,18 @@ pub fn hub_options(flags: &HubFlags) -> anyhow::Result<HubOptions> {
         .as_ref()
         .or(file.heartbeat_interval.as_ref())
     {
-        o.heartbeat_interval = parse_duration(h).context("heartbeat_interval")?;
+        o.heartbeat_interval = limits::HEARTBEAT_INTERVAL.parse(h)?;
     }
     if let Some(m) = flags.missed_heartbeats.or(file.missed_heartbeats) {
-        if m == 0 {
-            bail!("missed_heartbeats must be at least 1");
-        }
+        limits::MISSED_HEARTBEATS.check(u64::from(m))?;
         o.missed_heartbeats = m;
+    }
+    if let Some(h) = flags
+        .handshake_timeout
+        .as_ref()
+        .or(file.handshake_timeout.as_ref())
+    {
+        o.handshake_timeout = limits::HANDSHAKE_TIMEOUT.parse(h)?;
     }
     Ok(o)
 }
@@ -107,6 +114,7 @@ pub fn print(o: &HubOptions) -> String {
         tls_key: o.tls_key.clone(),
         heartbeat_interval: Some(format_duration(o.heartbeat_interval)),
         missed_heartbeats: Some(o.missed_heartbeats),
+        handshake_timeout: Some(format_duration(o.handshake_timeout)),
     };
     toml::to_string(&file).expect("serialises")
 }

@@ -41,7 +41,8 @@ fn tune_allocator() {
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let args = cli::Cli::parse();
-    logging::init();
+    // Dropped last (after the runtime): flushes the queued log lines.
+    let _log = logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,11 +73,25 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// Whether the error is stdout closed under us (`ganglion … | head -1`).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Prints the one-line `error: …` CONTRACT.md promises and picks the exit code.
-#[allow(clippy::print_stderr)]
+/// A closed stdout ends the command quietly and successfully, as with any
+/// Unix tool whose reader has had enough.
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    use std::io::Write;
+    if broken_pipe(e) {
+        return std::process::ExitCode::SUCCESS;
+    }
     let line = one_line(e);
-    eprintln!("error: {line}");
+    // Nowhere to report a failure to write the error (stderr full or closed).
+    let _ = writeln!(std::io::stderr(), "error: {line}");
     let code = e
         .downcast_ref::<commands::Failure>()
         .map(|c| c.code)

@@ -10,11 +10,13 @@ pub fn shutdown_token() -> anyhow::Result<CancellationToken> {
     let mut int = signal(SignalKind::interrupt())?;
     let t = token.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        // Cancel first: nothing that happens to the log may delay shutdown.
         t.cancel();
+        tracing::info!(signal = name, "shutdown signal received");
     });
     Ok(token)
 }

@@ -15,6 +15,8 @@
 #[path = "foundation/bad_input.rs"]
 mod bad_input;
 mod common;
+#[path = "foundation/hub_hardening.rs"]
+mod hub_hardening;
 #[path = "foundation/security.rs"]
 mod security;
 

@@ -1,6 +1,7 @@
 //! Domain types shared by every part of Ganglion. Nothing here does IO.
 //!
 //! - [`name`]: validated node names.
+//! - [`limit`]: accepted ranges of durations and sizes taken from input.
 //! - [`id`]: opaque random identifiers (nodes, invites, tasks).
 //! - [`secret`]: 256-bit secrets (invites, credentials, admin tokens) and their hashes.
 //! - [`invite`]: the invite string a node redeems to join a hub.
@@ -12,6 +13,7 @@
 pub mod capabilities;
 pub mod id;
 pub mod invite;
+pub mod limit;
 pub mod name;
 pub mod policy;
 pub mod relpath;

@@ -12,6 +12,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateInvite {
     pub name: Option<String>,
     /// A duration such as `1h`; default 1h.
@@ -75,6 +76,7 @@ impl Node {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     pub mode: String,
     #[serde(default)]
@@ -105,6 +107,7 @@ pub struct Status {
 
 /// `POST /api/v1/tasks`: run a program on a node.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunTask {
     pub node: String,
     pub argv: Vec<String>,
@@ -157,8 +160,17 @@ pub enum TaskEventLine {
         seq: u64,
         stream: String,
         data_b64: String,
+        /// Output events this watcher missed just before this one, because
+        /// it read slower than the task wrote (the journal keeps the capped
+        /// output; `tasks show` prints it). Absent when none were.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        skipped: u64,
     },
     Finished {
         task: Box<Task>,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -2,18 +2,27 @@
 //!
 //! Nodes present a credential (`authorization: Bearer …`); operators an admin
 //! token. Both are 256-bit secrets of which the hub keeps only hashes. A node
-//! credential check is one indexed lookup by hash, async, under a deadline.
-//! Failures are counted per peer address; an address that fails too often is
-//! refused for a while before any lookup is made.
+//! credential check is one indexed lookup by hash, async, under a deadline;
+//! an admin token check is one hash and a constant-time comparison.
+//!
+//! The credential is always checked first, so a valid one always passes, even
+//! from an address that is over its failure budget (another user behind the
+//! same NAT, or an attacker spamming from the operator's own machine, must
+//! never lock the operator or a node out). Only failures are counted, per
+//! peer address; an address over its budget is told to wait
+//! (ResourceExhausted / 429) instead of being told why it failed. What a bad
+//! attempt costs the hub is bounded: a malformed secret costs nothing, a
+//! well-formed one one indexed read under the deadline.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::secret::Purpose;
-use ganglion_core::{Secret, SecretHash};
+use ganglion_core::{Secret, SecretHash, Timestamp};
 use ganglion_store::{NodeRecord, Store};
+use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use crate::Error;
@@ -69,17 +78,30 @@ impl Authenticator {
         header: Option<&str>,
         peer: Option<IpAddr>,
     ) -> Result<NodeRecord, Error> {
-        self.limiter.check(peer)?;
-        let result = self.node_inner(header).await;
-        match &result {
-            Ok(_) => self.metrics.handshake("ok"),
-            Err(Error::StoreTimeout) => self.metrics.handshake("timeout"),
-            Err(_) => {
+        match self.node_inner(header).await {
+            Ok(node) => {
+                self.metrics.handshake("ok");
+                Ok(node)
+            }
+            Err(Error::StoreTimeout) => {
+                self.metrics.handshake("timeout");
+                Err(Error::StoreTimeout)
+            }
+            Err(e) => {
                 self.metrics.auth_failure("node");
-                self.limiter.record_failure(peer);
+                Err(self.limiter.failed(peer, e))
             }
         }
-        result
+    }
+
+    /// Looks an invite up without redeeming it, under the deadline: whether
+    /// it could be redeemed now. For addresses over their failure budget.
+    pub async fn invite_redeemable(&self, secret: &Secret, now: Timestamp) -> Result<bool, Error> {
+        let hash = secret.hash(Purpose::Invite);
+        let lookup = self.store.invite_redeemable(&hash, now);
+        Ok(tokio::time::timeout(self.deadline, lookup)
+            .await
+            .map_err(|_| Error::StoreTimeout)??)
     }
 
     async fn node_inner(&self, header: Option<&str>) -> Result<NodeRecord, Error> {
@@ -96,11 +118,11 @@ impl Authenticator {
     }
 
     /// Checks an operator's bearer token (constant-time comparison of hashes).
+    /// A valid token always passes; a bad one counts against the address.
     pub fn admin(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<(), Error> {
-        self.admin_limiter.check(peer)?;
         let ok = bearer(header).ok().is_some_and(|s| {
             let h = s.hash(Purpose::AdminToken);
-            let known = self.admin_hashes.read().expect("lock");
+            let known = self.admin_hashes.read();
             // Compare against every hash, so timing does not depend on which matched.
             known.iter().fold(false, |acc, k| acc | (*k == h))
         });
@@ -108,19 +130,20 @@ impl Authenticator {
             return Ok(());
         }
         self.metrics.auth_failure("admin");
-        self.admin_limiter.record_failure(peer);
-        Err(Error::Unauthenticated)
+        Err(self.admin_limiter.failed(peer, Error::Unauthenticated))
     }
 
-    /// Counts a failed invite redemption against the peer.
-    pub fn record_join_failure(&self, peer: Option<IpAddr>) {
+    /// Counts a failed invite redemption against the peer; the error to answer.
+    pub fn join_failed(&self, peer: Option<IpAddr>, error: Error) -> Error {
         self.metrics.auth_failure("invite");
-        self.limiter.record_failure(peer);
+        self.limiter.failed(peer, error)
     }
 }
 
 /// Token buckets of failed attempts, per peer address. Only failures take
-/// tokens; an address with none left is refused until it regains one.
+/// tokens; a failure from an address with none left is answered "retry
+/// later" instead of its cause, until the address regains one. Nothing here
+/// ever refuses a valid credential: callers check the credential first.
 pub struct FailureLimiter {
     burst: f64,
     refill_per_s: f64,
@@ -153,11 +176,11 @@ impl FailureLimiter {
         }
     }
 
-    /// Refuses an address that has no failures left.
+    /// Whether an address is over its budget (`RateLimited` if so).
     pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Error> {
         let Some(ip) = peer else { return Ok(()) };
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("lock");
+        let mut buckets = self.buckets.lock();
         let Some(b) = buckets.get_mut(&ip) else {
             return Ok(());
         };
@@ -171,10 +194,22 @@ impl FailureLimiter {
         })
     }
 
+    /// Records a failure: the error to answer with, `error` itself while the
+    /// address is within its budget, `RateLimited` once it is over.
+    pub fn failed(&self, peer: Option<IpAddr>, error: Error) -> Error {
+        match self.check(peer) {
+            Ok(()) => {
+                self.record_failure(peer);
+                error
+            }
+            Err(limited) => limited,
+        }
+    }
+
     pub fn record_failure(&self, peer: Option<IpAddr>) {
         let Some(ip) = peer else { return };
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("lock");
+        let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let burst = self.burst;
             let refill = self.refill_per_s;
@@ -190,7 +225,7 @@ impl FailureLimiter {
     }
 
     pub fn tracked(&self) -> usize {
-        self.buckets.lock().expect("lock").len()
+        self.buckets.lock().len()
     }
 }
 
@@ -237,9 +272,11 @@ mod tests {
             ));
         }
         assert!(matches!(
-            auth.admin(Some(&good), peer),
+            auth.admin(Some(&wrong), peer),
             Err(Error::RateLimited { .. })
         ));
+        // A valid token passes even while its address is over the budget.
+        auth.admin(Some(&good), peer).unwrap();
         for _ in 0..3 {
             let e = auth.node(Some(&wrong), peer).await.unwrap_err();
             assert!(matches!(e, Error::BadCredential), "{e}");
@@ -256,7 +293,7 @@ mod tests {
             Metrics::new(),
         );
         for _ in 0..3 {
-            other.record_join_failure(peer);
+            other.join_failed(peer, Error::BadCredential);
         }
         other.admin(Some(&good), peer).unwrap();
     }

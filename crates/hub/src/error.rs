@@ -15,6 +15,9 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("{0}")]
     InvalidArgument(String),
+    /// A duration or size outside its bound ([`crate::limits`]).
+    #[error(transparent)]
+    OutOfRange(#[from] ganglion_core::limit::LimitError),
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{0}")]
@@ -29,6 +32,8 @@ pub enum Error {
     Store(#[source] ganglion_store::Error),
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    DataDirLocked(#[from] crate::datadir::LockError),
     #[error("tls: {0}")]
     Tls(String),
     #[error("transfer failed: {message}")]
@@ -64,7 +69,7 @@ impl Error {
             Error::Unauthenticated | Error::BadCredential => Code::Unauthenticated,
             Error::Revoked(_) => Code::PermissionDenied,
             Error::RateLimited { .. } => Code::ResourceExhausted,
-            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::OutOfRange(_) => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::Conflict(_) | Error::Invite(InviteRefusal::NameTaken(_)) => Code::AlreadyExists,
             Error::Invite(InviteRefusal::Unknown) => Code::Unauthenticated,
@@ -72,6 +77,7 @@ impl Error {
             Error::Invite(_) => Code::FailedPrecondition,
             Error::StoreTimeout | Error::Unavailable(_) => Code::Unavailable,
             Error::Store(_) | Error::Io(_) | Error::Tls(_) => Code::Internal,
+            Error::DataDirLocked(_) => Code::FailedPrecondition,
             Error::Transfer { failure, .. } => {
                 use ganglion_mirror::TransferFailure as F;
                 match failure {

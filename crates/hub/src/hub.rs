@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use ganglion_core::secret::Purpose;
 use ganglion_core::time::SharedClock;
 use ganglion_core::{Secret, SystemClock};
@@ -15,13 +14,13 @@ use ganglion_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::Error;
+use crate::accept::{AcceptLimits, HttpListener};
 use crate::auth::{Authenticator, FailureLimiter};
-use crate::datadir::{DataDir, Endpoints, write_atomic};
+use crate::datadir::{DataDir, DataDirLock, Endpoints, Ports, write_atomic};
 use crate::grpc::{AuthLayer, HubService};
 use crate::invites::Invites;
 use crate::metrics::Metrics;
@@ -58,6 +57,8 @@ pub struct HubCore {
 }
 
 pub struct Hub {
+    /// Held from before anything is written until the hub has stopped.
+    lock: DataDirLock,
     core: Arc<HubCore>,
     options: HubOptions,
     data_dir: DataDir,
@@ -109,7 +110,24 @@ async fn ensure_admin_token(
     Ok(())
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Error> {
+/// Binds `addr`. Port 0 means "any": then the port bound last time on the
+/// same IP is taken again if it is free, so nodes that know the hub by that
+/// address find it after a restart.
+async fn bind(
+    addr: SocketAddr,
+    last: Option<SocketAddr>,
+    what: &str,
+) -> Result<TcpListener, Error> {
+    if addr.port() == 0
+        && let Some(last) = last.filter(|l| l.ip() == addr.ip() && l.port() != 0)
+    {
+        match TcpListener::bind(last).await {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                tracing::info!(%last, error = %e, "{what} port of the last run is taken; picking another")
+            }
+        }
+    }
     TcpListener::bind(addr).await.map_err(|e| {
         Error::Io(std::io::Error::new(
             e.kind(),
@@ -128,12 +146,22 @@ impl Hub {
     pub async fn build_with_clock(options: HubOptions, clock: SharedClock) -> Result<Hub, Error> {
         let data_dir = DataDir::new(&options.data_dir);
         data_dir.create().await?;
+        // Before anything is written: a second hub on this dir stops here.
+        let lock = data_dir.lock()?;
         data_dir.remove_endpoints().await;
         // Listen first: nodes retrying while the hub restarts are queued by
         // the kernel and served as soon as it is ready, instead of being
         // refused and waiting out another backoff delay.
-        let grpc = bind(options.grpc_addr, "gRPC").await?;
-        let http = bind(options.http_addr, "HTTP").await?;
+        let last = data_dir.last_ports().await;
+        let grpc = bind(options.grpc_addr, last.map(|p| p.grpc), "gRPC").await?;
+        let http = bind(options.http_addr, last.map(|p| p.http), "HTTP").await?;
+        let ports = Ports {
+            grpc: grpc.local_addr()?,
+            http: http.local_addr()?,
+        };
+        if last != Some(ports) {
+            data_dir.save_ports(&ports).await?;
+        }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
         store.mark_all_offline(clock.now()).await?;
         let note =
@@ -243,6 +271,7 @@ impl Hub {
         ];
         let (ready, _) = watch::channel(false);
         Ok(Hub {
+            lock,
             core,
             options,
             data_dir,
@@ -272,6 +301,7 @@ impl Hub {
     /// Serves until `cancel` fires, then shuts down in order.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
         let Hub {
+            lock,
             core,
             options,
             data_dir,
@@ -303,14 +333,11 @@ impl Hub {
             heartbeat_interval: options.heartbeat_interval,
             metrics: core.metrics.clone(),
         };
-        let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-        let incoming = TcpListenerStream::new(grpc).map_ok(|s| {
-            let _ = s.set_nodelay(true);
-            s
-        });
+        // TLS is done in the accept loop: bounded handshakes (fd exhaustion).
+        let limits = AcceptLimits::from_fd_limit(options.handshake_timeout);
+        let acceptor = crate::accept::tls_acceptor(&tls.cert_pem, &tls.key_pem)?;
+        let incoming = crate::accept::tls_incoming(grpc, acceptor, limits, core.metrics.clone());
         let grpc_server = Server::builder()
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| Error::Tls(e.to_string()))?
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             // HTTP/2's default 64 KiB windows cap an upload at one window per
@@ -326,14 +353,12 @@ impl Hub {
         servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
         let app =
             crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http_server = axum::serve(
-            // Small streamed writes (task events) must not wait for delayed ACKs.
-            axum::serve::ListenerExt::tap_io(http, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(accepting.clone().cancelled_owned());
+        // Capped, and with nodelay: small streamed writes (task events) must
+        // not wait for delayed ACKs.
+        // (`tap_io` only for axum's connect info, which it knows through `TapIo`.)
+        let http = HttpListener::new(http, limits, core.metrics.clone());
+        let http_server = axum::serve(axum::serve::ListenerExt::tap_io(http, |_| {}), app)
+            .with_graceful_shutdown(accepting.clone().cancelled_owned());
         servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
 
         data_dir.write_endpoints(&endpoints).await?;
@@ -379,6 +404,7 @@ impl Hub {
         core.store.mark_all_offline(core.clock.now()).await.ok();
         core.store.close().await;
         data_dir.remove_endpoints().await;
+        drop(lock);
         tracing::info!("hub stopped");
         Ok(())
     }

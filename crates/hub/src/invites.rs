@@ -11,8 +11,6 @@ use ganglion_store::{Credential, InviteRecord, NewInvite, NodeRecord, Redemption
 use crate::Error;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
-/// Longest TTL accepted: invites are meant to be used soon.
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub struct Invites {
     store: Arc<dyn Store>,
@@ -48,10 +46,8 @@ impl Invites {
         ttl: Option<Duration>,
         policy: Option<Policy>,
     ) -> Result<Created, Error> {
-        let ttl = ttl.unwrap_or(DEFAULT_TTL);
-        if ttl > MAX_TTL {
-            return Err(Error::InvalidArgument("ttl is longer than 30 days".into()));
-        }
+        // Invites are meant to be used soon: at most 30 days.
+        let ttl = crate::limits::INVITE_TTL.check(ttl.unwrap_or(DEFAULT_TTL))?;
         let secret = Secret::generate();
         let now = self.clock.now();
         let record = self

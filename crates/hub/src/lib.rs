@@ -1,9 +1,11 @@
 //! The Ganglion hub.
 //!
+//! - [`accept`]: accepting connections with bounded handshakes (fd exhaustion).
 //! - [`options`]: what the hub is told (addresses, data dir, timings).
 //! - [`datadir`]: the data dir's layout and the files the hub publishes there.
 //! - [`tls`]: the hub's certificate (self-signed on first start) and its fingerprint.
 //! - [`auth`]: node credentials, admin tokens, the per-address failure limiter.
+//! - [`limits`]: the bounds of every duration and size taken from input.
 //! - [`invites`]: creating, listing, revoking and redeeming invites.
 //! - [`registry`]: the live control streams, one per connected node.
 //! - [`worker`]: the background worker trait and its supervisor.
@@ -14,6 +16,7 @@
 //! - [`api`]: the JSON shapes of the HTTP API (shared with the CLI).
 //! - [`hub`]: builds all of the above and runs it with an ordered shutdown.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod datadir;
@@ -22,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod invites;
+pub mod limits;
 pub mod metrics;
 pub mod mirror;
 pub mod monitor;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub connected_nodes: Gauge,
     handshakes: Family<ResultLabel, Counter>,
     auth_failures: Family<KindLabel, Counter>,
+    connections_refused: Family<KindLabel, Counter>,
+    pub handshakes_in_progress: Gauge,
     pub joins: Counter,
     pub transfer_locks: Gauge,
     pub transfers_in_flight: Gauge,
@@ -62,6 +64,18 @@ impl Metrics {
             auth_failures.clone(),
         );
         registry.register("joins", "Invites redeemed", joins.clone());
+        let connections_refused = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept for being over a cap, by server (grpc: handshakes in progress, http: open connections)",
+            connections_refused.clone(),
+        );
+        let handshakes_in_progress = Gauge::default();
+        registry.register(
+            "tls_handshakes_in_progress",
+            "gRPC TLS handshakes in progress",
+            handshakes_in_progress.clone(),
+        );
         let transfer_locks = Gauge::default();
         let transfers_in_flight = Gauge::default();
         let mirror_hashed_bytes = Counter::default();
@@ -91,6 +105,8 @@ impl Metrics {
             connected_nodes,
             handshakes,
             auth_failures,
+            connections_refused,
+            handshakes_in_progress,
             joins,
             transfer_locks,
             transfers_in_flight,
@@ -110,6 +126,14 @@ impl Metrics {
     pub fn auth_failure(&self, kind: &str) {
         self.auth_failures
             .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, server: &str) {
+        self.connections_refused
+            .get_or_create(&KindLabel {
+                kind: server.into(),
+            })
             .inc();
     }
 

@@ -24,6 +24,8 @@ pub struct HubOptions {
     pub auth_failure_burst: u32,
     /// Failed handshakes per second an address regains.
     pub auth_failure_refill_per_s: f64,
+    /// How long a TLS handshake (gRPC) or a first HTTP request may take.
+    pub handshake_timeout: Duration,
 }
 
 impl HubOptions {
@@ -40,6 +42,7 @@ impl HubOptions {
             auth_deadline: Duration::from_secs(2),
             auth_failure_burst: 20,
             auth_failure_refill_per_s: 2.0,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 

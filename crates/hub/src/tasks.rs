@@ -6,18 +6,22 @@
 //! a late result, and the history keeps the disconnection.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeId, NodeName, RelPath, TaskId, Timestamp};
 use ganglion_store::{
     EndApplied, NewTask, Store, StoredOutput, TaskEnd, TaskFilter, TaskRecord, TaskStatus,
 };
-use tokio::sync::mpsc;
+// Not poisoned by a panic: one failed request must not stop every later one.
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
 
-use crate::Error;
 use crate::registry::{Connection, Registry, ToNode};
+use crate::{Error, limits};
 
 /// Largest argv + env accepted, in bytes (the node refuses more, too).
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
@@ -25,6 +29,17 @@ pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
 /// Output kept in the journal per task.
 pub const STORED_OUTPUT_CAP: usize = 1 << 20;
+/// Events a task's watchers may fall behind by. Watchers share one ring of
+/// this many events; a watcher that falls further behind (a client that
+/// reads slower than the task writes) skips the oldest and is told how many
+/// it missed. With the node's 64 KiB output chunks this is 8 MiB per task,
+/// whatever the output cap: the cap bounds what the node streams, this what
+/// the hub holds. (Slowing the node down instead would stall its one control
+/// stream, and with it its heartbeats and every other task on it.)
+pub const WATCH_BUFFER_EVENTS: usize = 128;
+/// Largest output chunk taken from a node in one message (the node sends
+/// 64 KiB); the rest of a bigger one is dropped as truncated output.
+pub const MAX_OUTPUT_CHUNK: usize = 256 << 10;
 /// Timeout when the caller gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a node keeps running a task it cannot report before killing it.
@@ -65,7 +80,7 @@ pub enum TaskEvent {
     Output {
         seq: u64,
         stream: OutputStream,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Finished(Box<TaskRecord>),
 }
@@ -92,7 +107,8 @@ struct LiveTask {
     node_id: NodeId,
     node_name: NodeName,
     timeout: Duration,
-    watchers: Vec<mpsc::UnboundedSender<TaskEvent>>,
+    /// The watchers' shared, bounded ring of events.
+    events: broadcast::Sender<TaskEvent>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     truncated: bool,
@@ -118,8 +134,9 @@ impl LiveTask {
         self.truncated |= take < data.len();
     }
 
-    fn tell(&mut self, event: &TaskEvent) {
-        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+    fn tell(&self, event: TaskEvent) {
+        // An error only means nobody is watching.
+        let _ = self.events.send(event);
     }
 }
 
@@ -156,6 +173,12 @@ fn validate(spec: &TaskSpec) -> Result<(), Error> {
             "the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted"
         )));
     }
+    if let Some(t) = spec.timeout {
+        limits::TASK_TIMEOUT.check(t)?;
+    }
+    if let Some(c) = spec.output_cap {
+        limits::OUTPUT_CAP.check(c)?;
+    }
     Ok(())
 }
 
@@ -170,7 +193,19 @@ impl Tasks {
     }
 
     pub fn live_count(&self) -> usize {
-        self.live.lock().expect("lock").len()
+        self.live.lock().len()
+    }
+
+    /// Runs `f` with the live table locked (tests: a panic there).
+    #[cfg(test)]
+    pub(crate) fn with_live_for_test(&self, f: impl FnOnce()) {
+        let _live = self.live.lock();
+        f();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn node_of_for_test(&self, id: &TaskId) -> Option<NodeId> {
+        self.live.lock().get(id).map(|t| t.node_id.clone())
     }
 
     /// Journals a task as pending, then sends it to its node. The returned
@@ -180,7 +215,7 @@ impl Tasks {
         &self,
         node_name: &str,
         spec: TaskSpec,
-    ) -> Result<(TaskId, mpsc::UnboundedReceiver<TaskEvent>), Error> {
+    ) -> Result<(TaskId, broadcast::Receiver<TaskEvent>), Error> {
         validate(&spec)?;
         let conn = self.connection(node_name).await?;
         let id = TaskId::generate();
@@ -191,18 +226,18 @@ impl Tasks {
                 node_id: conn.node_id.clone(),
                 argv: spec.argv.clone(),
                 cwd: spec.cwd.as_ref().map(|c| c.to_string()),
-                timeout_ms: Some(timeout.as_millis() as u64),
+                timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
                 created_at: self.clock.now(),
             })
             .await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.live.lock().expect("lock").insert(
+        let (tx, rx) = broadcast::channel(WATCH_BUFFER_EVENTS);
+        self.live.lock().insert(
             id.clone(),
             LiveTask {
                 node_id: conn.node_id.clone(),
                 node_name: conn.name.clone(),
                 timeout,
-                watchers: vec![tx],
+                events: tx,
                 stdout: Vec::new(),
                 stderr: Vec::new(),
                 truncated: false,
@@ -252,21 +287,12 @@ impl Tasks {
     }
 
     /// Watches a task that is still live; `None` once it has finished.
-    pub fn watch(&self, id: &TaskId) -> Option<mpsc::UnboundedReceiver<TaskEvent>> {
-        let mut live = self.live.lock().expect("lock");
-        let task = live.get_mut(id)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        task.watchers.push(tx);
-        Some(rx)
+    pub fn watch(&self, id: &TaskId) -> Option<broadcast::Receiver<TaskEvent>> {
+        Some(self.live.lock().get(id)?.events.subscribe())
     }
 
     fn owned_by(&self, node: &NodeId, id: &TaskId) -> bool {
-        let owned = self
-            .live
-            .lock()
-            .expect("lock")
-            .get(id)
-            .is_some_and(|t| &t.node_id == node);
+        let owned = self.live.lock().get(id).is_some_and(|t| &t.node_id == node);
         if !owned {
             tracing::warn!(node_id = %node, task = %id, "node reported on a task it was not given; ignored");
         }
@@ -278,8 +304,8 @@ impl Tasks {
             return Ok(());
         }
         self.store.mark_task_running(id, self.clock.now()).await?;
-        if let Some(t) = self.live.lock().expect("lock").get_mut(id) {
-            t.tell(&TaskEvent::Started { pid });
+        if let Some(t) = self.live.lock().get(id) {
+            t.tell(TaskEvent::Started { pid });
         }
         Ok(())
     }
@@ -290,9 +316,9 @@ impl Tasks {
         id: &TaskId,
         seq: u64,
         stream: OutputStream,
-        data: Vec<u8>,
+        mut data: Vec<u8>,
     ) {
-        let mut live = self.live.lock().expect("lock");
+        let mut live = self.live.lock();
         let Some(t) = live.get_mut(id).filter(|t| &t.node_id == node) else {
             drop(live);
             self.owned_by(node, id);
@@ -303,8 +329,17 @@ impl Tasks {
             return;
         }
         t.last_seq = Some(seq);
+        if data.len() > MAX_OUTPUT_CHUNK {
+            tracing::warn!(task = %id, seq, bytes = data.len(), "output chunk larger than {MAX_OUTPUT_CHUNK} bytes; the rest is dropped");
+            data.truncate(MAX_OUTPUT_CHUNK);
+            t.truncated = true;
+        }
         t.keep(stream, &data);
-        t.tell(&TaskEvent::Output { seq, stream, data });
+        t.tell(TaskEvent::Output {
+            seq,
+            stream,
+            data: data.into(),
+        });
     }
 
     pub async fn on_finished(
@@ -322,7 +357,7 @@ impl Tasks {
                 Some(format!("killed by signal {s}")),
             ),
             NodeEnd::TimedOut => {
-                let t = self.live.lock().expect("lock").get(id).map(|t| t.timeout);
+                let t = self.live.lock().get(id).map(|t| t.timeout);
                 let after = t
                     .map(|t| format!(" after {}", ganglion_core::time::format_duration(t)))
                     .unwrap_or_default();
@@ -343,12 +378,7 @@ impl Tasks {
         };
         // A "late" result for a task still live here is an ordinary one (the
         // hub never failed it); a late result only settles a task its sender owns.
-        let live = self
-            .live
-            .lock()
-            .expect("lock")
-            .get(id)
-            .map(|t| &t.node_id == node);
+        let live = self.live.lock().get(id).map(|t| &t.node_id == node);
         if report.late && live.is_none() {
             let owner = self.store.get_task(id).await?.map(|t| t.node_id);
             if owner.as_ref() != Some(node) {
@@ -382,7 +412,7 @@ impl Tasks {
         if !self.owned_by(node, id) {
             return Ok(());
         }
-        if let Some(t) = self.live.lock().expect("lock").get_mut(id) {
+        if let Some(t) = self.live.lock().get_mut(id) {
             t.truncated |= report.output_truncated;
         }
         let end = self.end(id, status, exit_code, error);
@@ -411,17 +441,12 @@ impl Tasks {
     /// Journals a live task's end (with its stored output), then settles it.
     async fn finish(&self, mut end: TaskEnd, output_bytes: u64) -> Result<(), Error> {
         let id = end.id.clone();
-        end.output = self
-            .live
-            .lock()
-            .expect("lock")
-            .get(&id)
-            .map(|t| StoredOutput {
-                stdout: t.stdout.clone(),
-                stderr: t.stderr.clone(),
-                bytes: output_bytes,
-                truncated: t.truncated,
-            });
+        end.output = self.live.lock().get(&id).map(|t| StoredOutput {
+            stdout: t.stdout.clone(),
+            stderr: t.stderr.clone(),
+            bytes: output_bytes,
+            truncated: t.truncated,
+        });
         let ended = self.store.finish_task(&end).await?;
         self.settle(&id, ended.record);
         Ok(())
@@ -429,10 +454,10 @@ impl Tasks {
 
     /// Removes a task from the live set and tells its watchers its final record.
     fn settle(&self, id: &TaskId, record: TaskRecord) {
-        let task = self.live.lock().expect("lock").remove(id);
-        if let Some(mut task) = task {
+        let task = self.live.lock().remove(id);
+        if let Some(task) = task {
             tracing::info!(task = %id, node = %task.node_name, status = record.status.as_str(), exit_code = ?record.exit_code, "task finished");
-            task.tell(&TaskEvent::Finished(Box::new(record)));
+            task.tell(TaskEvent::Finished(Box::new(record)));
         }
     }
 
@@ -443,9 +468,10 @@ impl Tasks {
         let expired: Vec<(TaskId, NodeId, Duration)> = self
             .live
             .lock()
-            .expect("lock")
             .iter()
-            .filter(|(_, t)| now.duration_since(t.dispatched) > t.timeout + LEASE_GRACE)
+            .filter(|(_, t)| {
+                now.duration_since(t.dispatched) > t.timeout.saturating_add(LEASE_GRACE)
+            })
             .map(|(id, t)| (id.clone(), t.node_id.clone(), t.timeout))
             .collect();
         for (id, node, timeout) in &expired {
@@ -478,7 +504,6 @@ impl Tasks {
         let ids: Vec<(TaskId, Option<u64>)> = self
             .live
             .lock()
-            .expect("lock")
             .iter()
             .filter(|(_, t)| &t.node_id == node)
             .map(|(id, t)| (id.clone(), t.last_seq))

@@ -5,11 +5,12 @@
 //! keeps its state for the hub's status endpoint (`/api/v1/workers`).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +60,6 @@ impl Supervisor {
     pub fn statuses(&self) -> Vec<WorkerStatus> {
         self.states
             .lock()
-            .expect("lock")
             .iter()
             .map(|s| WorkerStatus {
                 name: s.name.clone(),
@@ -71,7 +71,7 @@ impl Supervisor {
     }
 
     fn update(&self, idx: usize, f: impl FnOnce(&mut WorkerStatus)) {
-        f(&mut self.states.lock().expect("lock")[idx]);
+        f(&mut self.states.lock()[idx]);
     }
 
     /// Starts a worker under supervision in `set`.
@@ -82,7 +82,7 @@ impl Supervisor {
         cancel: CancellationToken,
     ) {
         let idx = {
-            let mut states = self.states.lock().expect("lock");
+            let mut states = self.states.lock();
             states.push(WorkerStatus {
                 name: worker.name().to_owned(),
                 state: "running".into(),

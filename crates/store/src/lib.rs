@@ -38,6 +38,11 @@ pub trait Store: Send + Sync + 'static {
     /// if anything is refused (expired, used, revoked, name taken, name outside
     /// the invite's scope) nothing is written and the invite stays as it was.
     async fn redeem_invite(&self, redemption: &Redemption) -> Result<NodeRecord>;
+    /// Whether an invite with this hash could be redeemed now (known, unused,
+    /// unrevoked, unexpired): one indexed read, no write. Lets the hub check
+    /// an invite from an address over its failure budget without taking the
+    /// write lock for every bad one.
+    async fn invite_redeemable(&self, hash: &SecretHash, now: Timestamp) -> Result<bool>;
 
     // --- nodes ---
     /// One indexed lookup by credential hash. Returns revoked nodes too: the

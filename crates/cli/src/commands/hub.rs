@@ -14,6 +14,9 @@ pub async fn run(args: HubArgs) -> anyhow::Result<ExitCode> {
         super::out(config::print(&options).trim_end());
         return Ok(ExitCode::SUCCESS);
     }
+    // A hub holds a descriptor per node and per connection: the usual soft
+    // limit (1024) is far too low.
+    ganglion_node::limits::raise_nofile();
     let cancel = crate::signal::shutdown_token()?;
     let hub = Hub::build(options).await.context("starting the hub")?;
     hub.run(cancel).await.context("running the hub")?;

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use ganglion_hub::http::mirrors::{MirrorFile, VerifyReport, WaitReport};
 use ganglion_hub::mirror::MirrorStatus;
 use serde::Serialize;
@@ -61,14 +62,21 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             }
         }
         MirrorCommand::Cat { node, path, hub } => {
-            let data = ApiClient::locate(&hub)?
-                .get_bytes(
+            // Streamed: a large file never sits whole in memory here either.
+            let mut resp = ApiClient::locate(&hub)?
+                .get_stream(
                     &format!("/api/v1/mirrors/{}/file", encode(&node)),
                     &[("path", &path)],
                 )
                 .await?;
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&data)?;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .context("reading the file from the hub")?
+            {
+                stdout.write_all(&chunk)?;
+            }
             stdout.flush()?;
         }
         MirrorCommand::Status { node, json, hub } => {
@@ -87,7 +95,8 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             let client = ApiClient::locate(&hub)?;
             let path = format!("/api/v1/mirrors/{}/wait", encode(&node));
             let files = files.map(|f| f.to_string());
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let total = ganglion_hub::limits::MIRROR_WAIT_TOTAL.check_secs(timeout)?;
+            let deadline = std::time::Instant::now() + total;
             // The hub holds a request up to a minute: ask again until done.
             let report = loop {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());

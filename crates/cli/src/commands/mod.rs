@@ -62,14 +62,20 @@ fn not_yet(what: &str) -> anyhow::Result<ProcessExit> {
 }
 
 /// Prints a value as the one JSON document on stdout.
-#[allow(clippy::print_stdout)]
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out(serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// Prints a line of command output on stdout.
-#[allow(clippy::print_stdout)]
+/// Prints a line of command output on stdout. When stdout was closed by its
+/// reader (`ganglion tasks ls | head -1`) the command ends quietly with
+/// status 0, as Unix tools do; other write errors are ignored (`println!`
+/// would panic on either).
 pub fn out(line: impl std::fmt::Display) {
-    println!("{line}");
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+        std::process::exit(0);
+    }
 }

@@ -73,8 +73,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
                 TaskEventLine::Started { pid } => tracing::debug!(pid, "task started"),
                 TaskEventLine::Output {
-                    stream, data_b64, ..
+                    stream,
+                    data_b64,
+                    skipped,
+                    ..
                 } => {
+                    if skipped > 0 {
+                        let id = task_id.as_deref().unwrap_or("?");
+                        tracing::warn!(
+                            task = %id,
+                            skipped,
+                            "output was read slower than the task wrote it: {skipped} chunks were skipped here; `ganglion tasks show {id}` prints the stored output"
+                        );
+                    }
                     let data = STANDARD
                         .decode(data_b64)
                         .context("malformed output from the hub")?;

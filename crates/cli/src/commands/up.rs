@@ -48,6 +48,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .join(format!("local-{key}")),
         )
     };
+    // A hub holds a descriptor per node and per connection: the usual soft
+    // limit (1024) is far too low.
+    ganglion_node::limits::raise_nofile();
     let cancel = crate::signal::shutdown_token()?;
 
     let hub = Hub::build(options).await.context("starting the hub")?;

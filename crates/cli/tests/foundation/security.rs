@@ -233,12 +233,33 @@ async fn handshake_flood_is_rate_limited_and_good_nodes_keep_working() {
     );
     let st = client.sync_configuration(req).await.unwrap_err();
     assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
-    // Even a valid invite waits while this address is limited.
+    // A valid invite still joins from this address (issue 12: the limiter
+    // never refuses a valid credential), and its credential works there.
     let valid = tokio::task::block_in_place(|| hub.invite(&[]));
-    let st = client
+    let joined = client
         .join(v1::JoinRequest {
             invite_secret: InviteCode::parse(&valid).unwrap().secret.encode(),
-            name: "sneaky".into(),
+            name: "limited".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a valid invite joins from an address over its budget")
+        .into_inner();
+    let mut req = tonic::Request::new(v1::SyncConfigurationRequest {});
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", joined.credential).parse().unwrap(),
+    );
+    let config = client
+        .sync_configuration(req)
+        .await
+        .expect("valid credential");
+    assert_eq!(config.into_inner().name, "limited");
+    // Bad attempts from it are still limited.
+    let st = client
+        .join(v1::JoinRequest {
+            invite_secret: Secret::generate().encode(),
+            name: "again".into(),
             ..Default::default()
         })
         .await

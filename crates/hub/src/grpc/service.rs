@@ -62,15 +62,18 @@ impl v1::hub_server::Hub for HubService {
         req: Request<v1::JoinRequest>,
     ) -> Result<Response<v1::JoinResponse>, Status> {
         let peer = req.remote_addr().map(|a| a.ip());
-        self.auth.limiter().check(peer)?;
-        let result = self.join_inner(req.into_inner()).await;
-        if let Err(e) = &result {
-            tracing::info!(error = %e, ?peer, "join refused");
-            if !matches!(e, Error::StoreTimeout | Error::Store(_)) {
-                self.auth.record_join_failure(peer);
+        let result = self.join_inner(req.into_inner(), peer).await;
+        match result {
+            Ok(joined) => Ok(Response::new(joined)),
+            Err(e) => {
+                tracing::info!(error = %e, ?peer, "join refused");
+                Err(match e {
+                    Error::StoreTimeout | Error::Store(_) | Error::RateLimited { .. } => e,
+                    e => self.auth.join_failed(peer, e),
+                }
+                .into())
             }
         }
-        Ok(Response::new(result?))
     }
 
     async fn sync_configuration(
@@ -125,9 +128,24 @@ impl v1::hub_server::Hub for HubService {
 }
 
 impl HubService {
-    async fn join_inner(&self, req: v1::JoinRequest) -> Result<v1::JoinResponse, Error> {
+    async fn join_inner(
+        &self,
+        req: v1::JoinRequest,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<v1::JoinResponse, Error> {
         let secret = Secret::decode(&req.invite_secret)
             .map_err(|e| Error::InvalidArgument(format!("invite secret: {e}")))?;
+        // From an address over its failure budget, a valid invite still
+        // joins; anything else is told to wait, found out by one indexed read
+        // rather than a redemption (which takes the store's write lock).
+        if let Err(limited) = self.auth.limiter().check(peer)
+            && !self
+                .auth
+                .invite_redeemable(&secret, self.clock.now())
+                .await?
+        {
+            return Err(limited);
+        }
         let name = match req.name.as_str() {
             "" => None,
             n => Some(NodeName::parse(n).map_err(|e| Error::InvalidArgument(e.to_string()))?),

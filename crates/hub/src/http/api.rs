@@ -6,13 +6,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use ganglion_core::time::parse_duration;
 use ganglion_core::{NodeName, Policy, PolicyMode};
 use ganglion_store::InviteRecord;
 
+use super::body::JsonBody;
 use crate::Error;
 use crate::api;
 use crate::hub::HubCore;
+use crate::limits;
 use crate::nodes::NodeView;
 
 type Core = State<Arc<HubCore>>;
@@ -56,7 +57,7 @@ fn parse_mode(s: &str) -> Result<PolicyMode, Error> {
 
 pub async fn create_invite(
     State(core): Core,
-    Json(req): Json<api::CreateInvite>,
+    JsonBody(req): JsonBody<api::CreateInvite>,
 ) -> Result<Json<api::InviteCreated>, Error> {
     let name = req
         .name
@@ -67,9 +68,8 @@ pub async fn create_invite(
     let ttl = req
         .ttl
         .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        .map(|t| limits::INVITE_TTL.parse(t))
+        .transpose()?;
     let policy = match req.policy.as_deref().map(parse_mode).transpose()? {
         Some(PolicyMode::Permissive) => Some(Policy::permissive()),
         Some(PolicyMode::Strict) | None => None,
@@ -150,7 +150,7 @@ pub async fn get_node(
 pub async fn set_policy(
     State(core): Core,
     Path(name): Path<String>,
-    Json(req): Json<api::SetPolicy>,
+    JsonBody(req): JsonBody<api::SetPolicy>,
 ) -> Result<Json<api::Node>, Error> {
     let mode = parse_mode(&req.mode)?;
     let strict_only =

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use ganglion_core::RelPath;
 use ganglion_mirror::EntryKind;
 use serde::{Deserialize, Serialize};
+use tokio_util::io::ReaderStream;
 
+use super::body::JsonBody;
 use crate::Error;
 use crate::hub::HubCore;
 use crate::mirror::MirrorStatus;
@@ -96,6 +98,11 @@ pub async fn list(
     ))
 }
 
+/// Bytes read from disk at a time when a mirror file is served.
+const CAT_CHUNK: usize = 256 << 10;
+
+/// A mirror file, streamed from disk: the hub holds one chunk of it at a
+/// time, read only as fast as the client takes it.
 pub async fn cat(
     State(core): Core,
     Path(name): Path<String>,
@@ -106,13 +113,19 @@ pub async fn cat(
         .ok_or_else(|| Error::InvalidArgument("a file path is required".into()))?;
     let receiver = core.mirrors.receiver(n.name.as_str(), &n.id).await?;
     let p = path.clone();
-    let data = tokio::task::spawn_blocking(move || receiver.cat(&p))
+    let file = tokio::task::spawn_blocking(move || receiver.open_no_follow(&p))
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?
         .map_err(|e| {
             Error::InvalidArgument(format!("cannot read {path} in the mirror of {name}: {e}"))
-        })?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+        })?
+        .into_std();
+    let chunks = ReaderStream::with_capacity(tokio::fs::File::from_std(file), CAT_CHUNK);
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 pub async fn status(
@@ -123,8 +136,6 @@ pub async fn status(
     Ok(Json(core.mirrors.status(n.name.as_str(), &n.id).await?))
 }
 
-/// The longest a wait request holds (a client that wants longer asks again).
-const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often a waiting request looks at the mirror (inside the hub: a
 /// message to its driver, no process or request per look).
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -133,7 +144,7 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 pub struct WaitQuery {
     /// Also wait for the mirror to hold exactly this many files.
     files: Option<u64>,
-    /// How long to wait, at most [`MAX_WAIT`]; 0 looks once.
+    /// How long to wait, at most [`crate::limits::MIRROR_WAIT`]; 0 looks once.
     timeout_ms: Option<u64>,
 }
 
@@ -154,7 +165,9 @@ pub async fn wait(
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<WaitReport>, Error> {
     let n = node(&core, &name).await?;
-    let limit = std::time::Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_WAIT);
+    // Longer asks are cut to the bound (the client asks again), as before.
+    let limit = std::time::Duration::from_millis(q.timeout_ms.unwrap_or(30_000))
+        .min(crate::limits::MIRROR_WAIT.max);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let status = core.mirrors.status(n.name.as_str(), &n.id).await?;
@@ -205,6 +218,7 @@ pub async fn verify(
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImmutableChange {
     pub pattern: String,
 }
@@ -247,7 +261,7 @@ async fn immutable_change(
 pub async fn immutable_add(
     State(core): Core,
     Path(name): Path<String>,
-    Json(c): Json<ImmutableChange>,
+    JsonBody(c): JsonBody<ImmutableChange>,
 ) -> Result<Json<Vec<String>>, Error> {
     immutable_change(&core, &name, &c.pattern, true).await
 }
@@ -255,7 +269,7 @@ pub async fn immutable_add(
 pub async fn immutable_rm(
     State(core): Core,
     Path(name): Path<String>,
-    Json(c): Json<ImmutableChange>,
+    JsonBody(c): JsonBody<ImmutableChange>,
 ) -> Result<Json<Vec<String>>, Error> {
     immutable_change(&core, &name, &c.pattern, false).await
 }

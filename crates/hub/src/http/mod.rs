@@ -6,6 +6,7 @@
 //!   the API with the operator's token, so no data is served unauthenticated).
 
 pub mod api;
+pub mod body;
 pub mod dashboard;
 pub mod mirrors;
 pub mod tasks;

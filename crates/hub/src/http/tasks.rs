@@ -13,15 +13,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
 use ganglion_core::RelPath;
-use ganglion_core::time::parse_duration;
 use ganglion_store::{TaskRecord, TaskStatus};
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use super::body::JsonBody;
 use crate::Error;
 use crate::api;
 use crate::hub::HubCore;
+use crate::limits;
 use crate::tasks::{OutputStream, TaskEvent, TaskSpec};
 
 type Core = State<Arc<HubCore>>;
@@ -59,7 +61,9 @@ fn line(event: &api::TaskEventLine) -> Result<Bytes, Infallible> {
     Ok(Bytes::from(v))
 }
 
-fn event_line(e: TaskEvent) -> api::TaskEventLine {
+/// The event as a line; `skipped` output events missed just before it (a
+/// watcher that fell behind) are told with the next output event.
+fn event_line(e: TaskEvent, skipped: u64) -> api::TaskEventLine {
     match e {
         TaskEvent::Started { pid } => api::TaskEventLine::Started { pid },
         TaskEvent::Output { seq, stream, data } => api::TaskEventLine::Output {
@@ -69,6 +73,7 @@ fn event_line(e: TaskEvent) -> api::TaskEventLine {
                 OutputStream::Stderr => "stderr".into(),
             },
             data_b64: STANDARD.encode(data),
+            skipped,
         },
         TaskEvent::Finished(t) => api::TaskEventLine::Finished {
             task: Box::new(task_json(&t, false)),
@@ -76,15 +81,30 @@ fn event_line(e: TaskEvent) -> api::TaskEventLine {
     }
 }
 
-fn ndjson(first: Option<api::TaskEventLine>, rx: mpsc::UnboundedReceiver<TaskEvent>) -> Response {
+/// The events as NDJSON. The body is polled only as fast as the client reads
+/// it; the hub holds no more than the task's bounded ring meanwhile.
+fn ndjson(first: Option<api::TaskEventLine>, rx: broadcast::Receiver<TaskEvent>) -> Response {
     let head = futures::stream::iter(first.map(|f| line(&f)));
-    let events = UnboundedReceiverStream::new(rx).map(|e| line(&event_line(e)));
-    let body = Body::from_stream(head.chain(events));
+    let events = BroadcastStream::new(rx).scan(0u64, |skipped, e| {
+        let out = match e {
+            Ok(e) => Some(line(&event_line(e, std::mem::take(skipped)))),
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::debug!(skipped = n, "a task watcher fell behind; events skipped");
+                *skipped += n;
+                None
+            }
+        };
+        futures::future::ready(Some(out))
+    });
+    let body = Body::from_stream(head.chain(events.filter_map(futures::future::ready)));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 /// Runs a task; the answer streams its events until it finishes.
-pub async fn run(State(core): Core, Json(req): Json<api::RunTask>) -> Result<Response, Error> {
+pub async fn run(
+    State(core): Core,
+    JsonBody(req): JsonBody<api::RunTask>,
+) -> Result<Response, Error> {
     let cwd = match req.cwd.as_deref() {
         None => None,
         Some(c) => RelPath::parse_lenient(c)
@@ -93,15 +113,18 @@ pub async fn run(State(core): Core, Json(req): Json<api::RunTask>) -> Result<Res
     let timeout = req
         .timeout
         .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        .map(|t| limits::TASK_TIMEOUT.parse(t))
+        .transpose()?;
+    let output_cap = req
+        .output_cap
+        .map(|c| limits::OUTPUT_CAP.check(c))
+        .transpose()?;
     let spec = TaskSpec {
         argv: req.argv,
         cwd,
         env: req.env,
         timeout,
-        output_cap: req.output_cap,
+        output_cap,
     };
     let (id, rx) = core.tasks.submit(&req.node, spec).await?;
     Ok(ndjson(
@@ -116,7 +139,7 @@ pub async fn events(State(core): Core, Path(id): Path<String>) -> Result<Respons
     match core.tasks.watch(&record.id) {
         Some(rx) => Ok(ndjson(None, rx)),
         None => {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = broadcast::channel(1);
             let _ = tx.send(TaskEvent::Finished(Box::new(record)));
             Ok(ndjson(None, rx))
         }
@@ -156,12 +179,13 @@ pub async fn cancel(State(core): Core, Path(id): Path<String>) -> Result<Json<ap
     core.tasks.cancel(&id).await?;
     if let Some(mut rx) = watcher {
         let wait = async {
-            while let Some(e) = rx.recv().await {
-                if let TaskEvent::Finished(t) = e {
-                    return Some(t);
+            loop {
+                match rx.recv().await {
+                    Ok(TaskEvent::Finished(t)) => return Some(t),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
-            None
         };
         if let Ok(Some(t)) = tokio::time::timeout(CANCEL_WAIT, wait).await {
             return Ok(Json(task_json(&t, false)));

@@ -225,6 +225,18 @@ impl Store for SqliteStore {
         rows.iter().map(invite_from_row).collect()
     }
 
+    async fn invite_redeemable(&self, hash: &SecretHash, now: Timestamp) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM invites WHERE secret_hash = ? AND used_at IS NULL \
+             AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(&hash.as_bytes()[..])
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     async fn revoke_invite(&self, id: &InviteId, at: Timestamp) -> Result<InviteRecord> {
         let sql = format!(
             "UPDATE invites SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
