@@ -15,10 +15,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use ganglion_core::{NodeId, NodeName, Policy, Timestamp};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -69,11 +70,11 @@ pub struct Connection {
 
 impl Connection {
     pub fn last_heartbeat(&self) -> (Instant, Timestamp) {
-        *self.heartbeat.lock().expect("lock")
+        *self.heartbeat.lock()
     }
 
     pub fn touch(&self, at: Timestamp) {
-        *self.heartbeat.lock().expect("lock") = (Instant::now(), at);
+        *self.heartbeat.lock() = (Instant::now(), at);
     }
 
     /// Asks the connection's stream to end with `reason` (first reason wins).
@@ -181,7 +182,7 @@ impl Registry {
     ) -> ConnectionParts {
         let conn = self.connection(node_id, name, peer, String::new(), now);
         let old = {
-            let mut map = self.inner.lock().expect("lock");
+            let mut map = self.inner.lock();
             Self::insert(&mut map, &conn.0)
         };
         self.closed_old(old);
@@ -207,7 +208,7 @@ impl Registry {
         } = arrival;
         let (conn, parts) = self.connection(node_id, name, peer, instance, now);
         let old = {
-            let mut map = self.inner.lock().expect("lock");
+            let mut map = self.inner.lock();
             if let Some(old) = map.by_id.get(&conn.node_id)
                 && !old.instance.is_empty()
                 && old.instance != conn.instance
@@ -246,12 +247,7 @@ impl Registry {
 
     /// The last duplicate connection refused for this node, if any.
     pub fn duplicate(&self, node_id: &NodeId) -> Option<Duplicate> {
-        self.inner
-            .lock()
-            .expect("lock")
-            .duplicates
-            .get(node_id)
-            .cloned()
+        self.inner.lock().duplicates.get(node_id).cloned()
     }
 
     fn insert(map: &mut Connections, conn: &Arc<Connection>) -> Option<Arc<Connection>> {
@@ -299,7 +295,7 @@ impl Registry {
     /// Removes the connection if it is still the node's current one.
     /// Returns whether it was (and so whether the node is now offline).
     pub fn remove(&self, conn: &Connection) -> bool {
-        let mut map = self.inner.lock().expect("lock");
+        let mut map = self.inner.lock();
         let current = map
             .by_id
             .get(&conn.node_id)
@@ -313,12 +309,12 @@ impl Registry {
     }
 
     pub fn get(&self, node_id: &NodeId) -> Option<Arc<Connection>> {
-        self.inner.lock().expect("lock").by_id.get(node_id).cloned()
+        self.inner.lock().by_id.get(node_id).cloned()
     }
 
     /// The connection of the node called `name`, if it is connected.
     pub fn by_name(&self, name: &NodeName) -> Option<Arc<Connection>> {
-        let map = self.inner.lock().expect("lock");
+        let map = self.inner.lock();
         map.by_name
             .get(name)
             .and_then(|id| map.by_id.get(id))
@@ -326,11 +322,11 @@ impl Registry {
     }
 
     pub fn is_online(&self, node_id: &NodeId) -> bool {
-        self.inner.lock().expect("lock").by_id.contains_key(node_id)
+        self.inner.lock().by_id.contains_key(node_id)
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("lock").by_id.len()
+        self.inner.lock().by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -338,13 +334,7 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<Arc<Connection>> {
-        self.inner
-            .lock()
-            .expect("lock")
-            .by_id
-            .values()
-            .cloned()
-            .collect()
+        self.inner.lock().by_id.values().cloned().collect()
     }
 
     pub fn close(&self, node_id: &NodeId, reason: CloseReason) -> bool {
@@ -381,6 +371,25 @@ mod tests {
             peer: peer(port),
             instance: instance.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_holding_the_registry_leaves_it_usable() {
+        let registry = Registry::new(Metrics::new());
+        let r = registry.clone();
+        let panicked = std::thread::spawn(move || {
+            let _map = r.inner.lock();
+            panic!("a request panics while it holds the registry");
+        })
+        .join();
+        assert!(panicked.is_err());
+        let n = node();
+        let parts = registry
+            .connect(arrival(&n, 1, "a"), Timestamp(1), ALIVE)
+            .expect("connects after the panic");
+        parts.conn.touch(Timestamp(2));
+        assert!(registry.is_online(&n.0));
+        assert!(registry.remove(&parts.conn));
     }
 
     #[tokio::test(start_paused = true)]

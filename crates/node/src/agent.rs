@@ -313,7 +313,7 @@ impl Agent {
         let unrecorded = self
             .mirror
             .as_ref()
-            .map_or(0, |m| m.stats.lock().expect("lock").unrecorded);
+            .map_or(0, |m| m.stats.lock().unrecorded);
         if unrecorded > 0 {
             let msg = mirror_messages(vec![ToHub::Unrecorded(unrecorded)]);
             for m in msg {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::RelPath;
@@ -22,6 +22,7 @@ use ganglion_mirror::{
 };
 use ganglion_proto::v1;
 use notify::Watcher;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::Error;
@@ -271,7 +272,7 @@ impl MirrorAgent {
                 self.client = None;
                 let _ = self.recorder.send(Step::Disconnected);
                 // Queued uploads die with the connection; the hub asks again.
-                self.queue.lock().expect("lock").jobs.clear();
+                self.queue.lock().jobs.clear();
                 SourceEvent::Disconnected
             }
             Input::Ack(seq) => SourceEvent::Ack { seq },
@@ -424,7 +425,7 @@ impl MirrorAgent {
     }
 
     fn count(&self, report: &ScanReport, full: bool) {
-        let mut s = self.stats.lock().expect("lock");
+        let mut s = self.stats.lock();
         s.files_hashed += report.files_hashed;
         s.bytes_hashed += report.bytes_hashed;
         s.scans += u64::from(full);
@@ -451,7 +452,7 @@ impl MirrorAgent {
         if recount {
             let (pending, bytes) = self.engine.pending_totals();
             self.progress.pending(pending, bytes);
-            let mut s = self.stats.lock().expect("lock");
+            let mut s = self.stats.lock();
             s.acked = self.engine.acked();
             s.pending = pending;
         }
@@ -504,7 +505,7 @@ impl MirrorAgent {
             return;
         };
         {
-            let mut q = self.queue.lock().expect("lock");
+            let mut q = self.queue.lock();
             q.jobs.push_back(UploadJob {
                 path,
                 hash,
@@ -524,7 +525,7 @@ impl MirrorAgent {
         tokio::spawn(async move {
             loop {
                 let jobs = {
-                    let mut q = queue.lock().expect("lock");
+                    let mut q = queue.lock();
                     let jobs = take_batch(&mut q.jobs);
                     if jobs.is_empty() {
                         q.workers -= 1;
@@ -552,7 +553,7 @@ impl MirrorAgent {
                         failure,
                     });
                 }
-                let mut s = stats.lock().expect("lock");
+                let mut s = stats.lock();
                 s.uploads += ok;
                 s.bytes_uploaded += bytes;
             }

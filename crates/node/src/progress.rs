@@ -73,7 +73,7 @@ impl ProgressModel {
 #[derive(Clone, Debug, Default)]
 pub struct ProgressHandle {
     inner: Option<(
-        std::sync::Arc<std::sync::Mutex<ProgressModel>>,
+        std::sync::Arc<parking_lot::Mutex<ProgressModel>>,
         tokio::sync::watch::Sender<SyncProgress>,
     )>,
 }
@@ -95,7 +95,7 @@ impl ProgressHandle {
 
     fn update(&self, f: impl FnOnce(&mut ProgressModel)) {
         if let Some((model, tx)) = &self.inner {
-            let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = model.lock();
             f(&mut m);
             tx.send_replace(m.snapshot());
         }

@@ -17,11 +17,12 @@
 //! the mirror in sync; once the write succeeds the notices leave, then a 0.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_mirror::index::{Batch, Index};
 use ganglion_proto::v1;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
@@ -81,7 +82,7 @@ pub(crate) async fn run(
         };
         if unrecorded != told {
             told = unrecorded;
-            stats.lock().expect("lock").unrecorded = unrecorded;
+            stats.lock().unrecorded = unrecorded;
             let _ = out.send(ToHub::Unrecorded(unrecorded));
         }
         // Wait only when there is nothing to write; then take all queued.
@@ -130,7 +131,7 @@ pub(crate) async fn run(
                 // Tell the hub before waiting (the top of the loop does).
                 if waiting != told {
                     told = waiting;
-                    stats.lock().expect("lock").unrecorded = waiting;
+                    stats.lock().unrecorded = waiting;
                     let _ = out.send(ToHub::Unrecorded(waiting));
                 }
                 tokio::time::sleep(delay).await;
@@ -287,7 +288,7 @@ mod tests {
             matches!(first, ToHub::Unrecorded(n) if n > 0),
             "expected the unrecorded count, got {first:?}"
         );
-        assert!(stats.lock().unwrap().unrecorded > 0);
+        assert!(stats.lock().unrecorded > 0);
         // Space comes back: the waiting changes are written and sent in
         // order, then the count goes back to 0.
         std::fs::remove_file(filler).unwrap();
@@ -300,7 +301,7 @@ mod tests {
             }
         }
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(stats.lock().unwrap().unrecorded, 0);
+        assert_eq!(stats.lock().unrecorded, 0);
         let loaded = index.load(MIRROR).await.unwrap();
         assert_eq!(loaded.seq, 3);
         assert_eq!(loaded.entries.len(), 201, "every change is in the index");

@@ -4,11 +4,12 @@
 //! cannot report for longer than a grace period are killed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::{Policy, RelPath};
 use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 /// A task as the hub sent it (domain form).
@@ -117,7 +118,7 @@ impl TaskRunner {
     }
 
     pub fn running(&self) -> usize {
-        self.running.lock().expect("lock").len()
+        self.running.lock().len()
     }
 
     /// Reports a task as refused without running it.
@@ -142,7 +143,7 @@ impl TaskRunner {
             }
             Exec::Simulated => return self.simulate(d.id, session),
         };
-        if self.running.lock().expect("lock").contains_key(&d.id) {
+        if self.running.lock().contains_key(&d.id) {
             tracing::warn!(task = %d.id, "task dispatched twice; ignored");
             return;
         }
@@ -168,10 +169,7 @@ impl TaskRunner {
         };
         let pid = task.pid();
         tracing::info!(task = %d.id, pid, "task started");
-        self.running
-            .lock()
-            .expect("lock")
-            .insert(d.id.clone(), task.canceller());
+        self.running.lock().insert(d.id.clone(), task.canceller());
         let _ = self.events.send(RunnerEvent::Started {
             id: d.id.clone(),
             pid,
@@ -194,7 +192,7 @@ impl TaskRunner {
                 }
             }
             let outcome = task.wait().await;
-            runner.running.lock().expect("lock").remove(&id);
+            runner.running.lock().remove(&id);
             let end = match outcome.status {
                 Status::Exited(c) => End::Exited(c),
                 Status::Signaled(s) => End::Signaled(s),
@@ -230,7 +228,7 @@ impl TaskRunner {
 
     /// Cancels a task (TERM, grace, KILL to its group); its end is reported as usual.
     pub fn cancel(&self, id: &str) {
-        let canceller = self.running.lock().expect("lock").get(id).cloned();
+        let canceller = self.running.lock().get(id).cloned();
         match canceller {
             Some(c) => {
                 tracing::info!(task = %id, "cancelling");
@@ -247,7 +245,6 @@ impl TaskRunner {
         let all: Vec<(String, Canceller)> = self
             .running
             .lock()
-            .expect("lock")
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();

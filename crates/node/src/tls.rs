@@ -5,10 +5,11 @@
 //! fails the handshake, and the mismatch is reported precisely.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -46,7 +47,7 @@ impl ServerCertVerifier for PinnedVerifier {
         if got == self.expected {
             return Ok(ServerCertVerified::assertion());
         }
-        *self.mismatch.lock().expect("lock") = Some(got);
+        *self.mismatch.lock() = Some(got);
         Err(rustls::Error::InvalidCertificate(
             rustls::CertificateError::ApplicationVerificationFailure,
         ))
@@ -163,7 +164,7 @@ pub async fn connect(target: &HubTarget) -> Result<Channel, Error> {
         .initial_connection_window_size(16 << 20)
         .max_frame_size(256 << 10);
     endpoint.connect_with_connector(make).await.map_err(|e| {
-        if let Some(got) = mismatch.lock().expect("lock").take() {
+        if let Some(got) = mismatch.lock().take() {
             return Error::CertificateMismatch {
                 expected: target.cert_sha256.clone(),
                 got,
