@@ -22,7 +22,7 @@ use crate::Error;
 use crate::backoff::Backoff;
 use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions, ToHub};
 use crate::state::NodeState;
-use crate::tasks::{Dispatch, End, Executor, RunnerEvent, TaskRunner};
+use crate::tasks::{Dispatch, End, Executor, RunnerEvent, RunnerEvents, TaskRunner};
 use crate::tls::{self, HubTarget};
 
 /// How the node runs tasks (see [`Executor`]).
@@ -82,7 +82,7 @@ pub struct Agent {
     opts: AgentOptions,
     status: watch::Sender<LinkStatus>,
     runner: Arc<TaskRunner>,
-    events: mpsc::UnboundedReceiver<RunnerEvent>,
+    events: RunnerEvents,
     mirror: Option<MirrorLink>,
     /// A random id of this process, sent in the hello: the hub tells this
     /// process reconnecting from another one holding the same credential.
@@ -242,10 +242,26 @@ impl Agent {
                 delay_ms = delay.as_millis() as u64,
                 "waiting before reconnecting"
             );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = cancel.cancelled() => return Ok(()),
+            // Tasks keep running meanwhile: their events are read (so none
+            // waits on a pipe nobody reads) and their results kept.
+            let wait = tokio::time::sleep(delay);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = cancel.cancelled() => return Ok(()),
+                    Some(event) = self.events.recv() => self.keep_result(event),
+                }
             }
+        }
+    }
+
+    /// Between sessions: a task's result is kept for the next session (sent
+    /// as late); starts and output belong to a lost session and are dropped
+    /// (no session is number 0).
+    fn keep_result(&mut self, event: RunnerEvent) {
+        if let Some(msg) = event_message(event, 0) {
+            self.unconfirmed.push((0, msg));
         }
     }
 

@@ -2,6 +2,14 @@
 //! their events. Tasks outlive control sessions: a result that could not be
 //! reported is sent after the next connect (a late result), and tasks the node
 //! cannot report for longer than a grace period are killed.
+//!
+//! Events reach the agent through [`RunnerEvents`]: each task has its own
+//! bounded channel (its start, its output, its end, in that order), so a task
+//! that writes faster than the hub takes its output waits on its pipe, as a
+//! pipe makes any writer wait, instead of growing the node's memory; and the
+//! events of other tasks (a refusal, another task's end) never queue behind
+//! it. Whatever the task writes, the node holds at most [`TASK_EVENTS`]
+//! chunks of it here, plus the sandbox's own bounded buffer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +19,13 @@ use ganglion_core::{Policy, RelPath};
 use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::StreamMap;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Events of one task queued between its output reader and the agent: one
+/// chunk of output (up to 64 KiB) each, or its start or end.
+pub const TASK_EVENTS: usize = 4;
 
 /// A task as the hub sent it (domain form).
 #[derive(Clone, Debug)]
@@ -57,6 +72,46 @@ pub enum RunnerEvent {
     },
 }
 
+/// What the runner hands the agent outside a task's own channel.
+enum Control {
+    /// An event of no running task's channel (a refusal, a simulated task).
+    Event(RunnerEvent),
+    /// A started task's channel.
+    Task(mpsc::Receiver<RunnerEvent>),
+}
+
+/// The runner's events, as the agent reads them (see the module docs).
+pub struct RunnerEvents {
+    control: mpsc::UnboundedReceiver<Control>,
+    control_open: bool,
+    tasks: StreamMap<u64, ReceiverStream<RunnerEvent>>,
+    next_key: u64,
+}
+
+impl RunnerEvents {
+    /// The next event: a refusal or a task's start as soon as there is one,
+    /// else the next event of any task (in turn, each task's in order).
+    /// `None` once the runner is gone and every task's channel is drained.
+    /// Cancel safe.
+    pub async fn recv(&mut self) -> Option<RunnerEvent> {
+        loop {
+            tokio::select! {
+                biased;
+                c = self.control.recv(), if self.control_open => match c {
+                    Some(Control::Event(e)) => return Some(e),
+                    Some(Control::Task(rx)) => {
+                        self.next_key += 1;
+                        self.tasks.insert(self.next_key, ReceiverStream::new(rx));
+                    }
+                    None => self.control_open = false,
+                },
+                Some((_, e)) = self.tasks.next(), if !self.tasks.is_empty() => return Some(e),
+                else => return None,
+            }
+        }
+    }
+}
+
 /// How a node runs the tasks it is given.
 #[allow(clippy::large_enum_variant, reason = "made once per node")]
 pub enum Executor {
@@ -93,16 +148,13 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 pub struct TaskRunner {
     exec: Exec,
     node_name: String,
-    events: mpsc::UnboundedSender<RunnerEvent>,
+    events: mpsc::UnboundedSender<Control>,
     running: Mutex<HashMap<String, Canceller>>,
 }
 
 impl TaskRunner {
-    pub fn new(
-        executor: Executor,
-        node_name: String,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<RunnerEvent>) {
-        let (events, rx) = mpsc::unbounded_channel();
+    pub fn new(executor: Executor, node_name: String) -> (Arc<Self>, RunnerEvents) {
+        let (events, control) = mpsc::unbounded_channel();
         let exec = match executor {
             Executor::Refuse => Exec::Refuse,
             Executor::Sandbox(s) => Exec::Sandbox(Arc::new(s)),
@@ -114,7 +166,13 @@ impl TaskRunner {
             events,
             running: Mutex::default(),
         };
-        (Arc::new(runner), rx)
+        let events = RunnerEvents {
+            control,
+            control_open: true,
+            tasks: StreamMap::new(),
+            next_key: 0,
+        };
+        (Arc::new(runner), events)
     }
 
     pub fn running(&self) -> usize {
@@ -124,13 +182,13 @@ impl TaskRunner {
     /// Reports a task as refused without running it.
     pub fn refuse(&self, id: String, session: u64, exit_code: i32, error: String) {
         let end = End::Refused { exit_code, error };
-        let _ = self.events.send(RunnerEvent::Finished {
+        let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
             end,
             output_bytes: 0,
             output_truncated: false,
             session,
-        });
+        }));
     }
 
     /// Starts a task under `policy`; refusals are reported as a finished task.
@@ -170,15 +228,20 @@ impl TaskRunner {
         let pid = task.pid();
         tracing::info!(task = %d.id, pid, "task started");
         self.running.lock().insert(d.id.clone(), task.canceller());
-        let _ = self.events.send(RunnerEvent::Started {
+        let (events, rx) = mpsc::channel(TASK_EVENTS);
+        let started = RunnerEvent::Started {
             id: d.id.clone(),
             pid,
             session,
-        });
+        };
+        events.try_send(started).expect("a new channel has room");
+        let _ = self.events.send(Control::Task(rx));
         let runner = self.clone();
         tokio::spawn(async move {
             let id = d.id;
             if let Some(mut output) = task.take_output() {
+                // Waits while the task's channel is full: the sandbox's buffer
+                // fills behind it, then the task's pipe.
                 while let Some(chunk) = output.recv().await {
                     let stderr = chunk.stream == Stream::Stderr;
                     let ev = RunnerEvent::Output {
@@ -188,7 +251,9 @@ impl TaskRunner {
                         data: chunk.data,
                         session,
                     };
-                    let _ = runner.events.send(ev);
+                    if events.send(ev).await.is_err() {
+                        break;
+                    }
                 }
             }
             let outcome = task.wait().await;
@@ -200,13 +265,14 @@ impl TaskRunner {
                 Status::Cancelled => End::Cancelled,
             };
             tracing::info!(task = %id, end = ?end, "task finished");
-            let _ = runner.events.send(RunnerEvent::Finished {
+            let finished = RunnerEvent::Finished {
                 id,
                 end,
                 output_bytes: outcome.output_bytes,
                 output_truncated: outcome.output_truncated,
                 session,
-            });
+            };
+            let _ = events.send(finished).await;
         });
     }
 
@@ -216,14 +282,14 @@ impl TaskRunner {
             pid: 0,
             session,
         };
-        let _ = self.events.send(started);
-        let _ = self.events.send(RunnerEvent::Finished {
+        let _ = self.events.send(Control::Event(started));
+        let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
             end: End::Exited(0),
             output_bytes: 0,
             output_truncated: false,
             session,
-        });
+        }));
     }
 
     /// Cancels a task (TERM, grace, KILL to its group); its end is reported as usual.
