@@ -22,7 +22,8 @@ use crate::Error;
 use crate::backoff::Backoff;
 use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions, ToHub};
 use crate::state::NodeState;
-use crate::tasks::{Dispatch, End, Executor, RunnerEvent, RunnerEvents, TaskRunner};
+use crate::task_wire::{dispatch_from_wire, event_message};
+use crate::tasks::{Executor, RunnerEvent, RunnerEvents, TaskRunner};
 use crate::tls::{self, HubTarget};
 
 /// How the node runs tasks (see [`Executor`]).
@@ -463,77 +464,6 @@ impl Agent {
             }
         };
     }
-}
-
-fn dispatch_from_wire(d: v1::TaskDispatch) -> Result<Dispatch, (String, String)> {
-    let cwd = match d.cwd.as_str() {
-        "" => None,
-        c => Some(RelPath::parse(c).map_err(|e| (d.task_id.clone(), format!("cwd {c:?}: {e}")))?),
-    };
-    Ok(Dispatch {
-        id: d.task_id,
-        argv: d.argv,
-        cwd,
-        env: d.env.into_iter().map(|e| (e.name, e.value)).collect(),
-        timeout: (d.timeout_ms > 0).then(|| Duration::from_millis(d.timeout_ms)),
-        output_cap: d.output_cap,
-    })
-}
-
-/// The wire message for a runner event in the current session, or `None` for
-/// live events (start, output) of an earlier session: the hub has already
-/// failed those tasks and only their result is still worth sending.
-fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
-    let kind = match event {
-        RunnerEvent::Started { id, pid, session } if session == current => {
-            Out::TaskStarted(v1::TaskStarted { task_id: id, pid })
-        }
-        RunnerEvent::Output {
-            id,
-            seq,
-            stderr,
-            data,
-            session,
-        } if session == current => {
-            let stream = if stderr {
-                v1::OutputStream::Stderr
-            } else {
-                v1::OutputStream::Stdout
-            };
-            Out::TaskOutput(v1::TaskOutput {
-                task_id: id,
-                seq,
-                stream: stream as i32,
-                data,
-            })
-        }
-        RunnerEvent::Started { .. } | RunnerEvent::Output { .. } => return None,
-        RunnerEvent::Finished {
-            id,
-            end,
-            output_bytes,
-            output_truncated,
-            session,
-        } => {
-            let (end, code, error) = match end {
-                End::Exited(c) => (v1::TaskEnd::Exited, c, String::new()),
-                End::Signaled(s) => (v1::TaskEnd::Signaled, s, String::new()),
-                End::TimedOut => (v1::TaskEnd::TimedOut, 124, String::new()),
-                End::Cancelled => (v1::TaskEnd::Cancelled, 0, String::new()),
-                End::Refused { exit_code, error } => (v1::TaskEnd::Refused, exit_code, error),
-            };
-            Out::TaskFinished(v1::TaskFinished {
-                task_id: id,
-                end: end as i32,
-                code,
-                error,
-                output_bytes,
-                output_truncated,
-                late: session != current,
-            })
-        }
-    };
-    Some(v1::NodeMessage { kind: Some(kind) })
 }
 
 /// A content request from the hub, if its path can name something in the

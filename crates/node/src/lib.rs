@@ -7,6 +7,7 @@
 //! - [`capabilities`]: what this machine reports at the handshake.
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
 //! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
+//! - [`tasks`]: runs dispatched tasks; `task_wire`: their control-stream messages.
 //! - [`mirror`]: the workspace mirror toward the hub (watcher, index, uploads).
 //! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
@@ -23,6 +24,7 @@ pub mod mirror;
 pub mod progress;
 mod recorder;
 pub mod state;
+mod task_wire;
 pub mod tasks;
 pub mod tls;
 
