@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use ganglion_core::RelPath;
+use ganglion_core::{RelPath, Timestamp};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -80,6 +80,9 @@ pub struct Summary {
     /// Live files (not directories, links or tombstones) and their bytes.
     pub files: u64,
     pub bytes: u64,
+    /// When the hub last acknowledged the peer's changes ([`Index::acknowledge`]);
+    /// `None`: never, or before the index kept it.
+    pub synced_at: Option<Timestamp>,
 }
 
 impl Loaded {
@@ -165,16 +168,18 @@ impl Index {
 
     /// The mirror's counters (zero for a mirror the index does not know).
     pub async fn summary(&self, mirror: &str) -> Result<Summary, Error> {
-        let row =
-            sqlx::query("SELECT seq, peer_seq, files, bytes FROM mirror_meta WHERE mirror_id = ?")
-                .bind(mirror)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT seq, peer_seq, files, bytes, synced_at FROM mirror_meta WHERE mirror_id = ?",
+        )
+        .bind(mirror)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map_or_else(Summary::default, |r| Summary {
             seq: r.get::<i64, _>(0) as u64,
             peer_seq: r.get::<i64, _>(1) as u64,
             files: r.get::<i64, _>(2) as u64,
             bytes: r.get::<i64, _>(3) as u64,
+            synced_at: r.get::<Option<i64>, _>(4).map(Timestamp::from_millis),
         }))
     }
 
@@ -280,12 +285,36 @@ impl Index {
 
     /// Records the peer sequence and forgets tombstones at or below it.
     pub async fn set_peer_seq(&self, mirror: &str, seq: u64) -> Result<(), Error> {
+        self.peer_seq_at(mirror, seq, None).await
+    }
+
+    /// The hub acknowledges the node's changes up to `seq` at `at`: records
+    /// the sequence (as [`set_peer_seq`](Self::set_peer_seq)) and the time,
+    /// in one transaction, so [`Summary::synced_at`] is the time of the
+    /// acknowledged sequence, across restarts.
+    pub async fn acknowledge(&self, mirror: &str, seq: u64, at: Timestamp) -> Result<(), Error> {
+        self.peer_seq_at(mirror, seq, Some(at)).await
+    }
+
+    async fn peer_seq_at(
+        &self,
+        mirror: &str,
+        seq: u64,
+        at: Option<Timestamp>,
+    ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO mirror_meta (mirror_id) VALUES (?) ON CONFLICT DO NOTHING")
             .bind(mirror)
             .execute(&mut *tx)
             .await?;
         set_peer_seq_tx(&mut tx, mirror, seq).await?;
+        if let Some(at) = at {
+            sqlx::query("UPDATE mirror_meta SET synced_at = ? WHERE mirror_id = ?")
+                .bind(at.millis())
+                .bind(mirror)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -158,7 +158,7 @@ impl Driver {
             batch: Vec::new(),
             needs: Vec::new(),
             committing: false,
-            last_sync: None,
+            last_sync: start.summary.synced_at,
             connected: false,
             node_unrecorded: 0,
             idle_close: start.idle_close,
@@ -439,12 +439,20 @@ impl Driver {
                 SinkAction::Discard { path, hash } => self.receiver.discard(&path, hash),
                 SinkAction::Apply(op) => self.batch.push(op),
                 SinkAction::Ack { seq } => {
-                    if let Err(e) = self.receiver.index().set_peer_seq(&self.node, seq).await {
+                    // The time goes with the sequence: `mirror status` shows
+                    // it after a restart or a reopen of the driver.
+                    let now = self.clock.now();
+                    if let Err(e) = self
+                        .receiver
+                        .index()
+                        .acknowledge(&self.node, seq, now)
+                        .await
+                    {
                         // Not persisted: not acknowledged. The node resends.
                         tracing::error!(error = %e, seq, "cannot persist the applied sequence");
                         continue;
                     }
-                    self.last_sync = Some(self.clock.now());
+                    self.last_sync = Some(now);
                     // In order: the needs of the events before this ack first.
                     self.send_needs().await;
                     self.to_node(ToNode::MirrorAck(seq)).await;

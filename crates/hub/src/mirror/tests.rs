@@ -97,6 +97,8 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open_in_memory().await.unwrap();
     seeded(&index, "n1").await;
+    let synced = Timestamp(1_780_000_000_000);
+    index.acknowledge("n1", 7, synced).await.unwrap();
     let (engine_tx, engine_rx) = oneshot::channel();
     let slot = Mutex::new(Some(engine_rx));
     let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -119,6 +121,11 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     );
     let s = ask_status(&tx).await;
     assert_eq!((s.files, s.bytes, s.pending, s.applied_seq), (2, 8, 0, 7));
+    assert_eq!(
+        s.last_sync,
+        Some(synced.to_rfc3339()),
+        "the last sync as the index keeps it"
+    );
     assert_eq!(loads_now(), 0, "nothing needed the entries yet");
 
     // A change waits for the entries (whose load it starts), as pending.

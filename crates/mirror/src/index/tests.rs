@@ -352,6 +352,19 @@ async fn summary_counts_follow_every_change() {
     assert_eq!(idx.summary("n").await.unwrap(), Summary::default());
 }
 
+/// An index file migrated by the first `n` migrations only (what an older
+/// version left), opened without running the others.
+async fn written_by_first_migrations(path: &Path, n: usize) -> Index {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+    let mut first = sqlx::migrate!("./migrations");
+    first.migrations = std::borrow::Cow::Owned(first.migrations[..n].to_vec());
+    first.run(&pool).await.unwrap();
+    Index { pool }
+}
+
 /// A hub upgraded over an index written before the counters existed
 /// opens it (the migration backfills them) and loads the same entries.
 #[tokio::test]
@@ -362,15 +375,8 @@ async fn index_written_before_the_counters_opens_with_them() {
         .map(|i| file(&format!("f{i:03}"), &vec![b'x'; i], i as u64 + 1))
         .collect();
     {
-        let opts = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
-        let mut first = sqlx::migrate!("./migrations");
-        first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
-        first.run(&pool).await.unwrap();
         // What the previous version wrote: its statements, its schema.
-        let old = Index { pool };
+        let old = written_by_first_migrations(&path, 1).await;
         let batch = Batch {
             upserts: entries.clone(),
             seq: Some(300),
@@ -395,4 +401,67 @@ async fn index_written_before_the_counters_opens_with_them() {
     .await
     .unwrap();
     assert_eq!(idx.summary("n").await.unwrap().files, 299);
+}
+
+/// The hub's acknowledgement records its time with the sequence, and both
+/// outlive a reopen (a hub restart showed last sync "never"); the node's
+/// own record of the hub's acknowledgement leaves the time alone.
+#[tokio::test]
+async fn the_acknowledgement_time_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let at = Timestamp::from_millis(1_780_000_000_123);
+    {
+        let idx = Index::open(&path).await.unwrap();
+        let batch = Batch {
+            upserts: vec![file("a", b"x", 1)],
+            ..Batch::default()
+        };
+        idx.apply("n", &batch).await.unwrap();
+        assert_eq!(idx.summary("n").await.unwrap().synced_at, None);
+        idx.acknowledge("n", 1, at).await.unwrap();
+        idx.set_peer_seq("other", 4).await.unwrap();
+        idx.pool.close().await;
+    }
+    let idx = Index::open(&path).await.unwrap();
+    let s = idx.summary("n").await.unwrap();
+    assert_eq!((s.peer_seq, s.files, s.synced_at), (1, 1, Some(at)));
+    assert_eq!(idx.summary("other").await.unwrap().synced_at, None);
+    idx.set_peer_seq("n", 2).await.unwrap();
+    let s = idx.summary("n").await.unwrap();
+    assert_eq!((s.peer_seq, s.synced_at), (2, Some(at)));
+    let later = Timestamp::from_millis(at.millis() + 5);
+    idx.acknowledge("n", 3, later).await.unwrap();
+    assert_eq!(idx.summary("n").await.unwrap().synced_at, Some(later));
+    idx.drop_mirror("n").await.unwrap();
+    assert_eq!(idx.summary("n").await.unwrap(), Summary::default());
+}
+
+/// A hub upgraded over an index written before the acknowledgement time
+/// existed opens it: counts and sequence kept, the time unknown (`None`)
+/// until the next acknowledgement, which it then keeps.
+#[tokio::test]
+async fn index_written_before_the_sync_time_opens_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    {
+        let old = written_by_first_migrations(&path, 3).await;
+        let batch = Batch {
+            upserts: vec![file("a", b"xy", 1), file("b", b"z", 2)],
+            seq: Some(2),
+            ..Batch::default()
+        };
+        old.apply("n", &batch).await.unwrap();
+        old.set_peer_seq("n", 2).await.unwrap();
+        old.pool.close().await;
+    }
+    let idx = Index::open(&path).await.unwrap();
+    let s = idx.summary("n").await.unwrap();
+    assert_eq!((s.files, s.bytes, s.peer_seq, s.synced_at), (2, 3, 2, None));
+    let at = Timestamp::from_millis(1_780_000_000_000);
+    idx.acknowledge("n", 3, at).await.unwrap();
+    idx.pool.close().await;
+    let idx = Index::open(&path).await.unwrap();
+    let s = idx.summary("n").await.unwrap();
+    assert_eq!((s.peer_seq, s.synced_at), (3, Some(at)));
 }
