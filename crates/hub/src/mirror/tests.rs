@@ -1,6 +1,6 @@
 //! The mirror drivers at the hub: loading, idle close, bounded opens.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::time::ManualClock;
@@ -12,6 +12,7 @@ use ganglion_mirror::{
     ContentHash, Entry, EntryKind, ImmutablePaths, Notice, Replica, SinkEngine, Version,
 };
 use ganglion_store::{SqliteStore, Store};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{Driver, DriverEvent, MirrorStatus, NEEDS_PER_MESSAGE, OpenMirrors, Start};
@@ -105,7 +106,7 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     let counted = loads.clone();
     let loader = Box::new(move |_| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        slot.lock().unwrap().take().expect("loaded once")
+        slot.lock().take().expect("loaded once")
     });
     let registry = Registry::new(Metrics::new());
     let (tx, running) =
