@@ -296,3 +296,22 @@ async fn no_event_is_lost_to_a_closing_driver() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A panic while the open mirrors are locked (one request's bug) does not
+/// poison them: later requests of every node go on.
+#[tokio::test]
+async fn a_panic_holding_the_open_mirrors_does_not_stop_later_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    let held = m.clone();
+    let panicked = std::thread::spawn(move || {
+        let _open = held.open.lock();
+        panic!("boom");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    assert!(m.is_open("n1"));
+}
