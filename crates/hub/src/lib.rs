@@ -10,6 +10,8 @@
 //! - [`registry`]: the live control streams, one per connected node.
 //! - [`worker`]: the background worker trait and its supervisor.
 //! - [`monitor`]: the mesh monitor (heartbeat timeouts) and the status writer.
+//! - [`tasks`]: the live tasks (submission, node reports, watchers) and the journal's queries.
+//! - [`mirror`]: the node mirrors at the hub (one driver per node, the mirror index).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`grpc`]: the tonic service: thin handlers over the parts above.
 //! - [`http`]: the axum API, `/metrics`, `/healthz` and the dashboard.

@@ -1,6 +1,7 @@
 //! Issue 12's node and mirror items, with real processes: a cloned
 //! credential (two nodes from copies of one state dir), a node whose disk
-//! fills, and a join that is refused before it redeems its invite.
+//! fills, a join that is refused before it redeems its invite, and the
+//! last sync time kept across a hub restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -303,4 +304,40 @@ fn changes_made_while_the_node_disk_is_full_reach_the_mirror_once_space_is_back(
         (Some(0), Some(0)),
         "{st}"
     );
+}
+
+/// `mirror status` showed last sync "never" after a hub restart: the time
+/// lived in the driver's memory only. It is kept with the acknowledged
+/// sequence in the hub's mirror index; a restarted hub with nothing new to
+/// acknowledge shows the same time.
+#[test]
+fn the_last_sync_time_survives_a_hub_restart() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"synced before the restart\n");
+    let (mut hub, _node) = hub_and_node(&s);
+    let before = wait_for("a last sync time", CHANGE, || {
+        let st = status(&hub, "n1");
+        (st["files"] == 1 && st["pending"] == 0)
+            .then(|| st["last_sync"].as_str().map(str::to_owned))
+            .flatten()
+    });
+
+    let (grpc, http_addr) = (hub.endpoints.grpc.clone(), hub.endpoints.http.clone());
+    assert!(hub.terminate().success());
+    let hub = s.hub_at("hub", &grpc, &http_addr, &[]);
+    // Before the node is back, and after: nothing new was acknowledged.
+    assert_eq!(status(&hub, "n1")["last_sync"], before.as_str());
+    hub.wait_status("n1", "online", READY);
+    let after = wait_in_sync(&hub, "n1", 1, READY);
+    assert_eq!(after["last_sync"], before.as_str(), "{after}");
+
+    // A new change moves it on.
+    write(&ws, "b.txt", b"after\n");
+    wait_in_sync(&hub, "n1", 2, CHANGE);
+    let moved = wait_for("a later last sync time", CHANGE, || {
+        let t = status(&hub, "n1")["last_sync"].as_str().map(str::to_owned);
+        t.filter(|t| *t != before)
+    });
+    assert!(moved > before, "{moved} after {before}");
 }

@@ -11,7 +11,7 @@
 //! go with it) and is opened again on next use.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::time::SharedClock;
@@ -20,6 +20,8 @@ use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
 use ganglion_mirror::index::Summary;
 use ganglion_mirror::receive::{FileOutcome, Receiver};
 use ganglion_mirror::{ContentHash, ImmutablePaths, Notice, SinkEngine, TransferFailure};
+// Not poisoned by a panic: one failed request must not stop every later one.
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
@@ -158,7 +160,7 @@ impl Driver {
             batch: Vec::new(),
             needs: Vec::new(),
             committing: false,
-            last_sync: None,
+            last_sync: start.summary.synced_at,
             connected: false,
             node_unrecorded: 0,
             idle_close: start.idle_close,
@@ -224,7 +226,7 @@ impl Driver {
     /// the lock of the open mirrors (see `Mirrors::deliver`), so after this
     /// none can be lost: a sender finds the channel closed and reopens.
     fn close_if_quiet(&mut self, rx: &mut mpsc::UnboundedReceiver<DriverEvent>) -> bool {
-        let mut open = self.open.lock().expect("lock");
+        let mut open = self.open.lock();
         if !rx.is_empty() {
             return false;
         }
@@ -239,7 +241,7 @@ impl Driver {
     }
 
     fn unregister(&self) {
-        let mut open = self.open.lock().expect("lock");
+        let mut open = self.open.lock();
         if open
             .get(&self.node)
             .is_some_and(|m| m.tx.same_channel(&self.me))
@@ -439,12 +441,20 @@ impl Driver {
                 SinkAction::Discard { path, hash } => self.receiver.discard(&path, hash),
                 SinkAction::Apply(op) => self.batch.push(op),
                 SinkAction::Ack { seq } => {
-                    if let Err(e) = self.receiver.index().set_peer_seq(&self.node, seq).await {
+                    // The time goes with the sequence: `mirror status` shows
+                    // it after a restart or a reopen of the driver.
+                    let now = self.clock.now();
+                    if let Err(e) = self
+                        .receiver
+                        .index()
+                        .acknowledge(&self.node, seq, now)
+                        .await
+                    {
                         // Not persisted: not acknowledged. The node resends.
                         tracing::error!(error = %e, seq, "cannot persist the applied sequence");
                         continue;
                     }
-                    self.last_sync = Some(self.clock.now());
+                    self.last_sync = Some(now);
                     // In order: the needs of the events before this ack first.
                     self.send_needs().await;
                     self.to_node(ToNode::MirrorAck(seq)).await;

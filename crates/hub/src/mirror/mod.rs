@@ -15,7 +15,7 @@ pub mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::NodeId;
@@ -24,6 +24,8 @@ use ganglion_mirror::ImmutablePaths;
 use ganglion_mirror::index::Index;
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
+// Not poisoned by a panic: one failed request must not stop every later one.
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
@@ -115,7 +117,7 @@ impl Mirrors {
 
     /// How long a driver stays open, idle, with its node away (tests shorten it).
     pub fn set_idle_close(&self, after: Duration) {
-        *self.idle_close.lock().expect("lock") = after;
+        *self.idle_close.lock() = after;
     }
 
     /// Whether a driver is running for the node's mirror.
@@ -131,7 +133,7 @@ impl Mirrors {
         let mut event = event;
         loop {
             {
-                let open = self.open.lock().expect("lock");
+                let open = self.open.lock();
                 if let Some(m) = open.get(node) {
                     match m.tx.send(event) {
                         Ok(()) => return Ok(()),
@@ -152,7 +154,7 @@ impl Mirrors {
             return Ok(());
         }
         let lock = {
-            let mut opening = self.opening.lock().expect("lock");
+            let mut opening = self.opening.lock();
             opening.entry(node.to_owned()).or_default().clone()
         };
         let opened = {
@@ -163,7 +165,7 @@ impl Mirrors {
                 self.start_driver(node, node_id).await
             }
         };
-        let mut opening = self.opening.lock().expect("lock");
+        let mut opening = self.opening.lock();
         // Ours and the map's: nobody else waits on it.
         if Arc::strong_count(&lock) == 2 {
             opening.remove(node);
@@ -194,7 +196,6 @@ impl Mirrors {
             .map_err(|e| Error::Unavailable(format!("stored immutable paths of {node}: {e}")))?;
         self.immutable
             .lock()
-            .expect("lock")
             .insert(node.to_owned(), immutable.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (index, name) = (self.index.clone(), node.to_owned());
@@ -206,7 +207,7 @@ impl Mirrors {
                 tokio::spawn(load(index.clone(), name.clone(), immutable, to));
                 engine
             }),
-            idle_close: *self.idle_close.lock().expect("lock"),
+            idle_close: *self.idle_close.lock(),
             open: self.open.clone(),
         };
         let driver = driver::Driver::new(
@@ -217,14 +218,14 @@ impl Mirrors {
             tx.clone(),
             start,
         );
-        let mut open = self.open.lock().expect("lock");
+        let mut open = self.open.lock();
         tokio::spawn(driver.run(rx));
         open.insert(node.to_owned(), OpenMirror { tx, receiver });
         Ok(())
     }
 
     fn running_driver(&self, node: &str) -> Option<mpsc::UnboundedSender<DriverEvent>> {
-        let open = self.open.lock().expect("lock");
+        let open = self.open.lock();
         open.get(node)
             .map(|m| &m.tx)
             .filter(|t| !t.is_closed())
@@ -284,7 +285,7 @@ impl Mirrors {
     /// Sends to a running driver; dropped when none runs (a closed driver
     /// had nothing in progress, so there is nothing for the event to update).
     pub fn send(&self, node: &str, event: DriverEvent) {
-        if let Some(m) = self.open.lock().expect("lock").get(node) {
+        if let Some(m) = self.open.lock().get(node) {
             let _ = m.tx.send(event);
         }
     }
@@ -313,7 +314,6 @@ impl Mirrors {
     pub fn open_receivers(&self) -> Vec<Receiver> {
         self.open
             .lock()
-            .expect("lock")
             .values()
             .map(|m| m.receiver.clone())
             .collect()
@@ -325,12 +325,7 @@ impl Mirrors {
 
     /// The node's immutable paths as they are now (checked at transfer start).
     pub fn immutable_of(&self, node: &str) -> ImmutablePaths {
-        self.immutable
-            .lock()
-            .expect("lock")
-            .get(node)
-            .cloned()
-            .unwrap_or_default()
+        self.immutable.lock().get(node).cloned().unwrap_or_default()
     }
 
     pub async fn immutable_patterns(
@@ -377,10 +372,7 @@ impl Mirrors {
             };
             return Err(Error::Conflict(format!("{pattern:?} {what} for {node}")));
         }
-        self.immutable
-            .lock()
-            .expect("lock")
-            .insert(node.to_owned(), next.clone());
+        self.immutable.lock().insert(node.to_owned(), next.clone());
         self.send(node, DriverEvent::SetImmutable(next.clone()));
         tracing::info!(
             node,

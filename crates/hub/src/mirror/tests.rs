@@ -1,6 +1,6 @@
 //! The mirror drivers at the hub: loading, idle close, bounded opens.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_core::time::ManualClock;
@@ -12,6 +12,7 @@ use ganglion_mirror::{
     ContentHash, Entry, EntryKind, ImmutablePaths, Notice, Replica, SinkEngine, Version,
 };
 use ganglion_store::{SqliteStore, Store};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{Driver, DriverEvent, MirrorStatus, NEEDS_PER_MESSAGE, OpenMirrors, Start};
@@ -97,13 +98,15 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open_in_memory().await.unwrap();
     seeded(&index, "n1").await;
+    let synced = Timestamp(1_780_000_000_000);
+    index.acknowledge("n1", 7, synced).await.unwrap();
     let (engine_tx, engine_rx) = oneshot::channel();
     let slot = Mutex::new(Some(engine_rx));
     let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = loads.clone();
     let loader = Box::new(move |_| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        slot.lock().unwrap().take().expect("loaded once")
+        slot.lock().take().expect("loaded once")
     });
     let registry = Registry::new(Metrics::new());
     let (tx, running) =
@@ -119,6 +122,11 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     );
     let s = ask_status(&tx).await;
     assert_eq!((s.files, s.bytes, s.pending, s.applied_seq), (2, 8, 0, 7));
+    assert_eq!(
+        s.last_sync,
+        Some(synced.to_rfc3339()),
+        "the last sync as the index keeps it"
+    );
     assert_eq!(loads_now(), 0, "nothing needed the entries yet");
 
     // A change waits for the entries (whose load it starts), as pending.
@@ -287,4 +295,23 @@ async fn no_event_is_lost_to_a_closing_driver() {
         assert_eq!(s.applied_seq, 7);
         tokio::task::yield_now().await;
     }
+}
+
+/// A panic while the open mirrors are locked (one request's bug) does not
+/// poison them: later requests of every node go on.
+#[tokio::test]
+async fn a_panic_holding_the_open_mirrors_does_not_stop_later_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    let held = m.clone();
+    let panicked = std::thread::spawn(move || {
+        let _open = held.open.lock();
+        panic!("boom");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    assert!(m.is_open("n1"));
 }
