@@ -10,6 +10,8 @@ mod logging;
 mod progress;
 mod signal;
 
+use std::io::Write as _;
+
 use clap::Parser;
 
 /// mimalloc instead of glibc's allocator: an initial sync allocates and frees
@@ -41,6 +43,7 @@ fn tune_allocator() {
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let args = cli::Cli::parse();
+    warn_secret_flags(std::env::args_os().skip(1));
     // Dropped last (after the runtime): flushes the queued log lines.
     let _log = logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,6 +56,32 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(commands::dispatch(args)) {
         Ok(code) => code,
         Err(e) => fail(&e),
+    }
+}
+
+/// Flags whose value is a secret: on the command line it can be read by any
+/// local user (`ps`, `/proc/PID/cmdline`), and STRICT tasks once could.
+const SECRET_FLAGS: &[&str] = &["--admin-token"];
+
+/// Warns (one `warning:` line on stderr) when a secret was given as a flag
+/// rather than through its environment variable or the data dir. Reads the
+/// arguments clap has already accepted, up to `--` (what follows is a remote
+/// program's argv). Not clap's `value_source`: the flag is global, defined on
+/// some subcommands only, and asking a level that lacks it panics.
+fn warn_secret_flags(args: impl Iterator<Item = std::ffi::OsString>) {
+    let flag = args.take_while(|a| a != "--").find_map(|a| {
+        let a = a.to_string_lossy().into_owned();
+        SECRET_FLAGS
+            .iter()
+            .find(|f| a == **f || a.starts_with(&format!("{f}=")))
+            .copied()
+    });
+    if let Some(flag) = flag {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {flag} on the command line can be read by other local users \
+             (ps, /proc/PID/cmdline); set GANGLION_ADMIN_TOKEN or use --data-dir instead"
+        );
     }
 }
 
@@ -85,7 +114,6 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 /// A closed stdout ends the command quietly and successfully, as with any
 /// Unix tool whose reader has had enough.
 fn fail(e: &anyhow::Error) -> std::process::ExitCode {
-    use std::io::Write;
     if broken_pipe(e) {
         return std::process::ExitCode::SUCCESS;
     }

@@ -285,3 +285,34 @@ async fn handshake_flood_is_rate_limited_and_good_nodes_keep_working() {
     assert_eq!(metrics.0, 200);
     assert!(metrics.1.contains("auth"), "{}", metrics.1);
 }
+
+/// Issue 12 item 11: a secret given as a flag is visible to every local user
+/// (`ps`, `/proc/PID/cmdline`); the CLI says so and names the safe ways. The
+/// same token from the environment draws no warning.
+#[test]
+fn an_admin_token_given_as_a_flag_is_warned_about() {
+    // No hub listens on the discard port: the command fails either way, after
+    // the warning (which comes before anything is sent).
+    let hub = ["--hub", "http://127.0.0.1:9"];
+    let out = command()
+        .args(["nodes", "ls"])
+        .args(hub)
+        .args(["--admin-token", "not-a-real-token"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: --admin-token on the command line")
+            && err.contains("GANGLION_ADMIN_TOKEN"),
+        "{err}"
+    );
+    let out = command()
+        .args(["nodes", "ls"])
+        .args(hub)
+        .env("GANGLION_ADMIN_TOKEN", "not-a-real-token")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("warning:"), "{err}");
+    assert_error(&out);
+}
