@@ -224,7 +224,7 @@ fn file_name(p: &Path) -> String {
 }
 
 #[allow(unsafe_code)]
-fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
