@@ -430,67 +430,9 @@ impl Receiver {
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
-                // Renamed into a handle on its parent, opened once per
-                // directory of the batch (a rename by path opened the parent
-                // each time: an openat2 and a close per file).
-                let first = match entry.path.parent() {
-                    None => self.inner.staging.rename(name, m, entry.path.as_str()),
-                    Some(p) => {
-                        if !ready.contains(&p) {
-                            self.ensure_parent(&entry.path)?;
-                            let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
-                            ready.insert(p.clone(), dir);
-                        }
-                        let dir = ready.get(&p).expect("just inserted");
-                        self.inner.staging.rename(name, dir, entry.path.file_name())
-                    }
-                };
-                // A directory in the way (the node replaced it by a file)
-                // fails the rename: clear it then, instead of a stat per file.
-                match first {
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
-                        ) =>
-                    {
-                        ready.clear();
-                        self.clear_dir_at(&entry.path)?;
-                        self.inner
-                            .staging
-                            .rename(name, m, entry.path.as_str())
-                            .map_err(io_err("rename", &entry.path))
-                    }
-                    r => r.map_err(io_err("rename", &entry.path)),
-                }
+                self.place_staged(entry, name, ready)
             }
-            Op::Move { from, entry } => {
-                self.ensure_parent(&entry.path)?;
-                self.clear_dir_at(&entry.path)?;
-                match staged {
-                    // The source was linked into staging (see `stage`); an
-                    // earlier op of the batch removed it from the mirror.
-                    Some(name) => {
-                        self.inner
-                            .staging
-                            .rename(name, m, entry.path.as_str())
-                            .map_err(io_err("rename", &entry.path))?;
-                        match m.remove_file(from.as_str()) {
-                            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                                return Err(io_err("unlink", from)(e));
-                            }
-                            _ => {}
-                        }
-                    }
-                    None => m
-                        .rename(from.as_str(), m, entry.path.as_str())
-                        .map_err(io_err("rename", &entry.path))?,
-                }
-                let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
-                let f = self.open_no_follow(&entry.path)?;
-                f.set_permissions(perm)
-                    .map_err(io_err("fchmod", &entry.path))
-            }
+            Op::Move { from, entry } => self.place_move(from, entry, staged),
             Op::Mkdir { entry } => {
                 self.ensure_parent(&entry.path)?;
                 match m.symlink_metadata(entry.path.as_str()) {
@@ -514,6 +456,75 @@ impl Receiver {
                 Err(e) => Err(io_err("stat", path)(e)),
             },
         }
+    }
+
+    /// Renames a staged file or link (staging name `name`) into place.
+    fn place_staged(&self, entry: &Entry, name: &str, ready: &mut Parents) -> Result<(), Error> {
+        let m = &self.inner.mirror;
+        // Renamed into a handle on its parent, opened once per directory of
+        // the batch (a rename by path opened the parent each time: an
+        // openat2 and a close per file).
+        let first = match entry.path.parent() {
+            None => self.inner.staging.rename(name, m, entry.path.as_str()),
+            Some(p) => {
+                if !ready.contains(&p) {
+                    self.ensure_parent(&entry.path)?;
+                    let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
+                    ready.insert(p.clone(), dir);
+                }
+                let dir = ready.get(&p).expect("just inserted");
+                self.inner.staging.rename(name, dir, entry.path.file_name())
+            }
+        };
+        // A directory in the way (the node replaced it by a file) fails the
+        // rename: clear it then, instead of a stat per file.
+        match first {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
+                ) =>
+            {
+                ready.clear();
+                self.clear_dir_at(&entry.path)?;
+                self.inner
+                    .staging
+                    .rename(name, m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))
+            }
+            r => r.map_err(io_err("rename", &entry.path)),
+        }
+    }
+
+    /// Moves `from` to `entry`'s path, from staging if the batch linked it
+    /// there (`staged`), and sets its mode.
+    fn place_move(&self, from: &RelPath, entry: &Entry, staged: Option<&str>) -> Result<(), Error> {
+        let m = &self.inner.mirror;
+        self.ensure_parent(&entry.path)?;
+        self.clear_dir_at(&entry.path)?;
+        match staged {
+            // The source was linked into staging (see `stage`); an earlier op
+            // of the batch removed it from the mirror.
+            Some(name) => {
+                self.inner
+                    .staging
+                    .rename(name, m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))?;
+                match m.remove_file(from.as_str()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("unlink", from)(e));
+                    }
+                    _ => {}
+                }
+            }
+            None => m
+                .rename(from.as_str(), m, entry.path.as_str())
+                .map_err(io_err("rename", &entry.path))?,
+        }
+        let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
+        let f = self.open_no_follow(&entry.path)?;
+        f.set_permissions(perm)
+            .map_err(io_err("fchmod", &entry.path))
     }
 
     fn ensure_parent(&self, path: &RelPath) -> Result<(), Error> {

@@ -126,8 +126,8 @@ fn redeemed_name(r: &Redemption, scope: Option<String>) -> Result<NodeName> {
     }
 }
 
-/// Creates a redeeming node and its credential (a taken name is refused:
-/// the caller's transaction is then dropped, so rolled back).
+/// Creates a redeeming node and its credential; a taken name is refused
+/// (the caller rolls back).
 async fn insert_node(
     tx: &mut Transaction<'_, Sqlite>,
     r: &Redemption,
@@ -252,7 +252,10 @@ impl NodeStore for SqliteStore {
             Some(p) => parse_json(&p, "invite policy")?,
             None => Policy::strict(),
         };
-        insert_node(&mut tx, r, &name, &policy).await?;
+        if let Err(e) = insert_node(&mut tx, r, &name, &policy).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
         sqlx::query("UPDATE invites SET used_by = ? WHERE id = ?")
             .bind(r.node_id.as_str())
             .bind(&invite_id)
