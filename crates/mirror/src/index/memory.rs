@@ -77,11 +77,12 @@ impl MirrorIndex for MemoryIndex {
         let mirrors = self.lock();
         Ok(mirrors.get(mirror).map_or_else(Summary::default, |m| {
             let files = m.live().filter(|e| e.kind == EntryKind::File);
+            let (files, bytes) = files.fold((0, 0), |(n, b), e| (n + 1, b + e.size));
             Summary {
                 seq: m.seq,
                 peer_seq: m.peer_seq,
-                files: files.clone().count() as u64,
-                bytes: files.map(|e| e.size).sum(),
+                files,
+                bytes,
                 synced_at: m.synced_at,
             }
         }))

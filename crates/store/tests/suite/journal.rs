@@ -1,7 +1,7 @@
 //! [`JournalStore`](ganglion_store::JournalStore): tasks and their history.
 
 use ganglion_core::NodeId;
-use ganglion_store::Store;
+use ganglion_store::{Error, Store};
 
 use crate::common::{T0, joined};
 

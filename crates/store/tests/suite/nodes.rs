@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ganglion_core::secret::Purpose;
-use ganglion_core::{Policy, Secret};
+use ganglion_core::{Capabilities, InviteId, Policy, Secret};
 use ganglion_store::{Error, InviteRefusal, NodeState, StatusUpdate, Store};
 
 use crate::common::{T0, invite, joined, name, redemption};

@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 /// One row of [`LOAD`](super::LOAD)'s array. Strings borrow from the JSON unless escaped.
+#[derive(serde::Deserialize)]
 struct JsonRow<'a>(
     #[serde(borrow)] std::borrow::Cow<'a, str>,
     #[serde(borrow)] std::borrow::Cow<'a, str>,
