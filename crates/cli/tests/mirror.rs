@@ -529,7 +529,8 @@ fn a_link_to_a_directory_outside_is_never_a_way_out() {
     node.wait_exit(Duration::from_secs(10));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let paths: Vec<String> = rt.block_on(async {
-        let index = ganglion_mirror::Index::open(&s.state_dir("n1").join("index.db"))
+        use ganglion_store::MirrorIndex;
+        let index = ganglion_store::SqliteMirrorIndex::open(&s.state_dir("n1").join("index.db"))
             .await
             .unwrap();
         let loaded = index.load("workspace").await.unwrap();

@@ -57,7 +57,7 @@ mod tests {
 
     use ganglion_core::time::{ManualClock, SharedClock};
     use ganglion_core::{NodeName, Timestamp};
-    use ganglion_store::{SqliteStore, Store};
+    use ganglion_store::{JournalStore, SqliteStore};
     use tokio::sync::broadcast::error::TryRecvError;
 
     use super::*;

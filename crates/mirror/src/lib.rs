@@ -11,7 +11,8 @@
 //!   (hub) are pure state machines fed events, returning actions.
 //! - [`immutable`]: hub-owned paths of a mirror, gitignore-style, versioned.
 //! - [`scan`]: the node's scanner; re-hashes only entries whose stat changed.
-//! - [`index`]: the persistent SQLite index (both sides, keyed by mirror id).
+//! - [`index`]: the persistent index as a trait ([`MirrorIndex`], both sides,
+//!   keyed by mirror id; SQLite in `ganglion-store`), and [`MemoryIndex`].
 //! - [`receive`]: the hub's confined writer: staging, hash-while-streaming,
 //!   group commit, deletes/moves/copies, `cat`, `verify`, staging sweep.
 //! - [`locks`]: the transfer lock registry (guards, idle timeout, gauges).
@@ -47,7 +48,7 @@ pub mod workspace;
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};
 pub use immutable::ImmutablePaths;
-pub use index::Index;
+pub use index::{MemoryIndex, MirrorIndex, SharedIndex};
 pub use locks::LockRegistry;
 pub use receive::Receiver;
 pub use workspace::WorkspaceDir;

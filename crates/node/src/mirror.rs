@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ganglion_core::RelPath;
 use ganglion_mirror::engine::{Observation, SourceAction, SourceEvent, SourceState};
-use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::index::{Batch, SharedIndex};
 use ganglion_mirror::scan::{self, BUILTIN_IGNORES, IGNORE_FILE, IgnoreRules, ScanReport};
 use ganglion_mirror::{
     ContentHash, Entry, EntryKind, Notice, SourceEngine, TransferFailure, WorkspaceDir,
@@ -128,9 +128,11 @@ fn index_err(e: impl std::fmt::Display) -> Error {
 
 /// Starts the mirror agent: loads the index, watches the workspace, scans it.
 pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
-    let index = Index::open(&opts.state_dir.join("index.db"))
-        .await
-        .map_err(index_err)?;
+    let index: SharedIndex = Arc::new(
+        ganglion_store::SqliteMirrorIndex::open(&opts.state_dir.join("index.db"))
+            .await
+            .map_err(index_err)?,
+    );
     let loaded = index.load(MIRROR).await.map_err(index_err)?;
     let engine = SourceEngine::new(SourceState {
         entries: loaded.entries,

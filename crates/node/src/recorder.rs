@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::index::{Batch, SharedIndex};
 use ganglion_proto::v1;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -56,7 +56,7 @@ pub enum ToHub {
 
 /// Writes the index and releases notices until the steps end.
 pub(crate) async fn run(
-    index: Index,
+    index: SharedIndex,
     mut steps: mpsc::UnboundedReceiver<Step>,
     out: mpsc::UnboundedSender<ToHub>,
     mut durable: u64,
@@ -269,7 +269,11 @@ mod tests {
             tracing::warn!("skipped: cannot mount a tmpfs here");
             return;
         };
-        let index = Index::open(&disk.path().join("index.db")).await.unwrap();
+        let index: SharedIndex = Arc::new(
+            ganglion_store::SqliteMirrorIndex::open(&disk.path().join("index.db"))
+                .await
+                .unwrap(),
+        );
         let (steps_tx, steps) = mpsc::unbounded_channel();
         let (out_tx, mut out) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(MirrorStats::default()));

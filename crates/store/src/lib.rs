@@ -1,12 +1,23 @@
-//! Ganglion's persistent state, behind one storage interface.
+//! Ganglion's persistent state, one storage trait per aggregate.
 //!
-//! - [`model`]: the records the store reads and writes (domain types, no SQL).
+//! - [`model`]: the records of nodes, invites and credentials (domain types, no SQL).
+//! - [`tasks`]: the journal's records (tasks and their history; no SQL).
 //! - [`error`]: the store's error type; database errors are translated here, once.
-//! - [`tasks`]: the journal's records (tasks and their history).
-//! - [`sqlite`]: the embedded SQLite backend (WAL, foreign keys on).
+//! - `sqlite/`: the embedded SQLite backend (WAL, foreign keys on): the hub's
+//!   database ([`SqliteStore`]) and the mirror index ([`SqliteMirrorIndex`]).
+//!   All SQL, and every row → record conversion, lives there.
 //!
-//! [`Store`] is what the hub programs against. A PostgreSQL backend will
-//! implement the same trait and run the same test suite (`tests/suite.rs`).
+//! The aggregates, each a trait a backend implements:
+//! - [`NodeStore`]: nodes, invites, credentials, admin tokens;
+//! - [`JournalStore`]: tasks and their history;
+//! - [`ImmutableStore`]: the hub-owned paths of each node's mirror;
+//! - [`MirrorIndex`] (defined by `ganglion-mirror`, whose engines use it):
+//!   the mirror index, one per side, in its own database.
+//!
+//! [`Store`] is every aggregate of the hub's database together: what the
+//! hub holds (`Arc<dyn Store>`). Agents will add their aggregate trait here
+//! and to `Store`'s bounds. A PostgreSQL backend will implement the same
+//! traits and run the same suite (`tests/suite/`, one module per aggregate).
 
 mod error;
 pub mod model;
@@ -17,18 +28,20 @@ use async_trait::async_trait;
 use ganglion_core::{InviteId, NodeId, NodeName, Policy, SecretHash, TaskId, Timestamp};
 
 pub use error::{Error, InviteRefusal, Result};
+pub use ganglion_mirror::index::MirrorIndex;
 pub use model::{
     Credential, InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteMirrorIndex, SqliteStore};
 pub use tasks::{
     EndApplied, Ended, HistoryEntry, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskRecord,
     TaskStatus,
 };
 
-/// Everything the hub persists. Every method is one transaction.
+/// Nodes and how they join: invites, credentials, policy and status, and
+/// the operators' admin tokens. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait NodeStore: Send + Sync + 'static {
     // --- invites ---
     async fn create_invite(&self, invite: &NewInvite) -> Result<InviteRecord>;
     async fn list_invites(&self) -> Result<Vec<InviteRecord>>;
@@ -58,7 +71,14 @@ pub trait Store: Send + Sync + 'static {
     /// At hub start: no stream is open yet, so every node is offline.
     async fn mark_all_offline(&self, at: Timestamp) -> Result<()>;
 
-    // --- the journal ---
+    // --- operators ---
+    async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()>;
+    async fn admin_token_hashes(&self) -> Result<Vec<SecretHash>>;
+}
+
+/// The journal: every task and its history. Every method is one transaction.
+#[async_trait]
+pub trait JournalStore: Send + Sync + 'static {
     /// Records a new task as `pending`.
     async fn create_task(&self, task: &NewTask) -> Result<()>;
     /// `pending` → `running`; `false` if the task was not pending.
@@ -77,21 +97,30 @@ pub trait Store: Send + Sync + 'static {
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>>;
     /// Newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
+}
 
-    // --- mirrors ---
+/// The hub-owned (immutable) paths of each node's mirror.
+#[async_trait]
+pub trait ImmutableStore: Send + Sync + 'static {
     /// A node's immutable path patterns, in the order they were added.
     async fn immutable_patterns(&self, node_id: &NodeId) -> Result<Vec<String>>;
     /// Adds a pattern; `false` if it was already there.
     async fn add_immutable(&self, node_id: &NodeId, pattern: &str, at: Timestamp) -> Result<bool>;
     /// Removes a pattern; `false` if it was not there.
     async fn remove_immutable(&self, node_id: &NodeId, pattern: &str) -> Result<bool>;
+}
 
-    // --- operators ---
-    async fn add_admin_token(&self, hash: &SecretHash, at: Timestamp) -> Result<()>;
-    async fn admin_token_hashes(&self) -> Result<Vec<SecretHash>>;
-
+/// What a backend's database answers besides its aggregates.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
     /// Cheap liveness probe of the database.
     async fn ping(&self) -> Result<()>;
     /// Flushes and closes; the last step of an ordered shutdown.
     async fn close(&self);
 }
+
+/// Every aggregate of the hub's database: what the hub programs against.
+/// Implemented by any backend that implements them all.
+pub trait Store: Backend + NodeStore + JournalStore + ImmutableStore {}
+
+impl<T: Backend + NodeStore + JournalStore + ImmutableStore> Store for T {}

@@ -21,10 +21,11 @@ use std::time::Duration;
 use ganglion_core::NodeId;
 use ganglion_core::time::SharedClock;
 use ganglion_mirror::ImmutablePaths;
-use ganglion_mirror::index::Index;
+use ganglion_mirror::index::SharedIndex;
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
 // Not poisoned by a panic: one failed request must not stop every later one.
+use ganglion_store::SqliteMirrorIndex;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,7 +55,7 @@ const LOAD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Mirrors {
     data_dir: PathBuf,
-    index: Index,
+    index: SharedIndex,
     locks: LockRegistry,
     registry: Registry,
     clock: SharedClock,
@@ -80,12 +81,12 @@ impl Mirrors {
         clock: SharedClock,
         metrics: Metrics,
     ) -> Result<Arc<Self>, Error> {
-        let index = Index::open(&data_dir.join("mirror-index.db"))
+        let index = SqliteMirrorIndex::open(&data_dir.join("mirror-index.db"))
             .await
             .map_err(|e| Error::Unavailable(format!("mirror index: {e}")))?;
         Ok(Arc::new(Self {
             data_dir,
-            index,
+            index: Arc::new(index),
             locks: LockRegistry::new(TRANSFER_IDLE_TIMEOUT),
             registry,
             clock,
@@ -102,7 +103,7 @@ impl Mirrors {
         &self.locks
     }
 
-    pub fn index(&self) -> &Index {
+    pub fn index(&self) -> &SharedIndex {
         &self.index
     }
 
@@ -389,7 +390,7 @@ impl Mirrors {
 /// built off the async workers), retrying failed loads. Stops when the
 /// driver is gone.
 async fn load(
-    index: Index,
+    index: SharedIndex,
     node: String,
     immutable: ImmutablePaths,
     mut to: oneshot::Sender<Box<ganglion_mirror::SinkEngine>>,

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use ganglion_core::time::ManualClock;
 use ganglion_core::{NodeId, RelPath, Timestamp};
-use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::index::{Batch, SharedIndex};
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
 use ganglion_mirror::{
     ContentHash, Entry, EntryKind, ImmutablePaths, Notice, Replica, SinkEngine, Version,
 };
-use ganglion_store::{SqliteStore, Store};
+use ganglion_store::{SqliteMirrorIndex, SqliteStore, Store};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,7 +40,7 @@ fn file(path: &str, data: &[u8], seq: u64) -> Entry {
 }
 
 /// Two files (5 + 3 bytes), everything up to seq 7 applied.
-async fn seeded(index: &Index, node: &str) {
+async fn seeded(index: &SharedIndex, node: &str) {
     let batch = Batch {
         upserts: vec![file("a", b"hello", 6), file("b", b"abc", 7)],
         peer_seq: Some(7),
@@ -59,7 +59,7 @@ async fn ask_status(tx: &mpsc::UnboundedSender<DriverEvent>) -> MirrorStatus {
 /// `dir`, loading entries with `loader`; returns its event sender and task.
 async fn start_driver(
     dir: &std::path::Path,
-    index: &Index,
+    index: &SharedIndex,
     node_id: NodeId,
     registry: Registry,
     loader: super::driver::Loader,
@@ -96,7 +96,7 @@ async fn start_driver(
 #[tokio::test]
 async fn answers_attach_and_status_before_the_entries_are_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open_in_memory().await.unwrap();
+    let index: SharedIndex = Arc::new(SqliteMirrorIndex::open_in_memory().await.unwrap());
     seeded(&index, "n1").await;
     let synced = Timestamp(1_780_000_000_000);
     index.acknowledge("n1", 7, synced).await.unwrap();
@@ -163,7 +163,7 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
 async fn needs_go_to_the_node_in_bounded_messages() {
     use crate::registry::ToNode;
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open_in_memory().await.unwrap();
+    let index: SharedIndex = Arc::new(SqliteMirrorIndex::open_in_memory().await.unwrap());
     let registry = Registry::new(Metrics::new());
     let node_id = NodeId::generate();
     let name = ganglion_core::NodeName::parse("n1").unwrap();

@@ -176,7 +176,7 @@ impl Periodic for OrphanPurge {
 mod tests {
     use ganglion_core::Timestamp;
     use ganglion_core::time::ManualClock;
-    use ganglion_store::SqliteStore;
+    use ganglion_store::{Backend, SqliteStore};
 
     use super::*;
 

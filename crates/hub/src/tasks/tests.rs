@@ -2,7 +2,7 @@
 
 use ganglion_core::time::ManualClock;
 use ganglion_core::{NodeId, NodeName, Timestamp};
-use ganglion_store::{SqliteStore, TaskStatus};
+use ganglion_store::{JournalStore, SqliteStore, TaskStatus};
 
 use super::*;
 use crate::metrics::Metrics;

@@ -430,67 +430,9 @@ impl Receiver {
         match op {
             Op::Write { entry, .. } | Op::Symlink { entry } => {
                 let name = staged.ok_or(Error::UnknownTransfer { id: 0 })?;
-                // Renamed into a handle on its parent, opened once per
-                // directory of the batch (a rename by path opened the parent
-                // each time: an openat2 and a close per file).
-                let first = match entry.path.parent() {
-                    None => self.inner.staging.rename(name, m, entry.path.as_str()),
-                    Some(p) => {
-                        if !ready.contains(&p) {
-                            self.ensure_parent(&entry.path)?;
-                            let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
-                            ready.insert(p.clone(), dir);
-                        }
-                        let dir = ready.get(&p).expect("just inserted");
-                        self.inner.staging.rename(name, dir, entry.path.file_name())
-                    }
-                };
-                // A directory in the way (the node replaced it by a file)
-                // fails the rename: clear it then, instead of a stat per file.
-                match first {
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
-                        ) =>
-                    {
-                        ready.clear();
-                        self.clear_dir_at(&entry.path)?;
-                        self.inner
-                            .staging
-                            .rename(name, m, entry.path.as_str())
-                            .map_err(io_err("rename", &entry.path))
-                    }
-                    r => r.map_err(io_err("rename", &entry.path)),
-                }
+                self.place_staged(entry, name, ready)
             }
-            Op::Move { from, entry } => {
-                self.ensure_parent(&entry.path)?;
-                self.clear_dir_at(&entry.path)?;
-                match staged {
-                    // The source was linked into staging (see `stage`); an
-                    // earlier op of the batch removed it from the mirror.
-                    Some(name) => {
-                        self.inner
-                            .staging
-                            .rename(name, m, entry.path.as_str())
-                            .map_err(io_err("rename", &entry.path))?;
-                        match m.remove_file(from.as_str()) {
-                            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                                return Err(io_err("unlink", from)(e));
-                            }
-                            _ => {}
-                        }
-                    }
-                    None => m
-                        .rename(from.as_str(), m, entry.path.as_str())
-                        .map_err(io_err("rename", &entry.path))?,
-                }
-                let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
-                let f = self.open_no_follow(&entry.path)?;
-                f.set_permissions(perm)
-                    .map_err(io_err("fchmod", &entry.path))
-            }
+            Op::Move { from, entry } => self.place_move(from, entry, staged),
             Op::Mkdir { entry } => {
                 self.ensure_parent(&entry.path)?;
                 match m.symlink_metadata(entry.path.as_str()) {
@@ -514,6 +456,75 @@ impl Receiver {
                 Err(e) => Err(io_err("stat", path)(e)),
             },
         }
+    }
+
+    /// Renames a staged file or link (staging name `name`) into place.
+    fn place_staged(&self, entry: &Entry, name: &str, ready: &mut Parents) -> Result<(), Error> {
+        let m = &self.inner.mirror;
+        // Renamed into a handle on its parent, opened once per directory of
+        // the batch (a rename by path opened the parent each time: an
+        // openat2 and a close per file).
+        let first = match entry.path.parent() {
+            None => self.inner.staging.rename(name, m, entry.path.as_str()),
+            Some(p) => {
+                if !ready.contains(&p) {
+                    self.ensure_parent(&entry.path)?;
+                    let dir = m.open_dir(p.as_str()).map_err(io_err("open_dir", &p))?;
+                    ready.insert(p.clone(), dir);
+                }
+                let dir = ready.get(&p).expect("just inserted");
+                self.inner.staging.rename(name, dir, entry.path.file_name())
+            }
+        };
+        // A directory in the way (the node replaced it by a file) fails the
+        // rename: clear it then, instead of a stat per file.
+        match first {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EISDIR | libc::ENOTEMPTY | libc::EEXIST)
+                ) =>
+            {
+                ready.clear();
+                self.clear_dir_at(&entry.path)?;
+                self.inner
+                    .staging
+                    .rename(name, m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))
+            }
+            r => r.map_err(io_err("rename", &entry.path)),
+        }
+    }
+
+    /// Moves `from` to `entry`'s path, from staging if the batch linked it
+    /// there (`staged`), and sets its mode.
+    fn place_move(&self, from: &RelPath, entry: &Entry, staged: Option<&str>) -> Result<(), Error> {
+        let m = &self.inner.mirror;
+        self.ensure_parent(&entry.path)?;
+        self.clear_dir_at(&entry.path)?;
+        match staged {
+            // The source was linked into staging (see `stage`); an earlier op
+            // of the batch removed it from the mirror.
+            Some(name) => {
+                self.inner
+                    .staging
+                    .rename(name, m, entry.path.as_str())
+                    .map_err(io_err("rename", &entry.path))?;
+                match m.remove_file(from.as_str()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("unlink", from)(e));
+                    }
+                    _ => {}
+                }
+            }
+            None => m
+                .rename(from.as_str(), m, entry.path.as_str())
+                .map_err(io_err("rename", &entry.path))?,
+        }
+        let perm = Permissions::from_std(std::fs::Permissions::from_mode(file_mode(entry)));
+        let f = self.open_no_follow(&entry.path)?;
+        f.set_permissions(perm)
+            .map_err(io_err("fchmod", &entry.path))
     }
 
     fn ensure_parent(&self, path: &RelPath) -> Result<(), Error> {
@@ -559,82 +570,4 @@ impl Receiver {
 }
 
 #[cfg(test)]
-mod tests {
-
-    use super::*;
-    use crate::immutable::ImmutablePaths;
-    use crate::index::Index;
-    use crate::locks::LockRegistry;
-
-    /// A file entry as the index tests build it (seq 1).
-    fn file(path: &str, data: &[u8]) -> Entry {
-        crate::index::tests::file(path, data, 1)
-    }
-
-    /// A staged file a commit has taken (between staging and placing) is
-    /// not stale: a sweep then left the rename without its source.
-    #[tokio::test]
-    async fn a_sweep_during_a_commit_keeps_the_files_it_places() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open_in_memory().await.unwrap();
-        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
-        let e = file("a/f", b"data");
-        let id = r
-            .open_transfer(
-                &e.path,
-                e.hash.unwrap(),
-                4,
-                0o644,
-                &ImmutablePaths::default(),
-            )
-            .unwrap();
-        r.chunk(id, 0, b"data").unwrap();
-        r.finish(id).unwrap();
-        let link = Entry {
-            kind: EntryKind::Symlink,
-            symlink_target: Some("f".into()),
-            hash: None,
-            ..file("a/l", b"")
-        };
-        let ops = vec![
-            Op::Write {
-                entry: e.clone(),
-                content: Content::Staged,
-            },
-            Op::Write {
-                entry: file("a/empty", b""),
-                content: Content::Empty,
-            },
-            Op::Symlink { entry: link },
-        ];
-        let (prepared, failed) = r.stage(ops);
-        assert!(failed.is_empty());
-        assert_eq!(r.sweep_staging().unwrap(), 0);
-        let (done, failed) = r.place(prepared);
-        assert!(failed.is_empty(), "{failed:?}");
-        assert_eq!(done.len(), 3);
-        assert_eq!(
-            std::fs::read(dir.path().join("mirrors/n/a/f")).unwrap(),
-            b"data"
-        );
-        assert!(
-            lock(&r.inner.claimed).is_empty(),
-            "names are released once placed"
-        );
-    }
-
-    /// Through `commit`, nothing stays claimed.
-    #[tokio::test]
-    async fn a_commit_releases_its_staged_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let index = Index::open_in_memory().await.unwrap();
-        let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
-        let ops = vec![Op::Write {
-            entry: file("f", b""),
-            content: Content::Empty,
-        }];
-        let out = r.commit(ops).await.unwrap();
-        assert_eq!(out.done.len(), 1);
-        assert!(lock(&r.inner.claimed).is_empty());
-    }
-}
+mod tests;

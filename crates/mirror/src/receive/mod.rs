@@ -54,7 +54,7 @@ use tracing::{info, instrument, warn};
 use crate::engine::{Op, TransferFailure};
 use crate::entry::{ContentHash, Entry};
 use crate::immutable::ImmutablePaths;
-use crate::index::{self, Index};
+use crate::index::{self, SharedIndex};
 use crate::locks::{self, LockRegistry, TransferGuard};
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +213,7 @@ struct Inner {
     node: String,
     mirror: Dir,
     staging: Dir,
-    index: Index,
+    index: SharedIndex,
     locks: LockRegistry,
     uploads: Mutex<HashMap<TransferId, Upload>>,
     staged: Mutex<HashMap<RelPath, Staged>>,
@@ -248,7 +248,7 @@ impl Receiver {
     pub fn open(
         data_dir: &Path,
         node: &str,
-        index: Index,
+        index: SharedIndex,
         locks: LockRegistry,
     ) -> Result<Self, Error> {
         let m = data_dir.join("mirrors").join(node);
@@ -281,7 +281,7 @@ impl Receiver {
         &self.inner.node
     }
 
-    pub fn index(&self) -> &Index {
+    pub fn index(&self) -> &SharedIndex {
         &self.inner.index
     }
 

@@ -2,10 +2,11 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ganglion_core::RelPath;
 use ganglion_mirror::entry::{ContentHash, Entry, EntryKind, Replica, Version};
-use ganglion_mirror::index::Index;
+use ganglion_mirror::index::MemoryIndex;
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
 
@@ -40,7 +41,7 @@ pub fn file_entry(path: &str, data: &[u8], seq: u64) -> Entry {
 
 /// A receiver for mirror `node1` under `data_dir`, with an in-memory index.
 pub async fn setup(data_dir: &Path) -> (Receiver, LockRegistry) {
-    let index = Index::open_in_memory().await.unwrap();
+    let index = Arc::new(MemoryIndex::new());
     let locks = LockRegistry::default();
     (
         Receiver::open(data_dir, "node1", index, locks.clone()).unwrap(),

@@ -17,11 +17,9 @@ use sqlx::{Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use super::parse_json;
+use super::tasks::{TASK_COLUMNS, TASK_RETURNING, task_from_row};
 use crate::error::{Error, Result};
-use crate::tasks::{
-    EndApplied, Ended, HistoryEntry, NewTask, TASK_COLUMNS, TASK_RETURNING, TaskEnd, TaskRecord,
-    TaskStatus, task_from_row,
-};
+use crate::tasks::{EndApplied, Ended, HistoryEntry, NewTask, TaskEnd, TaskRecord, TaskStatus};
 
 /// Writes taken into one batch at most (SQLite allows 32,766 bound
 /// variables; the widest statement here binds 12 per row).

@@ -1,8 +1,14 @@
-//! The index's tests (their own file: index.rs stays under ~600 lines).
+//! The SQLite index's own tests: statement sizes, query plans, files
+//! reopened, upgrades over older schemas. Its behaviour as a
+//! [`MirrorIndex`] is the store suite's (`tests/suite/mirror_index.rs`).
+
+use ganglion_core::RelPath;
+use ganglion_mirror::entry::{ContentHash, EntryKind, Replica, Version};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::*;
 
-pub(crate) fn file(path: &str, data: &[u8], seq: u64) -> Entry {
+fn file(path: &str, data: &[u8], seq: u64) -> Entry {
     Entry {
         path: RelPath::parse(path).unwrap(),
         kind: EntryKind::File,
@@ -21,64 +27,11 @@ pub(crate) fn file(path: &str, data: &[u8], seq: u64) -> Entry {
     }
 }
 
-#[tokio::test]
-async fn round_trips_and_keys_by_mirror() {
-    let idx = Index::open_in_memory().await.unwrap();
-    let a = file("a/b.txt", b"hello", 1);
-    let batch = Batch {
-        upserts: vec![a.clone()],
-        seq: Some(1),
-        ..Batch::default()
-    };
-    idx.apply("n1", &batch).await.unwrap();
-    idx.apply(
-        "n2",
-        &Batch {
-            upserts: vec![file("z", b"", 7)],
-            ..Batch::default()
-        },
-    )
-    .await
-    .unwrap();
-    let l = idx.load("n1").await.unwrap();
-    assert_eq!(l.entries, vec![a]);
-    assert_eq!(l.seq, 1);
-    assert_eq!(idx.mirrors().await.unwrap(), vec!["n1", "n2"]);
-    assert_eq!(idx.list("n2", None).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn removes_below_takes_exactly_the_subtree() {
-    let idx = Index::open_in_memory().await.unwrap();
-    let names = [
-        "a", "a/b", "a/b/c", "a-x", "a.b", "a0", "ab", "b/a/c", "a%/x",
-    ];
-    let upserts = names.iter().map(|n| file(n, b"x", 1)).collect();
-    let batch = Batch {
-        upserts,
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    let batch = Batch {
-        removes_below: vec![RelPath::parse("a").unwrap()],
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    let left: Vec<String> = idx
-        .list("n", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.path.to_string())
-        .collect();
-    assert_eq!(left, ["a", "a%/x", "a-x", "a.b", "a0", "ab", "b/a/c"]);
-}
-
 /// Batches larger than one statement's rows: every row lands, a path
 /// listed twice ends as its last row, deletes reach every chunk.
 #[tokio::test]
 async fn batches_span_several_statements() {
-    let idx = Index::open_in_memory().await.unwrap();
+    let idx = SqliteMirrorIndex::open_in_memory().await.unwrap();
     let n = ROWS_PER_STATEMENT * 2 + 7;
     let mut upserts: Vec<Entry> = (0..n).map(|i| file(&format!("d{i}/f"), b"x", 1)).collect();
     upserts.push(file("d0/f", b"last", 2));
@@ -135,7 +88,7 @@ async fn batches_span_several_statements() {
 
 /// The lines of an `EXPLAIN QUERY PLAN` query's answer.
 async fn query_plan<'q>(
-    idx: &Index,
+    idx: &SqliteMirrorIndex,
     q: sqlx::query::Query<'q, Sqlite, <Sqlite as sqlx::Database>::Arguments<'q>>,
 ) -> String {
     let rows = q.fetch_all(&idx.pool).await.unwrap();
@@ -147,7 +100,7 @@ async fn query_plan<'q>(
 /// table (that made each file of a sync cost O(files)).
 #[tokio::test]
 async fn removes_below_searches_the_primary_key() {
-    let idx = Index::open_in_memory().await.unwrap();
+    let idx = SqliteMirrorIndex::open_in_memory().await.unwrap();
     let sql = format!("EXPLAIN QUERY PLAN {}", removes_below_sql(3));
     let mut q = sqlx::query(&sql).bind("n");
     for p in ["a", "b", "c"] {
@@ -166,7 +119,7 @@ async fn removes_below_searches_the_primary_key() {
 /// tombstones, not the mirror's rows.
 #[tokio::test]
 async fn live_rows_carry_no_secondary_index_and_tombstones_have_one() {
-    let idx = Index::open_in_memory().await.unwrap();
+    let idx = SqliteMirrorIndex::open_in_memory().await.unwrap();
     let indexes: Vec<String> = sqlx::query(
         "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'mirror_entries' \
          AND sql IS NOT NULL",
@@ -195,174 +148,32 @@ async fn live_rows_carry_no_secondary_index_and_tombstones_have_one() {
 }
 
 #[tokio::test]
-async fn tombstones_live_until_acknowledged() {
-    let idx = Index::open_in_memory().await.unwrap();
-    idx.apply(
-        "n",
-        &Batch {
-            upserts: vec![file("a", b"x", 1)],
-            seq: Some(1),
-            ..Batch::default()
-        },
-    )
-    .await
-    .unwrap();
-    let t = Tombstone {
-        path: RelPath::parse("a").unwrap(),
-        seq: 2,
-        hash: Some(ContentHash::of(b"x")),
-    };
-    idx.apply(
-        "n",
-        &Batch {
-            tombstones: vec![t.clone()],
-            seq: Some(2),
-            ..Batch::default()
-        },
-    )
-    .await
-    .unwrap();
-    let l = idx.load("n").await.unwrap();
-    assert!(l.entries.is_empty());
-    assert_eq!(l.tombstones, vec![t]);
-    idx.set_peer_seq("n", 2).await.unwrap();
-    let l = idx.load("n").await.unwrap();
-    assert!(l.tombstones.is_empty());
-    assert_eq!(l.peer_seq, 2);
-}
-
-#[tokio::test]
 async fn persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.db");
     {
-        let idx = Index::open(&path).await.unwrap();
+        let idx = SqliteMirrorIndex::open(&path).await.unwrap();
         let batch = Batch {
             upserts: (0..500).map(|i| file(&format!("f{i}"), b"x", i)).collect(),
             ..Batch::default()
         };
         idx.apply("n", &batch).await.unwrap();
     }
-    let idx = Index::open(&path).await.unwrap();
+    let idx = SqliteMirrorIndex::open(&path).await.unwrap();
     assert_eq!(idx.list("n", None).await.unwrap().len(), 500);
-}
-
-#[tokio::test]
-async fn load_round_trips_every_field_and_odd_names() {
-    let idx = Index::open_in_memory().await.unwrap();
-    let mut link = file("l%n_k", b"", 3);
-    link.kind = EntryKind::Symlink;
-    link.hash = None;
-    link.symlink_target = Some("../t \"q\"\u{7}\u{e9}".into());
-    let mut dir = file("d\u{1F600}", b"", 4);
-    dir.kind = EntryKind::Dir;
-    dir.hash = None;
-    dir.version.origin = Replica::Hub;
-    dir.mtime_ns = -5;
-    let mut upserts = vec![
-        file("a\"b", b"1", 1),
-        file("tab\there/new\nline", b"22", 2),
-        link,
-        dir,
-    ];
-    upserts.sort_by(|a, b| a.path.cmp(&b.path));
-    let t = Tombstone {
-        path: RelPath::parse("gone/\u{1}x").unwrap(),
-        seq: 9,
-        hash: Some(ContentHash::of(b"old")),
-    };
-    let batch = Batch {
-        upserts: upserts.clone(),
-        tombstones: vec![t.clone()],
-        seq: Some(9),
-        peer_seq: Some(2),
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    let l = idx.load("n").await.unwrap();
-    assert_eq!(l.entries, upserts);
-    assert_eq!(l.tombstones, vec![t]);
-    assert_eq!((l.seq, l.peer_seq), (9, 2));
-    let none = idx.load("other").await.unwrap();
-    assert!(none.entries.is_empty() && none.tombstones.is_empty() && none.seq == 0);
-}
-
-/// Files and bytes recounted from the entries, as `summary` must hold them.
-async fn recount(idx: &Index, mirror: &str) -> (u64, u64) {
-    let l = idx.load(mirror).await.unwrap();
-    let files = l.entries.iter().filter(|e| e.kind == EntryKind::File);
-    (files.clone().count() as u64, files.map(|e| e.size).sum())
-}
-
-#[tokio::test]
-async fn summary_counts_follow_every_change() {
-    let idx = Index::open_in_memory().await.unwrap();
-    let check = async |what: &str| {
-        let s = idx.summary("n").await.unwrap();
-        assert_eq!((s.files, s.bytes), recount(&idx, "n").await, "{what}");
-    };
-    let batch = Batch {
-        upserts: ["a", "d/x", "d/y", "d/z/w", "b"]
-            .iter()
-            .map(|n| file(n, n.as_bytes(), 1))
-            .collect(),
-        seq: Some(5),
-        peer_seq: Some(4),
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    check("inserts").await;
-    assert_eq!(idx.summary("n").await.unwrap().files, 5);
-    let mut dir = file("b", b"", 2);
-    dir.kind = EntryKind::Dir;
-    dir.hash = None;
-    let batch = Batch {
-        upserts: vec![file("a", b"longer content", 2), dir],
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    check("a file grows, another becomes a directory").await;
-    let batch = Batch {
-        removes: vec![RelPath::parse("d/x").unwrap()],
-        removes_below: vec![RelPath::parse("d/z").unwrap()],
-        ..Batch::default()
-    };
-    idx.apply("n", &batch).await.unwrap();
-    check("removes").await;
-    let t = Tombstone {
-        path: RelPath::parse("d/y").unwrap(),
-        seq: 6,
-        hash: None,
-    };
-    idx.apply(
-        "n",
-        &Batch {
-            tombstones: vec![t],
-            ..Batch::default()
-        },
-    )
-    .await
-    .unwrap();
-    check("tombstone").await;
-    idx.set_peer_seq("n", 6).await.unwrap();
-    check("tombstone forgotten").await;
-    let s = idx.summary("n").await.unwrap();
-    assert_eq!((s.files, s.peer_seq, s.seq), (1, 6, 5));
-    idx.drop_mirror("n").await.unwrap();
-    assert_eq!(idx.summary("n").await.unwrap(), Summary::default());
 }
 
 /// An index file migrated by the first `n` migrations only (what an older
 /// version left), opened without running the others.
-async fn written_by_first_migrations(path: &Path, n: usize) -> Index {
+async fn written_by_first_migrations(path: &Path, n: usize) -> SqliteMirrorIndex {
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true);
     let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
-    let mut first = sqlx::migrate!("./migrations");
+    let mut first = sqlx::migrate!("./migrations/mirror_index");
     first.migrations = std::borrow::Cow::Owned(first.migrations[..n].to_vec());
     first.run(&pool).await.unwrap();
-    Index { pool }
+    SqliteMirrorIndex { pool }
 }
 
 /// A hub upgraded over an index written before the counters existed
@@ -386,7 +197,7 @@ async fn index_written_before_the_counters_opens_with_them() {
         old.apply("n", &batch).await.unwrap();
         old.pool.close().await;
     }
-    let idx = Index::open(&path).await.unwrap();
+    let idx = SqliteMirrorIndex::open(&path).await.unwrap();
     let s = idx.summary("n").await.unwrap();
     let bytes: u64 = (0..300u64).sum();
     assert_eq!((s.files, s.bytes, s.peer_seq), (300, bytes, 300));
@@ -412,7 +223,7 @@ async fn the_acknowledgement_time_persists_across_reopen() {
     let path = dir.path().join("index.db");
     let at = Timestamp::from_millis(1_780_000_000_123);
     {
-        let idx = Index::open(&path).await.unwrap();
+        let idx = SqliteMirrorIndex::open(&path).await.unwrap();
         let batch = Batch {
             upserts: vec![file("a", b"x", 1)],
             ..Batch::default()
@@ -423,7 +234,7 @@ async fn the_acknowledgement_time_persists_across_reopen() {
         idx.set_peer_seq("other", 4).await.unwrap();
         idx.pool.close().await;
     }
-    let idx = Index::open(&path).await.unwrap();
+    let idx = SqliteMirrorIndex::open(&path).await.unwrap();
     let s = idx.summary("n").await.unwrap();
     assert_eq!((s.peer_seq, s.files, s.synced_at), (1, 1, Some(at)));
     assert_eq!(idx.summary("other").await.unwrap().synced_at, None);
@@ -455,13 +266,13 @@ async fn index_written_before_the_sync_time_opens_without_one() {
         old.set_peer_seq("n", 2).await.unwrap();
         old.pool.close().await;
     }
-    let idx = Index::open(&path).await.unwrap();
+    let idx = SqliteMirrorIndex::open(&path).await.unwrap();
     let s = idx.summary("n").await.unwrap();
     assert_eq!((s.files, s.bytes, s.peer_seq, s.synced_at), (2, 3, 2, None));
     let at = Timestamp::from_millis(1_780_000_000_000);
     idx.acknowledge("n", 3, at).await.unwrap();
     idx.pool.close().await;
-    let idx = Index::open(&path).await.unwrap();
+    let idx = SqliteMirrorIndex::open(&path).await.unwrap();
     let s = idx.summary("n").await.unwrap();
     assert_eq!((s.peer_seq, s.synced_at), (3, Some(at)));
 }

@@ -1,10 +1,12 @@
 //! Every piece together, with a loopback in place of gRPC: scanner → node
 //! engine → node index; hub engine → receiver → mirror + hub index. Restarts
-//! of either side reload from the indexes and re-hash nothing.
+//! of either side reload from the indexes and re-hash nothing. The indexes
+//! are the SQLite ones, in files (hence here, above the sans-IO mirror crate).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ganglion_core::RelPath;
 use ganglion_mirror::engine::{
@@ -12,17 +14,18 @@ use ganglion_mirror::engine::{
 };
 use ganglion_mirror::entry::ContentHash;
 use ganglion_mirror::immutable::ImmutablePaths;
-use ganglion_mirror::index::{Batch, Index};
+use ganglion_mirror::index::{Batch, MirrorIndex};
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
 use ganglion_mirror::scan;
+use ganglion_store::SqliteMirrorIndex;
 
 const NODE: &str = "node1";
 const WS: &str = "workspace";
 
 struct World {
     root: PathBuf,
-    node_index: Index,
+    node_index: SqliteMirrorIndex,
     node: SourceEngine,
     receiver: Receiver,
     hub: SinkEngine,
@@ -36,13 +39,13 @@ struct World {
 
 impl World {
     async fn start(root: &Path, data_dir: &Path, hub_db: &Path, node_db: &Path) -> Self {
-        let node_index = Index::open(node_db).await.unwrap();
+        let node_index = SqliteMirrorIndex::open(node_db).await.unwrap();
         let node = SourceEngine::new(node_index.load(WS).await.unwrap().into_source_state());
-        let hub_index = Index::open(hub_db).await.unwrap();
+        let hub_index = SqliteMirrorIndex::open(hub_db).await.unwrap();
         let loaded = hub_index.load(NODE).await.unwrap();
         let hub = SinkEngine::new(loaded.entries, loaded.peer_seq, ImmutablePaths::default());
         let locks = LockRegistry::default();
-        let receiver = Receiver::open(data_dir, NODE, hub_index, locks.clone()).unwrap();
+        let receiver = Receiver::open(data_dir, NODE, Arc::new(hub_index), locks.clone()).unwrap();
         Self {
             root: root.to_owned(),
             node_index,

@@ -1,0 +1,95 @@
+//! The group commit's tests (their own file: commit.rs stays under ~600 lines).
+
+use std::sync::Arc;
+
+use super::*;
+use crate::immutable::ImmutablePaths;
+use crate::index::MemoryIndex;
+use crate::locks::LockRegistry;
+
+/// A file entry (seq 1).
+fn file(path: &str, data: &[u8]) -> Entry {
+    Entry {
+        path: RelPath::parse(path).unwrap(),
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        mtime_ns: 1_700_000_000_000_000_000,
+        mode: 0o100755,
+        inode: u64::MAX - 3,
+        dev: 42,
+        symlink_target: None,
+        hash: Some(ContentHash::of(data)),
+        seq: 1,
+        version: crate::entry::Version {
+            origin: crate::entry::Replica::Node,
+            seq: 1,
+        },
+    }
+}
+
+/// A staged file a commit has taken (between staging and placing) is
+/// not stale: a sweep then left the rename without its source.
+#[tokio::test]
+async fn a_sweep_during_a_commit_keeps_the_files_it_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(MemoryIndex::new());
+    let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+    let e = file("a/f", b"data");
+    let id = r
+        .open_transfer(
+            &e.path,
+            e.hash.unwrap(),
+            4,
+            0o644,
+            &ImmutablePaths::default(),
+        )
+        .unwrap();
+    r.chunk(id, 0, b"data").unwrap();
+    r.finish(id).unwrap();
+    let link = Entry {
+        kind: EntryKind::Symlink,
+        symlink_target: Some("f".into()),
+        hash: None,
+        ..file("a/l", b"")
+    };
+    let ops = vec![
+        Op::Write {
+            entry: e.clone(),
+            content: Content::Staged,
+        },
+        Op::Write {
+            entry: file("a/empty", b""),
+            content: Content::Empty,
+        },
+        Op::Symlink { entry: link },
+    ];
+    let (prepared, failed) = r.stage(ops);
+    assert!(failed.is_empty());
+    assert_eq!(r.sweep_staging().unwrap(), 0);
+    let (done, failed) = r.place(prepared);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(done.len(), 3);
+    assert_eq!(
+        std::fs::read(dir.path().join("mirrors/n/a/f")).unwrap(),
+        b"data"
+    );
+    assert!(
+        lock(&r.inner.claimed).is_empty(),
+        "names are released once placed"
+    );
+}
+
+/// Through `commit`, nothing stays claimed.
+#[tokio::test]
+async fn a_commit_releases_its_staged_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(MemoryIndex::new());
+    let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+    let ops = vec![Op::Write {
+        entry: file("f", b""),
+        content: Content::Empty,
+    }];
+    let out = r.commit(ops).await.unwrap();
+    assert_eq!(out.done.len(), 1);
+    assert!(lock(&r.inner.claimed).is_empty());
+}
