@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToNode {
     Policy(Policy),
-    Dispatch(crate::tasks::Dispatch),
+    Dispatch(ganglion_core::Dispatch),
     Cancel(ganglion_core::TaskId),
     /// Content the mirror asks for, in order (one message for many).
     MirrorNeeds(Vec<(ganglion_core::RelPath, ganglion_mirror::ContentHash)>),

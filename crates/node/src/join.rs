@@ -6,7 +6,7 @@ use ganglion_proto::v1;
 use ganglion_proto::v1::hub_client::HubClient;
 
 use crate::Error;
-use crate::state::{NodeState, StateDir};
+use crate::state::{JoinedNode, StateDir};
 use crate::tls::{HubTarget, connect};
 
 /// Redeems `invite` and saves the node's state into `state_dir`.
@@ -18,13 +18,13 @@ pub async fn join(
     workspace: std::path::PathBuf,
     state_dir: &StateDir,
     capabilities: Capabilities,
-) -> Result<NodeState, Error> {
+) -> Result<JoinedNode, Error> {
     let code = InviteCode::parse(invite)?;
     // The invite is single use: whatever would stop the node from running
     // afterwards must refuse the join before it is redeemed.
     state_dir.check_before_join(&workspace)?;
     let joined = redeem(&code, name, capabilities, host_name()).await?;
-    let state = NodeState {
+    let state = JoinedNode {
         hub_addr: code.hub_addr,
         cert_sha256: code.cert_sha256,
         node_id: joined.node_id,

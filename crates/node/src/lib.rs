@@ -6,14 +6,13 @@
 //! - [`join`]: redeeming an invite.
 //! - [`capabilities`]: what this machine reports at the handshake.
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
-//! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
+//! - [`runtime`]: the node's main loop: configuration, control stream, reconnects.
 //! - [`tasks`]: runs dispatched tasks; `task_wire`: their control-stream messages.
 //! - [`mirror`]: the workspace mirror toward the hub (watcher, index, uploads).
 //! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
 //! - [`error`]: the node's errors.
 
-pub mod agent;
 pub mod backoff;
 pub mod capabilities;
 pub mod client;
@@ -23,11 +22,12 @@ pub mod limits;
 pub mod mirror;
 pub mod progress;
 mod recorder;
+pub mod runtime;
 pub mod state;
 mod task_wire;
 pub mod tasks;
 pub mod tls;
 
-pub use agent::{Agent, AgentHandle, AgentOptions, ExecutorOptions};
 pub use error::Error;
-pub use state::NodeState;
+pub use runtime::{ExecutorOptions, NodeRuntime, RuntimeHandle, RuntimeOptions};
+pub use state::JoinedNode;

@@ -99,14 +99,14 @@ pub enum Input {
     Rescan,
 }
 
-/// The session's view of the mirror agent.
+/// The session's view of the mirror worker.
 pub struct MirrorLink {
     pub input: mpsc::UnboundedSender<Input>,
     pub notices: mpsc::UnboundedReceiver<ToHub>,
     pub stats: Arc<Mutex<MirrorStats>>,
 }
 
-struct MirrorAgent {
+struct MirrorWorker {
     opts: MirrorOptions,
     engine: SourceEngine,
     input: mpsc::UnboundedSender<Input>,
@@ -126,7 +126,7 @@ fn index_err(e: impl std::fmt::Display) -> Error {
     Error::Hub(format!("mirror index: {e}"))
 }
 
-/// Starts the mirror agent: loads the index, watches the workspace, scans it.
+/// Starts the mirror worker: loads the index, watches the workspace, scans it.
 pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     let index = Index::open(&opts.state_dir.join("index.db"))
         .await
@@ -152,7 +152,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
-    let agent = MirrorAgent {
+    let worker = MirrorWorker {
         opts,
         engine,
         input: input.clone(),
@@ -164,7 +164,7 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         ignores,
         _watcher: watcher,
     };
-    tokio::spawn(agent.run(rx));
+    tokio::spawn(worker.run(rx));
     let _ = input.send(Input::Rescan);
     Ok(MirrorLink {
         input,
@@ -219,7 +219,7 @@ fn changes_content(kind: &notify::EventKind) -> bool {
     }
 }
 
-impl MirrorAgent {
+impl MirrorWorker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         let mut rescan = tokio::time::interval(RESCAN_EVERY);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,5 +1,5 @@
 //! The mirror's index writer: writes the node index and releases notices on
-//! a task of its own, so the mirror agent goes on with the hub's needs and
+//! a task of its own, so the mirror worker goes on with the hub's needs and
 //! acknowledgements while a first scan is written.
 //!
 //! Writes happen in the engine's order; a notice leaves as soon as a write

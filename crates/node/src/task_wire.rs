@@ -3,19 +3,22 @@
 
 use std::time::Duration;
 
-use ganglion_core::RelPath;
+use ganglion_core::{Dispatch, RelPath, TaskId};
 use ganglion_proto::v1;
 use ganglion_proto::v1::node_message::Kind as Out;
 
-use crate::tasks::{Dispatch, End, RunnerEvent};
+use crate::tasks::{End, RunnerEvent};
 
 pub(crate) fn dispatch_from_wire(d: v1::TaskDispatch) -> Result<Dispatch, (String, String)> {
+    let Some(id) = TaskId::from_string(d.task_id.as_str()) else {
+        return Err((d.task_id, "invalid task id".to_owned()));
+    };
     let cwd = match d.cwd.as_str() {
         "" => None,
         c => Some(RelPath::parse(c).map_err(|e| (d.task_id.clone(), format!("cwd {c:?}: {e}")))?),
     };
     Ok(Dispatch {
-        id: d.task_id,
+        id,
         argv: d.argv,
         cwd,
         env: d.env.into_iter().map(|e| (e.name, e.value)).collect(),
@@ -24,21 +27,23 @@ pub(crate) fn dispatch_from_wire(d: v1::TaskDispatch) -> Result<Dispatch, (Strin
     })
 }
 
-/// The wire message for a runner event in the current session, or `None` for
-/// live events (start, output) of an earlier session: the hub has already
+/// The wire message for a runner event in the current connection, or `None` for
+/// live events (start, output) of an earlier connection: the hub has already
 /// failed those tasks and only their result is still worth sending.
 pub(crate) fn event_message(event: RunnerEvent, current: u64) -> Option<v1::NodeMessage> {
     let kind = match event {
-        RunnerEvent::Started { id, pid, session } if session == current => {
-            Out::TaskStarted(v1::TaskStarted { task_id: id, pid })
-        }
+        RunnerEvent::Started {
+            id,
+            pid,
+            connection,
+        } if connection == current => Out::TaskStarted(v1::TaskStarted { task_id: id, pid }),
         RunnerEvent::Output {
             id,
             seq,
             stderr,
             data,
-            session,
-        } if session == current => {
+            connection,
+        } if connection == current => {
             let stream = if stderr {
                 v1::OutputStream::Stderr
             } else {
@@ -57,7 +62,7 @@ pub(crate) fn event_message(event: RunnerEvent, current: u64) -> Option<v1::Node
             end,
             output_bytes,
             output_truncated,
-            session,
+            connection,
         } => {
             let (end, code, error) = match end {
                 End::Exited(c) => (v1::TaskEnd::Exited, c, String::new()),
@@ -73,7 +78,7 @@ pub(crate) fn event_message(event: RunnerEvent, current: u64) -> Option<v1::Node
                 error,
                 output_bytes,
                 output_truncated,
-                late: session != current,
+                late: connection != current,
             })
         }
     };

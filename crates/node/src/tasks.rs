@@ -1,9 +1,9 @@
 //! Runs the tasks the hub dispatches, in the node's sandbox, and reports
-//! their events. Tasks outlive control sessions: a result that could not be
+//! their events. Tasks outlive control connections: a result that could not be
 //! reported is sent after the next connect (a late result), and tasks the node
 //! cannot report for longer than a grace period are killed.
 //!
-//! Events reach the agent through [`RunnerEvents`]: each task has its own
+//! Events reach the runtime through [`RunnerEvents`]: each task has its own
 //! bounded channel (its start, its output, its end, in that order), so a task
 //! that writes faster than the hub takes its output waits on its pipe, as a
 //! pipe makes any writer wait, instead of growing the node's memory; and the
@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use ganglion_core::{Policy, RelPath};
+use ganglion_core::{Dispatch, Policy};
 use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -23,20 +22,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Events of one task queued between its output reader and the agent: one
+/// Events of one task queued between its output reader and the runtime: one
 /// chunk of output (up to 64 KiB) each, or its start or end.
 pub const TASK_EVENTS: usize = 4;
-
-/// A task as the hub sent it (domain form).
-#[derive(Clone, Debug)]
-pub struct Dispatch {
-    pub id: String,
-    pub argv: Vec<String>,
-    pub cwd: Option<RelPath>,
-    pub env: Vec<(String, String)>,
-    pub timeout: Option<Duration>,
-    pub output_cap: u64,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum End {
@@ -47,32 +35,32 @@ pub enum End {
     Refused { exit_code: i32, error: String },
 }
 
-/// What the runner tells the hub, tagged with the control session the task
-/// was dispatched in (a result reported in a later session is late).
+/// What the runner tells the hub, tagged with the control connection the task
+/// was dispatched in (a result reported in a later connection is late).
 #[derive(Clone, Debug)]
 pub enum RunnerEvent {
     Started {
         id: String,
         pid: u32,
-        session: u64,
+        connection: u64,
     },
     Output {
         id: String,
         seq: u64,
         stderr: bool,
         data: Vec<u8>,
-        session: u64,
+        connection: u64,
     },
     Finished {
         id: String,
         end: End,
         output_bytes: u64,
         output_truncated: bool,
-        session: u64,
+        connection: u64,
     },
 }
 
-/// What the runner hands the agent outside a task's own channel.
+/// What the runner hands the runtime outside a task's own channel.
 enum Control {
     /// An event of no running task's channel (a refusal, a simulated task).
     Event(RunnerEvent),
@@ -80,7 +68,7 @@ enum Control {
     Task(mpsc::Receiver<RunnerEvent>),
 }
 
-/// The runner's events, as the agent reads them (see the module docs).
+/// The runner's events, as the runtime reads them (see the module docs).
 pub struct RunnerEvents {
     control: mpsc::UnboundedReceiver<Control>,
     control_open: bool,
@@ -180,29 +168,30 @@ impl TaskRunner {
     }
 
     /// Reports a task as refused without running it.
-    pub fn refuse(&self, id: String, session: u64, exit_code: i32, error: String) {
+    pub fn refuse(&self, id: String, connection: u64, exit_code: i32, error: String) {
         let end = End::Refused { exit_code, error };
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
             end,
             output_bytes: 0,
             output_truncated: false,
-            session,
+            connection,
         }));
     }
 
     /// Starts a task under `policy`; refusals are reported as a finished task.
-    pub fn start(self: &Arc<Self>, d: Dispatch, policy: &Policy, session: u64) {
+    pub fn start(self: &Arc<Self>, d: Dispatch, policy: &Policy, connection: u64) {
+        let id = d.id.to_string();
         let sandbox = match &self.exec {
             Exec::Sandbox(s) => s,
             Exec::Refuse => {
                 let error = format!("node {:?} does not run tasks", self.node_name);
-                return self.refuse(d.id, session, 126, error);
+                return self.refuse(id, connection, 126, error);
             }
-            Exec::Simulated => return self.simulate(d.id, session),
+            Exec::Simulated => return self.simulate(id, connection),
         };
-        if self.running.lock().contains_key(&d.id) {
-            tracing::warn!(task = %d.id, "task dispatched twice; ignored");
+        if self.running.lock().contains_key(&id) {
+            tracing::warn!(task = %id, "task dispatched twice; ignored");
             return;
         }
         let spec = TaskSpec {
@@ -221,24 +210,23 @@ impl TaskRunner {
                 } else {
                     format!("node {:?}: {text}", self.node_name)
                 };
-                tracing::info!(task = %d.id, %error, "task refused");
-                return self.refuse(d.id, session, e.exit_code(), error);
+                tracing::info!(task = %id, %error, "task refused");
+                return self.refuse(id, connection, e.exit_code(), error);
             }
         };
         let pid = task.pid();
-        tracing::info!(task = %d.id, pid, "task started");
-        self.running.lock().insert(d.id.clone(), task.canceller());
+        tracing::info!(task = %id, pid, "task started");
+        self.running.lock().insert(id.clone(), task.canceller());
         let (events, rx) = mpsc::channel(TASK_EVENTS);
         let started = RunnerEvent::Started {
-            id: d.id.clone(),
+            id: id.clone(),
             pid,
-            session,
+            connection,
         };
         events.try_send(started).expect("a new channel has room");
         let _ = self.events.send(Control::Task(rx));
         let runner = self.clone();
         tokio::spawn(async move {
-            let id = d.id;
             if let Some(mut output) = task.take_output() {
                 // Waits while the task's channel is full: the sandbox's buffer
                 // fills behind it, then the task's pipe.
@@ -249,7 +237,7 @@ impl TaskRunner {
                         seq: chunk.seq,
                         stderr,
                         data: chunk.data,
-                        session,
+                        connection,
                     };
                     if events.send(ev).await.is_err() {
                         break;
@@ -270,17 +258,17 @@ impl TaskRunner {
                 end,
                 output_bytes: outcome.output_bytes,
                 output_truncated: outcome.output_truncated,
-                session,
+                connection,
             };
             let _ = events.send(finished).await;
         });
     }
 
-    fn simulate(&self, id: String, session: u64) {
+    fn simulate(&self, id: String, connection: u64) {
         let started = RunnerEvent::Started {
             id: id.clone(),
             pid: 0,
-            session,
+            connection,
         };
         let _ = self.events.send(Control::Event(started));
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
@@ -288,7 +276,7 @@ impl TaskRunner {
             end: End::Exited(0),
             output_bytes: 0,
             output_truncated: false,
-            session,
+            connection,
         }));
     }
 

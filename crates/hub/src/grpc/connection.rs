@@ -177,7 +177,7 @@ impl ConnectionDriver {
                             argv: d.argv,
                             cwd: d.cwd.map(|c| c.to_string()).unwrap_or_default(),
                             env: d.env.into_iter().map(|(name, value)| v1::EnvVar { name, value }).collect(),
-                            timeout_ms: d.timeout.as_millis() as u64,
+                            timeout_ms: d.timeout.map_or(0, |t| t.as_millis() as u64),
                             output_cap: d.output_cap,
                         }),
                         ToNode::Cancel(id) => Out::TaskCancel(v1::TaskCancel { task_id: id.to_string() }),

@@ -57,23 +57,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const NODE_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
-pub struct TaskSpec {
+pub struct TaskRequest {
     pub argv: Vec<String>,
     pub cwd: Option<RelPath>,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub output_cap: Option<u64>,
-}
-
-/// A task as sent to its node.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dispatch {
-    pub id: TaskId,
-    pub argv: Vec<String>,
-    pub cwd: Option<RelPath>,
-    pub env: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub output_cap: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

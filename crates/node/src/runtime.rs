@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use crate::Error;
 use crate::backoff::Backoff;
 use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions, ToHub};
-use crate::state::NodeState;
+use crate::state::JoinedNode;
 use crate::task_wire::{dispatch_from_wire, event_message};
 use crate::tasks::{Executor, RunnerEvent, RunnerEvents, TaskRunner};
 use crate::tls::{self, HubTarget};
@@ -38,8 +38,8 @@ pub enum ExecutorOptions {
 }
 
 #[derive(Clone, Debug)]
-pub struct AgentOptions {
-    pub state: NodeState,
+pub struct RuntimeOptions {
+    pub state: JoinedNode,
     pub credential: Secret,
     pub capabilities: Capabilities,
     /// Local address to connect from (tests and benchmarks); any when `None`.
@@ -54,8 +54,8 @@ pub struct AgentOptions {
     pub mirror: Option<MirrorOptions>,
 }
 
-impl AgentOptions {
-    pub fn new(state: NodeState, credential: Secret, capabilities: Capabilities) -> Self {
+impl RuntimeOptions {
+    pub fn new(state: JoinedNode, credential: Secret, capabilities: Capabilities) -> Self {
         Self {
             state,
             credential,
@@ -75,12 +75,12 @@ impl AgentOptions {
 pub struct LinkStatus {
     pub connected: bool,
     pub policy: Policy,
-    /// Completed sessions (each successful connect counts one).
-    pub sessions: u64,
+    /// Completed connections (each successful connect counts one).
+    pub connections: u64,
 }
 
-pub struct Agent {
-    opts: AgentOptions,
+pub struct NodeRuntime {
+    opts: RuntimeOptions,
     status: watch::Sender<LinkStatus>,
     runner: Arc<TaskRunner>,
     events: RunnerEvents,
@@ -91,16 +91,16 @@ pub struct Agent {
     /// Task results sent but not yet known to have reached the hub, with the
     /// heartbeat number current when they were sent: a heartbeat ack with a
     /// larger number confirms them (the stream is ordered). Whatever is left
-    /// when a session dies is sent again, as late, in the next one.
+    /// when a connection dies is sent again, as late, in the next one.
     unconfirmed: Vec<(u64, v1::NodeMessage)>,
 }
 
 #[derive(Clone)]
-pub struct AgentHandle {
+pub struct RuntimeHandle {
     status: watch::Receiver<LinkStatus>,
 }
 
-impl AgentHandle {
+impl RuntimeHandle {
     pub fn status(&self) -> LinkStatus {
         self.status.borrow().clone()
     }
@@ -112,7 +112,7 @@ impl AgentHandle {
     }
 }
 
-enum SessionEnd {
+enum ConnectionEnd {
     Cancelled,
     Closed(String),
 }
@@ -138,12 +138,12 @@ fn from_status(s: &Status) -> Error {
     }
 }
 
-impl Agent {
-    pub fn new(mut opts: AgentOptions) -> Result<Self, Error> {
+impl NodeRuntime {
+    pub fn new(mut opts: RuntimeOptions) -> Result<Self, Error> {
         let (status, _) = watch::channel(LinkStatus {
             connected: false,
             policy: Policy::strict(),
-            sessions: 0,
+            connections: 0,
         });
         let executor = match &opts.executor {
             ExecutorOptions::Refuse => Executor::Refuse,
@@ -174,8 +174,8 @@ impl Agent {
         })
     }
 
-    pub fn handle(&self) -> AgentHandle {
-        AgentHandle {
+    pub fn handle(&self) -> RuntimeHandle {
+        RuntimeHandle {
             status: self.status.subscribe(),
         }
     }
@@ -199,14 +199,14 @@ impl Agent {
         let mut refused = 0u32;
         loop {
             let started = Instant::now();
-            let result = self.session(&cancel).await;
+            let result = self.connect_once(&cancel).await;
             self.status.send_modify(|s| s.connected = false);
             self.to_mirror(MirrorInput::Disconnected);
             self.watch_report_grace();
             let mut delay = None;
             match result {
-                Ok(SessionEnd::Cancelled) => return Ok(()),
-                Ok(SessionEnd::Closed(reason)) => {
+                Ok(ConnectionEnd::Cancelled) => return Ok(()),
+                Ok(ConnectionEnd::Closed(reason)) => {
                     failures = 0;
                     refused = 0;
                     duplicate.reset();
@@ -257,9 +257,9 @@ impl Agent {
         }
     }
 
-    /// Between sessions: a task's result is kept for the next session (sent
-    /// as late); starts and output belong to a lost session and are dropped
-    /// (no session is number 0).
+    /// Between connections: a task's result is kept for the next connection (sent
+    /// as late); starts and output belong to a lost connection and are dropped
+    /// (no connection is number 0).
     fn keep_result(&mut self, event: RunnerEvent) {
         if let Some(msg) = event_message(event, 0) {
             self.unconfirmed.push((0, msg));
@@ -282,7 +282,7 @@ impl Agent {
         });
     }
 
-    async fn session(&mut self, cancel: &CancellationToken) -> Result<SessionEnd, Error> {
+    async fn connect_once(&mut self, cancel: &CancellationToken) -> Result<ConnectionEnd, Error> {
         let target = HubTarget {
             addr: self.opts.state.hub_addr.clone(),
             cert_sha256: self.opts.state.cert_sha256.clone(),
@@ -290,7 +290,7 @@ impl Agent {
         };
         let channel = tokio::select! {
             c = tls::connect(&target) => c?,
-            _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+            _ = cancel.cancelled() => return Ok(ConnectionEnd::Cancelled),
         };
         let mut client = crate::client::client(channel, &self.opts.credential);
         let config = client
@@ -321,9 +321,9 @@ impl Agent {
             .into_inner();
         self.status.send_modify(|s| {
             s.connected = true;
-            s.sessions += 1;
+            s.connections += 1;
         });
-        let session = self.status.borrow().sessions;
+        let connection = self.status.borrow().connections;
         tracing::info!(hub = %target.addr, "connected to the hub");
 
         // The hub forgets a node's unrecorded changes when it reconnects.
@@ -335,7 +335,7 @@ impl Agent {
             let msg = mirror_messages(vec![ToHub::Unrecorded(unrecorded)]);
             for m in msg {
                 if tx.send(m).await.is_err() {
-                    return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                    return Ok(ConnectionEnd::Closed("outbound stream closed".into()));
                 }
             }
         }
@@ -346,34 +346,34 @@ impl Agent {
                 f.late = true;
             }
             if tx.send(msg.clone()).await.is_err() {
-                return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                return Ok(ConnectionEnd::Closed("outbound stream closed".into()));
             }
             self.unconfirmed.push((seq, msg));
         }
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+                _ = cancel.cancelled() => return Ok(ConnectionEnd::Cancelled),
                 _ = heartbeat.tick() => {
                     seq += 1;
                     let hb = v1::NodeMessage { kind: Some(Out::Heartbeat(v1::Heartbeat { seq })) };
                     if tx.send(hb).await.is_err() {
-                        return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                        return Ok(ConnectionEnd::Closed("outbound stream closed".into()));
                     }
                 }
                 Some(queued) = next_notices(&mut self.mirror) => {
                     for msg in mirror_messages(queued) {
                         if tx.send(msg).await.is_err() {
-                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                            return Ok(ConnectionEnd::Closed("outbound stream closed".into()));
                         }
                     }
                 }
                 Some(event) = self.events.recv() => {
-                    if let Some(msg) = event_message(event, session) {
+                    if let Some(msg) = event_message(event, connection) {
                         if matches!(msg.kind, Some(Out::TaskFinished(_))) {
                             self.unconfirmed.push((seq, msg.clone()));
                         }
                         if tx.send(msg).await.is_err() {
-                            return Ok(SessionEnd::Closed("outbound stream closed".into()));
+                            return Ok(ConnectionEnd::Closed("outbound stream closed".into()));
                         }
                     }
                 }
@@ -386,20 +386,20 @@ impl Agent {
                     Ok(Some(v1::HubMessage { kind: Some(In::HeartbeatAck(ack)) })) => {
                         self.unconfirmed.retain(|(sent_at, _)| *sent_at >= ack.seq);
                     }
-                    Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind, session)?,
+                    Ok(Some(v1::HubMessage { kind: Some(kind) })) => self.on_message(kind, connection)?,
                     Ok(Some(v1::HubMessage { kind: None })) => tracing::warn!("empty message from the hub ignored"),
-                    Ok(None) => return Ok(SessionEnd::Closed("the hub closed the stream".into())),
+                    Ok(None) => return Ok(ConnectionEnd::Closed("the hub closed the stream".into())),
                     Err(s) => {
                         let e = from_status(&s);
                         if e.is_fatal() { return Err(e); }
-                        return Ok(SessionEnd::Closed(s.message().to_owned()));
+                        return Ok(ConnectionEnd::Closed(s.message().to_owned()));
                     }
                 },
             }
         }
     }
 
-    fn on_message(&self, msg: In, session: u64) -> Result<(), Error> {
+    fn on_message(&self, msg: In, connection: u64) -> Result<(), Error> {
         match msg {
             In::Welcome(w) => tracing::debug!(node_id = %w.node_id, "welcomed"),
             In::HeartbeatAck(_) => {}
@@ -415,10 +415,10 @@ impl Agent {
             In::TaskDispatch(d) => {
                 let policy = self.status.borrow().policy.clone();
                 match dispatch_from_wire(d) {
-                    Ok(d) => self.runner.start(d, &policy, session),
+                    Ok(d) => self.runner.start(d, &policy, connection),
                     Err((id, error)) => {
                         tracing::warn!(task = %id, %error, "invalid task refused");
-                        self.runner.refuse(id, session, 126, error);
+                        self.runner.refuse(id, connection, 126, error);
                     }
                 }
             }
@@ -468,7 +468,7 @@ impl Agent {
 
 /// A content request from the hub, if its path can name something in the
 /// workspace: a path that climbs out, is absolute, or passes the bounds of a
-/// [`RelPath`] never reaches the mirror agent (which reads only below the
+/// [`RelPath`] never reaches the mirror worker (which reads only below the
 /// workspace root, never through a link).
 fn need_from_wire(n: &v1::MirrorNeed) -> Option<(RelPath, ganglion_mirror::ContentHash)> {
     Some((RelPath::parse(&n.path).ok()?, n.hash.parse().ok()?))
