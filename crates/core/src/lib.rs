@@ -9,7 +9,7 @@
 //! - [`capabilities`]: what a node's machine and kernel can do.
 //! - [`relpath`]: relative, normalised, confined paths that may cross the wire.
 //! - [`time`]: timestamps, a clock that tests can drive, duration parsing.
-//! - [`task`]: a task as dispatched to a node.
+//! - [`task`]: the task messages of the control stream (dispatch, cancel, reports).
 
 pub mod capabilities;
 pub mod id;
@@ -29,5 +29,5 @@ pub use name::NodeName;
 pub use policy::{Policy, PolicyMode};
 pub use relpath::RelPath;
 pub use secret::{Secret, SecretHash};
-pub use task::Dispatch;
+pub use task::{Dispatch, NodeEnd, NodeReport, OutputStream, TaskToHub, TaskToNode};
 pub use time::{Clock, SystemClock, Timestamp};

@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ganglion_core::{Dispatch, Policy};
+use ganglion_core::{
+    Dispatch, NodeEnd, NodeReport, OutputStream, Policy, TaskId, TaskToHub, TaskToNode,
+};
 use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -25,15 +27,6 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Events of one task queued between its output reader and the runtime: one
 /// chunk of output (up to 64 KiB) each, or its start or end.
 pub const TASK_EVENTS: usize = 4;
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum End {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    Cancelled,
-    Refused { exit_code: i32, error: String },
-}
 
 /// What the runner tells the hub, tagged with the control connection the task
 /// was dispatched in (a result reported in a later connection is late).
@@ -53,7 +46,7 @@ pub enum RunnerEvent {
     },
     Finished {
         id: String,
-        end: End,
+        end: NodeEnd,
         output_bytes: u64,
         output_truncated: bool,
         connection: u64,
@@ -167,9 +160,18 @@ impl TaskRunner {
         self.running.lock().len()
     }
 
+    /// Handles the hub's task message (the task subsystem of the control
+    /// stream), dispatched in connection number `connection`.
+    pub fn on_message(self: &Arc<Self>, msg: TaskToNode, policy: &Policy, connection: u64) {
+        match msg {
+            TaskToNode::Dispatch(d) => self.start(*d, policy, connection),
+            TaskToNode::Cancel(id) => self.cancel(id.as_str()),
+        }
+    }
+
     /// Reports a task as refused without running it.
     pub fn refuse(&self, id: String, connection: u64, exit_code: i32, error: String) {
-        let end = End::Refused { exit_code, error };
+        let end = NodeEnd::Refused { exit_code, error };
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
             end,
@@ -247,10 +249,10 @@ impl TaskRunner {
             let outcome = task.wait().await;
             runner.running.lock().remove(&id);
             let end = match outcome.status {
-                Status::Exited(c) => End::Exited(c),
-                Status::Signaled(s) => End::Signaled(s),
-                Status::TimedOut => End::TimedOut,
-                Status::Cancelled => End::Cancelled,
+                Status::Exited(c) => NodeEnd::Exited(c),
+                Status::Signaled(s) => NodeEnd::Signaled(s),
+                Status::TimedOut => NodeEnd::TimedOut,
+                Status::Cancelled => NodeEnd::Cancelled,
             };
             tracing::info!(task = %id, end = ?end, "task finished");
             let finished = RunnerEvent::Finished {
@@ -273,7 +275,7 @@ impl TaskRunner {
         let _ = self.events.send(Control::Event(started));
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
-            end: End::Exited(0),
+            end: NodeEnd::Exited(0),
             output_bytes: 0,
             output_truncated: false,
             connection,
@@ -309,6 +311,59 @@ impl TaskRunner {
             });
         }
     }
+}
+
+/// The message for a runner event in connection number `current`, or `None`
+/// for live events (start, output) of an earlier connection: the hub has
+/// already failed those tasks and only their result is still worth sending
+/// (as late).
+pub fn update(event: RunnerEvent, current: u64) -> Option<TaskToHub> {
+    let id = |id: String| {
+        let parsed = TaskId::from_string(id.as_str());
+        if parsed.is_none() {
+            tracing::warn!(task = %id, "event of a task with an invalid id dropped");
+        }
+        parsed
+    };
+    Some(match event {
+        RunnerEvent::Started {
+            id: i,
+            pid,
+            connection,
+        } if connection == current => TaskToHub::Started { id: id(i)?, pid },
+        RunnerEvent::Output {
+            id: i,
+            seq,
+            stderr,
+            data,
+            connection,
+        } if connection == current => TaskToHub::Output {
+            id: id(i)?,
+            seq,
+            stream: if stderr {
+                OutputStream::Stderr
+            } else {
+                OutputStream::Stdout
+            },
+            data,
+        },
+        RunnerEvent::Started { .. } | RunnerEvent::Output { .. } => return None,
+        RunnerEvent::Finished {
+            id: i,
+            end,
+            output_bytes,
+            output_truncated,
+            connection,
+        } => TaskToHub::Finished {
+            id: id(i)?,
+            report: NodeReport {
+                end,
+                output_bytes,
+                output_truncated,
+                late: connection != current,
+            },
+        },
+    })
 }
 
 #[cfg(test)]

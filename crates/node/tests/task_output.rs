@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use ganglion_core::{Dispatch, Policy, TaskId};
-use ganglion_node::tasks::{End, Executor, RunnerEvent, TASK_EVENTS, TaskRunner};
+use ganglion_core::{Dispatch, NodeEnd, Policy, TaskId};
+use ganglion_node::tasks::{Executor, RunnerEvent, TASK_EVENTS, TaskRunner};
 use ganglion_sandbox::{Sandbox, SandboxOptions};
 
 /// What the task writes: far more than any buffer on its way.
@@ -116,7 +116,7 @@ async fn a_task_waits_on_its_pipe_while_its_output_is_not_read() {
                 ..
             } => {
                 assert_eq!(id, "a");
-                assert_eq!(end, End::Exited(0));
+                assert_eq!(end, NodeEnd::Exited(0));
                 assert_eq!((output_bytes, output_truncated), (WRITTEN, false));
                 break;
             }

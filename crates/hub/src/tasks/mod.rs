@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ganglion_core::time::SharedClock;
+pub use ganglion_core::{NodeEnd, NodeReport, OutputStream};
 use ganglion_core::{RelPath, TaskId};
 use ganglion_store::{Store, TaskRecord};
 // Not poisoned by a panic: one failed request must not stop every later one.
@@ -65,12 +66,6 @@ pub struct TaskRequest {
     pub output_cap: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
-
 /// What a watcher of a task sees, in order.
 #[derive(Clone, Debug)]
 pub enum TaskEvent {
@@ -83,24 +78,6 @@ pub enum TaskEvent {
         data: Bytes,
     },
     Finished(Box<TaskRecord>),
-}
-
-/// How a node says a task ended.
-#[derive(Clone, Debug)]
-pub enum NodeEnd {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    Cancelled,
-    Refused { exit_code: i32, error: String },
-}
-
-#[derive(Clone, Debug)]
-pub struct NodeReport {
-    pub end: NodeEnd,
-    pub output_bytes: u64,
-    pub output_truncated: bool,
-    pub late: bool,
 }
 
 /// How long past its timeout a task may stay unfinished before the hub stops

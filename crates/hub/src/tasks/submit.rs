@@ -96,7 +96,7 @@ impl Tasks {
             timeout: Some(timeout),
             output_cap: spec.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
         };
-        if !conn.send(ToNode::Dispatch(dispatch)) {
+        if !conn.send(ToNode::dispatch(dispatch)) {
             let error = format!(
                 "node {node_name:?} did not accept the task (its stream is closing or full)"
             );
@@ -151,7 +151,7 @@ impl Tasks {
         let conn = self.registry.get(&record.node_id).ok_or_else(|| {
             Error::Unavailable(format!("node {:?} is offline", record.node_name.as_str()))
         })?;
-        if !conn.send(ToNode::Cancel(tid.clone())) {
+        if !conn.send(ToNode::cancel(tid.clone())) {
             return Err(Error::Unavailable(
                 "the node's stream is closing or full".into(),
             ));
