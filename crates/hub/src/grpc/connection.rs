@@ -133,11 +133,10 @@ impl ConnectionDriver {
             tokio::select! {
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => match read(m) {
-                        Some(FromNode::Heartbeat { seq }) => {
-                            if !self.heartbeat(&conn, &tx, seq).await {
-                                break "hub side of the stream dropped".into();
-                            }
+                        Some(FromNode::Heartbeat { seq }) if !self.heartbeat(&conn, &tx, seq).await => {
+                            break "hub side of the stream dropped".into();
                         }
+                        Some(FromNode::Heartbeat { .. }) => {}
                         Some(FromNode::Hello(_)) => tracing::warn!("duplicate hello ignored"),
                         Some(msg) => self.subsystems.inbound(&conn, msg).await,
                         None => {}
