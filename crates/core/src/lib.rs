@@ -9,6 +9,7 @@
 //! - [`capabilities`]: what a node's machine and kernel can do.
 //! - [`relpath`]: relative, normalised, confined paths that may cross the wire.
 //! - [`time`]: timestamps, a clock that tests can drive, duration parsing.
+//! - [`task`]: the task messages of the control stream (dispatch, cancel, reports).
 
 pub mod capabilities;
 pub mod id;
@@ -18,6 +19,7 @@ pub mod name;
 pub mod policy;
 pub mod relpath;
 pub mod secret;
+pub mod task;
 pub mod time;
 
 pub use capabilities::Capabilities;
@@ -27,4 +29,5 @@ pub use name::NodeName;
 pub use policy::{Policy, PolicyMode};
 pub use relpath::RelPath;
 pub use secret::{Secret, SecretHash};
+pub use task::{Dispatch, NodeEnd, NodeReport, OutputStream, TaskToHub, TaskToNode};
 pub use time::{Clock, SystemClock, Timestamp};

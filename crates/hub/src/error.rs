@@ -1,4 +1,5 @@
-//! The hub's errors, and their one mapping to gRPC codes and HTTP statuses.
+//! The hub's errors, and their one mapping to gRPC codes (HTTP statuses and
+//! transfer failures follow from the codes: `ganglion_proto::status`).
 
 use axum::http::StatusCode;
 use ganglion_store::InviteRefusal;
@@ -78,32 +79,14 @@ impl Error {
             Error::StoreTimeout | Error::Unavailable(_) => Code::Unavailable,
             Error::Store(_) | Error::Io(_) | Error::Tls(_) => Code::Internal,
             Error::DataDirLocked(_) => Code::FailedPrecondition,
-            Error::Transfer { failure, .. } => {
-                use ganglion_mirror::TransferFailure as F;
-                match failure {
-                    F::HashMismatch | F::SourceChanged => Code::DataLoss,
-                    F::DiskFull => Code::ResourceExhausted,
-                    F::Refused => Code::FailedPrecondition,
-                    F::Cancelled => Code::Aborted,
-                    F::Io => Code::Internal,
-                }
-            }
+            Error::Transfer { failure, .. } => ganglion_proto::status::transfer_code(*failure),
         }
     }
 
-    /// The HTTP status for this error.
+    /// The HTTP status for this error (from its gRPC code: one mapping,
+    /// `ganglion_proto::status`).
     pub fn http_status(&self) -> StatusCode {
-        match self.grpc_code() {
-            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-            tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-            tonic::Code::NotFound => StatusCode::NOT_FOUND,
-            tonic::Code::AlreadyExists => StatusCode::CONFLICT,
-            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
-            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        ganglion_proto::status::http_status(self.grpc_code())
     }
 }
 

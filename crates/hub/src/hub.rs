@@ -9,7 +9,6 @@ use std::time::Duration;
 use ganglion_core::secret::Purpose;
 use ganglion_core::time::SharedClock;
 use ganglion_core::{Secret, SystemClock};
-use ganglion_proto::v1::hub_server::HubServer;
 use ganglion_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -347,7 +346,7 @@ impl Hub {
             .initial_connection_window_size(UPLOAD_CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
             .layer(AuthLayer::new(core.auth.clone()))
-            .add_service(HubServer::new(service))
+            .add_service(crate::grpc::server(service))
             .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());
         let mut servers = JoinSet::new();
         servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });

@@ -64,7 +64,7 @@ mod tests {
     use crate::Error;
     use crate::metrics::Metrics;
     use crate::registry::{ConnectionParts, Registry};
-    use crate::tasks::{OutputStream, TaskEvent, TaskSpec, Tasks, WATCH_BUFFER_EVENTS};
+    use crate::tasks::{OutputStream, TaskEvent, TaskRequest, Tasks, WATCH_BUFFER_EVENTS};
 
     async fn tasks() -> (Arc<SqliteStore>, Tasks, ConnectionParts) {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
@@ -76,8 +76,8 @@ mod tests {
         (store, tasks, conn)
     }
 
-    fn spec(timeout: Option<Duration>, output_cap: Option<u64>) -> TaskSpec {
-        TaskSpec {
+    fn spec(timeout: Option<Duration>, output_cap: Option<u64>) -> TaskRequest {
+        TaskRequest {
             argv: vec!["true".into()],
             cwd: None,
             env: Vec::new(),

@@ -84,7 +84,7 @@ impl Nodes {
         let pushed = self
             .registry
             .get(&record.id)
-            .is_some_and(|c| c.send(ToNode::Policy(record.policy.clone())));
+            .is_some_and(|c| c.send(ToNode::policy(record.policy.clone())));
         tracing::info!(node = %n, mode = record.policy.mode.as_str(), version = record.policy.version, pushed, "policy changed");
         Ok(self.view(record))
     }

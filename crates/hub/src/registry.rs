@@ -18,22 +18,37 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ganglion_core::{NodeId, NodeName, Policy, Timestamp};
+use ganglion_core::{Dispatch, NodeId, NodeName, Policy, TaskId, TaskToNode, Timestamp};
+use ganglion_mirror::MirrorToNode;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
-/// Messages the hub sends to a node (domain form; the gRPC layer converts).
+/// Messages the hub sends to a node (domain form; the gRPC layer converts),
+/// one variant per subsystem. Every slot of a connection's queue is as large
+/// as the largest variant, so large ones are boxed (the policy here, the
+/// dispatch in [`TaskToNode`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToNode {
-    Policy(Policy),
-    Dispatch(crate::tasks::Dispatch),
-    Cancel(ganglion_core::TaskId),
-    /// Content the mirror asks for, in order (one message for many).
-    MirrorNeeds(Vec<(ganglion_core::RelPath, ganglion_mirror::ContentHash)>),
-    MirrorAck(u64),
+    Policy(Box<Policy>),
+    Task(TaskToNode),
+    Mirror(MirrorToNode),
+}
+
+impl ToNode {
+    pub fn policy(p: Policy) -> Self {
+        ToNode::Policy(Box::new(p))
+    }
+
+    pub fn dispatch(d: Dispatch) -> Self {
+        ToNode::Task(TaskToNode::Dispatch(Box::new(d)))
+    }
+
+    pub fn cancel(id: TaskId) -> Self {
+        ToNode::Task(TaskToNode::Cancel(id))
+    }
 }
 
 /// Why a connection was closed by the hub.

@@ -42,7 +42,7 @@ mod tests {
 
     use crate::metrics::Metrics;
     use crate::registry::Registry;
-    use crate::tasks::{LEASE_GRACE, TaskEvent, TaskSpec};
+    use crate::tasks::{LEASE_GRACE, TaskEvent, TaskRequest};
 
     use super::*;
 
@@ -55,7 +55,7 @@ mod tests {
         // A connected node that will never answer.
         let _parts = registry.register(node.id.clone(), node.name.clone(), None, Timestamp(0));
         let tasks = Arc::new(Tasks::new(store.clone(), registry, Arc::new(SystemClock)));
-        let spec = TaskSpec {
+        let spec = TaskRequest {
             argv: vec!["sleep".into(), "1".into()],
             cwd: None,
             env: vec![],

@@ -7,6 +7,8 @@
 //!
 //! - [`entry`]: [`Entry`], [`EntryKind`], [`ContentHash`] (`blake3:<hex>`),
 //!   [`Version`] (`(origin, seq)`, for the later two-writer step).
+//! - [`control`]: the mirror's control-stream messages ([`MirrorToNode`],
+//!   [`MirrorToHub`]), converted to the wire by `ganglion-proto`.
 //! - [`engine`]: the sans-IO core. [`SourceEngine`] (node) and [`SinkEngine`]
 //!   (hub) are pure state machines fed events, returning actions.
 //! - [`immutable`]: hub-owned paths of a mirror, gitignore-style, versioned.
@@ -35,6 +37,7 @@
 //! - A delete of a directory at the hub removes its subtree, unless
 //!   immutable content lies below it (then it is refused and counted).
 
+pub mod control;
 pub mod engine;
 pub mod entry;
 pub mod immutable;
@@ -45,6 +48,7 @@ pub mod scan;
 pub mod sim;
 pub mod workspace;
 
+pub use control::{MirrorToHub, MirrorToNode};
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};
 pub use immutable::ImmutablePaths;

@@ -6,28 +6,31 @@
 //! - [`join`]: redeeming an invite.
 //! - [`capabilities`]: what this machine reports at the handshake.
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects.
-//! - [`agent`]: the node's main loop: configuration, control stream, reconnects.
-//! - [`tasks`]: runs dispatched tasks; `task_wire`: their control-stream messages.
-//! - [`mirror`]: the workspace mirror toward the hub (watcher, index, uploads).
+//! - [`runtime`]: the node's main loop: configuration, control stream, reconnects.
+//! - [`link`]: the gRPC adapter (the only module that sees the wire): the
+//!   control stream, the `Upload` stream, the client; maps status codes to errors.
+//! - [`tasks`]: runs dispatched tasks; the task subsystem's handler.
+//! - [`mirror`]: the workspace mirror toward the hub (watcher, worker, scans,
+//!   uploads); the mirror subsystem's handler.
 //! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
 //! - [`error`]: the node's errors.
 
-pub mod agent;
 pub mod backoff;
 pub mod capabilities;
-pub mod client;
 mod error;
 pub mod join;
 pub mod limits;
+pub mod link;
 pub mod mirror;
 pub mod progress;
 mod recorder;
+pub mod runtime;
 pub mod state;
-mod task_wire;
 pub mod tasks;
 pub mod tls;
 
-pub use agent::{Agent, AgentHandle, AgentOptions, ExecutorOptions};
 pub use error::Error;
-pub use state::NodeState;
+pub use link::client;
+pub use runtime::{ExecutorOptions, NodeRuntime, RuntimeHandle, RuntimeOptions};
+pub use state::JoinedNode;

@@ -1,5 +1,5 @@
 //! Progress of the node's mirror toward the hub, as plain numbers: the mirror
-//! agent feeds the model, a [`tokio::sync::watch`] channel carries snapshots,
+//! worker feeds the model, a [`tokio::sync::watch`] channel carries snapshots,
 //! and whoever wants to show them (the CLI's progress bar) renders them. No
 //! terminal code here.
 //!
@@ -68,7 +68,7 @@ impl ProgressModel {
     }
 }
 
-/// The model shared by the mirror agent and its upload streams, publishing a
+/// The model shared by the mirror worker and its upload streams, publishing a
 /// snapshot on every change (nothing at all without a receiver).
 #[derive(Clone, Debug, Default)]
 pub struct ProgressHandle {

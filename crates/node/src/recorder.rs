@@ -1,5 +1,5 @@
 //! The mirror's index writer: writes the node index and releases notices on
-//! a task of its own, so the mirror agent goes on with the hub's needs and
+//! a task of its own, so the mirror worker goes on with the hub's needs and
 //! acknowledgements while a first scan is written.
 //!
 //! Writes happen in the engine's order; a notice leaves as soon as a write
@@ -20,8 +20,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ganglion_mirror::Notice;
 use ganglion_mirror::index::{Batch, SharedIndex};
-use ganglion_proto::v1;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -39,7 +39,7 @@ const WARN_EVERY: u32 = 12;
 /// An index write or a notice (with its seq), queued for [`run`].
 pub(crate) enum Step {
     Record(Batch),
-    Send(u64, v1::MirrorNotice),
+    Send(u64, Notice),
     /// The control stream ended: notices not yet released are dropped (the
     /// engine resends everything the hub has not acknowledged on reconnect).
     Disconnected,
@@ -48,7 +48,7 @@ pub(crate) enum Step {
 /// What the recorder hands to the control stream, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToHub {
-    Notice(v1::MirrorNotice),
+    Notice(Notice),
     /// Changes observed but not yet durably recorded (and so not sent),
     /// because index writes fail; sent when it changes, 0 once all are in.
     Unrecorded(u64),
@@ -63,7 +63,7 @@ pub(crate) async fn run(
     stats: Arc<Mutex<MirrorStats>>,
 ) {
     let mut writes: VecDeque<Batch> = VecDeque::new();
-    let mut sends: VecDeque<(u64, v1::MirrorNotice)> = VecDeque::new();
+    let mut sends: VecDeque<(u64, Notice)> = VecDeque::new();
     let mut retry = Backoff::new(RETRY_FIRST, RETRY_CAP);
     // Failed attempts at the write in front; 0 when the last one succeeded.
     let mut failures = 0u32;
@@ -225,11 +225,9 @@ mod tests {
         let entries: Vec<Entry> = (0..files)
             .map(|i| entry(format!("s{seq}/{}-{i}", "n".repeat(150)), seq))
             .collect();
-        let notice = v1::MirrorNotice {
-            kind: Some(v1::mirror_notice::Kind::Delete(v1::MirrorDelete {
-                path: format!("marker-{seq}"),
-                seq,
-            })),
+        let notice = Notice::Delete {
+            path: RelPath::parse(&format!("marker-{seq}")).expect("valid path"),
+            seq,
         };
         let batch = Batch::record(entries, Vec::new(), seq);
         (Step::Record(batch), Step::Send(seq, notice))
@@ -237,9 +235,7 @@ mod tests {
 
     fn seq_of(m: &ToHub) -> Option<u64> {
         match m {
-            ToHub::Notice(v1::MirrorNotice {
-                kind: Some(v1::mirror_notice::Kind::Delete(d)),
-            }) => Some(d.seq),
+            ToHub::Notice(n) => Some(n.seq()),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use crate::Error;
 
 /// What a joined node remembers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeState {
+pub struct JoinedNode {
     pub hub_addr: String,
     pub cert_sha256: String,
     pub node_id: String,
@@ -138,7 +138,7 @@ impl StateDir {
         Ok(())
     }
 
-    pub fn save(&self, state: &NodeState, credential: &Secret) -> Result<(), Error> {
+    pub fn save(&self, state: &JoinedNode, credential: &Secret) -> Result<(), Error> {
         let json = serde_json::to_vec_pretty(state).expect("serialises");
         write_private(
             &self.credential_file(),
@@ -149,7 +149,7 @@ impl StateDir {
     }
 
     /// Loads a joined node, after checking the permissions of the dir and files.
-    pub fn load(&self) -> Result<(NodeState, Secret), Error> {
+    pub fn load(&self) -> Result<(JoinedNode, Secret), Error> {
         let meta = std::fs::metadata(&self.path)
             .map_err(|e| self.problem(format!("cannot be read: {e}")))?;
         if !meta.is_dir() {
@@ -170,7 +170,7 @@ impl StateDir {
             }
             self.check_private(f, &meta, 0o600)?;
         }
-        let state: NodeState =
+        let state: JoinedNode =
             serde_json::from_slice(&std::fs::read(&node_file)?).map_err(|e| Error::Corrupt {
                 path: node_file.clone(),
                 reason: e.to_string(),
@@ -250,8 +250,8 @@ fn write_private(path: &Path, body: &[u8]) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    fn sample(ws: &Path) -> NodeState {
-        NodeState {
+    fn sample(ws: &Path) -> JoinedNode {
+        JoinedNode {
             hub_addr: "127.0.0.1:1".into(),
             cert_sha256: "ab".repeat(32),
             node_id: "nd_1".into(),

@@ -1,9 +1,9 @@
 //! Runs the tasks the hub dispatches, in the node's sandbox, and reports
-//! their events. Tasks outlive control sessions: a result that could not be
+//! their events. Tasks outlive control connections: a result that could not be
 //! reported is sent after the next connect (a late result), and tasks the node
 //! cannot report for longer than a grace period are killed.
 //!
-//! Events reach the agent through [`RunnerEvents`]: each task has its own
+//! Events reach the runtime through [`RunnerEvents`]: each task has its own
 //! bounded channel (its start, its output, its end, in that order), so a task
 //! that writes faster than the hub takes its output waits on its pipe, as a
 //! pipe makes any writer wait, instead of growing the node's memory; and the
@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use ganglion_core::{Policy, RelPath};
+use ganglion_core::{
+    Dispatch, NodeEnd, NodeReport, OutputStream, Policy, TaskId, TaskToHub, TaskToNode,
+};
 use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -23,56 +24,36 @@ use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Events of one task queued between its output reader and the agent: one
+/// Events of one task queued between its output reader and the runtime: one
 /// chunk of output (up to 64 KiB) each, or its start or end.
 pub const TASK_EVENTS: usize = 4;
 
-/// A task as the hub sent it (domain form).
-#[derive(Clone, Debug)]
-pub struct Dispatch {
-    pub id: String,
-    pub argv: Vec<String>,
-    pub cwd: Option<RelPath>,
-    pub env: Vec<(String, String)>,
-    pub timeout: Option<Duration>,
-    pub output_cap: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum End {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    Cancelled,
-    Refused { exit_code: i32, error: String },
-}
-
-/// What the runner tells the hub, tagged with the control session the task
-/// was dispatched in (a result reported in a later session is late).
+/// What the runner tells the hub, tagged with the control connection the task
+/// was dispatched in (a result reported in a later connection is late).
 #[derive(Clone, Debug)]
 pub enum RunnerEvent {
     Started {
         id: String,
         pid: u32,
-        session: u64,
+        connection: u64,
     },
     Output {
         id: String,
         seq: u64,
         stderr: bool,
         data: Vec<u8>,
-        session: u64,
+        connection: u64,
     },
     Finished {
         id: String,
-        end: End,
+        end: NodeEnd,
         output_bytes: u64,
         output_truncated: bool,
-        session: u64,
+        connection: u64,
     },
 }
 
-/// What the runner hands the agent outside a task's own channel.
+/// What the runner hands the runtime outside a task's own channel.
 enum Control {
     /// An event of no running task's channel (a refusal, a simulated task).
     Event(RunnerEvent),
@@ -80,7 +61,7 @@ enum Control {
     Task(mpsc::Receiver<RunnerEvent>),
 }
 
-/// The runner's events, as the agent reads them (see the module docs).
+/// The runner's events, as the runtime reads them (see the module docs).
 pub struct RunnerEvents {
     control: mpsc::UnboundedReceiver<Control>,
     control_open: bool,
@@ -179,30 +160,40 @@ impl TaskRunner {
         self.running.lock().len()
     }
 
+    /// Handles the hub's task message (the task subsystem of the control
+    /// stream), dispatched in connection number `connection`.
+    pub fn on_message(self: &Arc<Self>, msg: TaskToNode, policy: &Policy, connection: u64) {
+        match msg {
+            TaskToNode::Dispatch(d) => self.start(*d, policy, connection),
+            TaskToNode::Cancel(id) => self.cancel(id.as_str()),
+        }
+    }
+
     /// Reports a task as refused without running it.
-    pub fn refuse(&self, id: String, session: u64, exit_code: i32, error: String) {
-        let end = End::Refused { exit_code, error };
+    pub fn refuse(&self, id: String, connection: u64, exit_code: i32, error: String) {
+        let end = NodeEnd::Refused { exit_code, error };
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
             end,
             output_bytes: 0,
             output_truncated: false,
-            session,
+            connection,
         }));
     }
 
     /// Starts a task under `policy`; refusals are reported as a finished task.
-    pub fn start(self: &Arc<Self>, d: Dispatch, policy: &Policy, session: u64) {
+    pub fn start(self: &Arc<Self>, d: Dispatch, policy: &Policy, connection: u64) {
+        let id = d.id.to_string();
         let sandbox = match &self.exec {
             Exec::Sandbox(s) => s,
             Exec::Refuse => {
                 let error = format!("node {:?} does not run tasks", self.node_name);
-                return self.refuse(d.id, session, 126, error);
+                return self.refuse(id, connection, 126, error);
             }
-            Exec::Simulated => return self.simulate(d.id, session),
+            Exec::Simulated => return self.simulate(id, connection),
         };
-        if self.running.lock().contains_key(&d.id) {
-            tracing::warn!(task = %d.id, "task dispatched twice; ignored");
+        if self.running.lock().contains_key(&id) {
+            tracing::warn!(task = %id, "task dispatched twice; ignored");
             return;
         }
         let spec = TaskSpec {
@@ -221,24 +212,23 @@ impl TaskRunner {
                 } else {
                     format!("node {:?}: {text}", self.node_name)
                 };
-                tracing::info!(task = %d.id, %error, "task refused");
-                return self.refuse(d.id, session, e.exit_code(), error);
+                tracing::info!(task = %id, %error, "task refused");
+                return self.refuse(id, connection, e.exit_code(), error);
             }
         };
         let pid = task.pid();
-        tracing::info!(task = %d.id, pid, "task started");
-        self.running.lock().insert(d.id.clone(), task.canceller());
+        tracing::info!(task = %id, pid, "task started");
+        self.running.lock().insert(id.clone(), task.canceller());
         let (events, rx) = mpsc::channel(TASK_EVENTS);
         let started = RunnerEvent::Started {
-            id: d.id.clone(),
+            id: id.clone(),
             pid,
-            session,
+            connection,
         };
         events.try_send(started).expect("a new channel has room");
         let _ = self.events.send(Control::Task(rx));
         let runner = self.clone();
         tokio::spawn(async move {
-            let id = d.id;
             if let Some(mut output) = task.take_output() {
                 // Waits while the task's channel is full: the sandbox's buffer
                 // fills behind it, then the task's pipe.
@@ -249,7 +239,7 @@ impl TaskRunner {
                         seq: chunk.seq,
                         stderr,
                         data: chunk.data,
-                        session,
+                        connection,
                     };
                     if events.send(ev).await.is_err() {
                         break;
@@ -259,10 +249,10 @@ impl TaskRunner {
             let outcome = task.wait().await;
             runner.running.lock().remove(&id);
             let end = match outcome.status {
-                Status::Exited(c) => End::Exited(c),
-                Status::Signaled(s) => End::Signaled(s),
-                Status::TimedOut => End::TimedOut,
-                Status::Cancelled => End::Cancelled,
+                Status::Exited(c) => NodeEnd::Exited(c),
+                Status::Signaled(s) => NodeEnd::Signaled(s),
+                Status::TimedOut => NodeEnd::TimedOut,
+                Status::Cancelled => NodeEnd::Cancelled,
             };
             tracing::info!(task = %id, end = ?end, "task finished");
             let finished = RunnerEvent::Finished {
@@ -270,25 +260,25 @@ impl TaskRunner {
                 end,
                 output_bytes: outcome.output_bytes,
                 output_truncated: outcome.output_truncated,
-                session,
+                connection,
             };
             let _ = events.send(finished).await;
         });
     }
 
-    fn simulate(&self, id: String, session: u64) {
+    fn simulate(&self, id: String, connection: u64) {
         let started = RunnerEvent::Started {
             id: id.clone(),
             pid: 0,
-            session,
+            connection,
         };
         let _ = self.events.send(Control::Event(started));
         let _ = self.events.send(Control::Event(RunnerEvent::Finished {
             id,
-            end: End::Exited(0),
+            end: NodeEnd::Exited(0),
             output_bytes: 0,
             output_truncated: false,
-            session,
+            connection,
         }));
     }
 
@@ -321,6 +311,59 @@ impl TaskRunner {
             });
         }
     }
+}
+
+/// The message for a runner event in connection number `current`, or `None`
+/// for live events (start, output) of an earlier connection: the hub has
+/// already failed those tasks and only their result is still worth sending
+/// (as late).
+pub fn update(event: RunnerEvent, current: u64) -> Option<TaskToHub> {
+    let id = |id: String| {
+        let parsed = TaskId::from_string(id.as_str());
+        if parsed.is_none() {
+            tracing::warn!(task = %id, "event of a task with an invalid id dropped");
+        }
+        parsed
+    };
+    Some(match event {
+        RunnerEvent::Started {
+            id: i,
+            pid,
+            connection,
+        } if connection == current => TaskToHub::Started { id: id(i)?, pid },
+        RunnerEvent::Output {
+            id: i,
+            seq,
+            stderr,
+            data,
+            connection,
+        } if connection == current => TaskToHub::Output {
+            id: id(i)?,
+            seq,
+            stream: if stderr {
+                OutputStream::Stderr
+            } else {
+                OutputStream::Stdout
+            },
+            data,
+        },
+        RunnerEvent::Started { .. } | RunnerEvent::Output { .. } => return None,
+        RunnerEvent::Finished {
+            id: i,
+            end,
+            output_bytes,
+            output_truncated,
+            connection,
+        } => TaskToHub::Finished {
+            id: id(i)?,
+            report: NodeReport {
+                end,
+                output_bytes,
+                output_truncated,
+                late: connection != current,
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! A task's output reaches the agent with backpressure (issue 12 item 8):
+//! A task's output reaches the runtime with backpressure (issue 12 item 8):
 //! while nobody reads the runner's events, a task writing far more than the
 //! node's buffers waits on its pipe instead of growing the node's memory,
 //! another task's refusal still arrives at once, and once the events are read
@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use ganglion_core::Policy;
-use ganglion_node::tasks::{Dispatch, End, Executor, RunnerEvent, TASK_EVENTS, TaskRunner};
+use ganglion_core::{Dispatch, NodeEnd, Policy, TaskId};
+use ganglion_node::tasks::{Executor, RunnerEvent, TASK_EVENTS, TaskRunner};
 use ganglion_sandbox::{Sandbox, SandboxOptions};
 
 /// What the task writes: far more than any buffer on its way.
@@ -38,7 +38,7 @@ fn waits_on_pipe(pid: u32) -> bool {
 
 fn dispatch(id: &str, argv: &[&str]) -> Dispatch {
     Dispatch {
-        id: id.into(),
+        id: TaskId::from_string(id).expect("valid id"),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         cwd: None,
         env: Vec::new(),
@@ -116,7 +116,7 @@ async fn a_task_waits_on_its_pipe_while_its_output_is_not_read() {
                 ..
             } => {
                 assert_eq!(id, "a");
-                assert_eq!(end, End::Exited(0));
+                assert_eq!(end, NodeEnd::Exited(0));
                 assert_eq!((output_bytes, output_truncated), (WRITTEN, false));
                 break;
             }

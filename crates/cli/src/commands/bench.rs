@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ganglion_core::{Capabilities, InviteCode, NodeName, Secret};
 use ganglion_hub::api;
-use ganglion_node::state::NodeState;
-use ganglion_node::{Agent, AgentOptions, capabilities, join};
+use ganglion_node::state::JoinedNode;
+use ganglion_node::{NodeRuntime, RuntimeOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;
 
 use super::out;
@@ -103,13 +103,13 @@ async fn create_invites(api: &ApiClient, n: usize) -> anyhow::Result<Vec<String>
 pub(super) async fn join_one(
     code: &str,
     name: String,
-) -> anyhow::Result<(Duration, NodeState, Secret)> {
+) -> anyhow::Result<(Duration, JoinedNode, Secret)> {
     let invite = InviteCode::parse(code)?;
     let caps = Capabilities::default();
     let started = Instant::now();
     let joined = join::redeem(&invite, Some(NodeName::parse(&name)?), caps, None).await?;
     let took = started.elapsed();
-    let state = NodeState {
+    let state = JoinedNode {
         hub_addr: invite.hub_addr.clone(),
         cert_sha256: invite.cert_sha256.clone(),
         node_id: joined.node_id,
@@ -183,7 +183,7 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
     for &n in &counts {
         while running < n {
             let (state, cred) = joined[running].clone();
-            let mut opts = AgentOptions::new(state, cred, caps.clone());
+            let mut opts = RuntimeOptions::new(state, cred, caps.clone());
             // Spread source addresses so 10k connections never exhaust ephemeral ports.
             opts.bind_ip = Some(std::net::IpAddr::from([
                 127,
@@ -191,7 +191,7 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
                 1 + (running / 20_000) as u8,
                 1,
             ]));
-            tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
+            tokio::spawn(NodeRuntime::new(opts)?.run(cancel.child_token()));
             running += 1;
         }
         wait_online(&api, n).await?;
@@ -211,10 +211,10 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
 
 fn record(
     i: usize,
-    r: (Duration, NodeState, Secret),
+    r: (Duration, JoinedNode, Secret),
     timed: usize,
     latencies: &mut Vec<Duration>,
-    joined: &mut Vec<(NodeState, Secret)>,
+    joined: &mut Vec<(JoinedNode, Secret)>,
 ) {
     if i < timed {
         latencies.push(r.0);

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use ganglion_core::NodeName;
 use ganglion_hub::api::{self, TaskEventLine};
 use ganglion_node::state::StateDir;
-use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
+use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;
 
 use super::bench::{join_one, percentile, start_hub, wait_online};
@@ -92,9 +92,9 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&st)?;
             let (_, mut state, cred) = join_one(&c.invite, name.clone()).await?;
             state.workspace = ws.clone();
-            let mut opts = AgentOptions::new(state, cred, caps.clone());
+            let mut opts = RuntimeOptions::new(state, cred, caps.clone());
             opts.executor = ExecutorOptions::Simulated;
-            tokio::spawn(Agent::new(opts)?.run(cancel.child_token()));
+            tokio::spawn(NodeRuntime::new(opts)?.run(cancel.child_token()));
         } else {
             let state_dir = StateDir::new(st.clone());
             let node_name = NodeName::parse(&name)?;

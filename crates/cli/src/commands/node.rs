@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ganglion_core::NodeName;
 use ganglion_node::state::StateDir;
-use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
+use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 
 use crate::cli::NodeCommand;
 
@@ -58,7 +58,7 @@ pub async fn start(
 ) -> anyhow::Result<ExitCode> {
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
-    let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
+    let mut opts = RuntimeOptions::new(state.clone(), credential, capabilities::probe());
     opts.executor = ExecutorOptions::Sandbox(sandbox_options(
         &state.workspace,
         state_dir.path(),
@@ -73,7 +73,7 @@ pub async fn start(
     if let Some(g) = report_grace {
         opts.report_grace = g;
     }
-    let agent = Agent::new(opts)?;
+    let agent = NodeRuntime::new(opts)?;
     agent.run(cancel).await?;
     Ok(ExitCode::SUCCESS)
 }

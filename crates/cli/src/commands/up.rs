@@ -7,7 +7,7 @@ use anyhow::Context;
 use ganglion_core::NodeName;
 use ganglion_hub::Hub;
 use ganglion_node::state::StateDir;
-use ganglion_node::{Agent, AgentOptions, ExecutorOptions, capabilities, join};
+use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 
 use super::out;
 use crate::cli::UpArgs;
@@ -81,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     state.hub_addr = handle.endpoints.grpc.clone();
     state.cert_sha256 = handle.endpoints.cert_sha256.clone();
     state.workspace = workspace;
-    let mut opts = AgentOptions::new(state.clone(), credential, capabilities::probe());
+    let mut opts = RuntimeOptions::new(state.clone(), credential, capabilities::probe());
     let mut sandbox =
         super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?;
     if !exclude.is_empty() {
@@ -95,7 +95,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         exclude,
         progress: None,
     });
-    let agent = Agent::new(opts)?;
+    let agent = NodeRuntime::new(opts)?;
     let mut link = agent.handle();
     let agent_cancel = cancel.child_token();
     let agent_task = tokio::spawn(agent.run(agent_cancel.clone()));

@@ -9,7 +9,9 @@
 //! - `SyncConfiguration`, `Connect`: Unauthenticated / PermissionDenied
 //!   (revoked) from the auth layer; `Connect` also InvalidArgument when the
 //!   first message is not a hello, and AlreadyExists when another running
-//!   process holds a live stream with the same credential (a copied state dir).
+//!   process holds a live stream with the same credential (a copied state dir);
+//!   see `connection.rs` for how a running stream ends.
+//! - `Upload`: see `upload.rs`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth_layer::AuthenticatedNode;
 use super::connection::ConnectionDriver;
+use super::route::Subsystems;
 use crate::Error;
 use crate::auth::Authenticator;
 use crate::invites::Invites;
@@ -99,11 +102,9 @@ impl v1::hub_server::Hub for HubService {
         req: Request<Streaming<v1::UploadChunk>>,
     ) -> Result<Response<v1::UploadResult>, Status> {
         let AuthenticatedNode(node) = authenticated(&req)?;
-        let received =
-            crate::mirror::upload::receive(&self.mirrors, &node, req.into_inner()).await?;
-        Ok(Response::new(crate::mirror::convert::upload_result(
-            received,
-        )))
+        let parts = Box::pin(super::upload::parts(req.into_inner()));
+        let received = crate::mirror::upload::receive(&self.mirrors, &node, parts).await?;
+        Ok(Response::new(super::upload::result(received)))
     }
 
     type ConnectStream = HubStream;
@@ -116,8 +117,10 @@ impl v1::hub_server::Hub for HubService {
         let peer = req.remote_addr();
         let driver = ConnectionDriver {
             registry: self.registry.clone(),
-            tasks: self.tasks.clone(),
-            mirrors: self.mirrors.clone(),
+            subsystems: Subsystems {
+                tasks: self.tasks.clone(),
+                mirrors: self.mirrors.clone(),
+            },
             status: self.status.clone(),
             clock: self.clock.clone(),
             heartbeat_interval: self.heartbeat_interval,

@@ -24,7 +24,7 @@ use crate::Error;
 use crate::api;
 use crate::hub::HubCore;
 use crate::limits;
-use crate::tasks::{OutputStream, TaskEvent, TaskSpec};
+use crate::tasks::{OutputStream, TaskEvent, TaskRequest};
 
 type Core = State<Arc<HubCore>>;
 
@@ -119,7 +119,7 @@ pub async fn run(
         .output_cap
         .map(|c| limits::OUTPUT_CAP.check(c))
         .transpose()?;
-    let spec = TaskSpec {
+    let spec = TaskRequest {
         argv: req.argv,
         cwd,
         env: req.env,

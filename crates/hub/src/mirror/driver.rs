@@ -19,7 +19,9 @@ use ganglion_core::{NodeId, RelPath, Timestamp};
 use ganglion_mirror::engine::{Op, SinkAction, SinkEvent};
 use ganglion_mirror::index::Summary;
 use ganglion_mirror::receive::{FileOutcome, Receiver};
-use ganglion_mirror::{ContentHash, ImmutablePaths, Notice, SinkEngine, TransferFailure};
+use ganglion_mirror::{
+    ContentHash, ImmutablePaths, MirrorToNode, Notice, SinkEngine, TransferFailure,
+};
 // Not poisoned by a panic: one failed request must not stop every later one.
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -358,7 +360,8 @@ impl Driver {
     async fn send_needs(&mut self) {
         let needs = std::mem::take(&mut self.needs);
         for part in needs.chunks(NEEDS_PER_MESSAGE) {
-            self.to_node(ToNode::MirrorNeeds(part.to_vec())).await;
+            self.to_node(ToNode::Mirror(MirrorToNode::Needs(part.to_vec())))
+                .await;
         }
     }
 
@@ -457,7 +460,7 @@ impl Driver {
                     self.last_sync = Some(now);
                     // In order: the needs of the events before this ack first.
                     self.send_needs().await;
-                    self.to_node(ToNode::MirrorAck(seq)).await;
+                    self.to_node(ToNode::Mirror(MirrorToNode::Ack(seq))).await;
                 }
                 SinkAction::RetryLater { path, after } => {
                     let me = self.me.clone();

@@ -3,10 +3,8 @@
 //! shared index (`DATA_DIR/mirror-index.db`) and transfer lock registry.
 //!
 //! - [`driver`]: the per-node event loop (notices, fetches, group commits, acks).
-//! - [`convert`]: wire ↔ mirror domain types.
 //! - [`upload`]: the `Upload` stream: hash while streaming, stage, report.
 
-pub mod convert;
 pub mod driver;
 #[cfg(test)]
 mod tests;
@@ -20,10 +18,10 @@ use std::time::Duration;
 
 use ganglion_core::NodeId;
 use ganglion_core::time::SharedClock;
-use ganglion_mirror::ImmutablePaths;
 use ganglion_mirror::index::SharedIndex;
 use ganglion_mirror::locks::LockRegistry;
 use ganglion_mirror::receive::Receiver;
+use ganglion_mirror::{ImmutablePaths, MirrorToHub};
 // Not poisoned by a panic: one failed request must not stop every later one.
 use ganglion_store::SqliteMirrorIndex;
 use parking_lot::Mutex;
@@ -289,6 +287,16 @@ impl Mirrors {
         if let Some(m) = self.open.lock().get(node) {
             let _ = m.tx.send(event);
         }
+    }
+
+    /// Hands a node's mirror message from its control stream to its driver.
+    pub fn on_node_message(&self, node: &str, msg: MirrorToHub) {
+        let event = match msg {
+            MirrorToHub::Notices(n) if n.is_empty() => return,
+            MirrorToHub::Notices(n) => DriverEvent::Notices(n),
+            MirrorToHub::Unrecorded(n) => DriverEvent::NodeUnrecorded(n),
+        };
+        self.send(node, event);
     }
 
     pub async fn status(&self, node: &str, node_id: &NodeId) -> Result<MirrorStatus, Error> {

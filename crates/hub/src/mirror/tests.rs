@@ -194,7 +194,7 @@ async fn needs_go_to_the_node_in_bounded_messages() {
             .await
             .expect("needs arrive")
             .expect("connection open");
-        if let ToNode::MirrorNeeds(needs) = msg {
+        if let ToNode::Mirror(ganglion_mirror::MirrorToNode::Needs(needs)) = msg {
             sizes.push(needs.len());
             paths.extend(needs.into_iter().map(|(p, _)| p.to_string()));
         }

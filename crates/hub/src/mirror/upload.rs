@@ -1,6 +1,6 @@
 //! The `Upload` stream: file content, node → hub, one or many files per
-//! stream. This adapter turns wire messages into [`Part`]s and hands them to
-//! one blocking writer per stream ([`UploadStream`]: each byte hashed once
+//! stream. The gRPC adapter (`grpc/upload.rs`) turns wire messages into
+//! [`Part`]s; this hands them to one blocking writer per stream ([`UploadStream`]: each byte hashed once
 //! while it streams, each file's hash checked once at its end), so receiving
 //! the next chunk overlaps writing the last. Parts travel to the writer in
 //! batches of whatever had arrived (a hand-over per message woke the writer
@@ -17,15 +17,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use ganglion_mirror::receive::{FileOutcome, Part, UploadStream};
 use ganglion_mirror::{ContentHash, TransferFailure};
-use ganglion_proto::v1;
 use ganglion_store::NodeRecord;
 use tokio::sync::mpsc;
-use tonic::Streaming;
 
-use super::convert;
 use super::{DriverEvent, Mirrors};
 use crate::Error;
 
@@ -49,24 +46,6 @@ fn transfer(failure: TransferFailure, message: impl Into<String>) -> Error {
     Error::Transfer {
         failure,
         message: message.into(),
-    }
-}
-
-fn part(chunk: v1::UploadChunk) -> Result<Part, Error> {
-    match chunk.kind {
-        Some(v1::upload_chunk::Kind::Header(h)) => Ok(Part::Header {
-            path: convert::path(&h.path)?,
-            hash: convert::hash(&h.hash)?,
-            size: h.size,
-            mode: h.mode & 0o7777,
-        }),
-        Some(v1::upload_chunk::Kind::Data(data)) => Ok(Part::Data {
-            offset: chunk.offset,
-            data,
-        }),
-        None => Err(Error::InvalidArgument(
-            "upload message without content".into(),
-        )),
     }
 }
 
@@ -96,20 +75,20 @@ fn part_bytes(part: &Part) -> usize {
 }
 
 #[tracing::instrument(skip_all, fields(node = %node.name))]
+/// Receives an upload stream's parts: a part that did not convert is an
+/// `InvalidArgument`, a broken stream a cancelled `Transfer`.
 pub async fn receive(
     mirrors: &Arc<Mirrors>,
     node: &NodeRecord,
-    mut stream: Streaming<v1::UploadChunk>,
+    mut stream: impl Stream<Item = Result<Part, Error>> + Unpin,
 ) -> Result<Received, Error> {
-    let first = match stream.message().await {
-        Ok(Some(c)) => part(c)?,
-        Ok(None) => return Err(Error::InvalidArgument("empty upload".into())),
-        Err(s) => {
-            return Err(Error::InvalidArgument(format!(
-                "upload stream: {}",
-                s.message()
-            )));
+    let first = match stream.next().await {
+        Some(Ok(p)) => p,
+        None => return Err(Error::InvalidArgument("empty upload".into())),
+        Some(Err(Error::Transfer { message, .. })) => {
+            return Err(Error::InvalidArgument(format!("upload stream: {message}")));
         }
+        Some(Err(e)) => return Err(e),
     };
     if !matches!(first, Part::Header { .. }) {
         return Err(Error::InvalidArgument(
@@ -156,7 +135,7 @@ pub async fn receive(
         let mut bytes = 0;
         let ended = loop {
             // Waits (with the idle timeout) only when nothing has arrived.
-            let msg = match stream.message().now_or_never() {
+            let msg = match stream.next().now_or_never() {
                 Some(m) => m,
                 None => {
                     bytes = 0;
@@ -165,7 +144,7 @@ pub async fn receive(
                         // The writer stopped: its error says why.
                         return Ok(());
                     }
-                    match tokio::time::timeout(CHUNK_IDLE, stream.message()).await {
+                    match tokio::time::timeout(CHUNK_IDLE, stream.next()).await {
                         Ok(m) => m,
                         Err(_) => {
                             break Err(transfer(
@@ -177,11 +156,7 @@ pub async fn receive(
                 }
             };
             match msg {
-                Ok(Some(c)) => {
-                    let p = match part(c) {
-                        Ok(p) => p,
-                        Err(e) => break Err(e),
-                    };
+                Some(Ok(p)) => {
                     bytes += part_bytes(&p);
                     batch.push(p);
                     if batch.len() >= BATCH_PARTS || bytes >= BATCH_BYTES {
@@ -191,8 +166,8 @@ pub async fn receive(
                         }
                     }
                 }
-                Ok(None) => break Ok(()),
-                Err(s) => break Err(transfer(TransferFailure::Cancelled, s.message())),
+                None => break Ok(()),
+                Some(Err(e)) => break Err(e),
             }
         };
         // What arrived before the end (or the break) is written: files that

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ganglion_core::time::SharedClock;
+pub use ganglion_core::{NodeEnd, NodeReport, OutputStream};
 use ganglion_core::{RelPath, TaskId};
 use ganglion_store::{Store, TaskRecord};
 // Not poisoned by a panic: one failed request must not stop every later one.
@@ -57,29 +58,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const NODE_GRACE: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
-pub struct TaskSpec {
+pub struct TaskRequest {
     pub argv: Vec<String>,
     pub cwd: Option<RelPath>,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub output_cap: Option<u64>,
-}
-
-/// A task as sent to its node.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dispatch {
-    pub id: TaskId,
-    pub argv: Vec<String>,
-    pub cwd: Option<RelPath>,
-    pub env: Vec<(String, String)>,
-    pub timeout: Duration,
-    pub output_cap: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
 }
 
 /// What a watcher of a task sees, in order.
@@ -94,24 +78,6 @@ pub enum TaskEvent {
         data: Bytes,
     },
     Finished(Box<TaskRecord>),
-}
-
-/// How a node says a task ended.
-#[derive(Clone, Debug)]
-pub enum NodeEnd {
-    Exited(i32),
-    Signaled(i32),
-    TimedOut,
-    Cancelled,
-    Refused { exit_code: i32, error: String },
-}
-
-#[derive(Clone, Debug)]
-pub struct NodeReport {
-    pub end: NodeEnd,
-    pub output_bytes: u64,
-    pub output_truncated: bool,
-    pub late: bool,
 }
 
 /// How long past its timeout a task may stay unfinished before the hub stops

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ganglion_core::{NodeId, TaskId, Timestamp};
+use ganglion_core::{NodeId, TaskId, TaskToHub, Timestamp};
 use ganglion_store::{EndApplied, TaskEnd, TaskStatus};
 
 use super::{
@@ -14,6 +14,24 @@ use crate::Error;
 use crate::registry::ToNode;
 
 impl Tasks {
+    /// Handles a node's task message from its control stream. Messages about
+    /// tasks the node was never given are logged and ignored.
+    pub async fn on_node_message(&self, node: &NodeId, msg: TaskToHub) -> Result<(), Error> {
+        match msg {
+            TaskToHub::Started { id, pid } => self.on_started(node, &id, pid).await,
+            TaskToHub::Output {
+                id,
+                seq,
+                stream,
+                data,
+            } => {
+                self.on_output(node, &id, seq, stream, data);
+                Ok(())
+            }
+            TaskToHub::Finished { id, report } => self.on_finished(node, &id, report).await,
+        }
+    }
+
     pub async fn on_started(&self, node: &NodeId, id: &TaskId, pid: u32) -> Result<(), Error> {
         if !self.owned_by(node, id) {
             return Ok(());
@@ -148,7 +166,7 @@ impl Tasks {
             .collect();
         for (id, node, timeout) in &expired {
             if let Some(conn) = self.registry.get(node) {
-                conn.send(ToNode::Cancel(id.clone()));
+                conn.send(ToNode::cancel(id.clone()));
             }
             let error = format!(
                 "lease expired: no result from the node within its timeout ({}) plus {} s",

@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
-use ganglion_core::{NodeName, TaskId};
+use ganglion_core::{Dispatch, NodeName, TaskId};
 use ganglion_store::{NewTask, TaskRecord, TaskStatus};
 use tokio::sync::broadcast;
 
 use super::live::LiveTask;
 use super::{
-    DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, Dispatch, MAX_COMMAND_BYTES, TaskEvent, TaskSpec, Tasks,
+    DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, MAX_COMMAND_BYTES, TaskEvent, TaskRequest, Tasks,
     WATCH_BUFFER_EVENTS,
 };
 use crate::registry::{Connection, ToNode};
 use crate::{Error, limits};
 
-fn validate(spec: &TaskSpec) -> Result<(), Error> {
+fn validate(spec: &TaskRequest) -> Result<(), Error> {
     let bad = |m: &str| Err(Error::InvalidArgument(m.to_owned()));
     if spec.argv.is_empty() || spec.argv[0].is_empty() {
         return bad("argv is empty: give a program to run");
@@ -57,7 +57,7 @@ impl Tasks {
     pub async fn submit(
         &self,
         node_name: &str,
-        spec: TaskSpec,
+        spec: TaskRequest,
     ) -> Result<(TaskId, broadcast::Receiver<TaskEvent>), Error> {
         validate(&spec)?;
         let conn = self.connection(node_name).await?;
@@ -93,10 +93,10 @@ impl Tasks {
             argv: spec.argv,
             cwd: spec.cwd,
             env: spec.env,
-            timeout,
+            timeout: Some(timeout),
             output_cap: spec.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
         };
-        if !conn.send(ToNode::Dispatch(dispatch)) {
+        if !conn.send(ToNode::dispatch(dispatch)) {
             let error = format!(
                 "node {node_name:?} did not accept the task (its stream is closing or full)"
             );
@@ -151,7 +151,7 @@ impl Tasks {
         let conn = self.registry.get(&record.node_id).ok_or_else(|| {
             Error::Unavailable(format!("node {:?} is offline", record.node_name.as_str()))
         })?;
-        if !conn.send(ToNode::Cancel(tid.clone())) {
+        if !conn.send(ToNode::cancel(tid.clone())) {
             return Err(Error::Unavailable(
                 "the node's stream is closing or full".into(),
             ));

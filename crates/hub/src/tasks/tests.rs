@@ -31,7 +31,7 @@ async fn reports_for_tasks_a_node_was_not_given_are_ignored() {
     let tasks = Tasks::new(store.clone(), registry.clone(), clock.clone());
     let na = NodeName::parse("a").unwrap();
     let _conn_a = registry.register(a.clone(), na, None, Timestamp(0));
-    let spec = TaskSpec {
+    let spec = TaskRequest {
         argv: vec!["true".into()],
         cwd: None,
         env: Vec::new(),

@@ -1,17 +1,9 @@
-//! Wire ↔ domain conversions. Wire input is untrusted: conversions from the wire
-//! validate and fail with a message instead of trusting the peer.
+//! The sandbox policy and a node's capabilities.
 
 use ganglion_core::{Capabilities, Policy, PolicyMode};
 
+use super::Invalid;
 use crate::v1;
-
-/// A wire message that does not make a valid domain value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct Invalid {
-    pub field: &'static str,
-    pub reason: String,
-}
 
 impl From<&Policy> for v1::Policy {
     fn from(p: &Policy) -> Self {
