@@ -1,12 +1,14 @@
 //! Domain types shared by every part of Ganglion. Nothing here does IO.
 //!
 //! - [`name`]: validated node names.
-//! - [`limit`]: accepted ranges of durations and sizes taken from input.
+//! - [`limit`]: accepted ranges of durations and sizes taken from input, and
+//!   the largest command a task may have.
 //! - [`id`]: opaque random identifiers (nodes, invites, tasks).
 //! - [`secret`]: 256-bit secrets (invites, credentials, admin tokens) and their hashes.
 //! - [`invite`]: the invite string a node redeems to join a hub.
 //! - [`policy`]: the sandbox policy (strict/permissive) a node enforces.
 //! - [`capabilities`]: what a node's machine and kernel can do.
+//! - [`task`]: a task's status and the history of its changes.
 //! - [`relpath`]: relative, normalised, confined paths that may cross the wire.
 //! - [`time`]: timestamps, a clock that tests can drive, duration parsing.
 
@@ -18,6 +20,7 @@ pub mod name;
 pub mod policy;
 pub mod relpath;
 pub mod secret;
+pub mod task;
 pub mod time;
 
 pub use capabilities::Capabilities;
@@ -27,4 +30,5 @@ pub use name::NodeName;
 pub use policy::{Policy, PolicyMode};
 pub use relpath::RelPath;
 pub use secret::{Secret, SecretHash};
+pub use task::TaskStatus;
 pub use time::{Clock, SystemClock, Timestamp};

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ganglion_api as api;
 use ganglion_core::{Capabilities, InviteCode, NodeName, Secret};
-use ganglion_hub::api;
 use ganglion_node::state::NodeState;
 use ganglion_node::{Agent, AgentOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;

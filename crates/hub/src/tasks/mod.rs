@@ -34,8 +34,6 @@ use crate::registry::Registry;
 
 use live::LiveTask;
 
-/// Largest argv + env accepted, in bytes (the node refuses more, too).
-pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 /// Output a task may produce before the node drops the rest.
 pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
 /// Output kept in the journal per task.
@@ -76,11 +74,7 @@ pub struct Dispatch {
     pub output_cap: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
+pub use ganglion_core::task::OutputStream;
 
 /// What a watcher of a task sees, in order.
 #[derive(Clone, Debug)]
