@@ -78,34 +78,44 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     data_b64,
                     skipped,
                     ..
-                } => {
-                    if skipped > 0 {
-                        let id = task_id.as_deref().unwrap_or("?");
-                        tracing::warn!(
-                            task = %id,
-                            skipped,
-                            "output was read slower than the task wrote it: {skipped} chunks were skipped here; `ganglion tasks show {id}` prints the stored output"
-                        );
-                    }
-                    let data = STANDARD
-                        .decode(data_b64)
-                        .context("malformed output from the hub")?;
-                    if stream == OutputStream::Stderr {
-                        let mut e = std::io::stderr().lock();
-                        e.write_all(&data)?;
-                        e.flush()?;
-                    } else {
-                        let mut o = std::io::stdout().lock();
-                        o.write_all(&data)?;
-                        o.flush()?;
-                    }
-                }
+                } => write_output(task_id.as_deref(), stream, &data_b64, skipped)?,
                 TaskEventLine::Finished { task } => return finished(&task),
             }
         }
     }
     let id = task_id.unwrap_or_else(|| "?".into());
     bail!("lost contact with the hub before task {id} finished; see `ganglion tasks show {id}`")
+}
+
+/// One output chunk to our stdout or stderr; a warning first when this
+/// watcher missed chunks (the hub keeps them: `tasks show` prints them).
+fn write_output(
+    task_id: Option<&str>,
+    stream: OutputStream,
+    data_b64: &str,
+    skipped: u64,
+) -> anyhow::Result<()> {
+    if skipped > 0 {
+        let id = task_id.unwrap_or("?");
+        tracing::warn!(
+            task = %id,
+            skipped,
+            "output was read slower than the task wrote it: {skipped} chunks were skipped here; `ganglion tasks show {id}` prints the stored output"
+        );
+    }
+    let data = STANDARD
+        .decode(data_b64)
+        .context("malformed output from the hub")?;
+    if stream == OutputStream::Stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_all(&data)?;
+        e.flush()?;
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(&data)?;
+        o.flush()?;
+    }
+    Ok(())
 }
 
 /// The remote exit code as ours ([`api::run_exit_code`]); the reason on
