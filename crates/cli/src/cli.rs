@@ -75,6 +75,27 @@ pub struct HubFlags {
     /// How long a TLS handshake or a first HTTP request may take [default: 10s]
     #[arg(long, env = "GANGLION_HANDSHAKE_TIMEOUT")]
     pub handshake_timeout: Option<String>,
+    /// How long a node's credential check may take [default: 2s]
+    #[arg(long, env = "GANGLION_AUTH_DEADLINE")]
+    pub auth_deadline: Option<String>,
+    /// Failed handshakes an address may make in a burst before it is limited [default: 20]
+    #[arg(long, env = "GANGLION_AUTH_FAILURE_BURST")]
+    pub auth_failure_burst: Option<u32>,
+    /// Failed handshakes per second a limited address regains [default: 2]
+    #[arg(long, env = "GANGLION_AUTH_FAILURE_REFILL")]
+    pub auth_failure_refill: Option<f64>,
+    /// How often the hub looks for tasks whose node went silent [default: 5s]
+    #[arg(long, env = "GANGLION_TASK_LEASE_PERIOD")]
+    pub task_lease_period: Option<String>,
+    /// How often idle mirror transfers are dropped [default: 10s]
+    #[arg(long, env = "GANGLION_TRANSFER_REAPER_PERIOD")]
+    pub transfer_reaper_period: Option<String>,
+    /// How often mirrors of removed nodes are trashed, and old trash deleted [default: 10m]
+    #[arg(long, env = "GANGLION_ORPHAN_PURGE_PERIOD")]
+    pub orphan_purge_period: Option<String>,
+    /// How long a trashed mirror is kept [default: 1day]
+    #[arg(long, env = "GANGLION_ORPHAN_GRACE")]
+    pub orphan_grace: Option<String>,
     /// TOML configuration file
     #[arg(long, env = "GANGLION_CONFIG")]
     pub config: Option<PathBuf>,
@@ -113,25 +134,41 @@ pub struct JoinArgs {
     /// The directory this node shares with the hub
     #[arg(long, env = "GANGLION_WORKSPACE")]
     pub workspace: PathBuf,
-    /// Where the node keeps its credential [default: ./ganglion-node]
-    #[arg(long, env = "GANGLION_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
     /// The node's name [default: the invite's name, else the host name]
     #[arg(long, env = "GANGLION_NODE_NAME")]
     pub name: Option<String>,
-    /// How long tasks keep running while the node cannot report them (tests)
-    #[arg(long, hide = true)]
-    pub report_grace: Option<String>,
+    #[command(flatten)]
+    pub node: NodeFlags,
 }
 
 #[derive(Args, Debug)]
 pub struct StartArgs {
-    /// The state dir given to `node join` [default: ./ganglion-node]
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+/// Node settings, shared by `node join` and `node start` (layered like the
+/// hub's: flag > environment > `--config` file > default).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeFlags {
+    /// Where the node keeps its credential and index [default: ./ganglion-node]
     #[arg(long, env = "GANGLION_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// How long tasks keep running while the node cannot report them (tests)
-    #[arg(long, hide = true)]
+    /// How long tasks keep running while the node cannot report them [default: 1m]
+    #[arg(long, env = "GANGLION_REPORT_GRACE")]
     pub report_grace: Option<String>,
+    /// The first wait before reconnecting to the hub [default: 50ms]
+    #[arg(long, env = "GANGLION_RECONNECT_DELAY")]
+    pub reconnect_delay: Option<String>,
+    /// The longest wait between reconnection attempts [default: 30s]
+    #[arg(long, env = "GANGLION_RECONNECT_DELAY_MAX")]
+    pub reconnect_delay_max: Option<String>,
+    /// TOML configuration file
+    #[arg(long, env = "GANGLION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration and exit
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// How operator commands find the hub.
@@ -192,11 +229,11 @@ pub enum PolicyArg {
     Permissive,
 }
 
-impl PolicyArg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyArg::Strict => "strict",
-            PolicyArg::Permissive => "permissive",
+impl From<PolicyArg> for ganglion_core::PolicyMode {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Strict => ganglion_core::PolicyMode::Strict,
+            PolicyArg::Permissive => ganglion_core::PolicyMode::Permissive,
         }
     }
 }

@@ -76,7 +76,7 @@ impl ApiClient {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ganglion_hub::api::ErrorBody>(&body)
+        let msg = serde_json::from_str::<ganglion_api::ErrorBody>(&body)
             .map(|b| b.error)
             .unwrap_or_else(|_| body.trim().to_owned());
         match status.as_u16() {
@@ -103,20 +103,20 @@ impl ApiClient {
 
     /// GET with query parameters; the answer's body is read by the caller
     /// (streamed, e.g. a large file).
-    pub async fn get_stream(
+    pub async fn get_stream<Q: Serialize>(
         &self,
         path: &str,
-        query: &[(&str, &str)],
+        query: &Q,
     ) -> anyhow::Result<reqwest::Response> {
         let req = self.http.get(format!("{}{path}", self.base)).query(query);
         self.exchange(req).await
     }
 
     /// GET with query parameters, answered as JSON.
-    pub async fn get_query<T: DeserializeOwned>(
+    pub async fn get_query<Q: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
-        query: &[(&str, &str)],
+        query: &Q,
     ) -> anyhow::Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query))
             .await

@@ -393,6 +393,51 @@ fn print_config_shows_flag_over_env_over_file_over_default() {
 }
 
 #[test]
+fn node_print_config_shows_flag_over_env_over_file_over_default() {
+    let s = Scene::new();
+    let file = s.path("node.toml");
+    std::fs::create_dir_all(s.root.path()).unwrap();
+    std::fs::write(
+        &file,
+        "state_dir = \"/srv/ganglion-node\"\nreport_grace = \"5m\"\nreconnect_delay = \"1s\"\n",
+    )
+    .unwrap();
+    let o = command()
+        .current_dir(s.root.path())
+        .args(["node", "start", "--print-config", "--config"])
+        .arg(&file)
+        .args(["--report-grace", "2m"])
+        .env("GANGLION_REPORT_GRACE", "3m")
+        .env("GANGLION_RECONNECT_DELAY", "2s")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: toml::Table = toml::from_str(&stdout(&o)).expect("the printed config is TOML");
+    assert_eq!(
+        cfg["state_dir"].as_str(),
+        Some("/srv/ganglion-node"),
+        "file > default"
+    );
+    assert_eq!(cfg["reconnect_delay"].as_str(), Some("2s"), "env > file");
+    assert_eq!(cfg["report_grace"].as_str(), Some("2m"), "flag > env");
+    assert_eq!(cfg["reconnect_delay_max"].as_str(), Some("30s"), "default");
+    assert!(
+        !s.path("ganglion-node").exists(),
+        "--print-config creates nothing"
+    );
+
+    // A typo in the file is an error, not silently ignored.
+    std::fs::write(&file, "state_dri = \"/tmp/x\"\n").unwrap();
+    let o = command()
+        .args(["node", "start", "--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let line = assert_error(&o);
+    assert!(line.contains("state_dri"), "{line}");
+}
+
+#[test]
 fn help_lists_every_subcommand() {
     let o = run(&["--help"]);
     assert!(o.status.success());

@@ -23,6 +23,28 @@ pub struct InviteCode {
     pub secret: Secret,
 }
 
+/// Where an invite is in its life, as seen at some moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InviteState {
+    /// Not used, revoked nor expired: it can still be redeemed.
+    Pending,
+    Used,
+    Revoked,
+    Expired,
+}
+
+impl InviteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteState::Pending => "pending",
+            InviteState::Used => "used",
+            InviteState::Revoked => "revoked",
+            InviteState::Expired => "expired",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("invite is empty")]

@@ -1,7 +1,8 @@
 //! Domain types shared by every part of Ganglion. Nothing here does IO.
 //!
 //! - [`name`]: validated node names.
-//! - [`limit`]: accepted ranges of durations and sizes taken from input.
+//! - [`limit`]: accepted ranges of durations and sizes taken from input, and
+//!   the largest command a task may have.
 //! - [`id`]: opaque random identifiers (nodes, invites, tasks).
 //! - [`secret`]: 256-bit secrets (invites, credentials, admin tokens) and their hashes.
 //! - [`invite`]: the invite string a node redeems to join a hub.
@@ -9,7 +10,8 @@
 //! - [`capabilities`]: what a node's machine and kernel can do.
 //! - [`relpath`]: relative, normalised, confined paths that may cross the wire.
 //! - [`time`]: timestamps, a clock that tests can drive, duration parsing.
-//! - [`task`]: the task messages of the control stream (dispatch, cancel, reports).
+//! - [`task`]: a task's status and history, and the task messages of the
+//!   control stream (dispatch, cancel, reports).
 
 pub mod capabilities;
 pub mod id;
@@ -29,5 +31,5 @@ pub use name::NodeName;
 pub use policy::{Policy, PolicyMode};
 pub use relpath::RelPath;
 pub use secret::{Secret, SecretHash};
-pub use task::{Dispatch, NodeEnd, NodeReport, OutputStream, TaskToHub, TaskToNode};
+pub use task::{Dispatch, NodeEnd, NodeReport, OutputStream, TaskStatus, TaskToHub, TaskToNode};
 pub use time::{Clock, SystemClock, Timestamp};

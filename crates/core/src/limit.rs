@@ -81,6 +81,24 @@ impl DurationLimit {
     }
 }
 
+/// Largest command a task may have, in bytes: its argv and environment as
+/// [`command_bytes`] counts them. The CLI refuses more before sending, the
+/// hub before journaling, the node's sandbox before spawning.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+/// The size of a command as [`MAX_COMMAND_BYTES`] bounds it: each argument
+/// and each `NAME=VALUE` with its terminating NUL, as `execve` takes them.
+pub fn command_bytes<'a>(
+    argv: impl IntoIterator<Item = &'a str>,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> usize {
+    argv.into_iter().map(|a| a.len() + 1).sum::<usize>()
+        + env
+            .into_iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>()
+}
+
 /// The accepted range of a size or count field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SizeLimit {

@@ -1,10 +1,69 @@
-//! The task subsystem's messages on a node's control stream, in domain form
+//! Tasks as every layer sees them: a task's status and the history of its
+//! changes (the journal stores them, the API shows them), and the task
+//! subsystem's messages on a node's control stream in domain form
 //! (`ganglion-proto` converts them to and from the wire): what the hub tells
 //! a node ([`TaskToNode`]) and what the node reports ([`TaskToHub`]).
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
 use crate::{RelPath, TaskId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "running" => TaskStatus::Running,
+            "succeeded" => TaskStatus::Succeeded,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+}
+
+/// Which of a task's outputs a chunk belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One entry of a task's history: what changed, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
 
 /// A task sent to its node to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,12 +86,6 @@ pub struct Dispatch {
 pub enum TaskToNode {
     Dispatch(Box<Dispatch>),
     Cancel(TaskId),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
 }
 
 /// How a node says a task ended.

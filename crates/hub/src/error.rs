@@ -104,7 +104,7 @@ impl axum::response::IntoResponse for Error {
         if self.http_status() == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?self, "internal error");
         }
-        let body = crate::api::ErrorBody {
+        let body = ganglion_api::ErrorBody {
             error: self.to_string(),
         };
         (self.http_status(), axum::Json(body)).into_response()

@@ -254,18 +254,18 @@ impl Hub {
             Box::new(monitor),
             Box::new(crate::task_lease::TaskLeaseMonitor {
                 tasks: core.tasks.clone(),
-                every: Duration::from_secs(5),
+                every: options.task_lease_period,
             }),
             Box::new(crate::mirror::workers::TransferReaper {
                 mirrors: core.mirrors.clone(),
-                every: Duration::from_secs(10),
+                every: options.transfer_reaper_period,
             }),
             Box::new(crate::mirror::workers::OrphanPurge {
                 store: core.store.clone(),
                 data_dir: data_dir.root().to_path_buf(),
                 clock: core.clock.clone(),
-                grace: Duration::from_secs(24 * 3600),
-                every: Duration::from_secs(600),
+                grace: options.orphan_grace,
+                every: options.orphan_purge_period,
             }),
         ];
         let (ready, _) = watch::channel(false);

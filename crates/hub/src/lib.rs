@@ -14,12 +14,11 @@
 //! - [`mirror`]: the node mirrors at the hub (one driver per node, the mirror index).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`grpc`]: the tonic service: thin handlers over the parts above.
-//! - [`http`]: the axum API, `/metrics`, `/healthz` and the dashboard.
-//! - [`api`]: the JSON shapes of the HTTP API (shared with the CLI).
+//! - [`http`]: the axum API (its JSON shapes are `ganglion_api`'s), `/metrics`,
+//!   `/healthz` and the dashboard.
 //! - [`hub`]: builds all of the above and runs it with an ordered shutdown.
 
 pub mod accept;
-pub mod api;
 pub mod auth;
 pub mod datadir;
 mod error;

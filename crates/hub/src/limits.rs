@@ -51,6 +51,48 @@ pub const HANDSHAKE_TIMEOUT: DurationLimit = DurationLimit::new(
     Duration::from_secs(300),
 );
 
+/// How long a credential lookup may take during a handshake (`auth_deadline`).
+pub const AUTH_DEADLINE: DurationLimit = DurationLimit::new(
+    "auth_deadline",
+    Duration::from_millis(100),
+    Duration::from_secs(60),
+);
+
+/// Failed handshakes an address may make in a burst (`auth_failure_burst`).
+pub const AUTH_FAILURE_BURST: SizeLimit = SizeLimit::new("auth_failure_burst", 1, 1_000_000);
+
+/// Failed handshakes per second an address regains (`auth_failure_refill`):
+/// more than zero (a limited address must recover), at most this.
+pub const AUTH_FAILURE_REFILL_MAX: f64 = 1_000_000.0;
+
+/// How often the hub looks for tasks whose node went silent (`task_lease_period`).
+pub const TASK_LEASE_PERIOD: DurationLimit = DurationLimit::new(
+    "task_lease_period",
+    Duration::from_millis(100),
+    Duration::from_secs(3600),
+);
+
+/// How often idle mirror transfers are dropped (`transfer_reaper_period`).
+pub const TRANSFER_REAPER_PERIOD: DurationLimit = DurationLimit::new(
+    "transfer_reaper_period",
+    Duration::from_millis(100),
+    Duration::from_secs(3600),
+);
+
+/// How often orphaned mirrors are trashed and old trash deleted (`orphan_purge_period`).
+pub const ORPHAN_PURGE_PERIOD: DurationLimit = DurationLimit::new(
+    "orphan_purge_period",
+    SECOND,
+    Duration::from_secs(7 * 24 * 3600),
+);
+
+/// How long a trashed mirror is kept (`orphan_grace`).
+pub const ORPHAN_GRACE: DurationLimit = DurationLimit::new(
+    "orphan_grace",
+    Duration::ZERO,
+    Duration::from_secs(365 * 24 * 3600),
+);
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

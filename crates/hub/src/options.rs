@@ -26,6 +26,15 @@ pub struct HubOptions {
     pub auth_failure_refill_per_s: f64,
     /// How long a TLS handshake (gRPC) or a first HTTP request may take.
     pub handshake_timeout: Duration,
+    /// How often the hub looks for tasks whose node went silent.
+    pub task_lease_period: Duration,
+    /// How often idle mirror transfers are dropped (and their locks freed).
+    pub transfer_reaper_period: Duration,
+    /// How often mirrors of nodes that no longer exist are moved to the trash
+    /// and old trash is deleted.
+    pub orphan_purge_period: Duration,
+    /// How long a trashed mirror is kept before it is deleted.
+    pub orphan_grace: Duration,
 }
 
 impl HubOptions {
@@ -43,6 +52,10 @@ impl HubOptions {
             auth_failure_burst: 20,
             auth_failure_refill_per_s: 2.0,
             handshake_timeout: Duration::from_secs(10),
+            task_lease_period: Duration::from_secs(5),
+            transfer_reaper_period: Duration::from_secs(10),
+            orphan_purge_period: Duration::from_secs(600),
+            orphan_grace: Duration::from_secs(24 * 3600),
         }
     }
 

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::WorkerStatus;
+use ganglion_api::{WorkerState, WorkerStatus};
 
 #[async_trait]
 pub trait Worker: Send + 'static {
@@ -58,16 +58,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn statuses(&self) -> Vec<WorkerStatus> {
-        self.states
-            .lock()
-            .iter()
-            .map(|s| WorkerStatus {
-                name: s.name.clone(),
-                state: s.state.clone(),
-                restarts: s.restarts,
-                last_error: s.last_error.clone(),
-            })
-            .collect()
+        self.states.lock().clone()
     }
 
     fn update(&self, idx: usize, f: impl FnOnce(&mut WorkerStatus)) {
@@ -85,7 +76,7 @@ impl Supervisor {
             let mut states = self.states.lock();
             states.push(WorkerStatus {
                 name: worker.name().to_owned(),
-                state: "running".into(),
+                state: WorkerState::Running,
                 restarts: 0,
                 last_error: None,
             });
@@ -104,25 +95,25 @@ impl Supervisor {
                     Err(_) => Some("panicked".to_owned()),
                 };
                 if cancel.is_cancelled() {
-                    sup.update(idx, |s| s.state = "stopped".into());
+                    sup.update(idx, |s| s.state = WorkerState::Stopped);
                     return;
                 }
                 let error = error.unwrap_or_else(|| "returned before cancellation".into());
                 tracing::error!(worker = worker.name(), %error, "worker failed; restarting");
                 sup.update(idx, |s| {
-                    s.state = "restarting".into();
+                    s.state = WorkerState::Restarting;
                     s.restarts += 1;
                     s.last_error = Some(error);
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => {
-                        sup.update(idx, |s| s.state = "stopped".into());
+                        sup.update(idx, |s| s.state = WorkerState::Stopped);
                         return;
                     }
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                sup.update(idx, |s| s.state = "running".into());
+                sup.update(idx, |s| s.state = WorkerState::Running);
             }
         });
     }
@@ -162,10 +153,10 @@ mod tests {
         sup.spawn(&mut set, Box::new(Flaky { runs: 0 }), cancel.clone());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = &sup.statuses()[0];
-        assert_eq!((s.state.as_str(), s.restarts), ("running", 2));
+        assert_eq!((s.state, s.restarts), (WorkerState::Running, 2));
         assert_eq!(s.last_error.as_deref(), Some("panicked"));
         cancel.cancel();
         while set.join_next().await.is_some() {}
-        assert_eq!(sup.statuses()[0].state, "stopped");
+        assert_eq!(sup.statuses()[0].state, WorkerState::Stopped);
     }
 }

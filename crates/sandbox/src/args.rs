@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::sandbox::{MAX_ARGS_BYTES, STRICT_PATH};
+use ganglion_core::limit::{MAX_COMMAND_BYTES, command_bytes};
+
+use crate::sandbox::STRICT_PATH;
 use crate::{Error, TaskSpec};
 
 /// Environment variables never passed to a STRICT task: they steer the dynamic
@@ -33,16 +35,14 @@ pub(crate) fn check_args(spec: &TaskSpec) -> Result<(), Error> {
         return Err(Error::EmptyArgv);
     }
     // Size first: a huge command line is refused before any copy or scan.
-    let size = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec
-            .env
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum::<usize>();
-    if size > MAX_ARGS_BYTES {
+    let size = command_bytes(
+        spec.argv.iter().map(String::as_str),
+        spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if size > MAX_COMMAND_BYTES {
         return Err(Error::ArgumentsTooLarge {
             size,
-            max: MAX_ARGS_BYTES,
+            max: MAX_COMMAND_BYTES,
         });
     }
     let has_nul = |s: &String| s.as_bytes().contains(&0);

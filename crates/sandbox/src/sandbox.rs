@@ -27,8 +27,6 @@ use crate::{Error, SandboxOptions, TaskSpec};
 
 /// Fixed `PATH` of STRICT tasks, also where their programs are looked up.
 pub const STRICT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// Largest argv + environment, in bytes, a task may have.
-pub const MAX_ARGS_BYTES: usize = 1 << 20;
 
 static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
 

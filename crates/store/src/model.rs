@@ -1,5 +1,6 @@
 //! Records the store reads and writes. Plain domain types: no SQL, no wire types.
 
+use ganglion_core::invite::InviteState;
 use ganglion_core::{Capabilities, InviteId, NodeId, NodeName, Policy, SecretHash, Timestamp};
 
 #[derive(Clone, Debug)]
@@ -25,16 +26,16 @@ pub struct InviteRecord {
 }
 
 impl InviteRecord {
-    /// `pending`, `used`, `revoked` or `expired`, as seen at `now`.
-    pub fn state(&self, now: Timestamp) -> &'static str {
+    /// Pending, used, revoked or expired, as seen at `now`.
+    pub fn state(&self, now: Timestamp) -> InviteState {
         if self.used_at.is_some() {
-            "used"
+            InviteState::Used
         } else if self.revoked_at.is_some() {
-            "revoked"
+            InviteState::Revoked
         } else if self.expires_at <= now {
-            "expired"
+            InviteState::Expired
         } else {
-            "pending"
+            InviteState::Pending
         }
     }
 }

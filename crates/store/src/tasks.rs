@@ -2,53 +2,9 @@
 //! backends read and write them, e.g. `sqlite/tasks.rs`).
 
 use ganglion_core::{NodeId, NodeName, TaskId, Timestamp};
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "pending",
-            TaskStatus::Running => "running",
-            TaskStatus::Succeeded => "succeeded",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => TaskStatus::Pending,
-            "running" => TaskStatus::Running,
-            "succeeded" => TaskStatus::Succeeded,
-            "failed" => TaskStatus::Failed,
-            "cancelled" => TaskStatus::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
-    }
-}
-
-/// One entry of a task's history: what changed, when, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at: Timestamp,
-    pub status: TaskStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+// A task's status and history are domain types (the API shows them too).
+pub use ganglion_core::task::{HistoryEntry, TaskStatus};
 
 #[derive(Clone, Debug)]
 pub struct NewTask {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ganglion_api as api;
 use ganglion_core::{Capabilities, InviteCode, NodeName, Secret};
-use ganglion_hub::api;
 use ganglion_node::state::JoinedNode;
 use ganglion_node::{NodeRuntime, RuntimeOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+use ganglion_api::{self as api, TaskEventLine, TaskStatus};
 use ganglion_core::NodeName;
-use ganglion_hub::api::{self, TaskEventLine};
 use ganglion_node::state::StateDir;
 use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ use crate::cli::{BenchTasksArgs, HubLocator};
 use crate::client::ApiClient;
 
 /// Runs `argv` on `node` through the API; the task's final status.
-async fn run_task(api: &ApiClient, node: &str) -> anyhow::Result<String> {
+async fn run_task(api: &ApiClient, node: &str) -> anyhow::Result<TaskStatus> {
     let body = api::RunTask {
         node: node.to_owned(),
         argv: vec!["true".into()],
@@ -130,7 +130,11 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let status = run_task(&api, "bench-0").await?;
         rtt.push(t.elapsed());
-        anyhow::ensure!(status == "succeeded", "task ended {status}");
+        anyhow::ensure!(
+            status == TaskStatus::Succeeded,
+            "task ended {}",
+            status.as_str()
+        );
     }
     local.sort();
     rtt.sort();
@@ -170,12 +174,20 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
             });
             while let Some(r) = set.try_join_next() {
                 let status = r.context("task")??;
-                anyhow::ensure!(status == "succeeded", "task ended {status}");
+                anyhow::ensure!(
+                    status == TaskStatus::Succeeded,
+                    "task ended {}",
+                    status.as_str()
+                );
             }
         }
         while let Some(r) = set.join_next().await {
             let status = r.context("task")??;
-            anyhow::ensure!(status == "succeeded", "task ended {status}");
+            anyhow::ensure!(
+                status == TaskStatus::Succeeded,
+                "task ended {}",
+                status.as_str()
+            );
         }
         let secs = started.elapsed().as_secs_f64();
         out(format!(

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ganglion_hub::api;
+use ganglion_api as api;
 
 use super::{out, print_json};
 use crate::cli::InviteCommand;
@@ -20,7 +20,7 @@ pub async fn run(cmd: InviteCommand) -> anyhow::Result<ExitCode> {
             let body = api::CreateInvite {
                 name,
                 ttl,
-                policy: policy.map(|p| p.as_str().to_owned()),
+                policy: policy.map(Into::into),
             };
             let created: api::InviteCreated = ApiClient::locate(&hub)?
                 .post("/api/v1/invites", &body)
@@ -48,7 +48,10 @@ pub async fn run(cmd: InviteCommand) -> anyhow::Result<ExitCode> {
                     let name = i.name.unwrap_or_else(|| "-".into());
                     out(format!(
                         "{:<22} {:<9} {:<16} {:<24}",
-                        i.id, i.state, name, i.expires_at
+                        i.id,
+                        i.state.as_str(),
+                        name,
+                        i.expires_at
                     ));
                 }
             }

@@ -1,11 +1,13 @@
-//! `ganglion mirror ls|cat|status|wait|verify`
+//! `ganglion mirror ls|cat|status|wait|verify|immutable`
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ganglion_hub::http::mirrors::{MirrorFile, VerifyReport, WaitReport};
-use ganglion_hub::mirror::MirrorStatus;
+use ganglion_api::{
+    FileKind, ImmutableChange, MirrorFile, MirrorStatus, PathQuery, VerifyReport, WaitQuery,
+    WaitReport,
+};
 use serde::Serialize;
 
 use super::invite::encode;
@@ -20,7 +22,7 @@ struct FileOut<'a> {
     size: u64,
     hash: Option<&'a str>,
     mtime: &'a str,
-    kind: &'a str,
+    kind: FileKind,
 }
 
 pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
@@ -30,54 +32,9 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             path,
             json,
             hub,
-        } => {
-            let q: Vec<(&str, &str)> = path.as_deref().map(|p| ("path", p)).into_iter().collect();
-            let files: Vec<MirrorFile> = ApiClient::locate(&hub)?
-                .get_query(&format!("/api/v1/mirrors/{}/files", encode(&node)), &q)
-                .await?;
-            if json {
-                let v: Vec<FileOut<'_>> = files
-                    .iter()
-                    .map(|f| FileOut {
-                        path: &f.path,
-                        size: f.size,
-                        hash: f.hash.as_deref(),
-                        mtime: &f.mtime,
-                        kind: &f.kind,
-                    })
-                    .collect();
-                print_json(&v)?;
-            } else {
-                for f in &files {
-                    let extra = f
-                        .target
-                        .as_deref()
-                        .map(|t| format!(" -> {t}"))
-                        .unwrap_or_default();
-                    out(format!(
-                        "{:<7} {:>12} {} {}{extra}",
-                        f.kind, f.size, f.mtime, f.path
-                    ));
-                }
-            }
-        }
+        } => ls(&ApiClient::locate(&hub)?, &node, path, json).await?,
         MirrorCommand::Cat { node, path, hub } => {
-            // Streamed: a large file never sits whole in memory here either.
-            let mut resp = ApiClient::locate(&hub)?
-                .get_stream(
-                    &format!("/api/v1/mirrors/{}/file", encode(&node)),
-                    &[("path", &path)],
-                )
-                .await?;
-            let mut stdout = std::io::stdout().lock();
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .context("reading the file from the hub")?
-            {
-                stdout.write_all(&chunk)?;
-            }
-            stdout.flush()?;
+            cat(&ApiClient::locate(&hub)?, &node, path).await?
         }
         MirrorCommand::Status { node, json, hub } => {
             let s: MirrorStatus = ApiClient::locate(&hub)?
@@ -91,59 +48,8 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             timeout,
             json,
             hub,
-        } => {
-            let client = ApiClient::locate(&hub)?;
-            let path = format!("/api/v1/mirrors/{}/wait", encode(&node));
-            let files = files.map(|f| f.to_string());
-            let total = ganglion_hub::limits::MIRROR_WAIT_TOTAL.check_secs(timeout)?;
-            let deadline = std::time::Instant::now() + total;
-            // The hub holds a request up to a minute: ask again until done.
-            let report = loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let left_ms = left.as_millis().min(60_000).to_string();
-                let mut query = vec![("timeout_ms", left_ms.as_str())];
-                if let Some(f) = &files {
-                    query.push(("files", f.as_str()));
-                }
-                let r: WaitReport = client.get_query(&path, &query).await?;
-                if r.synced || left.is_zero() {
-                    break r;
-                }
-            };
-            print_status(&report.status, json)?;
-            if !report.synced {
-                let why = if report.online {
-                    "not in sync"
-                } else {
-                    "the node is offline"
-                };
-                return Err(Failure::error(
-                    1,
-                    format!("{node}: {why} after {timeout} s"),
-                ));
-            }
-        }
-        MirrorCommand::Verify { node, hub } => {
-            let path = format!("/api/v1/mirrors/{}/verify", encode(&node));
-            let r: VerifyReport = ApiClient::locate(&hub)?
-                .post(&path, &serde_json::json!({}))
-                .await?;
-            for m in &r.mismatches {
-                out(format!(
-                    "MISMATCH {}: index {} but found {}",
-                    m.path, m.expected, m.found
-                ));
-            }
-            if !r.mismatches.is_empty() {
-                let msg = format!(
-                    "{} of {} mirrored paths do not match the index",
-                    r.mismatches.len(),
-                    r.checked
-                );
-                return Err(Failure::error(1, msg));
-            }
-            out(format!("ok: {} paths match the index", r.checked));
-        }
+        } => wait(&ApiClient::locate(&hub)?, &node, files, timeout, json).await?,
+        MirrorCommand::Verify { node, hub } => verify(&ApiClient::locate(&hub)?, &node).await?,
         MirrorCommand::Put(_) => return not_yet("mirror put"),
         MirrorCommand::Immutable {
             node,
@@ -151,33 +57,157 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             pattern,
             json,
             hub,
-        } => {
-            let path = format!("/api/v1/mirrors/{}/immutable", encode(&node));
-            let client = ApiClient::locate(&hub)?;
-            let patterns: Vec<String> = match (action, pattern) {
-                (ImmutableAction::Ls, _) => client.get(&path).await?,
-                (ImmutableAction::Add, Some(p)) => {
-                    client
-                        .post(&path, &serde_json::json!({ "pattern": p }))
-                        .await?
-                }
-                (ImmutableAction::Rm, Some(p)) => {
-                    client
-                        .delete_json(&path, &serde_json::json!({ "pattern": p }))
-                        .await?
-                }
-                (_, None) => return Err(Failure::error(2, "add and rm take a PATTERN")),
-            };
-            if json {
-                print_json(&patterns)?;
-            } else {
-                for p in patterns {
-                    out(p);
-                }
-            }
-        }
+        } => immutable(&ApiClient::locate(&hub)?, &node, action, pattern, json).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn ls(
+    client: &ApiClient,
+    node: &str,
+    path: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let q = PathQuery { path };
+    let files: Vec<MirrorFile> = client
+        .get_query(&format!("/api/v1/mirrors/{}/files", encode(node)), &q)
+        .await?;
+    if json {
+        let v: Vec<FileOut<'_>> = files
+            .iter()
+            .map(|f| FileOut {
+                path: &f.path,
+                size: f.size,
+                hash: f.hash.as_deref(),
+                mtime: &f.mtime,
+                kind: f.kind,
+            })
+            .collect();
+        return print_json(&v);
+    }
+    for f in &files {
+        let extra = f
+            .target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        out(format!(
+            "{:<7} {:>12} {} {}{extra}",
+            f.kind.as_str(),
+            f.size,
+            f.mtime,
+            f.path
+        ));
+    }
+    Ok(())
+}
+
+/// Streamed: a large file never sits whole in memory here either.
+async fn cat(client: &ApiClient, node: &str, path: String) -> anyhow::Result<()> {
+    let mut resp = client
+        .get_stream(
+            &format!("/api/v1/mirrors/{}/file", encode(node)),
+            &PathQuery { path: Some(path) },
+        )
+        .await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .context("reading the file from the hub")?
+    {
+        stdout.write_all(&chunk)?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Asks the hub until the mirror is in sync or `timeout` seconds passed.
+async fn wait(
+    client: &ApiClient,
+    node: &str,
+    files: Option<u64>,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/mirrors/{}/wait", encode(node));
+    let total = ganglion_hub::limits::MIRROR_WAIT_TOTAL.check_secs(timeout)?;
+    let deadline = std::time::Instant::now() + total;
+    // The hub holds a request up to a minute: ask again until done.
+    let report = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let query = WaitQuery {
+            files,
+            timeout_ms: Some(left.as_millis().min(60_000) as u64),
+        };
+        let r: WaitReport = client.get_query(&path, &query).await?;
+        if r.synced || left.is_zero() {
+            break r;
+        }
+    };
+    print_status(&report.status, json)?;
+    if !report.synced {
+        let why = if report.online {
+            "not in sync"
+        } else {
+            "the node is offline"
+        };
+        return Err(Failure::error(
+            1,
+            format!("{node}: {why} after {timeout} s"),
+        ));
+    }
+    Ok(())
+}
+
+async fn verify(client: &ApiClient, node: &str) -> anyhow::Result<()> {
+    let path = format!("/api/v1/mirrors/{}/verify", encode(node));
+    let r: VerifyReport = client.post(&path, &serde_json::json!({})).await?;
+    for m in &r.mismatches {
+        out(format!(
+            "MISMATCH {}: index {} but found {}",
+            m.path, m.expected, m.found
+        ));
+    }
+    if !r.mismatches.is_empty() {
+        let msg = format!(
+            "{} of {} mirrored paths do not match the index",
+            r.mismatches.len(),
+            r.checked
+        );
+        return Err(Failure::error(1, msg));
+    }
+    out(format!("ok: {} paths match the index", r.checked));
+    Ok(())
+}
+
+async fn immutable(
+    client: &ApiClient,
+    node: &str,
+    action: ImmutableAction,
+    pattern: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/mirrors/{}/immutable", encode(node));
+    let patterns: Vec<String> = match (action, pattern) {
+        (ImmutableAction::Ls, _) => client.get(&path).await?,
+        (ImmutableAction::Add, Some(pattern)) => {
+            client.post(&path, &ImmutableChange { pattern }).await?
+        }
+        (ImmutableAction::Rm, Some(pattern)) => {
+            client
+                .delete_json(&path, &ImmutableChange { pattern })
+                .await?
+        }
+        (_, None) => return Err(Failure::error(2, "add and rm take a PATTERN")),
+    };
+    if json {
+        return print_json(&patterns);
+    }
+    for p in patterns {
+        out(p);
+    }
+    Ok(())
 }
 
 /// `mirror status` and `mirror wait` output: the contract's JSON, or lines.

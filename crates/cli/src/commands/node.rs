@@ -9,36 +9,37 @@ use ganglion_node::state::StateDir;
 use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 
 use crate::cli::NodeCommand;
-
-const DEFAULT_STATE_DIR: &str = "./ganglion-node";
+use crate::config::{self, NodeConfig};
 
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        NodeCommand::Join(a) => {
-            let name = a
-                .name
-                .as_deref()
-                .map(NodeName::parse)
-                .transpose()
-                .context("--name")?;
-            let workspace = workspace_dir(&a.workspace)?;
-            let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
-            let caps = capabilities::probe();
-            let grace = report_grace(a.report_grace.as_deref())?;
-            join::join(&a.invite, name, workspace, &state_dir, caps).await?;
-            start(&state_dir, grace).await
-        }
-        NodeCommand::Start(a) => {
-            let state_dir = StateDir::new(a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
-            start(&state_dir, report_grace(a.report_grace.as_deref())?).await
-        }
+    let flags = match &cmd {
+        NodeCommand::Join(a) => &a.node,
+        NodeCommand::Start(a) => &a.node,
+    };
+    let config = config::node_config(flags)?;
+    if flags.print_config {
+        super::out(config::node::print(&config).trim_end());
+        return Ok(ExitCode::SUCCESS);
     }
-}
-
-fn report_grace(flag: Option<&str>) -> anyhow::Result<Option<std::time::Duration>> {
-    flag.map(ganglion_core::time::parse_duration)
-        .transpose()
-        .context("--report-grace")
+    if let NodeCommand::Join(a) = cmd {
+        let name = a
+            .name
+            .as_deref()
+            .map(NodeName::parse)
+            .transpose()
+            .context("--name")?;
+        let workspace = workspace_dir(&a.workspace)?;
+        let state_dir = StateDir::new(&config.state_dir);
+        join::join(
+            &a.invite,
+            name,
+            workspace,
+            &state_dir,
+            capabilities::probe(),
+        )
+        .await?;
+    }
+    start(&config).await
 }
 
 /// The workspace as an absolute path; it must exist and be a directory.
@@ -52,10 +53,8 @@ pub fn workspace_dir(path: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a joined node until SIGTERM/SIGINT.
-pub async fn start(
-    state_dir: &StateDir,
-    report_grace: Option<std::time::Duration>,
-) -> anyhow::Result<ExitCode> {
+pub async fn start(config: &NodeConfig) -> anyhow::Result<ExitCode> {
+    let state_dir = StateDir::new(&config.state_dir);
     let (state, credential) = state_dir.load()?;
     let cancel = crate::signal::shutdown_token()?;
     let mut opts = RuntimeOptions::new(state.clone(), credential, capabilities::probe());
@@ -70,11 +69,11 @@ pub async fn start(
         exclude: Vec::new(),
         progress: crate::progress::for_terminal(),
     });
-    if let Some(g) = report_grace {
-        opts.report_grace = g;
-    }
-    let agent = NodeRuntime::new(opts)?;
-    agent.run(cancel).await?;
+    opts.report_grace = config.report_grace;
+    opts.backoff_base = config.reconnect_delay;
+    opts.backoff_cap = config.reconnect_delay_max;
+    let runtime = NodeRuntime::new(opts)?;
+    runtime.run(cancel).await?;
     Ok(ExitCode::SUCCESS)
 }
 

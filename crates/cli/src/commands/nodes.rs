@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use ganglion_hub::api;
+use ganglion_api::nodes::capabilities_or_empty;
+use ganglion_api::{self as api, NodeStatus, PolicyMode};
+use ganglion_core::Capabilities;
 use serde::Serialize;
 
 use super::invite::encode;
@@ -15,14 +17,20 @@ use crate::client::ApiClient;
 struct NodeOut<'a> {
     name: &'a str,
     id: &'a str,
-    status: &'a str,
-    policy: &'a str,
+    status: NodeStatus,
+    policy: PolicyMode,
     last_heartbeat: Option<&'a str>,
-    capabilities: &'a serde_json::Value,
+    #[serde(serialize_with = "capabilities")]
+    capabilities: &'a Option<Capabilities>,
     allow: &'a [String],
     network: bool,
     revoked: bool,
     duplicate: Option<&'a api::NodeDuplicate>,
+}
+
+/// `{}` when the node has not reported any, as the API shows them.
+fn capabilities<S: serde::Serializer>(c: &&Option<Capabilities>, s: S) -> Result<S::Ok, S::Error> {
+    capabilities_or_empty::serialize(c, s)
 }
 
 impl<'a> From<&'a api::Node> for NodeOut<'a> {
@@ -30,8 +38,8 @@ impl<'a> From<&'a api::Node> for NodeOut<'a> {
         NodeOut {
             name: &n.name,
             id: &n.id,
-            status: &n.status,
-            policy: &n.policy,
+            status: n.status,
+            policy: n.policy,
             last_heartbeat: n.last_heartbeat.as_deref(),
             capabilities: &n.capabilities,
             allow: &n.policy_detail.allow,
@@ -55,22 +63,17 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
                 ));
                 for n in &nodes {
                     let hb = n.last_heartbeat.as_deref().unwrap_or("never");
-                    let prot = n
-                        .capabilities
-                        .get("protections")
-                        .and_then(|p| p.as_array())
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str())
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        });
-                    let status = if n.revoked { "revoked" } else { &n.status };
+                    let prot = n.capabilities.as_ref().map(|c| c.protections.join(","));
+                    let status = if n.revoked {
+                        "revoked"
+                    } else {
+                        n.status.as_str()
+                    };
                     out(format!(
                         "{:<20} {:<8} {:<10} {:<25} {}",
                         n.name,
                         status,
-                        n.policy,
+                        n.policy.as_str(),
                         hb,
                         prot.unwrap_or_default()
                     ));
@@ -97,7 +100,7 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             hub,
         } => {
             let body = api::SetPolicy {
-                mode: mode.as_str().into(),
+                mode: mode.into(),
                 allow,
                 network,
                 allow_shell,
@@ -105,7 +108,7 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             };
             let path = format!("/api/v1/nodes/{}/policy", encode(&node));
             let n: api::Node = ApiClient::locate(&hub)?.put(&path, &body).await?;
-            let live = if n.status == "online" {
+            let live = if n.status == NodeStatus::Online {
                 " (applied live)"
             } else {
                 " (applies when it connects)"
@@ -115,7 +118,11 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             } else {
                 String::new()
             };
-            out(format!("node {} is now {}{extra}{live}", n.name, n.policy));
+            out(format!(
+                "node {} is now {}{extra}{live}",
+                n.name,
+                n.policy.as_str()
+            ));
         }
         NodesCommand::Revoke { node, hub } => {
             let path = format!("/api/v1/nodes/{}/revoke", encode(&node));

@@ -7,21 +7,14 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
-use ganglion_hub::api::{self, TaskEventLine};
+use ganglion_api::{self as api, OutputStream, TaskEventLine, TaskStatus};
+use ganglion_core::limit::{MAX_COMMAND_BYTES, command_bytes};
 
 use super::Failure;
 use crate::cli::RunArgs;
 use crate::client::ApiClient;
 
-/// Refused here before anything is sent: the hub refuses more anyway.
-const MAX_COMMAND_BYTES: usize = 1 << 20;
-
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let size: usize = a.argv.iter().map(|s| s.len() + 1).sum::<usize>()
-        + a.env.iter().map(|e| e.len() + 1).sum::<usize>();
-    if size > MAX_COMMAND_BYTES {
-        bail!("the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted");
-    }
     let env = a
         .env
         .iter()
@@ -31,6 +24,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 .context("--env takes NAME=VALUE")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Refused here before anything is sent: the hub refuses more anyway.
+    let size = command_bytes(
+        a.argv.iter().map(String::as_str),
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if size > MAX_COMMAND_BYTES {
+        bail!("the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted");
+    }
     let body = api::RunTask {
         node: a.node.clone(),
         argv: a.argv,
@@ -77,28 +78,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     data_b64,
                     skipped,
                     ..
-                } => {
-                    if skipped > 0 {
-                        let id = task_id.as_deref().unwrap_or("?");
-                        tracing::warn!(
-                            task = %id,
-                            skipped,
-                            "output was read slower than the task wrote it: {skipped} chunks were skipped here; `ganglion tasks show {id}` prints the stored output"
-                        );
-                    }
-                    let data = STANDARD
-                        .decode(data_b64)
-                        .context("malformed output from the hub")?;
-                    if stream == "stderr" {
-                        let mut e = std::io::stderr().lock();
-                        e.write_all(&data)?;
-                        e.flush()?;
-                    } else {
-                        let mut o = std::io::stdout().lock();
-                        o.write_all(&data)?;
-                        o.flush()?;
-                    }
-                }
+                } => write_output(task_id.as_deref(), stream, &data_b64, skipped)?,
                 TaskEventLine::Finished { task } => return finished(&task),
             }
         }
@@ -107,19 +87,47 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     bail!("lost contact with the hub before task {id} finished; see `ganglion tasks show {id}`")
 }
 
-/// The remote exit code as ours; the reason on stderr when it did not succeed.
+/// One output chunk to our stdout or stderr; a warning first when this
+/// watcher missed chunks (the hub keeps them: `tasks show` prints them).
+fn write_output(
+    task_id: Option<&str>,
+    stream: OutputStream,
+    data_b64: &str,
+    skipped: u64,
+) -> anyhow::Result<()> {
+    if skipped > 0 {
+        let id = task_id.unwrap_or("?");
+        tracing::warn!(
+            task = %id,
+            skipped,
+            "output was read slower than the task wrote it: {skipped} chunks were skipped here; `ganglion tasks show {id}` prints the stored output"
+        );
+    }
+    let data = STANDARD
+        .decode(data_b64)
+        .context("malformed output from the hub")?;
+    if stream == OutputStream::Stderr {
+        let mut e = std::io::stderr().lock();
+        e.write_all(&data)?;
+        e.flush()?;
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(&data)?;
+        o.flush()?;
+    }
+    Ok(())
+}
+
+/// The remote exit code as ours ([`api::run_exit_code`]); the reason on
+/// stderr when it did not succeed.
 fn finished(task: &api::Task) -> anyhow::Result<ExitCode> {
-    if task.status == "succeeded" {
+    if task.status == TaskStatus::Succeeded {
         return Ok(ExitCode::SUCCESS);
     }
     if task.output_truncated {
         tracing::warn!(task = %task.id, "output was truncated at the output cap");
     }
-    let code = match (task.status.as_str(), task.exit_code) {
-        ("cancelled", _) => 130,
-        (_, Some(c)) => c.clamp(1, 255) as u8,
-        _ => 1,
-    };
+    let code = api::run_exit_code(task.status, task.exit_code);
     match &task.error {
         Some(reason) => Err(Failure::error(code, reason.clone())),
         // A plain non-zero exit: the program already said what it had to.

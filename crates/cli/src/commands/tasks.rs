@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ganglion_hub::api;
+use ganglion_api::{self as api, TaskStatus};
 use serde::Serialize;
 
 use super::invite::encode;
@@ -19,7 +19,7 @@ struct TaskOut<'a> {
     id: &'a str,
     node: &'a str,
     argv: &'a [String],
-    status: &'a str,
+    status: TaskStatus,
     exit_code: Option<i32>,
     error: Option<&'a str>,
     created_at: &'a str,
@@ -32,7 +32,7 @@ impl<'a> From<&'a api::Task> for TaskOut<'a> {
             id: &t.id,
             node: &t.node,
             argv: &t.argv,
-            status: &t.status,
+            status: t.status,
             exit_code: t.exit_code,
             error: t.error.as_deref(),
             created_at: &t.created_at,
@@ -74,7 +74,7 @@ pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
                         "{:<21} {:<12} {:<10} {:<5} {:<25} {}",
                         t.id,
                         t.node,
-                        t.status,
+                        t.status.as_str(),
                         code,
                         t.created_at,
                         t.argv.join(" ")
@@ -97,7 +97,7 @@ pub async fn run(cmd: TasksCommand) -> anyhow::Result<ExitCode> {
             let t: api::Task = ApiClient::locate(&hub)?
                 .post(&path, &serde_json::json!({}))
                 .await?;
-            out(format!("task {} is {}", t.id, t.status));
+            out(format!("task {} is {}", t.id, t.status.as_str()));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -109,7 +109,7 @@ fn show(t: &api::Task) -> anyhow::Result<()> {
     out(format!("command:  {}", t.argv.join(" ")));
     out(format!(
         "status:   {}{}",
-        t.status,
+        t.status.as_str(),
         t.exit_code
             .map(|c| format!(" (exit code {c})"))
             .unwrap_or_default()

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
+use ganglion_api as api;
 use ganglion_core::{NodeName, Policy, PolicyMode};
-use ganglion_store::InviteRecord;
+use ganglion_store::{InviteRecord, NodeState};
 
 use super::body::JsonBody;
 use crate::Error;
-use crate::api;
 use crate::hub::HubCore;
 use crate::limits;
 use crate::nodes::NodeView;
@@ -47,14 +47,6 @@ pub async fn workers(State(core): Core) -> Json<Vec<api::WorkerStatus>> {
     Json(core.supervisor.statuses())
 }
 
-fn parse_mode(s: &str) -> Result<PolicyMode, Error> {
-    PolicyMode::parse(s).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "policy must be \"strict\" or \"permissive\", not {s:?}"
-        ))
-    })
-}
-
 pub async fn create_invite(
     State(core): Core,
     JsonBody(req): JsonBody<api::CreateInvite>,
@@ -70,7 +62,7 @@ pub async fn create_invite(
         .as_deref()
         .map(|t| limits::INVITE_TTL.parse(t))
         .transpose()?;
-    let policy = match req.policy.as_deref().map(parse_mode).transpose()? {
+    let policy = match req.policy {
         Some(PolicyMode::Permissive) => Some(Policy::permissive()),
         Some(PolicyMode::Strict) | None => None,
     };
@@ -86,8 +78,8 @@ fn invite_json(r: &InviteRecord, now: ganglion_core::Timestamp) -> api::Invite {
     api::Invite {
         id: r.id.to_string(),
         name: r.name_scope.as_ref().map(|n| n.to_string()),
-        policy: r.policy.as_ref().map(|p| p.mode.as_str().to_owned()),
-        state: r.state(now).into(),
+        policy: r.policy.as_ref().map(|p| p.mode),
+        state: r.state(now),
         created_at: r.created_at.to_rfc3339(),
         expires_at: r.expires_at.to_rfc3339(),
         used_at: r.used_at.map(|t| t.to_rfc3339()),
@@ -119,10 +111,13 @@ pub fn node_json(v: &NodeView) -> api::Node {
     api::Node {
         name: v.record.name.to_string(),
         id: v.record.id.to_string(),
-        status: v.state().as_str().into(),
-        policy: v.record.policy.mode.as_str().into(),
+        status: match v.state() {
+            NodeState::Online => api::NodeStatus::Online,
+            NodeState::Offline => api::NodeStatus::Offline,
+        },
+        policy: v.record.policy.mode,
         last_heartbeat: v.last_heartbeat.map(|t| t.to_rfc3339()),
-        capabilities: api::Node::capabilities_json(v.record.capabilities.as_ref()),
+        capabilities: v.record.capabilities.clone(),
         policy_detail: v.record.policy.clone(),
         revoked: v.record.revoked_at.is_some(),
         duplicate: v.duplicate.as_ref().map(|d| api::NodeDuplicate {
@@ -152,7 +147,7 @@ pub async fn set_policy(
     Path(name): Path<String>,
     JsonBody(req): JsonBody<api::SetPolicy>,
 ) -> Result<Json<api::Node>, Error> {
-    let mode = parse_mode(&req.mode)?;
+    let mode = req.mode;
     let strict_only =
         !req.allow.is_empty() || req.network || req.allow_shell || req.allow_weak_sandbox;
     if mode == PolicyMode::Permissive && strict_only {

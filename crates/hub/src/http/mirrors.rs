@@ -7,47 +7,19 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use ganglion_api::{
+    FileKind, ImmutableChange, MirrorFile, MirrorStatus, PathQuery, VerifyMismatch, VerifyReport,
+    WaitQuery, WaitReport,
+};
 use ganglion_core::RelPath;
 use ganglion_mirror::EntryKind;
-use serde::{Deserialize, Serialize};
 use tokio_util::io::ReaderStream;
 
 use super::body::JsonBody;
 use crate::Error;
 use crate::hub::HubCore;
-use crate::mirror::MirrorStatus;
 
 type Core = State<Arc<HubCore>>;
-
-#[derive(Debug, Deserialize)]
-pub struct PathQuery {
-    path: Option<String>,
-}
-
-/// One mirrored path, as `mirror ls --json` prints it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MirrorFile {
-    pub path: String,
-    pub kind: String,
-    pub size: u64,
-    pub hash: Option<String>,
-    pub mtime: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VerifyReport {
-    pub checked: usize,
-    pub mismatches: Vec<VerifyMismatch>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct VerifyMismatch {
-    pub path: String,
-    pub expected: String,
-    pub found: String,
-}
 
 async fn node(core: &HubCore, name: &str) -> Result<ganglion_store::NodeRecord, Error> {
     Ok(core.nodes.get(name).await?.record)
@@ -58,6 +30,14 @@ fn rel(path: Option<&str>) -> Result<Option<RelPath>, Error> {
         None => Ok(None),
         Some(p) => RelPath::parse_lenient(p)
             .map_err(|e| Error::InvalidArgument(format!("path {p:?}: {e}"))),
+    }
+}
+
+fn file_kind(k: EntryKind) -> FileKind {
+    match k {
+        EntryKind::File => FileKind::File,
+        EntryKind::Dir => FileKind::Dir,
+        EntryKind::Symlink => FileKind::Symlink,
     }
 }
 
@@ -84,7 +64,7 @@ pub async fn list(
             .filter(|e| prefix.as_ref().is_none_or(|p| e.path.starts_with(p)))
             .map(|e| MirrorFile {
                 path: e.path.to_string(),
-                kind: e.kind.as_str().into(),
+                kind: file_kind(e.kind),
                 size: e.size,
                 hash: e.hash.map(|h| h.to_string()),
                 mtime: mtime(e.mtime_ns),
@@ -139,23 +119,6 @@ pub async fn status(
 /// How often a waiting request looks at the mirror (inside the hub: a
 /// message to its driver, no process or request per look).
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-
-#[derive(Debug, Deserialize)]
-pub struct WaitQuery {
-    /// Also wait for the mirror to hold exactly this many files.
-    files: Option<u64>,
-    /// How long to wait, at most [`crate::limits::MIRROR_WAIT`]; 0 looks once.
-    timeout_ms: Option<u64>,
-}
-
-/// The answer to a wait: whether the mirror got in sync in time, and its
-/// status at that moment.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WaitReport {
-    pub synced: bool,
-    pub online: bool,
-    pub status: MirrorStatus,
-}
 
 /// Waits until the node is online and its mirror is in sync: nothing
 /// pending, nothing in flight (and `files` files, if asked).
@@ -215,12 +178,6 @@ pub async fn verify(
             })
             .collect(),
     }))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImmutableChange {
-    pub pattern: String,
 }
 
 pub async fn immutable_ls(

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
+use ganglion_api as api;
 use ganglion_core::RelPath;
 use ganglion_store::{TaskRecord, TaskStatus};
 use serde::Deserialize;
@@ -21,10 +22,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::body::JsonBody;
 use crate::Error;
-use crate::api;
 use crate::hub::HubCore;
 use crate::limits;
-use crate::tasks::{OutputStream, TaskEvent, TaskRequest};
+use crate::tasks::{TaskEvent, TaskRequest};
 
 type Core = State<Arc<HubCore>>;
 
@@ -36,7 +36,7 @@ pub fn task_json(t: &TaskRecord, with_output: bool) -> api::Task {
         id: t.id.to_string(),
         node: t.node_name.to_string(),
         argv: t.argv.clone(),
-        status: t.status.as_str().into(),
+        status: t.status,
         exit_code: t.exit_code,
         error: t.error.clone(),
         created_at: t.created_at.to_rfc3339(),
@@ -68,10 +68,7 @@ fn event_line(e: TaskEvent, skipped: u64) -> api::TaskEventLine {
         TaskEvent::Started { pid } => api::TaskEventLine::Started { pid },
         TaskEvent::Output { seq, stream, data } => api::TaskEventLine::Output {
             seq,
-            stream: match stream {
-                OutputStream::Stdout => "stdout".into(),
-                OutputStream::Stderr => "stderr".into(),
-            },
+            stream,
             data_b64: STANDARD.encode(data),
             skipped,
         },

@@ -69,22 +69,8 @@ pub enum DriverEvent {
     },
 }
 
-/// `mirror status`, as CONTRACT.md lists it (plus refused changes).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct MirrorStatus {
-    pub files: u64,
-    pub bytes: u64,
-    pub pending: u64,
-    pub in_flight: u64,
-    pub last_sync: Option<String>,
-    /// Node-side changes under immutable paths that were not applied.
-    pub refused: u64,
-    pub applied_seq: u64,
-    /// Changes the node observed but cannot record in its index (a full
-    /// disk, say), so has not sent yet; included in `pending`.
-    #[serde(default)]
-    pub unrecorded: u64,
-}
+/// `mirror status`: its JSON shape is the API's.
+pub use ganglion_api::MirrorStatus;
 
 enum State {
     /// The entries are not in memory: answers come from the summary. They

@@ -35,8 +35,6 @@ use crate::registry::Registry;
 
 use live::LiveTask;
 
-/// Largest argv + env accepted, in bytes (the node refuses more, too).
-pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 /// Output a task may produce before the node drops the rest.
 pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
 /// Output kept in the journal per task.

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
+use ganglion_core::limit::{MAX_COMMAND_BYTES, command_bytes};
 use ganglion_core::{Dispatch, NodeName, TaskId};
 use ganglion_store::{NewTask, TaskRecord, TaskStatus};
 use tokio::sync::broadcast;
 
 use super::live::LiveTask;
 use super::{
-    DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, MAX_COMMAND_BYTES, TaskEvent, TaskRequest, Tasks,
-    WATCH_BUFFER_EVENTS,
+    DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT, TaskEvent, TaskRequest, Tasks, WATCH_BUFFER_EVENTS,
 };
 use crate::registry::{Connection, ToNode};
 use crate::{Error, limits};
@@ -30,12 +30,10 @@ fn validate(spec: &TaskRequest) -> Result<(), Error> {
     if !env_ok {
         return bad("an environment variable has an empty name, '=' in its name, or a NUL byte");
     }
-    let size: usize = spec.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + spec
-            .env
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum::<usize>();
+    let size = command_bytes(
+        spec.argv.iter().map(String::as_str),
+        spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     if size > MAX_COMMAND_BYTES {
         return Err(Error::InvalidArgument(format!(
             "the command line is {size} bytes; at most {MAX_COMMAND_BYTES} are accepted"

@@ -78,7 +78,7 @@ pub async fn refusals_write_nothing(store: &dyn Store) {
         .find(|i| i.used_at.is_none() && i.revoked_at.is_none())
         .unwrap();
     assert_eq!(
-        inv.state(T0),
+        inv.state(T0).as_str(),
         "pending",
         "a refused redemption leaves the invite unused"
     );

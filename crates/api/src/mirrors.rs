@@ -1,0 +1,212 @@
+//! Mirrors: `GET /api/v1/mirrors/{node}/files|file|status|wait`,
+//! `POST …/verify`, `GET|POST|DELETE …/immutable`.
+
+use serde::{Deserialize, Serialize};
+
+/// `?path=`: a path in the mirror (`files` lists under it, `file` reads it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PathQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// What a mirrored path is. Symlinks are mirrored as links, never followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+        }
+    }
+}
+
+/// One mirrored path, as `mirror ls --json` prints it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MirrorFile {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// `algo:hex`, e.g. `blake3:…`; none for directories and symlinks.
+    pub hash: Option<String>,
+    pub mtime: String,
+    /// A symlink's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// `mirror status`, as CONTRACT.md lists it (plus refused changes).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub files: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub last_sync: Option<String>,
+    /// Node-side changes under immutable paths that were not applied.
+    pub refused: u64,
+    pub applied_seq: u64,
+    /// Changes the node observed but cannot record in its index (a full
+    /// disk, say), so has not sent yet; included in `pending`.
+    #[serde(default)]
+    pub unrecorded: u64,
+}
+
+/// `GET …/wait` parameters.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WaitQuery {
+    /// Also wait for the mirror to hold exactly this many files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// How long to wait, in milliseconds, at most the hub's bound (a
+    /// minute); 0 looks once. Default 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer to a wait: whether the mirror got in sync in time, and its
+/// status at that moment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WaitReport {
+    pub synced: bool,
+    pub online: bool,
+    pub status: MirrorStatus,
+}
+
+/// The answer to `POST …/verify`: every path whose content does not match
+/// the index.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub mismatches: Vec<VerifyMismatch>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyMismatch {
+    pub path: String,
+    pub expected: String,
+    pub found: String,
+}
+
+/// `POST` (add) or `DELETE` (remove) `…/immutable`; both answer the
+/// patterns as a JSON array of strings.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmutableChange {
+    pub pattern: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pin;
+
+    #[test]
+    fn mirror_files_as_contract_md_lists_them() {
+        pin(
+            &MirrorFile {
+                path: "src/main.rs".into(),
+                kind: FileKind::File,
+                size: 12,
+                hash: Some("blake3:00ff".into()),
+                mtime: "2026-01-01T00:00:00Z".into(),
+                target: None,
+            },
+            r#"{"path":"src/main.rs","kind":"file","size":12,"hash":"blake3:00ff","mtime":"2026-01-01T00:00:00Z"}"#,
+        );
+        pin(
+            &MirrorFile {
+                path: "link".into(),
+                kind: FileKind::Symlink,
+                size: 0,
+                hash: None,
+                mtime: "2026-01-01T00:00:00Z".into(),
+                target: Some("src".into()),
+            },
+            r#"{"path":"link","kind":"symlink","size":0,"hash":null,"mtime":"2026-01-01T00:00:00Z","target":"src"}"#,
+        );
+        assert_eq!(FileKind::Dir.as_str(), "dir");
+        assert_eq!(serde_json::to_string(&FileKind::Dir).unwrap(), r#""dir""#);
+    }
+
+    #[test]
+    fn status_and_wait_as_contract_md_shows_them() {
+        let status = MirrorStatus {
+            files: 3,
+            bytes: 100,
+            pending: 1,
+            in_flight: 0,
+            last_sync: Some("2026-01-01T00:00:00Z".into()),
+            refused: 0,
+            applied_seq: 9,
+            unrecorded: 0,
+        };
+        let json = r#"{"files":3,"bytes":100,"pending":1,"in_flight":0,"last_sync":"2026-01-01T00:00:00Z","refused":0,"applied_seq":9,"unrecorded":0}"#;
+        pin(&status, json);
+        pin(
+            &WaitReport {
+                synced: false,
+                online: true,
+                status,
+            },
+            &format!(r#"{{"synced":false,"online":true,"status":{json}}}"#),
+        );
+        let old: MirrorStatus = serde_json::from_str(
+            r#"{"files":0,"bytes":0,"pending":0,"in_flight":0,"last_sync":null,"refused":0,"applied_seq":0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.unrecorded, 0,
+            "a hub without `unrecorded` reads as none"
+        );
+    }
+
+    #[test]
+    fn queries_leave_out_what_is_not_asked() {
+        assert_eq!(serde_json::to_string(&PathQuery::default()).unwrap(), "{}");
+        pin(
+            &WaitQuery {
+                files: Some(2),
+                timeout_ms: Some(500),
+            },
+            r#"{"files":2,"timeout_ms":500}"#,
+        );
+        pin(
+            &WaitQuery {
+                files: None,
+                timeout_ms: Some(0),
+            },
+            r#"{"timeout_ms":0}"#,
+        );
+    }
+
+    #[test]
+    fn verify_and_immutable_shapes() {
+        pin(
+            &VerifyReport {
+                checked: 2,
+                mismatches: vec![VerifyMismatch {
+                    path: "a".into(),
+                    expected: "blake3:00".into(),
+                    found: "blake3:11".into(),
+                }],
+            },
+            r#"{"checked":2,"mismatches":[{"path":"a","expected":"blake3:00","found":"blake3:11"}]}"#,
+        );
+        pin(
+            &ImmutableChange {
+                pattern: "*.lock".into(),
+            },
+            r#"{"pattern":"*.lock"}"#,
+        );
+        assert!(serde_json::from_str::<ImmutableChange>(r#"{"pattern":"x","add":true}"#).is_err());
+    }
+}
