@@ -17,6 +17,7 @@ pub async fn run(args: HubArgs) -> anyhow::Result<ExitCode> {
     // A hub holds a descriptor per node and per connection: the usual soft
     // limit (1024) is far too low.
     ganglion_node::limits::raise_nofile();
+    crate::hub_without_huge_pages();
     let cancel = crate::signal::shutdown_token()?;
     let hub = Hub::build(options).await.context("starting the hub")?;
     hub.run(cancel).await.context("running the hub")?;
