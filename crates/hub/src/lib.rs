@@ -7,15 +7,20 @@
 //! - [`auth`]: node credentials, admin tokens, the per-address failure limiter.
 //! - [`limits`]: the bounds of every duration and size taken from input.
 //! - [`invites`]: creating, listing, revoking and redeeming invites.
+//! - [`nodes`]: operations on nodes: the merged view (stored record + live
+//!   connection), policy changes pushed live, revocation.
 //! - [`registry`]: the live control streams, one per connected node.
 //! - [`worker`]: the background worker trait and its supervisor.
 //! - [`monitor`]: the mesh monitor (heartbeat timeouts) and the status writer.
+//! - [`task_lease`]: fails tasks whose connected node never reports their end.
 //! - [`tasks`]: the live tasks (submission, node reports, watchers) and the journal's queries.
 //! - [`mirror`]: the node mirrors at the hub (one driver per node, the mirror index).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`grpc`]: the tonic service: thin handlers over the parts above.
 //! - [`http`]: the axum API (its JSON shapes are `ganglion_api`'s), `/metrics`,
 //!   `/healthz` and the dashboard.
+//! - `error`: the hub's errors and their one mapping to gRPC codes.
+//! - `test_support`: fixtures for the unit tests.
 //! - [`hub`]: builds all of the above and runs it with an ordered shutdown.
 
 pub mod accept;

@@ -14,7 +14,9 @@
 //!   uploads); the mirror subsystem's handler.
 //! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
-//! - [`error`]: the node's errors.
+//! - [`limits`]: process limits adjusted at start (open files; the hub's
+//!   binary uses it too).
+//! - `error`: the node's errors.
 
 pub mod backoff;
 pub mod capabilities;
