@@ -71,6 +71,27 @@ pub trait MirrorIndex: Send + Sync + 'static {
 /// every mirror's driver.
 pub type SharedIndex = Arc<dyn MirrorIndex>;
 
+/// The row a tombstone is stored as (marked deleted by the backend): its
+/// path, hash and sequence; every other field empty.
+pub fn tombstone_row(t: &Tombstone) -> Entry {
+    Entry {
+        path: t.path.clone(),
+        kind: crate::entry::EntryKind::File,
+        size: 0,
+        mtime_ns: 0,
+        mode: 0,
+        inode: 0,
+        dev: 0,
+        symlink_target: None,
+        hash: t.hash,
+        seq: t.seq,
+        version: crate::entry::Version {
+            origin: crate::entry::Replica::Node,
+            seq: t.seq,
+        },
+    }
+}
+
 /// One transaction's worth of changes to one mirror's index.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {

@@ -18,6 +18,7 @@
 //! - [`receive`]: the hub's confined writer: staging, hash-while-streaming,
 //!   group commit, deletes/moves/copies, `cat`, `verify`, staging sweep.
 //! - [`locks`]: the transfer lock registry (guards, idle timeout, gauges).
+//! - [`fixture`]: entries with every field set, for tests (here and in `store`).
 //! - [`sim`]: the seeded simulation of both engines with crashes.
 //! - [`workspace`]: the node's reads, from the workspace root and never
 //!   through a symlink.
@@ -40,6 +41,7 @@
 pub mod control;
 pub mod engine;
 pub mod entry;
+pub mod fixture;
 pub mod immutable;
 pub mod index;
 pub mod locks;

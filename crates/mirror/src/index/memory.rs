@@ -122,7 +122,8 @@ impl MirrorIndex for MemoryIndex {
             m.rows.retain(|path, _| path == p || !path.starts_with(p));
         }
         for t in &batch.tombstones {
-            m.rows.insert(t.path.clone(), (tombstone_entry(t), true));
+            m.rows
+                .insert(t.path.clone(), (super::tombstone_row(t), true));
         }
         for e in &batch.upserts {
             m.rows.insert(e.path.clone(), (e.clone(), false));
@@ -156,25 +157,5 @@ impl MirrorIndex for MemoryIndex {
     async fn drop_mirror(&self, mirror: &str) -> Result<(), Error> {
         self.lock().remove(mirror);
         Ok(())
-    }
-}
-
-/// A tombstone as a row, as the SQLite index stores it.
-fn tombstone_entry(t: &Tombstone) -> Entry {
-    Entry {
-        path: t.path.clone(),
-        kind: EntryKind::File,
-        size: 0,
-        mtime_ns: 0,
-        mode: 0,
-        inode: 0,
-        dev: 0,
-        symlink_target: None,
-        hash: t.hash,
-        seq: t.seq,
-        version: crate::entry::Version {
-            origin: crate::entry::Replica::Node,
-            seq: t.seq,
-        },
     }
 }

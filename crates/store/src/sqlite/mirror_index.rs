@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use rows::{decode_rows, row_to_entry, tombstone_entry};
+use rows::{decode_rows, row_to_entry};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mirror_index");
 
@@ -216,7 +216,12 @@ async fn apply(pool: &SqlitePool, mirror: &str, batch: &Batch) -> Result<(), Fai
     let rows: Vec<(std::borrow::Cow<'_, Entry>, bool)> = batch
         .tombstones
         .iter()
-        .map(|t| (std::borrow::Cow::Owned(tombstone_entry(t)), true))
+        .map(|t| {
+            (
+                std::borrow::Cow::Owned(ganglion_mirror::index::tombstone_row(t)),
+                true,
+            )
+        })
         .chain(
             batch
                 .upserts

@@ -3,28 +3,9 @@
 
 use ganglion_core::RelPath;
 use ganglion_mirror::engine::Tombstone;
-use ganglion_mirror::entry::{ContentHash, Entry, EntryKind, Replica, Version};
+use ganglion_mirror::entry::{ContentHash, EntryKind, Replica};
+use ganglion_mirror::fixture::file;
 use ganglion_mirror::index::{Batch, MirrorIndex, Summary};
-
-/// A file entry with every field set (`data` gives its size and hash).
-fn file(path: &str, data: &[u8], seq: u64) -> Entry {
-    Entry {
-        path: RelPath::parse(path).unwrap(),
-        kind: EntryKind::File,
-        size: data.len() as u64,
-        mtime_ns: 1_700_000_000_000_000_000,
-        mode: 0o100755,
-        inode: u64::MAX - 3,
-        dev: 42,
-        symlink_target: None,
-        hash: Some(ContentHash::of(data)),
-        seq,
-        version: Version {
-            origin: Replica::Node,
-            seq,
-        },
-    }
-}
 
 pub async fn round_trips_and_keys_by_mirror(idx: &dyn MirrorIndex) {
     let a = file("a/b.txt", b"hello", 1);

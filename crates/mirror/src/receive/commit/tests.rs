@@ -9,22 +9,7 @@ use crate::locks::LockRegistry;
 
 /// A file entry (seq 1).
 fn file(path: &str, data: &[u8]) -> Entry {
-    Entry {
-        path: RelPath::parse(path).unwrap(),
-        kind: EntryKind::File,
-        size: data.len() as u64,
-        mtime_ns: 1_700_000_000_000_000_000,
-        mode: 0o100755,
-        inode: u64::MAX - 3,
-        dev: 42,
-        symlink_target: None,
-        hash: Some(ContentHash::of(data)),
-        seq: 1,
-        version: crate::entry::Version {
-            origin: crate::entry::Replica::Node,
-            seq: 1,
-        },
-    }
+    crate::fixture::file(path, data, 1)
 }
 
 /// A staged file a commit has taken (between staging and placing) is

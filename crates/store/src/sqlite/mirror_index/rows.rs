@@ -95,26 +95,6 @@ impl JsonRow<'_> {
     }
 }
 
-/// A tombstone as a row (`deleted = 1`).
-pub(super) fn tombstone_entry(t: &Tombstone) -> Entry {
-    Entry {
-        path: t.path.clone(),
-        kind: EntryKind::File,
-        size: 0,
-        mtime_ns: 0,
-        mode: 0,
-        inode: 0,
-        dev: 0,
-        symlink_target: None,
-        hash: t.hash,
-        seq: t.seq,
-        version: Version {
-            origin: Replica::Node,
-            seq: t.seq,
-        },
-    }
-}
-
 fn corrupt(mirror: &str, row: &SqliteRow, field: &'static str) -> Error {
     Error::Corrupt {
         mirror: mirror.to_owned(),

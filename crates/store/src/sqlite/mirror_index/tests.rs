@@ -3,29 +3,11 @@
 //! [`MirrorIndex`] is the store suite's (`tests/suite/mirror_index.rs`).
 
 use ganglion_core::RelPath;
-use ganglion_mirror::entry::{ContentHash, EntryKind, Replica, Version};
+use ganglion_mirror::entry::ContentHash;
+use ganglion_mirror::fixture::file;
 use sqlx::sqlite::SqliteConnectOptions;
 
 use super::*;
-
-fn file(path: &str, data: &[u8], seq: u64) -> Entry {
-    Entry {
-        path: RelPath::parse(path).unwrap(),
-        kind: EntryKind::File,
-        size: data.len() as u64,
-        mtime_ns: 1_700_000_000_000_000_000,
-        mode: 0o100755,
-        inode: u64::MAX - 3,
-        dev: 42,
-        symlink_target: None,
-        hash: Some(ContentHash::of(data)),
-        seq,
-        version: Version {
-            origin: Replica::Node,
-            seq,
-        },
-    }
-}
 
 /// Batches larger than one statement's rows: every row lands, a path
 /// listed twice ends as its last row, deletes reach every chunk.
