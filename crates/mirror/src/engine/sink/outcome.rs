@@ -135,15 +135,8 @@ impl SinkEngine {
         stage: Stage,
         out: &mut Vec<SinkAction>,
     ) {
-        self.slots.insert(
-            path.clone(),
-            Slot {
-                seq,
-                entry,
-                stage,
-                next: Vec::new(),
-            },
-        );
+        self.slots
+            .insert(path.clone(), Slot::new(seq, entry, stage));
         out.push(SinkAction::RetryLater {
             path,
             after: backoff(1),
