@@ -157,14 +157,7 @@ impl Sandbox {
         // From here on, `guard` removes the temp dir if starting fails.
         let guard = TempGuard(temp_dir.clone());
 
-        let limits = &self.opts.limits;
-        let cgroup = match &support.cgroup {
-            Some(backend) => Some(
-                TaskCgroup::create(backend, limits.processes, limits.memory_bytes)
-                    .map_err(Error::setup("create the task cgroup"))?,
-            ),
-            None => None,
-        };
+        let cgroup = self.task_cgroup(support)?;
 
         let mut setup = ChildSetup {
             node_pid: std::process::id() as i32,
@@ -189,15 +182,7 @@ impl Sandbox {
 
         let mut cmd = command(&program, &spec, strict, temp_dir.as_deref());
         setup.install(&mut cmd);
-        let child = cmd.spawn().map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                program: argv0.into(),
-            },
-            _ => Error::Spawn {
-                program: argv0.into(),
-                source,
-            },
-        })?;
+        let child = cmd.spawn().map_err(|source| spawn_error(argv0, source))?;
         // The child has its copies; ours close now.
         drop((landlock_fd, cwd));
         let pid = child.id().unwrap_or_default();
@@ -218,6 +203,18 @@ impl Sandbox {
                 temp_dir: guard.disarm(),
             },
         ))
+    }
+
+    /// The task's own cgroup with the node's limits, where cgroups are usable.
+    fn task_cgroup(&self, support: &SandboxSupport) -> Result<Option<TaskCgroup>, Error> {
+        let limits = &self.opts.limits;
+        match &support.cgroup {
+            Some(backend) => Ok(Some(
+                TaskCgroup::create(backend, limits.processes, limits.memory_bytes)
+                    .map_err(Error::setup("create the task cgroup"))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Confines a STRICT task: its executable files (a dynamic loader
@@ -502,6 +499,18 @@ fn check_strict(argv0: &str, policy: &Policy, support: &SandboxSupport) -> Resul
         return Err(Error::WeakSandbox);
     }
     Ok(())
+}
+
+fn spawn_error(argv0: &str, source: io::Error) -> Error {
+    match source.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            program: argv0.into(),
+        },
+        _ => Error::Spawn {
+            program: argv0.into(),
+            source,
+        },
+    }
 }
 
 /// The task's command: its arguments, no stdin, output piped, its own
