@@ -145,6 +145,34 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         source,
     })?;
     let mut report = ScanReport::default();
+    // Walk first (cheap: directory reads), then stat and hash on a few
+    // threads: a first scan hashes every byte of the workspace.
+    let walked = walk(root, prior, &mut report);
+    stat_all(&dir, walked.found, &mut report);
+    report.ignores = IgnoreRules::load(root, walked.ignore_dirs.iter().map(String::as_str));
+    debug!(
+        entries = report.entries.len(),
+        hashed = report.files_hashed,
+        "scan done"
+    );
+    Ok(report)
+}
+
+/// What the walk of a scan found.
+struct Walked<'p> {
+    /// Every path to stat, in walk order, with its prior entry: at the same
+    /// path, or (a renamed file) with the same inode.
+    found: Vec<(RelPath, Option<&'p Entry>)>,
+    /// Directories holding an ignore file ("" for the root, always listed).
+    ignore_dirs: Vec<String>,
+}
+
+/// Walks the workspace; what cannot be mirrored goes to `report.skipped`.
+fn walk<'p>(
+    root: &Path,
+    prior: &'p HashMap<RelPath, Entry>,
+    report: &mut ScanReport,
+) -> Walked<'p> {
     // A renamed file keeps (dev, inode, size, mtime, mode): its hash is reused.
     let by_inode: HashMap<(u64, u64), &Entry> = prior
         .values()
@@ -152,38 +180,11 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
         .map(|e| ((e.dev, e.inode), e))
         .collect();
     let pruned: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
-    let walker = ignore::WalkBuilder::new(root)
-        .follow_links(false)
-        .hidden(false)
-        .parents(false)
-        .ignore(false)
-        .git_ignore(false)
-        .git_global(false)
-        .git_exclude(false)
-        .add_custom_ignore_filename(IGNORE_FILE)
-        .filter_entry({
-            let pruned = pruned.clone();
-            let root_len = root.as_os_str().len();
-            move |e| {
-                if e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n) {
-                    return false;
-                }
-                // Beyond the bounds of a RelPath: not mirrored, and nothing
-                // below it is looked at (a 10,000-deep chain costs one entry).
-                let len = e.path().as_os_str().len().saturating_sub(root_len + 1);
-                if e.depth() > MAX_DEPTH || len > MAX_PATH {
-                    pruned.lock().expect("lock").push(e.path().to_path_buf());
-                    return false;
-                }
-                true
-            }
-        })
-        .build();
-    let mut ignore_dirs = vec![String::new()];
-    // Walk first (cheap: directory reads), then stat and hash on a few
-    // threads: a first scan hashes every byte of the workspace.
-    let mut found: Vec<(RelPath, Option<&Entry>)> = Vec::new();
-    for dent in walker {
+    let mut walked = Walked {
+        found: Vec::new(),
+        ignore_dirs: vec![String::new()],
+    };
+    for dent in walker(root, pruned.clone()) {
         let dent = match dent {
             Ok(d) => d,
             Err(e) => {
@@ -205,7 +206,7 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             && dent.file_name() == IGNORE_FILE
             && let Some(dir) = rel.parent().and_then(Path::to_str)
         {
-            ignore_dirs.push(dir.to_owned());
+            walked.ignore_dirs.push(dir.to_owned());
         }
         let rel = match rel_path(rel) {
             Ok(r) => r,
@@ -226,8 +227,44 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             let md = dent.metadata().ok()?;
             by_inode.get(&(md.dev(), md.ino())).copied()
         });
-        found.push((rel, before));
+        walked.found.push((rel, before));
     }
+    skip_pruned(root, &pruned, report);
+    walked
+}
+
+/// The walk of `root`: no symlink followed, `.ganglionignore` honoured, the
+/// built-in ignores left out, and paths beyond the bounds of a [`RelPath`]
+/// pruned (listed in `pruned`).
+fn walker(root: &Path, pruned: Arc<Mutex<Vec<PathBuf>>>) -> ignore::Walk {
+    let root_len = root.as_os_str().len();
+    ignore::WalkBuilder::new(root)
+        .follow_links(false)
+        .hidden(false)
+        .parents(false)
+        .ignore(false)
+        .git_ignore(false)
+        .git_global(false)
+        .git_exclude(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .filter_entry(move |e| {
+            if e.depth() == 1 && BUILTIN_IGNORES.iter().any(|n| e.file_name() == *n) {
+                return false;
+            }
+            // Beyond the bounds of a RelPath: not mirrored, and nothing
+            // below it is looked at (a 10,000-deep chain costs one entry).
+            let len = e.path().as_os_str().len().saturating_sub(root_len + 1);
+            if e.depth() > MAX_DEPTH || len > MAX_PATH {
+                pruned.lock().expect("lock").push(e.path().to_path_buf());
+                return false;
+            }
+            true
+        })
+        .build()
+}
+
+/// Reports the paths the walk pruned as skipped.
+fn skip_pruned(root: &Path, pruned: &Mutex<Vec<PathBuf>>, report: &mut ScanReport) {
     for p in std::mem::take(&mut *pruned.lock().expect("lock")) {
         let rel = p.strip_prefix(root).unwrap_or(&p);
         let reason = SkipReason::InvalidPath(format!(
@@ -239,14 +276,6 @@ pub fn scan(root: &Path, prior: &HashMap<RelPath, Entry>) -> Result<ScanReport, 
             reason,
         });
     }
-    stat_all(&dir, found, &mut report);
-    report.ignores = IgnoreRules::load(root, ignore_dirs.iter().map(String::as_str));
-    debug!(
-        entries = report.entries.len(),
-        hashed = report.files_hashed,
-        "scan done"
-    );
-    Ok(report)
 }
 
 /// Threads that stat and hash during a scan, at most.

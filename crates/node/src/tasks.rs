@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ganglion_core::{
     Dispatch, NodeEnd, NodeReport, OutputStream, Policy, TaskId, TaskToHub, TaskToNode,
 };
-use ganglion_sandbox::{Canceller, Sandbox, Status, Stream, TaskSpec};
+use ganglion_sandbox::{Canceller, RunningTask, Sandbox, Status, Stream, TaskSpec};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -203,15 +203,10 @@ impl TaskRunner {
             timeout: d.timeout,
             output_cap: d.output_cap,
         };
-        let mut task = match sandbox.start(spec, policy) {
+        let task = match sandbox.start(spec, policy) {
             Ok(t) => t,
             Err(e) => {
-                let text = with_causes(&e);
-                let error = if text.contains("strict policy") {
-                    format!("{text} of node {:?}", self.node_name)
-                } else {
-                    format!("node {:?}: {text}", self.node_name)
-                };
+                let error = self.refusal_text(&e);
                 tracing::info!(task = %id, %error, "task refused");
                 return self.refuse(id, connection, e.exit_code(), error);
             }
@@ -227,43 +222,61 @@ impl TaskRunner {
         };
         events.try_send(started).expect("a new channel has room");
         let _ = self.events.send(Control::Task(rx));
-        let runner = self.clone();
-        tokio::spawn(async move {
-            if let Some(mut output) = task.take_output() {
-                // Waits while the task's channel is full: the sandbox's buffer
-                // fills behind it, then the task's pipe.
-                while let Some(chunk) = output.recv().await {
-                    let stderr = chunk.stream == Stream::Stderr;
-                    let ev = RunnerEvent::Output {
-                        id: id.clone(),
-                        seq: chunk.seq,
-                        stderr,
-                        data: chunk.data,
-                        connection,
-                    };
-                    if events.send(ev).await.is_err() {
-                        break;
-                    }
+        tokio::spawn(self.clone().supervise(id, task, events, connection));
+    }
+
+    /// Why the sandbox refused a task, naming this node.
+    fn refusal_text(&self, e: &ganglion_sandbox::Error) -> String {
+        let text = with_causes(e);
+        if text.contains("strict policy") {
+            format!("{text} of node {:?}", self.node_name)
+        } else {
+            format!("node {:?}: {text}", self.node_name)
+        }
+    }
+
+    /// Forwards a started task's output to its channel, then its end.
+    async fn supervise(
+        self: Arc<Self>,
+        id: String,
+        mut task: RunningTask,
+        events: mpsc::Sender<RunnerEvent>,
+        connection: u64,
+    ) {
+        if let Some(mut output) = task.take_output() {
+            // Waits while the task's channel is full: the sandbox's buffer
+            // fills behind it, then the task's pipe.
+            while let Some(chunk) = output.recv().await {
+                let stderr = chunk.stream == Stream::Stderr;
+                let ev = RunnerEvent::Output {
+                    id: id.clone(),
+                    seq: chunk.seq,
+                    stderr,
+                    data: chunk.data,
+                    connection,
+                };
+                if events.send(ev).await.is_err() {
+                    break;
                 }
             }
-            let outcome = task.wait().await;
-            runner.running.lock().remove(&id);
-            let end = match outcome.status {
-                Status::Exited(c) => NodeEnd::Exited(c),
-                Status::Signaled(s) => NodeEnd::Signaled(s),
-                Status::TimedOut => NodeEnd::TimedOut,
-                Status::Cancelled => NodeEnd::Cancelled,
-            };
-            tracing::info!(task = %id, end = ?end, "task finished");
-            let finished = RunnerEvent::Finished {
-                id,
-                end,
-                output_bytes: outcome.output_bytes,
-                output_truncated: outcome.output_truncated,
-                connection,
-            };
-            let _ = events.send(finished).await;
-        });
+        }
+        let outcome = task.wait().await;
+        self.running.lock().remove(&id);
+        let end = match outcome.status {
+            Status::Exited(c) => NodeEnd::Exited(c),
+            Status::Signaled(s) => NodeEnd::Signaled(s),
+            Status::TimedOut => NodeEnd::TimedOut,
+            Status::Cancelled => NodeEnd::Cancelled,
+        };
+        tracing::info!(task = %id, end = ?end, "task finished");
+        let finished = RunnerEvent::Finished {
+            id,
+            end,
+            output_bytes: outcome.output_bytes,
+            output_truncated: outcome.output_truncated,
+            connection,
+        };
+        let _ = events.send(finished).await;
     }
 
     fn simulate(&self, id: String, connection: u64) {

@@ -21,7 +21,7 @@ use crate::confine::{self, Layout};
 use crate::exec_allow::BIN_DIRS;
 use crate::idmap::IdMap;
 use crate::namespaces::{Isolation, Remount};
-use crate::probe::{ForkLimit, UNPRIVILEGED_TASKS, effective_uid, probe};
+use crate::probe::{ForkLimit, SandboxSupport, UNPRIVILEGED_TASKS, effective_uid, probe};
 use crate::task::{self, RunningTask};
 use crate::{Error, SandboxOptions, TaskSpec};
 
@@ -143,27 +143,7 @@ impl Sandbox {
         let argv0 = spec.argv[0].as_str();
         let support = probe();
         if strict {
-            match policy.refusal(argv0) {
-                Some(Refusal::Shell) => {
-                    return Err(Error::ShellRefused {
-                        program: argv0.into(),
-                    });
-                }
-                Some(Refusal::NotAllowed) => {
-                    return Err(Error::NotAllowlisted {
-                        program: argv0.into(),
-                    });
-                }
-                None => {}
-            }
-            if argv0.contains('/') && !argv0.starts_with('/') {
-                return Err(Error::RelativeProgramPath {
-                    program: argv0.into(),
-                });
-            }
-            if !support.landlock_fs && !policy.allow_weak_sandbox {
-                return Err(Error::WeakSandbox);
-            }
+            check_strict(argv0, policy, support)?;
         }
         let program = self.resolve_program(argv0, &spec, policy)?;
         let cwd = self.open_cwd(&spec)?;
@@ -177,14 +157,7 @@ impl Sandbox {
         // From here on, `guard` removes the temp dir if starting fails.
         let guard = TempGuard(temp_dir.clone());
 
-        let limits = &self.opts.limits;
-        let cgroup = match &support.cgroup {
-            Some(backend) => Some(
-                TaskCgroup::create(backend, limits.processes, limits.memory_bytes)
-                    .map_err(Error::setup("create the task cgroup"))?,
-            ),
-            None => None,
-        };
+        let cgroup = self.task_cgroup(support)?;
 
         let mut setup = ChildSetup {
             node_pid: std::process::id() as i32,
@@ -195,81 +168,21 @@ impl Sandbox {
             cwd: Some(cwd.as_raw_fd()),
             ..ChildSetup::default()
         };
-        let mut landlock_fd = None;
-        if strict {
-            let landlock_abi = support.landlock_abi.filter(|_| support.landlock_fs);
-            let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
-            let prepared = self.prepared.get(policy, &program, |exec| {
-                let files: Vec<PathBuf> = exec.files().cloned().collect();
-                landlock_abi
-                    .map(|abi| {
-                        confine::system_grants(abi, &self.layout(&read_only, &files, policy))
-                    })
-                    .transpose()
-            })?;
-            if prepared.exec.is_loader(&program) {
-                return Err(Error::LoaderRefused {
-                    program: argv0.into(),
-                });
-            }
-            setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
-            setup.drop_capabilities = true;
-            setup.no_new_privs = true;
-            if let Some((offline, online)) = &self.seccomp {
-                setup.seccomp = if policy.network { online } else { offline }.clone();
-            }
-            if support.mount_namespace || !self.opts.hidden.is_empty() {
-                let (root, pid) = (support.root, support.pid_namespace);
-                setup.isolation = Some(self.isolation(root, pid, temp_dir.as_deref())?);
-                setup.cwd_again = Some(self.cwd_again(&cwd)?);
-            }
-            if setup.isolation.is_some() {
-                setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
-            }
-            if let (Some(abi), Some(grants)) = (landlock_abi, &prepared.grants) {
-                let temp = temp_dir.clone().into_iter().collect::<Vec<_>>();
-                let read_write = [vec![self.opts.workspace.clone()], temp].concat();
-                let fd = confine::ruleset(
-                    abi,
-                    grants,
-                    &Layout {
-                        read_write: &read_write,
-                        ..self.layout(&read_only, &[], policy)
-                    },
-                )?;
-                setup.landlock = Some((fd.as_raw_fd(), confine::proc_access(abi)));
-                landlock_fd = Some(fd);
-            } else {
-                tracing::warn!(
-                    program = argv0,
-                    "strict task runs without landlock (allow_weak_sandbox)"
-                );
-            }
-        }
-
-        let mut cmd = Command::new(&program);
-        cmd.arg0(argv0)
-            .args(&spec.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if strict {
-            cmd.env_clear()
-                .envs(strict_env(&spec.env, temp_dir.as_deref()));
+        let landlock_fd = if strict {
+            let task = StrictTask {
+                argv0,
+                program: &program,
+                policy,
+                temp_dir: temp_dir.as_deref(),
+            };
+            self.confine(&task, support, &cwd, &mut setup)?
         } else {
-            cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        }
+            None
+        };
+
+        let mut cmd = command(&program, &spec, strict, temp_dir.as_deref());
         setup.install(&mut cmd);
-        let child = cmd.spawn().map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                program: argv0.into(),
-            },
-            _ => Error::Spawn {
-                program: argv0.into(),
-                source,
-            },
-        })?;
+        let child = cmd.spawn().map_err(|source| spawn_error(argv0, source))?;
         // The child has its copies; ours close now.
         drop((landlock_fd, cwd));
         let pid = child.id().unwrap_or_default();
@@ -290,6 +203,78 @@ impl Sandbox {
                 temp_dir: guard.disarm(),
             },
         ))
+    }
+
+    /// The task's own cgroup with the node's limits, where cgroups are usable.
+    fn task_cgroup(&self, support: &SandboxSupport) -> Result<Option<TaskCgroup>, Error> {
+        let limits = &self.opts.limits;
+        match &support.cgroup {
+            Some(backend) => Ok(Some(
+                TaskCgroup::create(backend, limits.processes, limits.memory_bytes)
+                    .map_err(Error::setup("create the task cgroup"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Confines a STRICT task: its executable files (a dynamic loader
+    /// refused), resource limits, no capabilities, no new privileges,
+    /// seccomp, namespaces and the idmapped ids, then Landlock. Returns the
+    /// Landlock ruleset, which must stay open until the child is spawned.
+    fn confine(
+        &self,
+        task: &StrictTask<'_>,
+        support: &SandboxSupport,
+        cwd: &OwnedFd,
+        setup: &mut ChildSetup,
+    ) -> Result<Option<OwnedFd>, Error> {
+        let (argv0, policy) = (task.argv0, task.policy);
+        let landlock_abi = support.landlock_abi.filter(|_| support.landlock_fs);
+        let read_only = [&self.opts.system_roots[..], &[PathBuf::from("/proc")]].concat();
+        let prepared = self.prepared.get(policy, task.program, |exec| {
+            let files: Vec<PathBuf> = exec.files().cloned().collect();
+            landlock_abi
+                .map(|abi| confine::system_grants(abi, &self.layout(&read_only, &files, policy)))
+                .transpose()
+        })?;
+        if prepared.exec.is_loader(task.program) {
+            return Err(Error::LoaderRefused {
+                program: argv0.into(),
+            });
+        }
+        setup.rlimits = self.rlimits(matches!(support.fork_limit, ForkLimit::Rlimit { .. }));
+        setup.drop_capabilities = true;
+        setup.no_new_privs = true;
+        if let Some((offline, online)) = &self.seccomp {
+            setup.seccomp = if policy.network { online } else { offline }.clone();
+        }
+        if support.mount_namespace || !self.opts.hidden.is_empty() {
+            let (root, pid) = (support.root, support.pid_namespace);
+            setup.isolation = Some(self.isolation(root, pid, task.temp_dir)?);
+            setup.cwd_again = Some(self.cwd_again(cwd)?);
+        }
+        if setup.isolation.is_some() {
+            setup.ids = self.idmap.as_ref().map(|m| (m.uid, m.gid));
+        }
+        let (Some(abi), Some(grants)) = (landlock_abi, &prepared.grants) else {
+            tracing::warn!(
+                program = argv0,
+                "strict task runs without landlock (allow_weak_sandbox)"
+            );
+            return Ok(None);
+        };
+        let temp = task.temp_dir.map(Path::to_path_buf).into_iter();
+        let read_write = [vec![self.opts.workspace.clone()], temp.collect()].concat();
+        let fd = confine::ruleset(
+            abi,
+            grants,
+            &Layout {
+                read_write: &read_write,
+                ..self.layout(&read_only, &[], policy)
+            },
+        )?;
+        setup.landlock = Some((fd.as_raw_fd(), confine::proc_access(abi)));
+        Ok(Some(fd))
     }
 
     /// The Landlock layout of a STRICT task, but for `read_write`.
@@ -477,6 +462,74 @@ pub(crate) fn search_path(path: &str, name: &str) -> Option<PathBuf> {
         .filter(|d| d.starts_with('/'))
         .map(|d| Path::new(d).join(name))
         .find(|p| is_executable(p))
+}
+
+/// What confining one STRICT task depends on.
+struct StrictTask<'a> {
+    argv0: &'a str,
+    /// The resolved program.
+    program: &'a Path,
+    policy: &'a Policy,
+    temp_dir: Option<&'a Path>,
+}
+
+/// What a STRICT policy refuses before anything is prepared: a shell, a
+/// program off the allowlist, a relative program path, and (unless the
+/// policy accepts it) a kernel without Landlock.
+fn check_strict(argv0: &str, policy: &Policy, support: &SandboxSupport) -> Result<(), Error> {
+    match policy.refusal(argv0) {
+        Some(Refusal::Shell) => {
+            return Err(Error::ShellRefused {
+                program: argv0.into(),
+            });
+        }
+        Some(Refusal::NotAllowed) => {
+            return Err(Error::NotAllowlisted {
+                program: argv0.into(),
+            });
+        }
+        None => {}
+    }
+    if argv0.contains('/') && !argv0.starts_with('/') {
+        return Err(Error::RelativeProgramPath {
+            program: argv0.into(),
+        });
+    }
+    if !support.landlock_fs && !policy.allow_weak_sandbox {
+        return Err(Error::WeakSandbox);
+    }
+    Ok(())
+}
+
+fn spawn_error(argv0: &str, source: io::Error) -> Error {
+    match source.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            program: argv0.into(),
+        },
+        _ => Error::Spawn {
+            program: argv0.into(),
+            source,
+        },
+    }
+}
+
+/// The task's command: its arguments, no stdin, output piped, its own
+/// process group; under STRICT only the fixed environment.
+fn command(program: &Path, spec: &TaskSpec, strict: bool, temp_dir: Option<&Path>) -> Command {
+    let argv0 = spec.argv[0].as_str();
+    let mut cmd = Command::new(program);
+    cmd.arg0(argv0)
+        .args(&spec.argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if strict {
+        cmd.env_clear().envs(strict_env(&spec.env, temp_dir));
+    } else {
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    }
+    cmd
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -133,8 +133,20 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
         num_cpus()
     ));
 
+    let joined = join_all(&a, &api).await?;
+    idle_rss(&a, &api, joined, hub.pid).await?;
+    drop(hub);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Joins as many nodes as the largest count needs, `--concurrency` at a
+/// time; prints the join latency of the first `--joins`.
+async fn join_all(
+    a: &BenchNodesArgs,
+    api: &ApiClient,
+) -> anyhow::Result<Vec<(JoinedNode, Secret)>> {
     let max_nodes = a.counts.iter().copied().max().unwrap_or(0).max(a.joins);
-    let codes = create_invites(&api, max_nodes).await?;
+    let codes = create_invites(api, max_nodes).await?;
     let mut joined = Vec::with_capacity(max_nodes);
     let mut latencies = Vec::with_capacity(a.joins);
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
@@ -173,13 +185,23 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
         "nodes.join_p99",
         p99.as_secs_f64() * 1e3
     ));
+    Ok(joined)
+}
 
+/// Connects the joined nodes, up to each of `--counts` in turn, and prints
+/// the hub's resident memory per idle connected node at each.
+async fn idle_rss(
+    a: &BenchNodesArgs,
+    api: &ApiClient,
+    joined: Vec<(JoinedNode, Secret)>,
+    hub_pid: u32,
+) -> anyhow::Result<()> {
     let caps = capabilities::probe();
     let mut counts = a.counts.clone();
     counts.sort();
     let cancel = CancellationToken::new();
     let mut running = 0usize;
-    let baseline = rss_kib(hub.pid)?;
+    let baseline = rss_kib(hub_pid)?;
     for &n in &counts {
         while running < n {
             let (state, cred) = joined[running].clone();
@@ -194,9 +216,9 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
             tokio::spawn(NodeRuntime::new(opts)?.run(cancel.child_token()));
             running += 1;
         }
-        wait_online(&api, n).await?;
+        wait_online(api, n).await?;
         tokio::time::sleep(Duration::from_secs(2)).await; // let allocations settle after the burst
-        let rss = rss_kib(hub.pid)?;
+        let rss = rss_kib(hub_pid)?;
         let per = (rss.saturating_sub(baseline) as f64) / n as f64;
         out(format!(
             "{:<36} {:>10.1} KiB # hub RSS {rss} KiB, baseline {baseline} KiB",
@@ -205,8 +227,7 @@ async fn nodes(a: BenchNodesArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     cancel.cancel();
-    drop(hub);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn record(

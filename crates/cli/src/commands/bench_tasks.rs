@@ -11,6 +11,7 @@
 //!
 //! Output lines are `name value unit  # details`, like ../shared/bench.
 
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use ganglion_api::{self as api, TaskEventLine, TaskStatus};
 use ganglion_core::NodeName;
 use ganglion_node::state::StateDir;
 use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 use super::bench::{join_one, percentile, start_hub, wait_online};
@@ -75,18 +77,38 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
 
     let root = tempfile::tempdir()?;
     let cancel = CancellationToken::new();
+    let processes = start_nodes(&a, &api, root.path(), &cancel).await?;
+    wait_online(&api, a.nodes.max(1)).await?;
+    roundtrip(&a, &api).await?;
+    if a.tasks > 0 {
+        throughput(&a, &api).await?;
+    }
+    cancel.cancel();
+    drop(processes);
+    drop(hub);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Joins `--nodes` nodes and starts them. Real nodes are `ganglion node
+/// start` processes, as deployed (a task's fork copies its node's address
+/// space: one process per node keeps that at a node's size); the returned
+/// processes are killed when dropped. Simulated nodes share this process
+/// and stop with `cancel`.
+async fn start_nodes(
+    a: &BenchTasksArgs,
+    api: &ApiClient,
+    root: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<Child>> {
     let caps = capabilities::probe();
-    // Real nodes are `ganglion node start` processes, as deployed (a task's
-    // fork copies its node's address space: one process per node keeps that
-    // at a node's size). Simulated nodes share this process.
     let mut processes = Vec::new();
     for i in 0..a.nodes.max(1) {
         let c: api::InviteCreated = api
             .post("/api/v1/invites", &api::CreateInvite::default())
             .await?;
         let name = format!("bench-{i}");
-        let ws = root.path().join(format!("ws-{i}"));
-        let st = root.path().join(format!("state-{i}"));
+        let ws = root.join(format!("ws-{i}"));
+        let st = root.join(format!("state-{i}"));
         std::fs::create_dir_all(&ws)?;
         if a.simulated {
             std::fs::create_dir_all(&st)?;
@@ -104,7 +126,7 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
                 .arg(&st)
                 .env("GANGLION_LOG", "warn")
                 // Task temp roots inside the bench's temp dir, removed with it.
-                .env("TMPDIR", root.path())
+                .env("TMPDIR", root)
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
@@ -112,9 +134,11 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
             processes.push(child);
         }
     }
-    wait_online(&api, a.nodes.max(1)).await?;
+    Ok(processes)
+}
 
-    // Round trip, one at a time, against spawning `true` here.
+/// Round trip, one at a time, against spawning `true` here.
+async fn roundtrip(a: &BenchTasksArgs, api: &ApiClient) -> anyhow::Result<()> {
     let mut local = Vec::with_capacity(a.roundtrips);
     for _ in 0..a.roundtrips {
         let t = Instant::now();
@@ -123,18 +147,14 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(st.success(), "true failed locally");
     }
     for _ in 0..a.warmup {
-        run_task(&api, "bench-0").await?;
+        run_task(api, "bench-0").await?;
     }
     let mut rtt = Vec::with_capacity(a.roundtrips);
     for _ in 0..a.roundtrips {
         let t = Instant::now();
-        let status = run_task(&api, "bench-0").await?;
+        let status = run_task(api, "bench-0").await?;
         rtt.push(t.elapsed());
-        anyhow::ensure!(
-            status == TaskStatus::Succeeded,
-            "task ended {}",
-            status.as_str()
-        );
+        succeeded(status)?;
     }
     local.sort();
     rtt.sort();
@@ -157,54 +177,51 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         "tasks.roundtrip_overhead_p50",
         ms(percentile(&rtt, 0.5)) - ms(percentile(&local, 0.5))
     ));
+    Ok(())
+}
 
-    // Throughput over all nodes.
-    if a.tasks > 0 {
-        let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
-        let mut set = tokio::task::JoinSet::new();
-        let started = Instant::now();
-        for i in 0..a.tasks {
-            let permit = sem.clone().acquire_owned().await?;
-            let api = api.clone();
-            let node = format!("bench-{}", i % a.nodes.max(1));
-            set.spawn(async move {
-                let r = run_task(&api, &node).await;
-                drop(permit);
-                r
-            });
-            while let Some(r) = set.try_join_next() {
-                let status = r.context("task")??;
-                anyhow::ensure!(
-                    status == TaskStatus::Succeeded,
-                    "task ended {}",
-                    status.as_str()
-                );
-            }
+/// Throughput over all nodes: `--tasks` tasks, `--concurrency` in flight.
+async fn throughput(a: &BenchTasksArgs, api: &Arc<ApiClient>) -> anyhow::Result<()> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..a.tasks {
+        let permit = sem.clone().acquire_owned().await?;
+        let api = api.clone();
+        let node = format!("bench-{}", i % a.nodes.max(1));
+        set.spawn(async move {
+            let r = run_task(&api, &node).await;
+            drop(permit);
+            r
+        });
+        while let Some(r) = set.try_join_next() {
+            succeeded(r.context("task")??)?;
         }
-        while let Some(r) = set.join_next().await {
-            let status = r.context("task")??;
-            anyhow::ensure!(
-                status == TaskStatus::Succeeded,
-                "task ended {}",
-                status.as_str()
-            );
-        }
-        let secs = started.elapsed().as_secs_f64();
-        out(format!(
-            "{:<36} {:>10.0} tasks/s  # {} tasks of `true` over {} nodes, {} in flight, {secs:.2} s",
-            if a.simulated {
-                "tasks.throughput_simulated"
-            } else {
-                "tasks.throughput"
-            },
-            a.tasks as f64 / secs,
-            a.tasks,
-            a.nodes,
-            a.concurrency
-        ));
     }
-    cancel.cancel();
-    drop(processes);
-    drop(hub);
-    Ok(ExitCode::SUCCESS)
+    while let Some(r) = set.join_next().await {
+        succeeded(r.context("task")??)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    out(format!(
+        "{:<36} {:>10.0} tasks/s  # {} tasks of `true` over {} nodes, {} in flight, {secs:.2} s",
+        if a.simulated {
+            "tasks.throughput_simulated"
+        } else {
+            "tasks.throughput"
+        },
+        a.tasks as f64 / secs,
+        a.tasks,
+        a.nodes,
+        a.concurrency
+    ));
+    Ok(())
+}
+
+fn succeeded(status: TaskStatus) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        status == TaskStatus::Succeeded,
+        "task ended {}",
+        status.as_str()
+    );
+    Ok(())
 }

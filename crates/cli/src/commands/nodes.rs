@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::invite::encode;
 use super::{out, print_json};
-use crate::cli::{NodesCommand, PolicyArg};
+use crate::cli::{HubLocator, NodesCommand, PolicyArg};
 use crate::client::ApiClient;
 
 /// The fields CONTRACT.md lists for `nodes ls --json`.
@@ -57,37 +57,7 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&nodes.iter().map(NodeOut::from).collect::<Vec<_>>())?;
             } else {
-                out(format!(
-                    "{:<20} {:<8} {:<10} {:<25} {}",
-                    "NAME", "STATUS", "POLICY", "LAST HEARTBEAT", "PROTECTIONS"
-                ));
-                for n in &nodes {
-                    let hb = n.last_heartbeat.as_deref().unwrap_or("never");
-                    let prot = n.capabilities.as_ref().map(|c| c.protections.join(","));
-                    let status = if n.revoked {
-                        "revoked"
-                    } else {
-                        n.status.as_str()
-                    };
-                    out(format!(
-                        "{:<20} {:<8} {:<10} {:<25} {}",
-                        n.name,
-                        status,
-                        n.policy.as_str(),
-                        hb,
-                        prot.unwrap_or_default()
-                    ));
-                }
-                for n in nodes.iter().filter(|n| n.duplicate.is_some()) {
-                    let d = n.duplicate.as_ref().expect("filtered");
-                    out(format!(
-                        "note: {}: {} connection(s) refused, last at {} from {}: its credential is in use by another running node (a copied state dir?)",
-                        n.name,
-                        d.refused,
-                        d.at,
-                        d.refused_peer.as_deref().unwrap_or("?")
-                    ));
-                }
+                print_table(&nodes);
             }
         }
         NodesCommand::Policy {
@@ -106,23 +76,7 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
                 allow_shell,
                 allow_weak_sandbox,
             };
-            let path = format!("/api/v1/nodes/{}/policy", encode(&node));
-            let n: api::Node = ApiClient::locate(&hub)?.put(&path, &body).await?;
-            let live = if n.status == NodeStatus::Online {
-                " (applied live)"
-            } else {
-                " (applies when it connects)"
-            };
-            let extra = if mode == PolicyArg::Strict && !n.policy_detail.allow.is_empty() {
-                format!(", also allowing {}", n.policy_detail.allow.join(","))
-            } else {
-                String::new()
-            };
-            out(format!(
-                "node {} is now {}{extra}{live}",
-                n.name,
-                n.policy.as_str()
-            ));
+            set_policy(&hub, &node, mode, &body).await?;
         }
         NodesCommand::Revoke { node, hub } => {
             let path = format!("/api/v1/nodes/{}/revoke", encode(&node));
@@ -133,4 +87,67 @@ pub async fn run(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `nodes ls`: a line per node, then a note per node whose credential is
+/// in use by another running node.
+fn print_table(nodes: &[api::Node]) {
+    out(format!(
+        "{:<20} {:<8} {:<10} {:<25} {}",
+        "NAME", "STATUS", "POLICY", "LAST HEARTBEAT", "PROTECTIONS"
+    ));
+    for n in nodes {
+        let hb = n.last_heartbeat.as_deref().unwrap_or("never");
+        let prot = n.capabilities.as_ref().map(|c| c.protections.join(","));
+        let status = if n.revoked {
+            "revoked"
+        } else {
+            n.status.as_str()
+        };
+        out(format!(
+            "{:<20} {:<8} {:<10} {:<25} {}",
+            n.name,
+            status,
+            n.policy.as_str(),
+            hb,
+            prot.unwrap_or_default()
+        ));
+    }
+    for n in nodes.iter().filter(|n| n.duplicate.is_some()) {
+        let d = n.duplicate.as_ref().expect("filtered");
+        out(format!(
+            "note: {}: {} connection(s) refused, last at {} from {}: its credential is in use by another running node (a copied state dir?)",
+            n.name,
+            d.refused,
+            d.at,
+            d.refused_peer.as_deref().unwrap_or("?")
+        ));
+    }
+}
+
+/// `nodes policy`: sets it and says whether it applies now.
+async fn set_policy(
+    hub: &HubLocator,
+    node: &str,
+    mode: PolicyArg,
+    body: &api::SetPolicy,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/nodes/{}/policy", encode(node));
+    let n: api::Node = ApiClient::locate(hub)?.put(&path, body).await?;
+    let live = if n.status == NodeStatus::Online {
+        " (applied live)"
+    } else {
+        " (applies when it connects)"
+    };
+    let extra = if mode == PolicyArg::Strict && !n.policy_detail.allow.is_empty() {
+        format!(", also allowing {}", n.policy_detail.allow.join(","))
+    } else {
+        String::new()
+    };
+    out(format!(
+        "node {} is now {}{extra}{live}",
+        n.name,
+        n.policy.as_str()
+    ));
+    Ok(())
 }

@@ -1,11 +1,12 @@
 //! `ganglion up`: a hub and a node named `local` in one process.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use ganglion_core::NodeName;
-use ganglion_hub::Hub;
+use ganglion_core::{NodeName, RelPath};
+use ganglion_hub::{Hub, HubHandle};
 use ganglion_node::state::StateDir;
 use ganglion_node::{ExecutorOptions, NodeRuntime, RuntimeOptions, capabilities, join};
 
@@ -23,31 +24,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = std::fs::create_dir_all(&options.data_dir)
         .and_then(|_| std::fs::canonicalize(&options.data_dir))
         .with_context(|| format!("data dir {}", options.data_dir.display()))?;
-    // A data dir inside the workspace is never mirrored, and the node's state
-    // must live outside the workspace (tasks can write there).
-    let exclude: Vec<ganglion_core::RelPath> = data_dir
-        .strip_prefix(&workspace)
-        .ok()
-        .and_then(|r| r.to_str())
-        .and_then(|r| ganglion_core::RelPath::parse_lenient(r).ok().flatten())
-        .into_iter()
-        .collect();
-    let state_dir = if exclude.is_empty() {
-        StateDir::new(data_dir.join("node-local"))
-    } else {
-        tracing::info!(
-            data_dir = %data_dir.display(),
-            "the data dir is inside the workspace: it is not mirrored, and strict tasks on \"local\" see an empty read-only directory in its place"
-        );
-        let home = std::env::var_os("HOME")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        let key = &blake3::hash(data_dir.to_string_lossy().as_bytes()).to_hex()[..12];
-        StateDir::new(
-            home.join(".local/state/ganglion")
-                .join(format!("local-{key}")),
-        )
-    };
+    let exclude = data_dir_in(&workspace, &data_dir);
+    let state_dir = local_state_dir(&data_dir, !exclude.is_empty());
     // A hub holds a descriptor per node and per connection: the usual soft
     // limit (1024) is far too low.
     ganglion_node::limits::raise_nofile();
@@ -61,40 +39,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     handle.ready().await;
 
     if !state_dir.is_joined() {
-        let local = NodeName::parse("local").expect("valid name");
-        let invite = handle
-            .core
-            .invites
-            .create(Some(local.clone()), Some(Duration::from_secs(60)), None)
-            .await?;
-        join::join(
-            &invite.code,
-            Some(local),
-            workspace.clone(),
-            &state_dir,
-            capabilities::probe(),
-        )
-        .await?;
+        join_local(&handle, &workspace, &state_dir).await?;
     }
-    let (mut state, credential) = state_dir.load()?;
-    // The hub may have moved (port 0, other flags): the local node follows it.
-    state.hub_addr = handle.endpoints.grpc.clone();
-    state.cert_sha256 = handle.endpoints.cert_sha256.clone();
-    state.workspace = workspace;
-    let mut opts = RuntimeOptions::new(state.clone(), credential, capabilities::probe());
-    let mut sandbox =
-        super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?;
-    if !exclude.is_empty() {
-        // The hub's secrets (admin token, TLS key) must stay out of reach.
-        sandbox.hidden.push(data_dir.clone());
-    }
-    opts.executor = ExecutorOptions::Sandbox(sandbox);
-    opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
-        workspace: state.workspace.clone(),
-        state_dir: state_dir.path().to_path_buf(),
-        exclude,
-        progress: None,
-    });
+    let opts = local_node(&handle, &state_dir, workspace, &data_dir, exclude)?;
+    let workspace = opts.state.workspace.clone();
     let agent = NodeRuntime::new(opts)?;
     let mut link = agent.handle();
     let agent_cancel = cancel.child_token();
@@ -103,7 +51,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     out(format!(
         "ganglion is up: hub and node \"local\" (workspace {})",
-        state.workspace.display()
+        workspace.display()
     ));
     out(format!("dashboard:   http://{}/", handle.endpoints.http));
     out(format!("admin token: {}", token_path.display()));
@@ -121,4 +69,91 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .context("hub task")?
         .context("running the hub")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data dir as a path of the workspace, if it is inside it: such a data
+/// dir is never mirrored.
+fn data_dir_in(workspace: &Path, data_dir: &Path) -> Vec<RelPath> {
+    data_dir
+        .strip_prefix(workspace)
+        .ok()
+        .and_then(|r| r.to_str())
+        .and_then(|r| RelPath::parse_lenient(r).ok().flatten())
+        .into_iter()
+        .collect()
+}
+
+/// Where the node "local" keeps its state: in the data dir, unless that is
+/// inside the workspace (tasks can write there), then under the home.
+fn local_state_dir(data_dir: &Path, in_workspace: bool) -> StateDir {
+    if !in_workspace {
+        return StateDir::new(data_dir.join("node-local"));
+    }
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        "the data dir is inside the workspace: it is not mirrored, and strict tasks on \"local\" see an empty read-only directory in its place"
+    );
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let key = &blake3::hash(data_dir.to_string_lossy().as_bytes()).to_hex()[..12];
+    StateDir::new(
+        home.join(".local/state/ganglion")
+            .join(format!("local-{key}")),
+    )
+}
+
+/// Joins the node "local" to the hub with a short-lived invite.
+async fn join_local(
+    handle: &HubHandle,
+    workspace: &Path,
+    state_dir: &StateDir,
+) -> anyhow::Result<()> {
+    let local = NodeName::parse("local").expect("valid name");
+    let invite = handle
+        .core
+        .invites
+        .create(Some(local.clone()), Some(Duration::from_secs(60)), None)
+        .await?;
+    join::join(
+        &invite.code,
+        Some(local),
+        workspace.to_path_buf(),
+        state_dir,
+        capabilities::probe(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The node "local"'s options: joined to this hub wherever it listens now,
+/// running tasks in the sandbox (the hub's secrets hidden from them when the
+/// data dir is in the workspace) and mirroring the workspace.
+fn local_node(
+    handle: &HubHandle,
+    state_dir: &StateDir,
+    workspace: PathBuf,
+    data_dir: &Path,
+    exclude: Vec<RelPath>,
+) -> anyhow::Result<RuntimeOptions> {
+    let (mut state, credential) = state_dir.load()?;
+    // The hub may have moved (port 0, other flags): the local node follows it.
+    state.hub_addr = handle.endpoints.grpc.clone();
+    state.cert_sha256 = handle.endpoints.cert_sha256.clone();
+    state.workspace = workspace;
+    let mut opts = RuntimeOptions::new(state.clone(), credential, capabilities::probe());
+    let mut sandbox =
+        super::node::sandbox_options(&state.workspace, state_dir.path(), &state.name)?;
+    if !exclude.is_empty() {
+        // The hub's secrets (admin token, TLS key) must stay out of reach.
+        sandbox.hidden.push(data_dir.to_path_buf());
+    }
+    opts.executor = ExecutorOptions::Sandbox(sandbox);
+    opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
+        workspace: state.workspace.clone(),
+        state_dir: state_dir.path().to_path_buf(),
+        exclude,
+        progress: None,
+    });
+    Ok(opts)
 }

@@ -221,6 +221,30 @@ impl SourceEngine {
     }
 
     fn observe(&mut self, obs: Observation) -> Vec<SourceAction> {
+        let (upserts, removed) = self.upserts_and_removals(obs);
+        let (changed, stat_only) = self.classify(upserts);
+        if changed.is_empty() && removed.is_empty() && stat_only.is_empty() {
+            return Vec::new();
+        }
+        let renames = self.pair_renames(&removed, &changed);
+        let numbered = self.number(changed, &removed, &renames);
+
+        for t in &numbered.tombs {
+            self.entries.remove(&t.path);
+            self.tombstones.insert(t.path.clone(), t.clone());
+        }
+        let mut record = stat_only;
+        record.extend(numbered.entries);
+        for e in &record {
+            self.tombstones.remove(&e.path);
+            self.entries.insert(e.path.clone(), e.clone());
+        }
+        self.record_in_parts(record, numbered.tombs, numbered.notices)
+    }
+
+    /// The entries an observation upserts and the known paths it removes
+    /// (sorted, without duplicates; an upsert of a removed path is dropped).
+    fn upserts_and_removals(&self, obs: Observation) -> (Vec<Entry>, Vec<RelPath>) {
         let (upserts, mut removed): (Vec<Entry>, Vec<RelPath>) = match obs {
             Observation::Full(all) => {
                 let seen: HashSet<&RelPath> = all.iter().map(|e| &e.path).collect();
@@ -255,8 +279,12 @@ impl SourceEngine {
             .collect();
         removed.sort();
         removed.dedup();
+        (upserts, removed)
+    }
 
-        // Classify upserts: new content (needs a seq and a notice) or stat only.
+    /// Splits upserts into new content (needs a seq and a notice) and stat-only
+    /// updates (keep their seq and version); unchanged entries are dropped.
+    fn classify(&self, upserts: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
         let mut changed: Vec<Entry> = Vec::new();
         let mut stat_only: Vec<Entry> = Vec::new();
         for mut e in upserts {
@@ -271,19 +299,20 @@ impl SourceEngine {
                 _ => changed.push(e),
             }
         }
-        if changed.is_empty() && removed.is_empty() && stat_only.is_empty() {
-            return Vec::new();
-        }
+        (changed, stat_only)
+    }
 
-        // Pair removals with new files of the same content: renames.
+    /// Pairs removals with new files of the same content: renames, as
+    /// new path → old path.
+    fn pair_renames(&self, removed: &[RelPath], changed: &[Entry]) -> HashMap<RelPath, RelPath> {
         let mut by_hash: HashMap<ContentHash, Vec<RelPath>> = HashMap::new();
-        for p in &removed {
+        for p in removed {
             if let Some(h) = self.entries.get(p).and_then(file_hash) {
                 by_hash.entry(h).or_default().push(p.clone());
             }
         }
         let mut rename_from: HashMap<RelPath, RelPath> = HashMap::new();
-        for e in &changed {
+        for e in changed {
             if self.entries.contains_key(&e.path) {
                 continue;
             }
@@ -294,19 +323,27 @@ impl SourceEngine {
                 rename_from.insert(e.path.clone(), from);
             }
         }
-        let renamed: HashSet<&RelPath> = rename_from.values().collect();
+        rename_from
+    }
 
-        let mut notices = Vec::new();
-        let mut tombs = Vec::new();
-        // Deletes first, deepest first, so a dir is emptied before it goes and a
-        // file replaced by a dir (or back) never collides.
+    /// Assigns sequence numbers in the order the hub must apply the changes.
+    /// Deletes first, deepest first, so a dir is emptied before it goes and a
+    /// file replaced by a dir (or back) never collides; then new content in
+    /// path order. Except a rename out of a deleted directory (`mv d/e/f d/g;
+    /// rm -r d/e`): it goes before that delete, or the hub's copy of its
+    /// content would be deleted first and sent again. Only when nothing
+    /// removed is at, above or below its target, so the rename cannot collide
+    /// with a delete.
+    fn number(
+        &mut self,
+        mut changed: Vec<Entry>,
+        removed: &[RelPath],
+        rename_from: &HashMap<RelPath, RelPath>,
+    ) -> Numbered {
+        let renamed: HashSet<&RelPath> = rename_from.values().collect();
         let mut plain_deletes: Vec<&RelPath> =
             removed.iter().filter(|p| !renamed.contains(p)).collect();
         plain_deletes.sort_by(|a, b| b.cmp(a));
-        // Except a rename out of a deleted directory (`mv d/e/f d/g; rm -r d/e`):
-        // it goes before that delete, or the hub's copy of its content would be
-        // deleted first and sent again. Only when nothing removed is at, above
-        // or below its target, so the rename cannot collide with a delete.
         changed.sort_by(|a, b| a.path.cmp(&b.path));
         let hoist = |e: &Entry| {
             rename_from.get(&e.path).is_some_and(|from| {
@@ -318,72 +355,37 @@ impl SourceEngine {
         };
         let (mut early, mut changed): (Vec<Entry>, Vec<Entry>) =
             changed.into_iter().partition(|e| hoist(e));
+
+        let mut out = Numbered::default();
         for e in &mut early {
             self.seq += 1;
-            let from = &rename_from[&e.path];
-            e.seq = self.seq;
-            e.version = Version {
-                origin: Replica::Node,
-                seq: self.seq,
-            };
-            tombs.push(Tombstone {
-                path: from.clone(),
-                seq: self.seq,
-                hash: file_hash(e),
-            });
-            notices.push(Notice::Rename {
-                from: from.clone(),
-                entry: e.clone(),
-            });
+            stamp(e, self.seq);
+            out.rename(&rename_from[&e.path], e);
         }
         for p in plain_deletes {
             self.seq += 1;
             let hash = self.entries.get(p).and_then(file_hash);
-            tombs.push(Tombstone {
+            out.tombs.push(Tombstone {
                 path: p.clone(),
                 seq: self.seq,
                 hash,
             });
-            notices.push(Notice::Delete {
+            out.notices.push(Notice::Delete {
                 path: p.clone(),
                 seq: self.seq,
             });
         }
         for e in &mut changed {
             self.seq += 1;
-            e.seq = self.seq;
-            e.version = Version {
-                origin: Replica::Node,
-                seq: self.seq,
-            };
+            stamp(e, self.seq);
             match rename_from.get(&e.path) {
-                Some(from) => {
-                    tombs.push(Tombstone {
-                        path: from.clone(),
-                        seq: self.seq,
-                        hash: file_hash(e),
-                    });
-                    notices.push(Notice::Rename {
-                        from: from.clone(),
-                        entry: e.clone(),
-                    });
-                }
-                None => notices.push(Notice::Upsert(e.clone())),
+                Some(from) => out.rename(from, e),
+                None => out.notices.push(Notice::Upsert(e.clone())),
             }
         }
-
-        for t in &tombs {
-            self.entries.remove(&t.path);
-            self.tombstones.insert(t.path.clone(), t.clone());
-        }
-        let mut record = stat_only;
-        record.extend(early);
-        record.extend(changed);
-        for e in &record {
-            self.tombstones.remove(&e.path);
-            self.entries.insert(e.path.clone(), e.clone());
-        }
-        self.record_in_parts(record, tombs, notices)
+        out.entries = early;
+        out.entries.extend(changed);
+        out
     }
 
     /// `Record` then `Send` per part of notices (see [`RECORD_PART`]), in seq order.
@@ -466,11 +468,7 @@ impl SourceEngine {
             let mut restamped = Vec::new();
             for e in self.entries.values_mut() {
                 self.seq += 1;
-                e.seq = self.seq;
-                e.version = Version {
-                    origin: Replica::Node,
-                    seq: self.seq,
-                };
+                stamp(e, self.seq);
                 restamped.push(e.clone());
             }
             actions.push(SourceAction::Record {
@@ -548,4 +546,37 @@ impl SourceEngine {
             size: e.size,
         }]
     }
+}
+
+/// The changes of one observation with their sequence numbers: the entries
+/// with new content, and the tombstones and notices in seq order.
+#[derive(Default)]
+struct Numbered {
+    entries: Vec<Entry>,
+    tombs: Vec<Tombstone>,
+    notices: Vec<Notice>,
+}
+
+impl Numbered {
+    /// `entry` (already stamped) moved here from `from`.
+    fn rename(&mut self, from: &RelPath, entry: &Entry) {
+        self.tombs.push(Tombstone {
+            path: from.clone(),
+            seq: entry.seq,
+            hash: file_hash(entry),
+        });
+        self.notices.push(Notice::Rename {
+            from: from.clone(),
+            entry: entry.clone(),
+        });
+    }
+}
+
+/// Gives `entry` the node's sequence number `seq` as its seq and version.
+fn stamp(entry: &mut Entry, seq: u64) {
+    entry.seq = seq;
+    entry.version = Version {
+        origin: Replica::Node,
+        seq,
+    };
 }

@@ -108,6 +108,52 @@ fn flush_filesystem(dir: &cap_std::fs::Dir) -> io::Result<()> {
 /// `None` for nothing to sync (a symlink, a moved source).
 type ToSync = Option<Option<cap_std::fs::File>>;
 
+/// Phase 2's retraction of a batch: the index entries its ops replace or
+/// remove (and everything below those that replace a subtree), and the
+/// parents of its targets, which must go if they are not directories.
+fn retraction(prepared: &[Prepared]) -> (Batch, BTreeSet<RelPath>) {
+    let mut retract = Batch::default();
+    let mut parents: BTreeSet<RelPath> = BTreeSet::new();
+    for (op, _) in prepared {
+        retract.removes.push(op.path().clone());
+        match op {
+            Op::Move { from, entry } => {
+                retract.removes.push(from.clone());
+                retract.removes_below.push(entry.path.clone());
+            }
+            Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
+            // A file or link replaces a directory with everything below it.
+            Op::Write { entry, .. } | Op::Symlink { entry } => {
+                retract.removes_below.push(entry.path.clone())
+            }
+            _ => {}
+        }
+        // A file or link where a parent directory must go is replaced
+        // (deletes create no parents).
+        let mut cur = if matches!(op, Op::Delete { .. }) {
+            None
+        } else {
+            op.path().parent()
+        };
+        while let Some(d) = cur {
+            cur = d.parent();
+            if !parents.insert(d) {
+                break; // this one and those above are listed already
+            }
+        }
+    }
+    (retract, parents)
+}
+
+/// A blocking task that panicked or was cancelled.
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        op: "join",
+        path: String::new(),
+        source: io::Error::other(e),
+    }
+}
+
 /// An op that passed staging, with the staged name of its content (if any).
 type Prepared = (Op, Option<String>);
 
@@ -118,11 +164,7 @@ impl Receiver {
         let me = self.clone();
         let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
-            .map_err(|e| Error::Io {
-                op: "join",
-                path: String::new(),
-                source: io::Error::other(e),
-            })?;
+            .map_err(join_error)?;
         self.retract_place_publish(prepared, failed).await
     }
 
@@ -132,56 +174,8 @@ impl Receiver {
         prepared: Vec<Prepared>,
         mut failed: Vec<(Op, TransferFailure)>,
     ) -> Result<BatchOutcome, Error> {
-        let mut retract = Batch::default();
-        let mut parents: BTreeSet<RelPath> = BTreeSet::new();
-        for (op, _) in &prepared {
-            retract.removes.push(op.path().clone());
-            match op {
-                Op::Move { from, entry } => {
-                    retract.removes.push(from.clone());
-                    retract.removes_below.push(entry.path.clone());
-                }
-                Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
-                // A file or link replaces a directory with everything below it.
-                Op::Write { entry, .. } | Op::Symlink { entry } => {
-                    retract.removes_below.push(entry.path.clone())
-                }
-                _ => {}
-            }
-            // A file or link where a parent directory must go is replaced
-            // (deletes create no parents).
-            let mut cur = if matches!(op, Op::Delete { .. }) {
-                None
-            } else {
-                op.path().parent()
-            };
-            while let Some(d) = cur {
-                cur = d.parent();
-                if !parents.insert(d) {
-                    break; // this one and those above are listed already
-                }
-            }
-        }
-        // Each parent looked at once per batch, off the async threads.
-        let me = self.clone();
-        let not_dirs = tokio::task::spawn_blocking(move || {
-            parents
-                .into_iter()
-                .filter(|d| {
-                    me.inner
-                        .mirror
-                        .symlink_metadata(d.as_str())
-                        .is_ok_and(|m| !m.is_dir())
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| Error::Io {
-            op: "join",
-            path: String::new(),
-            source: io::Error::other(e),
-        })?;
-        retract.removes.extend(not_dirs);
+        let (mut retract, parents) = retraction(&prepared);
+        retract.removes.extend(self.not_dirs(parents).await?);
         if let Err(e) = self.inner.index.apply(&self.inner.node, &retract).await {
             for (_, s) in &prepared {
                 if let Some(name) = s {
@@ -193,11 +187,7 @@ impl Receiver {
         let me = self.clone();
         let (done, place_failed) = tokio::task::spawn_blocking(move || me.place(prepared))
             .await
-            .map_err(|e| Error::Io {
-                op: "join",
-                path: String::new(),
-                source: io::Error::other(e),
-            })?;
+            .map_err(join_error)?;
         failed.extend(place_failed);
         let publish = Batch {
             upserts: survivors(&done),
@@ -206,6 +196,25 @@ impl Receiver {
         self.inner.index.apply(&self.inner.node, &publish).await?;
         debug!(done = done.len(), failed = failed.len(), "batch committed");
         Ok(BatchOutcome { done, failed })
+    }
+
+    /// Those of `parents` that exist in the mirror as something other than
+    /// a directory. Each parent looked at once per batch, off the async threads.
+    async fn not_dirs(&self, parents: BTreeSet<RelPath>) -> Result<Vec<RelPath>, Error> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            parents
+                .into_iter()
+                .filter(|d| {
+                    me.inner
+                        .mirror
+                        .symlink_metadata(d.as_str())
+                        .is_ok_and(|m| !m.is_dir())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(join_error)
     }
 
     /// Phase 1: stage copies, empties and symlinks, then make every staged

@@ -2,11 +2,11 @@
 //! partial one of the paths the watcher reported.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ganglion_core::RelPath;
 use ganglion_mirror::engine::{Observation, SourceEvent};
-use ganglion_mirror::scan::{self, IGNORE_FILE, ScanReport};
+use ganglion_mirror::scan::{self, IGNORE_FILE, IgnoreRules, ScanReport};
 use ganglion_mirror::{Entry, EntryKind, WorkspaceDir};
 
 use super::{Input, MirrorWorker};
@@ -34,37 +34,14 @@ impl MirrorWorker {
         let unstable = std::mem::take(&mut report.unstable);
         self.feed(SourceEvent::Observed(Observation::Full(report.entries)))
             .await;
-        if !unstable.is_empty() {
-            let paths = unstable
-                .iter()
-                .map(|p| self.opts.workspace.join(p.as_str()))
-                .collect();
-            let _ = self.input.send(Input::Changed(paths));
-        }
+        self.rescan(&unstable);
     }
 
     pub(super) async fn partial_scan(&mut self, changed: BTreeSet<PathBuf>) {
-        let mut rels = Vec::new();
-        for p in changed {
-            let Ok(rel) = p.strip_prefix(&self.opts.workspace) else {
-                continue;
-            };
-            let Some(s) = rel.to_str() else { continue };
-            let Ok(Some(rel)) = RelPath::parse_lenient(s) else {
-                continue;
-            };
-            if self.excluded(&rel) {
-                continue;
-            }
-            if rel.file_name() == IGNORE_FILE && !self.ignores.is_ignored(&rel, false) {
-                // The ignore rules changed: only a full scan applies them.
-                return self.full_scan().await;
-            }
-            if self.ignores.is_ignored(&rel, false) {
-                continue;
-            }
-            rels.push(rel);
-        }
+        let Some(rels) = self.watched(changed) else {
+            // The ignore rules changed: only a full scan applies them.
+            return self.full_scan().await;
+        };
         if rels.is_empty() {
             return;
         }
@@ -84,34 +61,15 @@ impl MirrorWorker {
             .collect();
         let ignores = self.ignores.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut report = ScanReport::default();
-            let mut removed = Vec::new();
-            let mut new_dir = false;
-            let dir = match WorkspaceDir::open(&root) {
-                Ok(d) => d,
-                Err(e) => {
-                    // The next full scan reports it.
-                    tracing::warn!(error = %e, "cannot open the workspace");
-                    return (report, removed, new_dir);
-                }
-            };
-            for rel in rels {
-                match scan::stat_path(&dir, &rel, prior.get(&rel), &mut report) {
-                    // A directory only some rules match (`build/`).
-                    Ok(Some(e)) if e.kind == EntryKind::Dir && ignores.is_ignored(&rel, true) => {}
-                    Ok(Some(e)) => {
-                        new_dir |= e.kind == EntryKind::Dir && !known_dirs.contains(&rel);
-                        report.entries.push(e);
-                    }
-                    Ok(None) if !report.unstable.contains(&rel) => removed.push(rel),
-                    Ok(None) => {}
-                    Err(reason) => tracing::warn!(path = %rel, ?reason, "not mirrored"),
-                }
-            }
-            (report, removed, new_dir)
+            stat_changed(&root, rels, &prior, &known_dirs, &ignores)
         })
         .await;
-        let Ok((mut report, removed, new_dir)) = result else {
+        let Ok(PartialScan {
+            mut report,
+            removed,
+            new_dir,
+        }) = result
+        else {
             return;
         };
         if new_dir {
@@ -126,6 +84,37 @@ impl MirrorWorker {
             removed,
         }))
         .await;
+        self.rescan(&unstable);
+    }
+
+    /// The watched paths to look at: inside the workspace, mirrored, not
+    /// ignored. `None` when an ignore file changed.
+    fn watched(&self, changed: BTreeSet<PathBuf>) -> Option<Vec<RelPath>> {
+        let mut rels = Vec::new();
+        for p in changed {
+            let Ok(rel) = p.strip_prefix(&self.opts.workspace) else {
+                continue;
+            };
+            let Some(s) = rel.to_str() else { continue };
+            let Ok(Some(rel)) = RelPath::parse_lenient(s) else {
+                continue;
+            };
+            if self.excluded(&rel) {
+                continue;
+            }
+            if rel.file_name() == IGNORE_FILE && !self.ignores.is_ignored(&rel, false) {
+                return None;
+            }
+            if self.ignores.is_ignored(&rel, false) {
+                continue;
+            }
+            rels.push(rel);
+        }
+        Some(rels)
+    }
+
+    /// Paths that changed while being read are looked at again.
+    fn rescan(&self, unstable: &[RelPath]) {
         if !unstable.is_empty() {
             let paths = unstable
                 .iter()
@@ -134,4 +123,51 @@ impl MirrorWorker {
             let _ = self.input.send(Input::Changed(paths));
         }
     }
+}
+
+/// What a partial scan saw.
+struct PartialScan {
+    report: ScanReport,
+    /// Paths that are gone.
+    removed: Vec<RelPath>,
+    /// A directory the index did not know appeared.
+    new_dir: bool,
+}
+
+/// Stats (and hashes, where needed) the watched paths (blocking).
+fn stat_changed(
+    root: &Path,
+    rels: Vec<RelPath>,
+    prior: &HashMap<RelPath, Entry>,
+    known_dirs: &BTreeSet<RelPath>,
+    ignores: &IgnoreRules,
+) -> PartialScan {
+    let mut out = PartialScan {
+        report: ScanReport::default(),
+        removed: Vec::new(),
+        new_dir: false,
+    };
+    let dir = match WorkspaceDir::open(root) {
+        Ok(d) => d,
+        Err(e) => {
+            // The next full scan reports it.
+            tracing::warn!(error = %e, "cannot open the workspace");
+            return out;
+        }
+    };
+    let report = &mut out.report;
+    for rel in rels {
+        match scan::stat_path(&dir, &rel, prior.get(&rel), report) {
+            // A directory only some rules match (`build/`).
+            Ok(Some(e)) if e.kind == EntryKind::Dir && ignores.is_ignored(&rel, true) => {}
+            Ok(Some(e)) => {
+                out.new_dir |= e.kind == EntryKind::Dir && !known_dirs.contains(&rel);
+                report.entries.push(e);
+            }
+            Ok(None) if !report.unstable.contains(&rel) => out.removed.push(rel),
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(path = %rel, ?reason, "not mirrored"),
+        }
+    }
+    out
 }

@@ -31,99 +31,127 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
-        "connect" => match TcpStream::connect(arg(1)) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "connect failed: {e}");
-                ExitCode::from(3)
-            }
-        },
+        "connect" => connect(&arg(1)),
         "forkbomb" => {
             let secs: u64 = arg(1).parse().unwrap_or(2);
             forkbomb(Instant::now() + Duration::from_secs(secs));
             ExitCode::SUCCESS
         }
-        "child-sleep" => {
-            let mut child = Command::new("sleep")
-                .arg("1000")
-                .spawn()
-                .expect("spawn sleep");
-            let _ = writeln!(std::io::stdout(), "{}", child.id());
-            let _ = std::io::stdout().flush();
-            let _ = child.wait();
-            ExitCode::SUCCESS
-        }
-        "read" => match std::fs::read(arg(1)) {
-            Ok(b) => {
-                let _ = std::io::stdout().write_all(&b);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "read failed: {e}");
-                ExitCode::from(4)
-            }
-        },
-        "socket" => {
-            let (domain, ty) = match arg(1).as_str() {
-                "udp" => (libc::AF_INET, libc::SOCK_DGRAM),
-                "udp6" => (libc::AF_INET6, libc::SOCK_DGRAM),
-                "tcp" => (libc::AF_INET, libc::SOCK_STREAM),
-                "unix" => (libc::AF_UNIX, libc::SOCK_STREAM),
-                "netlink" => (libc::AF_NETLINK, libc::SOCK_RAW),
-                "packet" => (libc::AF_PACKET, libc::SOCK_DGRAM),
-                _ => return ExitCode::from(2),
-            };
-            report(sys(|| unsafe { libc::socket(domain, ty, 0) } as i64))
-        }
+        "child-sleep" => child_sleep(),
+        "read" => read(&arg(1)),
+        "socket" => socket(&arg(1)),
         "unix-connect" => report(
             std::os::unix::net::UnixStream::connect(arg(1))
                 .map(drop)
                 .map_err(|e| e.to_string()),
         ),
-        "unshare" => {
-            let flag = match arg(1).as_str() {
-                "user" => libc::CLONE_NEWUSER,
-                "mount" => libc::CLONE_NEWNS,
-                "pid" => libc::CLONE_NEWPID,
-                "net" => libc::CLONE_NEWNET,
-                _ => return ExitCode::from(2),
-            };
-            report(sys(|| unsafe { libc::unshare(flag) } as i64))
-        }
-        "clone3" => {
-            // struct clone_args: flags first, exit_signal at offset 32; size 64.
-            let mut args = [0u64; 8];
-            args[0] = libc::CLONE_NEWUSER as u64;
-            args[4] = libc::SIGCHLD as u64;
-            let r = sys(|| unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 64usize) });
-            if r == Ok(0) {
-                unsafe { libc::_exit(0) };
-            }
-            report(r)
-        }
-        "chmod" => {
-            let mode = u32::from_str_radix(&arg(1), 8).unwrap_or(0);
-            let path = std::ffi::CString::new(arg(2)).unwrap_or_default();
-            report(sys(|| unsafe { libc::chmod(path.as_ptr(), mode) } as i64))
-        }
+        "unshare" => unshare(&arg(1)),
+        "clone3" => clone3(),
+        "chmod" => chmod(&arg(1), &arg(2)),
         "exec" => {
             let err = Command::new(arg(1)).args(&args[2..]).exec();
             let _ = writeln!(std::io::stderr(), "exec failed: {err}");
             ExitCode::from(5)
         }
-        "ptrace" => report(sys(|| unsafe {
-            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0)
-        })),
-        "bpf" => report(sys(|| unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) })),
+        "read-fd" => read_fd(arg(1).parse().unwrap_or(-1)),
+        "raise" => raise(arg(1).parse().unwrap_or(libc::SIGTERM)),
+        "node" => node(&args[1..]),
+        name => match harmless_syscall(name) {
+            Some(r) => report(r),
+            None => ExitCode::from(2),
+        },
+    }
+}
+
+fn connect(addr: &str) -> ExitCode {
+    match TcpStream::connect(addr) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "connect failed: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn child_sleep() -> ExitCode {
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("spawn sleep");
+    let _ = writeln!(std::io::stdout(), "{}", child.id());
+    let _ = std::io::stdout().flush();
+    let _ = child.wait();
+    ExitCode::SUCCESS
+}
+
+fn read(path: &str) -> ExitCode {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let _ = std::io::stdout().write_all(&b);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "read failed: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+fn socket(kind: &str) -> ExitCode {
+    let (domain, ty) = match kind {
+        "udp" => (libc::AF_INET, libc::SOCK_DGRAM),
+        "udp6" => (libc::AF_INET6, libc::SOCK_DGRAM),
+        "tcp" => (libc::AF_INET, libc::SOCK_STREAM),
+        "unix" => (libc::AF_UNIX, libc::SOCK_STREAM),
+        "netlink" => (libc::AF_NETLINK, libc::SOCK_RAW),
+        "packet" => (libc::AF_PACKET, libc::SOCK_DGRAM),
+        _ => return ExitCode::from(2),
+    };
+    report(sys(|| unsafe { libc::socket(domain, ty, 0) } as i64))
+}
+
+fn unshare(namespace: &str) -> ExitCode {
+    let flag = match namespace {
+        "user" => libc::CLONE_NEWUSER,
+        "mount" => libc::CLONE_NEWNS,
+        "pid" => libc::CLONE_NEWPID,
+        "net" => libc::CLONE_NEWNET,
+        _ => return ExitCode::from(2),
+    };
+    report(sys(|| unsafe { libc::unshare(flag) } as i64))
+}
+
+fn clone3() -> ExitCode {
+    // struct clone_args: flags first, exit_signal at offset 32; size 64.
+    let mut args = [0u64; 8];
+    args[0] = libc::CLONE_NEWUSER as u64;
+    args[4] = libc::SIGCHLD as u64;
+    let r = sys(|| unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 64usize) });
+    if r == Ok(0) {
+        unsafe { libc::_exit(0) };
+    }
+    report(r)
+}
+
+fn chmod(mode: &str, path: &str) -> ExitCode {
+    let mode = u32::from_str_radix(mode, 8).unwrap_or(0);
+    let path = std::ffi::CString::new(path).unwrap_or_default();
+    report(sys(|| unsafe { libc::chmod(path.as_ptr(), mode) } as i64))
+}
+
+/// `ptrace`, `bpf`, `io-uring`, `keyctl`, `personality-rie`, `mount` with
+/// harmless arguments; `None` for another name.
+fn harmless_syscall(name: &str) -> Option<Result<i64, String>> {
+    let r = match name {
+        "ptrace" => sys(|| unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) }),
+        "bpf" => sys(|| unsafe { libc::syscall(libc::SYS_bpf, 0, 0, 0) }),
         "io-uring" => {
             let mut params = [0u8; 120];
-            report(sys(|| unsafe {
-                libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr())
-            }))
+            sys(|| unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) })
         }
-        "keyctl" => report(sys(|| unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) })),
-        "personality-rie" => report(sys(|| unsafe { libc::personality(0x0040_0000) as i64 })),
-        "mount" => report(sys(|| unsafe {
+        "keyctl" => sys(|| unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) }),
+        "personality-rie" => sys(|| unsafe { libc::personality(0x0040_0000) as i64 }),
+        "mount" => sys(|| unsafe {
             libc::mount(
                 c"none".as_ptr(),
                 c"/tmp".as_ptr(),
@@ -131,27 +159,27 @@ fn main() -> ExitCode {
                 0,
                 std::ptr::null(),
             ) as i64
-        })),
-        "read-fd" => {
-            let fd: i32 = arg(1).parse().unwrap_or(-1);
-            let mut buf = [0u8; 4096];
-            // Raw read: the fd may not be open (no std ownership of it).
-            let r = sys(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64);
-            report(r.map(|n| {
-                let _ = std::io::stdout().write_all(&buf[..n as usize]);
-            }))
-        }
-        "raise" => {
-            let sig: i32 = arg(1).parse().unwrap_or(libc::SIGTERM);
-            unsafe {
-                libc::signal(sig, libc::SIG_DFL);
-                libc::raise(sig);
-            }
-            ExitCode::from(6)
-        }
-        "node" => node(&args[1..]),
-        _ => ExitCode::from(2),
+        }),
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn read_fd(fd: i32) -> ExitCode {
+    let mut buf = [0u8; 4096];
+    // Raw read: the fd may not be open (no std ownership of it).
+    let r = sys(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64);
+    report(r.map(|n| {
+        let _ = std::io::stdout().write_all(&buf[..n as usize]);
+    }))
+}
+
+fn raise(sig: i32) -> ExitCode {
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
     }
+    ExitCode::from(6)
 }
 
 /// Runs a raw syscall; `Err` with the OS error text when it returns -1.

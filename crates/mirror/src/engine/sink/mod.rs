@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use ganglion_core::RelPath;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::{Content, Notice, Op, TransferFailure, backoff, file_hash};
 use crate::entry::{ContentHash, Entry, EntryKind};
 use crate::immutable::ImmutablePaths;
 
+mod notice;
 mod order;
 mod outcome;
 mod parked;
@@ -90,6 +91,18 @@ struct Slot {
     stage: Stage,
     /// A newer notice that waits for the commit in flight.
     next: Vec<Notice>,
+}
+
+impl Slot {
+    /// A slot with no notice waiting behind it yet.
+    fn new(seq: u64, entry: Option<Entry>, stage: Stage) -> Self {
+        Self {
+            seq,
+            entry,
+            stage,
+            next: Vec::new(),
+        }
+    }
 }
 
 /// Counters for `mirror status` and metrics.
@@ -187,20 +200,7 @@ impl SinkEngine {
         let mut out = Vec::new();
         match event {
             SinkEvent::Connected => {}
-            SinkEvent::Disconnected => {
-                // Fetches die with the node's streams; the node resends every
-                // notice above `applied` on reconnect. Commits in flight stay.
-                self.drop_waiting(&mut out);
-                self.slots.retain(|_, s| s.stage == Stage::Committing);
-                self.parked.clear();
-                self.held.clear();
-                for s in self.slots.values_mut() {
-                    s.next.clear();
-                }
-                // Fetches below a commit in flight were dropped: nothing above
-                // `applied` may be acknowledged until the node resends it.
-                self.seen = self.applied;
-            }
+            SinkEvent::Disconnected => self.disconnected(&mut out),
             SinkEvent::Notice(n) => {
                 self.seen = self.seen.max(n.seq());
                 self.notice(n, &mut out);
@@ -210,39 +210,8 @@ impl SinkEngine {
                 path,
                 hash,
                 failure,
-            } => {
-                if let Some(slot) = self.slots.get_mut(&path)
-                    && let Stage::Fetching { hash: h, attempt } = &mut slot.stage
-                    && *h == hash
-                {
-                    *attempt += 1;
-                    warn!(%path, %hash, ?failure, attempt = *attempt, "fetch failed, will retry");
-                    out.push(SinkAction::RetryLater {
-                        path,
-                        after: backoff(*attempt),
-                    });
-                }
-            }
-            SinkEvent::RetryDue { path } => match self.slots.get(&path) {
-                Some(Slot {
-                    stage: Stage::Fetching { hash, .. },
-                    entry: Some(e),
-                    ..
-                }) => out.push(SinkAction::Fetch {
-                    hash: *hash,
-                    size: e.size,
-                    path,
-                }),
-                Some(Slot {
-                    stage: Stage::Retry { op, .. },
-                    ..
-                }) => {
-                    let op = (**op).clone();
-                    let stage = self.apply_or_wait(&path, op, &mut out);
-                    self.slots.set_stage(&path, stage);
-                }
-                _ => {}
-            },
+            } => self.fetch_failed(path, hash, failure, &mut out),
+            SinkEvent::RetryDue { path } => self.retry_due(path, &mut out),
             SinkEvent::Committed { done, failed } => self.committed(done, failed, &mut out),
             SinkEvent::SetImmutable(set) => {
                 if set.version() >= self.immutable.version() {
@@ -254,6 +223,67 @@ impl SinkEngine {
         self.wake_waiting(&mut out);
         self.advance(&mut out);
         out
+    }
+
+    /// Fetches die with the node's streams; the node resends every notice
+    /// above `applied` on reconnect. Commits in flight stay.
+    fn disconnected(&mut self, out: &mut Vec<SinkAction>) {
+        self.drop_waiting(out);
+        self.slots.retain(|_, s| s.stage == Stage::Committing);
+        self.parked.clear();
+        self.held.clear();
+        for s in self.slots.values_mut() {
+            s.next.clear();
+        }
+        // Fetches below a commit in flight were dropped: nothing above
+        // `applied` may be acknowledged until the node resends it.
+        self.seen = self.applied;
+    }
+
+    /// A failed fetch of the content a path still waits for is retried
+    /// after a growing backoff.
+    fn fetch_failed(
+        &mut self,
+        path: RelPath,
+        hash: ContentHash,
+        failure: TransferFailure,
+        out: &mut Vec<SinkAction>,
+    ) {
+        if let Some(slot) = self.slots.get_mut(&path)
+            && let Stage::Fetching { hash: h, attempt } = &mut slot.stage
+            && *h == hash
+        {
+            *attempt += 1;
+            warn!(%path, %hash, ?failure, attempt = *attempt, "fetch failed, will retry");
+            out.push(SinkAction::RetryLater {
+                path,
+                after: backoff(*attempt),
+            });
+        }
+    }
+
+    /// A backoff ended: fetch again, or try the op again.
+    fn retry_due(&mut self, path: RelPath, out: &mut Vec<SinkAction>) {
+        match self.slots.get(&path) {
+            Some(Slot {
+                stage: Stage::Fetching { hash, .. },
+                entry: Some(e),
+                ..
+            }) => out.push(SinkAction::Fetch {
+                hash: *hash,
+                size: e.size,
+                path,
+            }),
+            Some(Slot {
+                stage: Stage::Retry { op, .. },
+                ..
+            }) => {
+                let op = (**op).clone();
+                let stage = self.apply_or_wait(&path, op, out);
+                self.slots.set_stage(&path, stage);
+            }
+            _ => {}
+        }
     }
 
     /// Filters a batch right before it is committed: ops under paths that
@@ -283,207 +313,6 @@ impl SinkEngine {
     /// it resumes): the work the ordering rules cost, for tests.
     pub fn notices_tried(&self) -> u64 {
         self.notices_tried
-    }
-
-    fn notice(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
-        self.notices_tried += 1;
-        // A rename whose source is not settled here degrades to delete + upsert.
-        // So does one whose target has commits in flight below it (or its own
-        // source below it): a move never waits, so the source slot it holds
-        // always settles and no wait can depend on another.
-        // So does one whose target already holds this (or a newer) state: the
-        // upsert half of an earlier degraded copy of it landed, its delete
-        // half was lost with the connection, and the resent rename must still
-        // remove the source (as a whole it would be ignored as stale and
-        // acknowledged with the source left behind).
-        if let Notice::Rename { from, entry } = &n {
-            let movable = !self.slots.contains_key(from)
-                && !from.starts_with(&entry.path)
-                && !self.busy_below(&entry.path)
-                && self
-                    .entries
-                    .get(&entry.path)
-                    .is_none_or(|e| e.version.seq < entry.seq)
-                && self
-                    .entries
-                    .get(from)
-                    .and_then(file_hash)
-                    .is_some_and(|h| Some(h) == file_hash(entry));
-            if !movable || self.immutable.matches(from, false) {
-                self.notice(
-                    Notice::Delete {
-                        path: from.clone(),
-                        seq: entry.seq,
-                    },
-                    out,
-                );
-                self.notice(Notice::Upsert(entry.clone()), out);
-                return;
-            }
-        }
-        let path = n.path().clone();
-        let is_dir = matches!(&n, Notice::Upsert(e) if e.kind == EntryKind::Dir);
-        if self.immutable.matches(&path, is_dir) {
-            self.refuse(&path, "at notice");
-            return;
-        }
-        if self
-            .entries
-            .get(&path)
-            .is_some_and(|e| e.version.seq >= n.seq())
-        {
-            debug!(%path, seq = n.seq(), "stale notice ignored");
-            return;
-        }
-        if self.superseded_above(&path, n.seq()) {
-            debug!(%path, seq = n.seq(), "notice below a newer state of a parent ignored");
-            return;
-        }
-        if let Some(blocker) = self.blocker_above(&path, n.seq()) {
-            self.parked.push(blocker, n);
-            return;
-        }
-        if let Some(slot) = self.slots.get_mut(&path) {
-            if slot.seq > n.seq() {
-                return;
-            }
-            match slot.stage {
-                Stage::Committing | Stage::Waiting { .. } => {
-                    slot.next.push(n);
-                    return;
-                }
-                Stage::Fetching { hash, .. } => {
-                    // Superseded: the newer notice decides.
-                    out.push(SinkAction::Discard {
-                        path: path.clone(),
-                        hash,
-                    });
-                    self.slots.remove(&path);
-                }
-                Stage::Retry { .. } => {
-                    self.slots.remove(&path);
-                }
-            }
-        }
-        self.start(n, out);
-    }
-
-    fn start(&mut self, n: Notice, out: &mut Vec<SinkAction>) {
-        if let Notice::Delete { path, .. } = &n {
-            self.cancel_below(path, out);
-        }
-        let path = n.path().clone();
-        let seq = n.seq();
-        let (op, entry) = match n {
-            Notice::Upsert(e) if e.kind != EntryKind::Dir && self.immutable_below(&e.path) => {
-                self.refuse(&e.path, "at notice (immutable content below)");
-                return;
-            }
-            Notice::Delete { path, .. } if self.immutable_below(&path) => {
-                // A delete removes the whole subtree at the hub; hub-owned
-                // content below keeps the directory.
-                self.refuse(&path, "at notice (immutable content below)");
-                return;
-            }
-            Notice::Delete { path, seq } => (Op::Delete { path, seq }, None),
-            Notice::Rename { from, entry } => {
-                self.slots.insert(
-                    from.clone(),
-                    Slot {
-                        seq,
-                        entry: None,
-                        stage: Stage::Committing,
-                        next: Vec::new(),
-                    },
-                );
-                (
-                    Op::Move {
-                        from,
-                        entry: entry.clone(),
-                    },
-                    Some(entry),
-                )
-            }
-            Notice::Upsert(entry) => match entry.kind {
-                EntryKind::Dir => (
-                    Op::Mkdir {
-                        entry: entry.clone(),
-                    },
-                    Some(entry),
-                ),
-                EntryKind::Symlink => (
-                    Op::Symlink {
-                        entry: entry.clone(),
-                    },
-                    Some(entry),
-                ),
-                EntryKind::File => match entry.hash {
-                    None => {
-                        warn!(%path, "file notice without a hash ignored");
-                        return;
-                    }
-                    Some(h) if entry.size == 0 && h == ContentHash::empty() => (
-                        Op::Write {
-                            entry: entry.clone(),
-                            content: Content::Empty,
-                        },
-                        Some(entry),
-                    ),
-                    Some(h) => match self.local_copy_of(h, &path) {
-                        Some(from) => (
-                            Op::Write {
-                                entry: entry.clone(),
-                                content: Content::Copy(from),
-                            },
-                            Some(entry),
-                        ),
-                        None => {
-                            // Older fetches below are superseded now, as for
-                            // a delete; commits below are waited for once staged.
-                            self.cancel_below(&path, out);
-                            out.push(SinkAction::Fetch {
-                                path: path.clone(),
-                                hash: h,
-                                size: entry.size,
-                            });
-                            let stage = Stage::Fetching {
-                                hash: h,
-                                attempt: 0,
-                            };
-                            self.slots.insert(
-                                path,
-                                Slot {
-                                    seq,
-                                    entry: Some(entry),
-                                    stage,
-                                    next: Vec::new(),
-                                },
-                            );
-                            return;
-                        }
-                    },
-                },
-            },
-        };
-        let stage = self.apply_or_wait(&path, op, out);
-        self.slots.insert(
-            path,
-            Slot {
-                seq,
-                entry,
-                stage,
-                next: Vec::new(),
-            },
-        );
-    }
-
-    /// A committed path (other than `path` itself, unless unchanged) holding `hash`.
-    fn local_copy_of(&self, hash: ContentHash, path: &RelPath) -> Option<RelPath> {
-        let paths = self.by_hash.get(&hash)?;
-        if paths.contains(path) {
-            return Some(path.clone());
-        }
-        paths.iter().min().cloned()
     }
 
     fn staged(&mut self, path: RelPath, hash: ContentHash, out: &mut Vec<SinkAction>) {
