@@ -223,12 +223,14 @@ impl Hub {
             options.heartbeat_interval,
             options.silence_limit(),
         );
+        let supervisor = Supervisor::default();
         let mirrors = crate::mirror::Mirrors::open(
             store.clone(),
             data_dir.root().to_path_buf(),
             registry.clone(),
             clock.clone(),
             metrics.clone(),
+            supervisor.clone(),
         )
         .await?;
         let core = Arc::new(HubCore {
@@ -240,7 +242,7 @@ impl Hub {
             invites,
             registry,
             metrics,
-            supervisor: Supervisor::default(),
+            supervisor,
             clock,
         });
         let endpoints = Endpoints {

@@ -293,11 +293,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        async fn run(
-            &mut self,
-            cancel: CancellationToken,
-            _: &WorkerHandle,
-        ) -> Result<(), String> {
+        async fn run(&mut self, cancel: CancellationToken, _: &WorkerHandle) -> Result<(), String> {
             self.runs += 1;
             match self.runs {
                 1 => Err("first run fails".into()),
@@ -370,7 +366,12 @@ mod tests {
         assert_eq!(
             listed,
             [
-                ("journal".into(), WorkerState::Failed, 0, Some("disk gone".into())),
+                (
+                    "journal".into(),
+                    WorkerState::Failed,
+                    0,
+                    Some("disk gone".into())
+                ),
                 ("mirror:a".into(), WorkerState::Busy, 0, None),
                 (
                     "mirror:b".into(),

@@ -23,10 +23,12 @@ use ganglion_mirror::{
     ContentHash, ImmutablePaths, MirrorToNode, Notice, SinkEngine, TransferFailure,
 };
 // Not poisoned by a panic: one failed request must not stop every later one.
+use ganglion_api::WorkerState;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
+use crate::worker::WorkerHandle;
 
 /// The open mirrors of the hub, by node name (shared with the drivers, which
 /// remove themselves when they close).
@@ -67,6 +69,9 @@ pub enum DriverEvent {
     Receiver {
         reply: oneshot::Sender<Receiver>,
     },
+    /// A fault for tests: the driver panics.
+    #[cfg(test)]
+    Panic,
 }
 
 /// `mirror status`: its JSON shape is the API's.
@@ -110,6 +115,8 @@ pub struct Driver {
     /// Idle this long with the node away, the driver closes.
     idle_close: Duration,
     open: OpenMirrors,
+    /// Its entry in the hub's workers (`mirror:NODE`): idle or busy.
+    worker: WorkerHandle,
 }
 
 /// What a driver is started with besides its node and receiver.
@@ -119,6 +126,7 @@ pub struct Start {
     pub loader: Loader,
     pub idle_close: Duration,
     pub open: OpenMirrors,
+    pub worker: WorkerHandle,
 }
 
 impl Driver {
@@ -153,6 +161,7 @@ impl Driver {
             node_unrecorded: 0,
             idle_close: start.idle_close,
             open: start.open,
+            worker: start.worker,
         }
     }
 
@@ -160,7 +169,13 @@ impl Driver {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) {
         let mut load_started = std::time::Instant::now();
         loop {
-            let idle = self.is_idle();
+            let busy = self.is_busy();
+            self.worker.set(if busy {
+                WorkerState::Busy
+            } else {
+                WorkerState::Idle
+            });
+            let idle = !self.connected && !busy;
             let idle_close = self.idle_close;
             let was_loading = self.loading.is_some();
             tokio::select! {
@@ -199,14 +214,14 @@ impl Driver {
         self.unregister();
     }
 
-    /// Idle: the node is away, and nothing is queued, fetched or committing.
-    fn is_idle(&self) -> bool {
-        !self.connected
-            && !self.committing
-            && self.batch.is_empty()
-            && match &self.state {
-                State::Summary { held, .. } => held.is_empty() && self.loading.is_none(),
-                State::Ready(e) => e.stats().pending == 0,
+    /// Busy: something is queued, fetched, loading or committing. A driver
+    /// not busy while its node is away is idle and closes after a while.
+    fn is_busy(&self) -> bool {
+        self.committing
+            || !self.batch.is_empty()
+            || match &self.state {
+                State::Summary { held, .. } => !held.is_empty() || self.loading.is_some(),
+                State::Ready(e) => e.stats().pending > 0,
             }
     }
 
@@ -324,6 +339,8 @@ impl Driver {
                 let _ = reply.send(self.receiver.clone());
                 return;
             }
+            #[cfg(test)]
+            DriverEvent::Panic => panic!("injected fault"),
         };
         self.feed(engine_event).await;
     }

@@ -81,6 +81,7 @@ async fn start_driver(
         loader,
         idle_close: Duration::from_secs(3600),
         open: OpenMirrors::default(),
+        worker: crate::worker::Supervisor::default().register("mirror:n1".into()),
     };
     let driver = Driver::new(
         ("n1".into(), node_id),
@@ -220,6 +221,7 @@ async fn mirrors(dir: &std::path::Path) -> (Arc<Mirrors>, NodeId) {
         Registry::new(metrics.clone()),
         Arc::new(ManualClock::new(Timestamp(0))),
         metrics,
+        crate::worker::Supervisor::default(),
     )
     .await
     .unwrap();
@@ -314,4 +316,68 @@ async fn a_panic_holding_the_open_mirrors_does_not_stop_later_requests() {
     assert!(panicked.is_err());
     assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
     assert!(m.is_open("n1"));
+}
+
+/// A driver that panics is listed with its error, the node's stream is
+/// closed (it resends what the driver held), and a new driver runs from
+/// the index under the same entry; a closed driver's entry goes.
+#[tokio::test]
+async fn a_panicking_driver_is_reported_and_restarted_from_the_index() {
+    use ganglion_api::WorkerState;
+
+    use crate::registry::CloseReason;
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    let name = ganglion_core::NodeName::parse("n1").unwrap();
+    let mut conn = m.registry.register(id.clone(), name, None, Timestamp(0));
+    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    let listed = || {
+        m.supervisor
+            .statuses()
+            .into_iter()
+            .find(|s| s.name == "mirror:n1")
+    };
+    let before = listed().expect("an open driver is listed");
+    assert!(
+        matches!(before.state, WorkerState::Idle | WorkerState::Busy),
+        "{before:?}"
+    );
+    assert_eq!(before.restarts, 0);
+
+    m.set_idle_close(Duration::from_millis(50));
+    m.send("n1", DriverEvent::Panic);
+    conn.closed.wait_for(|c| c.is_some()).await.unwrap();
+    assert_eq!(*conn.closed.borrow(), Some(CloseReason::MirrorRestarted));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let s = listed().expect("a failed driver stays listed");
+        if s.state != WorkerState::Restarting && m.is_open("n1") {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(after.restarts, 1);
+    assert_eq!(
+        after.last_error.as_deref(),
+        Some("panicked: injected fault")
+    );
+    let s = m.status("n1", &id).await.unwrap();
+    assert_eq!((s.files, s.bytes, s.applied_seq), (2, 8, 7));
+
+    // The restarted driver's node is away: it closes when idle, and its
+    // entry goes with it.
+    wait_closed(&m, "n1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listed().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entry never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
