@@ -224,6 +224,7 @@ impl Hub {
             options.silence_limit(),
         );
         let supervisor = Supervisor::default();
+        supervisor.watch("journal", journal_probe(store.clone()));
         let mirrors = crate::mirror::Mirrors::open(
             store.clone(),
             data_dir.root().to_path_buf(),
@@ -409,6 +410,19 @@ impl Hub {
         tracing::info!("hub stopped");
         Ok(())
     }
+}
+
+/// The store's journal writer as a worker: it is not restarted (a failed
+/// batch may be half written); a failure refuses task writes with its error
+/// until the hub restarts, and shows here as `failed`.
+fn journal_probe(store: Arc<dyn Store>) -> crate::worker::Probe {
+    use ganglion_api::WorkerState;
+    use ganglion_store::WriterState;
+    Box::new(move || match store.journal_writer() {
+        WriterState::Idle => (WorkerState::Idle, None),
+        WriterState::Busy => (WorkerState::Busy, None),
+        WriterState::Failed(e) => (WorkerState::Failed, Some(e)),
+    })
 }
 
 /// Reads the admin token the hub wrote into its data dir.
