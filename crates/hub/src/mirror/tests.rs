@@ -381,3 +381,77 @@ async fn a_panicking_driver_is_reported_and_restarted_from_the_index() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// `GET /api/v1/workers` of a running hub: a driver that panicked shows with
+/// its restart and error, beside the fixed workers and the journal writer.
+#[tokio::test]
+async fn the_workers_endpoint_lists_a_restarted_driver_with_its_error() {
+    use ganglion_api::{WorkerState, WorkerStatus};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = crate::options::HubOptions::new(dir.path().to_path_buf());
+    opts.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    opts.http_addr = "127.0.0.1:0".parse().unwrap();
+    let hub = crate::hub::Hub::build(opts).await.unwrap();
+    let mut handle = hub.handle();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(hub.run(cancel.clone()));
+    handle.ready().await;
+    let token = crate::hub::read_admin_token(dir.path()).await.unwrap();
+    let core = handle.core.clone();
+    let node = crate::test_support::joined_node(core.store.as_ref(), "n1").await;
+    seeded(core.mirrors.index(), "n1").await;
+    assert_eq!(
+        core.mirrors
+            .status("n1", &node.id)
+            .await
+            .unwrap()
+            .applied_seq,
+        7
+    );
+
+    core.mirrors.send("n1", DriverEvent::Panic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = core.supervisor.statuses();
+        let driver = s.iter().find(|s| s.name == "mirror:n1");
+        if driver.is_some_and(|d| d.restarts >= 1 && d.state != WorkerState::Restarting) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut http = tokio::net::TcpStream::connect(&handle.endpoints.http)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/v1/workers HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let workers: Vec<WorkerStatus> = serde_json::from_str(body).unwrap();
+    let named = |n: &str| workers.iter().find(|w| w.name == n).cloned();
+    let driver = named("mirror:n1").expect("the driver is listed");
+    assert_eq!(driver.restarts, 1);
+    assert_eq!(
+        driver.last_error.as_deref(),
+        Some("panicked: injected fault")
+    );
+    let journal = named("journal").expect("the journal writer is listed");
+    assert!(
+        matches!(journal.state, WorkerState::Idle | WorkerState::Busy),
+        "{journal:?}"
+    );
+    assert!(named("mesh-monitor").is_some(), "{workers:?}");
+
+    cancel.cancel();
+    running.await.unwrap().unwrap();
+}
