@@ -43,7 +43,7 @@ enum Write {
     Running(TaskId, Timestamp, Reply<bool>),
     Finish(TaskEnd, Reply<Ended>),
     /// A fault for tests: the writer panics.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-faults"))]
     Panic,
 }
 
@@ -99,7 +99,7 @@ impl Journal {
     }
 
     /// Makes the writer panic (tests of its supervision).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-faults"))]
     pub(super) fn inject_panic(&self) {
         let _ = self.tx.send(Write::Panic);
     }
@@ -153,7 +153,7 @@ async fn write_batch(pool: &SqlitePool, batch: impl Iterator<Item = Write>) {
             Write::Create(t, r) => creates.push((t, r)),
             Write::Running(id, at, r) => starts.push(((id, at), r)),
             Write::Finish(e, r) => ends.push((e, r)),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-faults"))]
             Write::Panic => panic!("injected fault"),
         }
     }
@@ -450,7 +450,7 @@ mod tests {
     async fn a_failed_writer_refuses_every_write_with_its_error() {
         let store = SqliteStore::in_memory().await.unwrap();
         assert_eq!(store.journal_writer(), WriterState::Idle);
-        store.journal.inject_panic();
+        store.inject_journal_panic();
         let task = NewTask {
             id: TaskId::generate(),
             node_id: NodeId::generate(),
