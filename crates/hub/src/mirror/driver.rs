@@ -11,6 +11,7 @@
 //! go with it) and is opened again on next use.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +24,13 @@ use ganglion_mirror::{
     ContentHash, ImmutablePaths, MirrorToNode, Notice, SinkEngine, TransferFailure,
 };
 // Not poisoned by a panic: one failed request must not stop every later one.
+use futures::FutureExt;
 use ganglion_api::WorkerState;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
-use crate::worker::WorkerHandle;
+use crate::worker::{WorkerHandle, panic_message};
 
 /// The open mirrors of the hub, by node name (shared with the drivers, which
 /// remove themselves when they close).
@@ -69,6 +71,9 @@ pub enum DriverEvent {
     Receiver {
         reply: oneshot::Sender<Receiver>,
     },
+    /// A task of the driver failed (a group commit panicked): the driver
+    /// stops with this error and its supervisor starts it again.
+    Failed(String),
     /// A fault for tests: the driver panics.
     #[cfg(test)]
     Panic,
@@ -165,8 +170,10 @@ impl Driver {
         }
     }
 
+    /// Runs until the driver closes (`Ok`) or fails; a failed driver is
+    /// started again from the index by its supervisor (`supervise.rs`).
     #[tracing::instrument(skip_all, fields(node = %self.node))]
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) -> Result<(), String> {
         let mut load_started = std::time::Instant::now();
         loop {
             let busy = self.is_busy();
@@ -180,6 +187,7 @@ impl Driver {
             let was_loading = self.loading.is_some();
             tokio::select! {
                 event = rx.recv() => match event {
+                    Some(DriverEvent::Failed(error)) => return Err(error),
                     Some(event) => self.on_event(event).await,
                     None => break,
                 },
@@ -194,16 +202,13 @@ impl Driver {
                             );
                             self.become_ready(engine).await;
                         }
-                        Err(_) => {
-                            tracing::error!("mirror entries loader gone; driver stops");
-                            break;
-                        }
+                        Err(_) => return Err("the loader of the mirror entries stopped".into()),
                     }
                 },
                 () = tokio::time::sleep(idle_close), if idle => {
                     if self.close_if_quiet(&mut rx) {
                         tracing::debug!("idle mirror driver closed");
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -212,6 +217,7 @@ impl Driver {
             }
         }
         self.unregister();
+        Ok(())
     }
 
     /// Busy: something is queued, fetched, loading or committing. A driver
@@ -339,6 +345,8 @@ impl Driver {
                 let _ = reply.send(self.receiver.clone());
                 return;
             }
+            // Handled by the loop (the driver stops).
+            DriverEvent::Failed(_) => return,
             #[cfg(test)]
             DriverEvent::Panic => panic!("injected fault"),
         };
@@ -507,18 +515,26 @@ impl Driver {
         let receiver = self.receiver.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
-            let event = match receiver.commit(ops.clone()).await {
-                Ok(outcome) => DriverEvent::Committed {
+            // A panic would leave the driver committing forever: it fails
+            // the driver instead, which restarts from the index.
+            let committed = AssertUnwindSafe(receiver.commit(ops.clone()))
+                .catch_unwind()
+                .await;
+            let event = match committed {
+                Ok(Ok(outcome)) => DriverEvent::Committed {
                     done: outcome.done,
                     failed: outcome.failed,
                 },
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "group commit failed");
                     let failure = e.failure();
                     DriverEvent::Committed {
                         done: Vec::new(),
                         failed: ops.into_iter().map(|op| (op, failure)).collect(),
                     }
+                }
+                Err(panic) => {
+                    DriverEvent::Failed(format!("group commit {}", panic_message(panic.as_ref())))
                 }
             };
             let _ = me.send(event);

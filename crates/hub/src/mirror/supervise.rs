@@ -36,13 +36,18 @@ pub(super) struct Supervised {
     pub worker: WorkerHandle,
 }
 
-/// Runs the driver until it closes (its entry goes) or panics (it restarts).
+/// Runs the driver until it closes (its entry goes) or fails or panics (it
+/// restarts).
 pub(super) async fn run(driver: Driver, rx: mpsc::UnboundedReceiver<DriverEvent>, s: Supervised) {
-    let Err(panic) = AssertUnwindSafe(driver.run(rx)).catch_unwind().await else {
-        s.worker.remove();
-        return;
+    let error = match AssertUnwindSafe(driver.run(rx)).catch_unwind().await {
+        Ok(Ok(())) => {
+            s.worker.remove();
+            return;
+        }
+        Ok(Err(e)) => e,
+        Err(panic) => panic_message(panic.as_ref()),
     };
-    s.worker.failed(panic_message(panic.as_ref()), true);
+    s.worker.failed(error, true);
     if let Some(mirrors) = s.mirrors.upgrade() {
         restart(&mirrors, &s).await;
     }

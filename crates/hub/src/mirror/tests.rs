@@ -65,7 +65,7 @@ async fn start_driver(
     loader: super::driver::Loader,
 ) -> (
     mpsc::UnboundedSender<DriverEvent>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
 ) {
     let receiver = Receiver::open(
         dir,
@@ -454,4 +454,37 @@ async fn the_workers_endpoint_lists_a_restarted_driver_with_its_error() {
 
     cancel.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// A task of the driver that fails (a group commit that panicked) fails the
+/// driver, which restarts like one that panicked.
+#[tokio::test]
+async fn a_failed_driver_task_restarts_the_driver() {
+    use ganglion_api::WorkerState;
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    m.send(
+        "n1",
+        DriverEvent::Failed("group commit panicked: boom".into()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = m.supervisor.statuses();
+        let d = s.iter().find(|s| s.name == "mirror:n1");
+        if d.is_some_and(|d| d.restarts == 1 && d.state != WorkerState::Restarting)
+            && m.is_open("n1")
+        {
+            let d = d.unwrap();
+            assert_eq!(d.last_error.as_deref(), Some("group commit panicked: boom"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
 }
