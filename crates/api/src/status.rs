@@ -8,9 +8,20 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerState {
+    /// Started; the worker does not say whether it is working.
     Running,
-    /// It failed (returned or panicked) and waits to be started again.
+    /// Waiting for work (a periodic worker between passes, a driver with
+    /// nothing in progress).
+    Idle,
+    /// Doing work.
+    Busy,
+    /// It failed (returned or panicked) and waits to be started again
+    /// (`last_error` says why).
     Restarting,
+    /// It failed and is not restarted (`last_error` says why): what it does
+    /// is unavailable until the hub restarts, or until next use for a
+    /// worker opened on use (a mirror driver).
+    Failed,
     /// The hub is shutting down and the worker ended.
     Stopped,
 }
@@ -19,18 +30,24 @@ impl WorkerState {
     pub fn as_str(self) -> &'static str {
         match self {
             WorkerState::Running => "running",
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
             WorkerState::Restarting => "restarting",
+            WorkerState::Failed => "failed",
             WorkerState::Stopped => "stopped",
         }
     }
 }
 
-/// One background worker of the hub.
+/// One background worker of the hub: a fixed one (`monitor`, `journal`, …)
+/// or one per node with a mirror (`mirror:NODE`, listed while it is open).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub name: String,
     pub state: WorkerState,
+    /// Times it failed and was started again.
     pub restarts: u32,
+    /// Its last failure (kept after a restart), `null` if none.
     pub last_error: Option<String>,
 }
 
@@ -50,9 +67,13 @@ mod tests {
 
     #[test]
     fn the_status_lists_workers_with_their_state_as_a_word() {
+        let failed = |s| matches!(s, WorkerState::Restarting | WorkerState::Failed);
         let workers = [
             (WorkerState::Running, "running"),
+            (WorkerState::Idle, "idle"),
+            (WorkerState::Busy, "busy"),
             (WorkerState::Restarting, "restarting"),
+            (WorkerState::Failed, "failed"),
             (WorkerState::Stopped, "stopped"),
         ]
         .map(|(state, word)| {
@@ -61,7 +82,7 @@ mod tests {
                 name: "monitor".into(),
                 state,
                 restarts: u32::from(state == WorkerState::Restarting),
-                last_error: (state == WorkerState::Restarting).then(|| "panicked".into()),
+                last_error: failed(state).then(|| "panicked".into()),
             }
         });
         pin(
@@ -74,7 +95,10 @@ mod tests {
             concat!(
                 r#"{"version":"0.1.0","nodes_online":3,"workers":["#,
                 r#"{"name":"monitor","state":"running","restarts":0,"last_error":null},"#,
+                r#"{"name":"monitor","state":"idle","restarts":0,"last_error":null},"#,
+                r#"{"name":"monitor","state":"busy","restarts":0,"last_error":null},"#,
                 r#"{"name":"monitor","state":"restarting","restarts":1,"last_error":"panicked"},"#,
+                r#"{"name":"monitor","state":"failed","restarts":0,"last_error":"panicked"},"#,
                 r#"{"name":"monitor","state":"stopped","restarts":0,"last_error":null}"#,
                 r#"],"extra":{}}"#
             ),

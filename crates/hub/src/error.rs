@@ -52,6 +52,7 @@ impl From<ganglion_store::Error> for Error {
                 Error::Conflict(format!("{what} already exists"))
             }
             ganglion_store::Error::Invite(r) => Error::Invite(r),
+            e @ ganglion_store::Error::WriterFailed(_) => Error::Unavailable(e.to_string()),
             other => Error::Store(other),
         }
     }

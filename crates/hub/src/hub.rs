@@ -148,126 +148,23 @@ impl Hub {
         // Before anything is written: a second hub on this dir stops here.
         let lock = data_dir.lock()?;
         data_dir.remove_endpoints().await;
-        // Listen first: nodes retrying while the hub restarts are queued by
-        // the kernel and served as soon as it is ready, instead of being
-        // refused and waiting out another backoff delay.
-        let last = data_dir.last_ports().await;
-        let grpc = bind(options.grpc_addr, last.map(|p| p.grpc), "gRPC").await?;
-        let http = bind(options.http_addr, last.map(|p| p.http), "HTTP").await?;
-        let ports = Ports {
-            grpc: grpc.local_addr()?,
-            http: http.local_addr()?,
-        };
-        if last != Some(ports) {
-            data_dir.save_ports(&ports).await?;
-        }
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
-        store.mark_all_offline(clock.now()).await?;
-        let note =
-            "the hub restarted while the task was unfinished; the node may still report its result";
-        let orphaned = store.fail_unfinished_tasks(None, note, clock.now()).await?;
-        if !orphaned.is_empty() {
-            tracing::warn!(
-                tasks = orphaned.len(),
-                "failed tasks left unfinished by the previous run"
-            );
-        }
-        ensure_admin_token(&data_dir, store.as_ref(), &clock).await?;
-
+        let (grpc, http) = listen(&data_dir, &options).await?;
+        let store = open_store(&data_dir, &clock).await?;
         let grpc_addr = grpc.local_addr()?;
         let advertise = options
             .advertise_addr
             .clone()
             .unwrap_or_else(|| grpc_addr.to_string());
-        let advertise_host = advertise
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
-        let configured = match (&options.tls_cert, &options.tls_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => return Err(Error::Tls("--tls-cert and --tls-key go together".into())),
-        };
-        let tls = TlsIdentity::load_or_create(
-            &data_dir,
-            configured,
-            advertise_host.into_iter().collect(),
-        )
-        .await?;
-
-        let metrics = Metrics::new();
-        let registry = Registry::new(metrics.clone());
-        let limiter = || {
-            FailureLimiter::new(
-                options.auth_failure_burst,
-                options.auth_failure_refill_per_s,
-            )
-        };
-        let admin = store.admin_token_hashes().await?;
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            options.auth_deadline,
-            limiter(),
-            limiter(),
-            admin,
-            metrics.clone(),
-        ));
-        let invites = Arc::new(Invites::new(
-            store.clone(),
-            clock.clone(),
-            advertise,
-            tls.cert_sha256.clone(),
-        ));
-        let (status_writer, status) = StatusWriter::new(store.clone());
-        let monitor = MeshMonitor::new(
-            registry.clone(),
-            options.heartbeat_interval,
-            options.silence_limit(),
-        );
-        let mirrors = crate::mirror::Mirrors::open(
-            store.clone(),
-            data_dir.root().to_path_buf(),
-            registry.clone(),
-            clock.clone(),
-            metrics.clone(),
-        )
-        .await?;
-        let core = Arc::new(HubCore {
-            mirrors,
-            nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
-            tasks: Arc::new(Tasks::new(store.clone(), registry.clone(), clock.clone())),
-            store,
-            auth,
-            invites,
-            registry,
-            metrics,
-            supervisor: Supervisor::default(),
-            clock,
-        });
+        let tls = load_tls(&data_dir, &options, &advertise).await?;
+        let (core, status) = build_core(&options, &data_dir, store, clock, advertise, &tls).await?;
         let endpoints = Endpoints {
             grpc: grpc_addr.to_string(),
             http: http.local_addr()?.to_string(),
             cert_sha256: tls.cert_sha256.clone(),
             pid: std::process::id(),
         };
-        let workers: Vec<Box<dyn Worker>> = vec![
-            Box::new(status_writer),
-            Box::new(monitor),
-            Box::new(crate::task_lease::TaskLeaseMonitor {
-                tasks: core.tasks.clone(),
-                every: options.task_lease_period,
-            }),
-            Box::new(crate::mirror::workers::TransferReaper {
-                mirrors: core.mirrors.clone(),
-                every: options.transfer_reaper_period,
-            }),
-            Box::new(crate::mirror::workers::OrphanPurge {
-                store: core.store.clone(),
-                data_dir: data_dir.root().to_path_buf(),
-                clock: core.clock.clone(),
-                grace: options.orphan_grace,
-                every: options.orphan_purge_period,
-            }),
-        ];
+        let (status_writer, status) = status;
+        let workers = fixed_workers(&core, &options, &data_dir, status_writer);
         let (ready, _) = watch::channel(false);
         Ok(Hub {
             lock,
@@ -320,45 +217,8 @@ impl Hub {
             core.supervisor
                 .spawn(&mut worker_set, w, workers_cancel.clone());
         }
-
-        let service = HubService {
-            invites: core.invites.clone(),
-            auth: core.auth.clone(),
-            registry: core.registry.clone(),
-            tasks: core.tasks.clone(),
-            mirrors: core.mirrors.clone(),
-            status,
-            clock: core.clock.clone(),
-            heartbeat_interval: options.heartbeat_interval,
-            metrics: core.metrics.clone(),
-        };
-        // TLS is done in the accept loop: bounded handshakes (fd exhaustion).
-        let limits = AcceptLimits::from_fd_limit(options.handshake_timeout);
-        let acceptor = crate::accept::tls_acceptor(&tls.cert_pem, &tls.key_pem)?;
-        let incoming = crate::accept::tls_incoming(grpc, acceptor, limits, core.metrics.clone());
-        let grpc_server = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            // HTTP/2's default 64 KiB windows cap an upload at one window per
-            // round trip; uploads stream MiB-sized chunks (bounded per stream
-            // by the receiver's processing, so memory stays bounded).
-            .initial_stream_window_size(UPLOAD_STREAM_WINDOW)
-            .initial_connection_window_size(UPLOAD_CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
-            .layer(AuthLayer::new(core.auth.clone()))
-            .add_service(crate::grpc::server(service))
-            .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());
-        let mut servers = JoinSet::new();
-        servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
-        let app =
-            crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        // Capped, and with nodelay: small streamed writes (task events) must
-        // not wait for delayed ACKs.
-        // (`tap_io` only for axum's connect info, which it knows through `TapIo`.)
-        let http = HttpListener::new(http, limits, core.metrics.clone());
-        let http_server = axum::serve(axum::serve::ListenerExt::tap_io(http, |_| {}), app)
-            .with_graceful_shutdown(accepting.clone().cancelled_owned());
-        servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
+        let listeners = (grpc, http);
+        let mut servers = serve(&core, &options, &tls, listeners, status, &accepting)?;
 
         data_dir.write_endpoints(&endpoints).await?;
         let _ = ready.send(true);
@@ -372,10 +232,86 @@ impl Hub {
                 tracing::error!(result = ?r, "a server stopped on its own; shutting down");
             }
         }
+        let stopping = Stopping {
+            accepting,
+            servers,
+            workers_cancel,
+            worker_set,
+        };
+        stopping.shutdown(&core).await;
+        data_dir.remove_endpoints().await;
+        drop(lock);
+        tracing::info!("hub stopped");
+        Ok(())
+    }
+}
 
+/// Starts the gRPC and HTTP servers; they stop accepting when `accepting`
+/// is cancelled.
+fn serve(
+    core: &Arc<HubCore>,
+    options: &HubOptions,
+    tls: &TlsIdentity,
+    (grpc, http): (TcpListener, TcpListener),
+    status: StatusSink,
+    accepting: &CancellationToken,
+) -> Result<JoinSet<Result<(), String>>, Error> {
+    let service = HubService {
+        invites: core.invites.clone(),
+        auth: core.auth.clone(),
+        registry: core.registry.clone(),
+        tasks: core.tasks.clone(),
+        mirrors: core.mirrors.clone(),
+        status,
+        clock: core.clock.clone(),
+        heartbeat_interval: options.heartbeat_interval,
+        metrics: core.metrics.clone(),
+    };
+    // TLS is done in the accept loop: bounded handshakes (fd exhaustion).
+    let limits = AcceptLimits::from_fd_limit(options.handshake_timeout);
+    let acceptor = crate::accept::tls_acceptor(&tls.cert_pem, &tls.key_pem)?;
+    let incoming = crate::accept::tls_incoming(grpc, acceptor, limits, core.metrics.clone());
+    let grpc_server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // HTTP/2's default 64 KiB windows cap an upload at one window per
+        // round trip; uploads stream MiB-sized chunks (bounded per stream
+        // by the receiver's processing, so memory stays bounded).
+        .initial_stream_window_size(UPLOAD_STREAM_WINDOW)
+        .initial_connection_window_size(UPLOAD_CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .layer(AuthLayer::new(core.auth.clone()))
+        .add_service(crate::grpc::server(service))
+        .serve_with_incoming_shutdown(incoming, accepting.clone().cancelled_owned());
+    let mut servers = JoinSet::new();
+    servers.spawn(async move { grpc_server.await.map_err(|e| format!("gRPC server: {e}")) });
+    let app = crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Capped, and with nodelay: small streamed writes (task events) must
+    // not wait for delayed ACKs.
+    // (`tap_io` only for axum's connect info, which it knows through `TapIo`.)
+    let http = HttpListener::new(http, limits, core.metrics.clone());
+    let http_server = axum::serve(axum::serve::ListenerExt::tap_io(http, |_| {}), app)
+        .with_graceful_shutdown(accepting.clone().cancelled_owned());
+    servers.spawn(async move { http_server.await.map_err(|e| format!("HTTP server: {e}")) });
+    Ok(servers)
+}
+
+/// What the shutdown stops, in order.
+struct Stopping {
+    accepting: CancellationToken,
+    servers: JoinSet<Result<(), String>>,
+    workers_cancel: CancellationToken,
+    worker_set: JoinSet<()>,
+}
+
+impl Stopping {
+    /// Stop accepting → close node streams → stop workers → close the store,
+    /// each step time-bounded.
+    async fn shutdown(mut self, core: &HubCore) {
         // 1. Stop accepting; 2. close node streams so the servers can drain.
-        accepting.cancel();
+        self.accepting.cancel();
         core.registry.close_all(CloseReason::Shutdown);
+        let servers = &mut self.servers;
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(r) = servers.join_next().await {
                 if let Ok(Err(e)) = r {
@@ -386,27 +322,185 @@ impl Hub {
         .await;
         if drained.is_err() {
             tracing::warn!("connections did not drain in time; closing them");
-            servers.abort_all();
+            self.servers.abort_all();
         }
         // 3. Stop workers (the status writer flushes what is queued).
-        workers_cancel.cancel();
+        self.workers_cancel.cancel();
+        let workers = &mut self.worker_set;
         if tokio::time::timeout(WORKER_STOP_TIMEOUT, async {
-            while worker_set.join_next().await.is_some() {}
+            while workers.join_next().await.is_some() {}
         })
         .await
         .is_err()
         {
             tracing::warn!("workers did not stop in time");
-            worker_set.abort_all();
+            self.worker_set.abort_all();
         }
         // 4. Close the store.
         core.store.mark_all_offline(core.clock.now()).await.ok();
         core.store.close().await;
-        data_dir.remove_endpoints().await;
-        drop(lock);
-        tracing::info!("hub stopped");
-        Ok(())
     }
+}
+
+/// Binds both listeners, before anything else: nodes retrying while the hub
+/// restarts are queued by the kernel and served as soon as it is ready,
+/// instead of being refused and waiting out another backoff delay.
+async fn listen(
+    data_dir: &DataDir,
+    options: &HubOptions,
+) -> Result<(TcpListener, TcpListener), Error> {
+    let last = data_dir.last_ports().await;
+    let grpc = bind(options.grpc_addr, last.map(|p| p.grpc), "gRPC").await?;
+    let http = bind(options.http_addr, last.map(|p| p.http), "HTTP").await?;
+    let ports = Ports {
+        grpc: grpc.local_addr()?,
+        http: http.local_addr()?,
+    };
+    if last != Some(ports) {
+        data_dir.save_ports(&ports).await?;
+    }
+    Ok((grpc, http))
+}
+
+/// Opens the database, settles what the last run left (nodes online,
+/// unfinished tasks) and makes sure an admin token exists.
+async fn open_store(data_dir: &DataDir, clock: &SharedClock) -> Result<Arc<dyn Store>, Error> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.db()).await?);
+    store.mark_all_offline(clock.now()).await?;
+    let note =
+        "the hub restarted while the task was unfinished; the node may still report its result";
+    let orphaned = store.fail_unfinished_tasks(None, note, clock.now()).await?;
+    if !orphaned.is_empty() {
+        tracing::warn!(
+            tasks = orphaned.len(),
+            "failed tasks left unfinished by the previous run"
+        );
+    }
+    ensure_admin_token(data_dir, store.as_ref(), clock).await?;
+    Ok(store)
+}
+
+/// The configured certificate, or the hub's own for the advertised host.
+async fn load_tls(
+    data_dir: &DataDir,
+    options: &HubOptions,
+    advertise: &str,
+) -> Result<TlsIdentity, Error> {
+    let advertise_host = advertise
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_owned());
+    let configured = match (&options.tls_cert, &options.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(Error::Tls("--tls-cert and --tls-key go together".into())),
+    };
+    TlsIdentity::load_or_create(data_dir, configured, advertise_host.into_iter().collect()).await
+}
+
+/// The hub's shared parts, and the status writer with its sink.
+async fn build_core(
+    options: &HubOptions,
+    data_dir: &DataDir,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    advertise: String,
+    tls: &TlsIdentity,
+) -> Result<(Arc<HubCore>, (StatusWriter, StatusSink)), Error> {
+    let metrics = Metrics::new();
+    let registry = Registry::new(metrics.clone());
+    let limiter = || {
+        FailureLimiter::new(
+            options.auth_failure_burst,
+            options.auth_failure_refill_per_s,
+        )
+    };
+    let admin = store.admin_token_hashes().await?;
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        options.auth_deadline,
+        limiter(),
+        limiter(),
+        admin,
+        metrics.clone(),
+    ));
+    let invites = Arc::new(Invites::new(
+        store.clone(),
+        clock.clone(),
+        advertise,
+        tls.cert_sha256.clone(),
+    ));
+    let supervisor = Supervisor::default();
+    supervisor.watch("journal", journal_probe(store.clone()));
+    let mirrors = crate::mirror::Mirrors::open(
+        store.clone(),
+        data_dir.root().to_path_buf(),
+        registry.clone(),
+        clock.clone(),
+        metrics.clone(),
+        supervisor.clone(),
+    )
+    .await?;
+    let status = StatusWriter::new(store.clone());
+    let core = Arc::new(HubCore {
+        mirrors,
+        nodes: Nodes::new(store.clone(), registry.clone(), clock.clone()),
+        tasks: Arc::new(Tasks::new(store.clone(), registry.clone(), clock.clone())),
+        store,
+        auth,
+        invites,
+        registry,
+        metrics,
+        supervisor,
+        clock,
+    });
+    Ok((core, status))
+}
+
+/// The workers the hub runs from start to shutdown (mirror drivers come and
+/// go with their mirrors; the journal writer is the store's).
+fn fixed_workers(
+    core: &Arc<HubCore>,
+    options: &HubOptions,
+    data_dir: &DataDir,
+    status_writer: StatusWriter,
+) -> Vec<Box<dyn Worker>> {
+    let monitor = MeshMonitor::new(
+        core.registry.clone(),
+        options.heartbeat_interval,
+        options.silence_limit(),
+    );
+    vec![
+        Box::new(status_writer),
+        Box::new(monitor),
+        Box::new(crate::task_lease::TaskLeaseMonitor {
+            tasks: core.tasks.clone(),
+            every: options.task_lease_period,
+        }),
+        Box::new(crate::mirror::workers::TransferReaper {
+            mirrors: core.mirrors.clone(),
+            every: options.transfer_reaper_period,
+        }),
+        Box::new(crate::mirror::workers::OrphanPurge {
+            store: core.store.clone(),
+            data_dir: data_dir.root().to_path_buf(),
+            clock: core.clock.clone(),
+            grace: options.orphan_grace,
+            every: options.orphan_purge_period,
+        }),
+    ]
+}
+
+/// The store's journal writer as a worker: it is not restarted (a failed
+/// batch may be half written); a failure refuses task writes with its error
+/// until the hub restarts, and shows here as `failed`.
+fn journal_probe(store: Arc<dyn Store>) -> crate::worker::Probe {
+    use ganglion_api::WorkerState;
+    use ganglion_store::WriterState;
+    Box::new(move || match store.journal_writer() {
+        WriterState::Idle => (WorkerState::Idle, None),
+        WriterState::Busy => (WorkerState::Busy, None),
+        WriterState::Failed(e) => (WorkerState::Failed, Some(e)),
+    })
 }
 
 /// Reads the admin token the hub wrote into its data dir.

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{CloseReason, Registry};
-use crate::worker::{Periodic, Worker};
+use crate::worker::{Periodic, Worker, WorkerHandle};
 
 pub struct MeshMonitor {
     registry: Registry,
@@ -111,7 +111,7 @@ impl Worker for StatusWriter {
         "status-writer"
     }
 
-    async fn run(&mut self, cancel: CancellationToken) -> Result<(), String> {
+    async fn run(&mut self, cancel: CancellationToken, _: &WorkerHandle) -> Result<(), String> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {

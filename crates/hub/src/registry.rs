@@ -58,6 +58,9 @@ pub enum CloseReason {
     HeartbeatTimeout,
     Superseded,
     Shutdown,
+    /// The hub's driver of the node's mirror failed and restarted from the
+    /// index: the node reconnects and resends what it held.
+    MirrorRestarted,
 }
 
 impl CloseReason {
@@ -67,6 +70,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::Superseded => "superseded by a newer connection",
             CloseReason::Shutdown => "hub shutting down",
+            CloseReason::MirrorRestarted => "the hub's mirror of this node restarted",
         }
     }
 }

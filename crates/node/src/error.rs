@@ -32,6 +32,10 @@ pub enum Error {
     Hub(String),
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    /// One of the node's loops panicked: the node stops (non-zero exit) so
+    /// that its service manager starts it again.
+    #[error("node worker {worker} failed: {error}")]
+    WorkerFailed { worker: &'static str, error: String },
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
                 | Error::StateDir { .. }
                 | Error::Workspace { .. }
                 | Error::Corrupt { .. }
+                | Error::WorkerFailed { .. }
         )
     }
 }

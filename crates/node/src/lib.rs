@@ -14,6 +14,7 @@
 //!   uploads); the mirror subsystem's handler.
 //! - `recorder`: the mirror's index writer (in order, retried when a write fails).
 //! - [`progress`]: the mirror's sync progress as numbers, for a UI to render.
+//! - [`supervise`]: the node's loops as workers; a panic in one stops the node.
 //! - [`limits`]: process limits adjusted at start (open files; the hub's
 //!   binary uses it too).
 //! - `error`: the node's errors.
@@ -29,6 +30,7 @@ pub mod progress;
 mod recorder;
 pub mod runtime;
 pub mod state;
+pub mod supervise;
 pub mod tasks;
 pub mod tls;
 

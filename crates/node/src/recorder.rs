@@ -59,34 +59,28 @@ pub(crate) async fn run(
     index: SharedIndex,
     mut steps: mpsc::UnboundedReceiver<Step>,
     out: mpsc::UnboundedSender<ToHub>,
-    mut durable: u64,
+    durable: u64,
     stats: Arc<Mutex<MirrorStats>>,
 ) {
-    let mut writes: VecDeque<Batch> = VecDeque::new();
-    let mut sends: VecDeque<(u64, Notice)> = VecDeque::new();
-    let mut retry = Backoff::new(RETRY_FIRST, RETRY_CAP);
-    // Failed attempts at the write in front; 0 when the last one succeeded.
-    let mut failures = 0u32;
-    // The unrecorded count the hub was last told.
-    let mut told = 0u64;
+    let mut r = Recorder {
+        index,
+        out,
+        durable,
+        stats,
+        writes: VecDeque::new(),
+        sends: VecDeque::new(),
+        retry: Backoff::new(RETRY_FIRST, RETRY_CAP),
+        failures: 0,
+        told: 0,
+    };
     loop {
-        while sends.front().is_some_and(|(seq, _)| *seq <= durable) {
-            let (_, notice) = sends.pop_front().expect("front exists");
-            let _ = out.send(ToHub::Notice(notice));
-        }
+        r.release();
         // Only once a write failed: the count goes back to 0 once all is in.
-        let unrecorded = if failures > 0 || told > 0 {
-            queued_changes(&writes, durable)
-        } else {
-            0
-        };
-        if unrecorded != told {
-            told = unrecorded;
-            stats.lock().unrecorded = unrecorded;
-            let _ = out.send(ToHub::Unrecorded(unrecorded));
+        if r.failures > 0 || r.told > 0 {
+            r.tell(queued_changes(&r.writes, r.durable));
         }
         // Wait only when there is nothing to write; then take all queued.
-        let mut next = if writes.is_empty() {
+        let mut next = if r.writes.is_empty() {
             let Some(step) = steps.recv().await else {
                 return;
             };
@@ -95,45 +89,89 @@ pub(crate) async fn run(
             steps.try_recv().ok()
         };
         while let Some(step) = next {
-            match step {
-                Step::Record(batch) => writes.push_back(batch),
-                Step::Send(seq, notice) => sends.push_back((seq, notice)),
-                Step::Disconnected => sends.clear(),
-            }
+            r.take(step);
             next = steps.try_recv().ok();
         }
-        let Some(batch) = writes.front() else {
-            continue;
+        r.write_front().await;
+    }
+}
+
+/// The recorder's state between steps.
+struct Recorder {
+    index: SharedIndex,
+    out: mpsc::UnboundedSender<ToHub>,
+    /// The index holds every change up to this sequence.
+    durable: u64,
+    stats: Arc<Mutex<MirrorStats>>,
+    writes: VecDeque<Batch>,
+    sends: VecDeque<(u64, Notice)>,
+    retry: Backoff,
+    /// Failed attempts at the write in front; 0 when the last one succeeded.
+    failures: u32,
+    /// The unrecorded count the hub was last told.
+    told: u64,
+}
+
+impl Recorder {
+    /// Sends the notices whose changes are in the index.
+    fn release(&mut self) {
+        while self
+            .sends
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.durable)
+        {
+            let (_, notice) = self.sends.pop_front().expect("front exists");
+            let _ = self.out.send(ToHub::Notice(notice));
+        }
+    }
+
+    /// Tells the hub how many changes wait, if that changed.
+    fn tell(&mut self, unrecorded: u64) {
+        if unrecorded != self.told {
+            self.told = unrecorded;
+            self.stats.lock().unrecorded = unrecorded;
+            let _ = self.out.send(ToHub::Unrecorded(unrecorded));
+        }
+    }
+
+    fn take(&mut self, step: Step) {
+        match step {
+            Step::Record(batch) => self.writes.push_back(batch),
+            Step::Send(seq, notice) => self.sends.push_back((seq, notice)),
+            Step::Disconnected => self.sends.clear(),
+        }
+    }
+
+    /// Writes the batch in front, or waits out the retry delay if it fails.
+    async fn write_front(&mut self) {
+        let Some(batch) = self.writes.front() else {
+            return;
         };
-        match index.apply(MIRROR, batch).await {
+        match self.index.apply(MIRROR, batch).await {
             Ok(()) => {
                 let covers = batch.seq.unwrap_or(0);
-                durable = durable.max(covers);
-                writes.pop_front();
-                if failures > 0 {
+                self.durable = self.durable.max(covers);
+                self.writes.pop_front();
+                if self.failures > 0 {
                     tracing::info!(
-                        attempts = failures + 1,
+                        attempts = self.failures + 1,
                         "the workspace index is writable again"
                     );
                 }
-                failures = 0;
-                retry.reset();
+                self.failures = 0;
+                self.retry.reset();
             }
             Err(e) => {
-                failures += 1;
-                let waiting = queued_changes(&writes, durable);
-                let delay = retry.next_delay();
-                if failures == 1 {
+                self.failures += 1;
+                let waiting = queued_changes(&self.writes, self.durable);
+                let delay = self.retry.next_delay();
+                if self.failures == 1 {
                     tracing::error!(error = %e, unrecorded = waiting, "cannot write the workspace index; changes wait (unsent, pending) and the write is retried");
-                } else if failures.is_multiple_of(WARN_EVERY) {
-                    tracing::warn!(error = %e, unrecorded = waiting, attempts = failures, "still cannot write the workspace index");
+                } else if self.failures.is_multiple_of(WARN_EVERY) {
+                    tracing::warn!(error = %e, unrecorded = waiting, attempts = self.failures, "still cannot write the workspace index");
                 }
                 // Tell the hub before waiting (the top of the loop does).
-                if waiting != told {
-                    told = waiting;
-                    stats.lock().unrecorded = waiting;
-                    let _ = out.send(ToHub::Unrecorded(waiting));
-                }
+                self.tell(waiting);
                 tokio::time::sleep(delay).await;
             }
         }

@@ -19,6 +19,10 @@ pub enum Error {
     Database(#[source] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The writer of a backend's group commits failed: no write goes
+    /// through until the hub restarts.
+    #[error("the task journal's writer failed ({0}); restart the hub")]
+    WriterFailed(String),
 }
 
 /// Why an invite cannot be redeemed. The messages are safe to show to the

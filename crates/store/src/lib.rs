@@ -35,7 +35,7 @@ pub use model::{
 pub use sqlite::{SqliteMirrorIndex, SqliteStore};
 pub use tasks::{
     EndApplied, Ended, HistoryEntry, NewTask, StoredOutput, TaskEnd, TaskFilter, TaskRecord,
-    TaskStatus,
+    TaskStatus, WriterState,
 };
 
 /// Nodes and how they join: invites, credentials, policy and status, and
@@ -97,6 +97,11 @@ pub trait JournalStore: Send + Sync + 'static {
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>>;
     /// Newest first.
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
+    /// The state of the backend's journal writer, if it has one (listed by
+    /// the hub as the `journal` worker).
+    fn journal_writer(&self) -> WriterState {
+        WriterState::Idle
+    }
 }
 
 /// The hub-owned (immutable) paths of each node's mirror.

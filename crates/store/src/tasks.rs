@@ -88,3 +88,14 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub limit: Option<u32>,
 }
+
+/// Where a backend's journal writer is (the hub lists it as a worker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriterState {
+    /// Waiting for writes.
+    Idle,
+    /// Writing a batch.
+    Busy,
+    /// It failed (why): every write is refused until the hub restarts.
+    Failed(String),
+}

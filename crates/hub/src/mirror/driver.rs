@@ -11,6 +11,7 @@
 //! go with it) and is opened again on next use.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +24,13 @@ use ganglion_mirror::{
     ContentHash, ImmutablePaths, MirrorToNode, Notice, SinkEngine, TransferFailure,
 };
 // Not poisoned by a panic: one failed request must not stop every later one.
+use futures::FutureExt;
+use ganglion_api::WorkerState;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::registry::{Registry, ToNode};
+use crate::worker::{WorkerHandle, panic_message};
 
 /// The open mirrors of the hub, by node name (shared with the drivers, which
 /// remove themselves when they close).
@@ -67,6 +71,12 @@ pub enum DriverEvent {
     Receiver {
         reply: oneshot::Sender<Receiver>,
     },
+    /// A task of the driver failed (a group commit panicked): the driver
+    /// stops with this error and its supervisor starts it again.
+    Failed(String),
+    /// A fault for tests: the driver panics.
+    #[cfg(test)]
+    Panic,
 }
 
 /// `mirror status`: its JSON shape is the API's.
@@ -110,6 +120,8 @@ pub struct Driver {
     /// Idle this long with the node away, the driver closes.
     idle_close: Duration,
     open: OpenMirrors,
+    /// Its entry in the hub's workers (`mirror:NODE`): idle or busy.
+    worker: WorkerHandle,
 }
 
 /// What a driver is started with besides its node and receiver.
@@ -119,6 +131,7 @@ pub struct Start {
     pub loader: Loader,
     pub idle_close: Duration,
     pub open: OpenMirrors,
+    pub worker: WorkerHandle,
 }
 
 impl Driver {
@@ -153,18 +166,28 @@ impl Driver {
             node_unrecorded: 0,
             idle_close: start.idle_close,
             open: start.open,
+            worker: start.worker,
         }
     }
 
+    /// Runs until the driver closes (`Ok`) or fails; a failed driver is
+    /// started again from the index by its supervisor (`supervise.rs`).
     #[tracing::instrument(skip_all, fields(node = %self.node))]
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<DriverEvent>) -> Result<(), String> {
         let mut load_started = std::time::Instant::now();
         loop {
-            let idle = self.is_idle();
+            let busy = self.is_busy();
+            self.worker.set(if busy {
+                WorkerState::Busy
+            } else {
+                WorkerState::Idle
+            });
+            let idle = !self.connected && !busy;
             let idle_close = self.idle_close;
             let was_loading = self.loading.is_some();
             tokio::select! {
                 event = rx.recv() => match event {
+                    Some(DriverEvent::Failed(error)) => return Err(error),
                     Some(event) => self.on_event(event).await,
                     None => break,
                 },
@@ -179,16 +202,13 @@ impl Driver {
                             );
                             self.become_ready(engine).await;
                         }
-                        Err(_) => {
-                            tracing::error!("mirror entries loader gone; driver stops");
-                            break;
-                        }
+                        Err(_) => return Err("the loader of the mirror entries stopped".into()),
                     }
                 },
                 () = tokio::time::sleep(idle_close), if idle => {
                     if self.close_if_quiet(&mut rx) {
                         tracing::debug!("idle mirror driver closed");
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -197,16 +217,17 @@ impl Driver {
             }
         }
         self.unregister();
+        Ok(())
     }
 
-    /// Idle: the node is away, and nothing is queued, fetched or committing.
-    fn is_idle(&self) -> bool {
-        !self.connected
-            && !self.committing
-            && self.batch.is_empty()
-            && match &self.state {
-                State::Summary { held, .. } => held.is_empty() && self.loading.is_none(),
-                State::Ready(e) => e.stats().pending == 0,
+    /// Busy: something is queued, fetched, loading or committing. A driver
+    /// not busy while its node is away is idle and closes after a while.
+    fn is_busy(&self) -> bool {
+        self.committing
+            || !self.batch.is_empty()
+            || match &self.state {
+                State::Summary { held, .. } => !held.is_empty() || self.loading.is_some(),
+                State::Ready(e) => e.stats().pending > 0,
             }
     }
 
@@ -324,6 +345,10 @@ impl Driver {
                 let _ = reply.send(self.receiver.clone());
                 return;
             }
+            // Handled by the loop (the driver stops).
+            DriverEvent::Failed(_) => return,
+            #[cfg(test)]
+            DriverEvent::Panic => panic!("injected fault"),
         };
         self.feed(engine_event).await;
     }
@@ -490,18 +515,26 @@ impl Driver {
         let receiver = self.receiver.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
-            let event = match receiver.commit(ops.clone()).await {
-                Ok(outcome) => DriverEvent::Committed {
+            // A panic would leave the driver committing forever: it fails
+            // the driver instead, which restarts from the index.
+            let committed = AssertUnwindSafe(receiver.commit(ops.clone()))
+                .catch_unwind()
+                .await;
+            let event = match committed {
+                Ok(Ok(outcome)) => DriverEvent::Committed {
                     done: outcome.done,
                     failed: outcome.failed,
                 },
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "group commit failed");
                     let failure = e.failure();
                     DriverEvent::Committed {
                         done: Vec::new(),
                         failed: ops.into_iter().map(|op| (op, failure)).collect(),
                     }
+                }
+                Err(panic) => {
+                    DriverEvent::Failed(format!("group commit {}", panic_message(panic.as_ref())))
                 }
             };
             let _ = me.send(event);

@@ -4,8 +4,12 @@
 //!
 //! - [`driver`]: the per-node event loop (notices, fetches, group commits, acks).
 //! - [`upload`]: the `Upload` stream: hash while streaming, stage, report.
+//! - `supervise`: a driver as a supervised worker (`mirror:NODE`), restarted
+//!   from the index after a panic.
+//! - [`workers`]: the transfer reaper and the orphan purge.
 
 pub mod driver;
+mod supervise;
 #[cfg(test)]
 mod tests;
 pub mod upload;
@@ -13,7 +17,7 @@ pub mod workers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ganglion_core::NodeId;
@@ -30,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::worker::Supervisor;
 pub use driver::{DriverEvent, MirrorStatus};
 use driver::{OpenMirror, OpenMirrors};
 
@@ -69,6 +74,10 @@ pub struct Mirrors {
     store: Arc<dyn ganglion_store::Store>,
     /// Immutable paths per node: held in memory, versioned, never read per chunk.
     immutable: Mutex<HashMap<String, ImmutablePaths>>,
+    /// Where each open driver is listed (`mirror:NODE`).
+    supervisor: Supervisor,
+    /// Itself, for drivers restarting after a panic.
+    me: Weak<Mirrors>,
 }
 
 impl Mirrors {
@@ -78,11 +87,12 @@ impl Mirrors {
         registry: Registry,
         clock: SharedClock,
         metrics: Metrics,
+        supervisor: Supervisor,
     ) -> Result<Arc<Self>, Error> {
         let index = SqliteMirrorIndex::open(&data_dir.join("mirror-index.db"))
             .await
             .map_err(|e| Error::Unavailable(format!("mirror index: {e}")))?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             data_dir,
             index: Arc::new(index),
             locks: LockRegistry::new(TRANSFER_IDLE_TIMEOUT),
@@ -94,6 +104,8 @@ impl Mirrors {
             idle_close: Mutex::new(DRIVER_IDLE_CLOSE),
             store,
             immutable: Mutex::default(),
+            supervisor,
+            me: me.clone(),
         }))
     }
 
@@ -208,6 +220,14 @@ impl Mirrors {
             }),
             idle_close: *self.idle_close.lock(),
             open: self.open.clone(),
+            worker: self.supervisor.register(format!("mirror:{node}")),
+        };
+        let supervised = supervise::Supervised {
+            mirrors: self.me.clone(),
+            node: node.to_owned(),
+            node_id: node_id.clone(),
+            tx: tx.clone(),
+            worker: start.worker.clone(),
         };
         let driver = driver::Driver::new(
             (node.to_owned(), node_id.clone()),
@@ -218,7 +238,7 @@ impl Mirrors {
             start,
         );
         let mut open = self.open.lock();
-        tokio::spawn(driver.run(rx));
+        tokio::spawn(supervise::run(driver, rx, supervised));
         open.insert(node.to_owned(), OpenMirror { tx, receiver });
         Ok(())
     }

@@ -65,7 +65,7 @@ async fn start_driver(
     loader: super::driver::Loader,
 ) -> (
     mpsc::UnboundedSender<DriverEvent>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<Result<(), String>>,
 ) {
     let receiver = Receiver::open(
         dir,
@@ -81,6 +81,7 @@ async fn start_driver(
         loader,
         idle_close: Duration::from_secs(3600),
         open: OpenMirrors::default(),
+        worker: crate::worker::Supervisor::default().register("mirror:n1".into()),
     };
     let driver = Driver::new(
         ("n1".into(), node_id),
@@ -220,6 +221,7 @@ async fn mirrors(dir: &std::path::Path) -> (Arc<Mirrors>, NodeId) {
         Registry::new(metrics.clone()),
         Arc::new(ManualClock::new(Timestamp(0))),
         metrics,
+        crate::worker::Supervisor::default(),
     )
     .await
     .unwrap();
@@ -314,4 +316,175 @@ async fn a_panic_holding_the_open_mirrors_does_not_stop_later_requests() {
     assert!(panicked.is_err());
     assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
     assert!(m.is_open("n1"));
+}
+
+/// A driver that panics is listed with its error, the node's stream is
+/// closed (it resends what the driver held), and a new driver runs from
+/// the index under the same entry; a closed driver's entry goes.
+#[tokio::test]
+async fn a_panicking_driver_is_reported_and_restarted_from_the_index() {
+    use ganglion_api::WorkerState;
+
+    use crate::registry::CloseReason;
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    let name = ganglion_core::NodeName::parse("n1").unwrap();
+    let mut conn = m.registry.register(id.clone(), name, None, Timestamp(0));
+    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    let listed = || {
+        m.supervisor
+            .statuses()
+            .into_iter()
+            .find(|s| s.name == "mirror:n1")
+    };
+    let before = listed().expect("an open driver is listed");
+    assert!(
+        matches!(before.state, WorkerState::Idle | WorkerState::Busy),
+        "{before:?}"
+    );
+    assert_eq!(before.restarts, 0);
+
+    m.set_idle_close(Duration::from_millis(50));
+    m.send("n1", DriverEvent::Panic);
+    conn.closed.wait_for(|c| c.is_some()).await.unwrap();
+    assert_eq!(*conn.closed.borrow(), Some(CloseReason::MirrorRestarted));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let s = listed().expect("a failed driver stays listed");
+        if s.state != WorkerState::Restarting && m.is_open("n1") {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(after.restarts, 1);
+    assert_eq!(
+        after.last_error.as_deref(),
+        Some("panicked: injected fault")
+    );
+    let s = m.status("n1", &id).await.unwrap();
+    assert_eq!((s.files, s.bytes, s.applied_seq), (2, 8, 7));
+
+    // The restarted driver's node is away: it closes when idle, and its
+    // entry goes with it.
+    wait_closed(&m, "n1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listed().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entry never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `GET /api/v1/workers` of a running hub: a driver that panicked shows with
+/// its restart and error, beside the fixed workers and the journal writer.
+#[tokio::test]
+async fn the_workers_endpoint_lists_a_restarted_driver_with_its_error() {
+    use ganglion_api::{WorkerState, WorkerStatus};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = crate::options::HubOptions::new(dir.path().to_path_buf());
+    opts.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    opts.http_addr = "127.0.0.1:0".parse().unwrap();
+    let hub = crate::hub::Hub::build(opts).await.unwrap();
+    let mut handle = hub.handle();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(hub.run(cancel.clone()));
+    handle.ready().await;
+    let token = crate::hub::read_admin_token(dir.path()).await.unwrap();
+    let core = handle.core.clone();
+    let node = crate::test_support::joined_node(core.store.as_ref(), "n1").await;
+    seeded(core.mirrors.index(), "n1").await;
+    assert_eq!(
+        core.mirrors
+            .status("n1", &node.id)
+            .await
+            .unwrap()
+            .applied_seq,
+        7
+    );
+
+    core.mirrors.send("n1", DriverEvent::Panic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = core.supervisor.statuses();
+        let driver = s.iter().find(|s| s.name == "mirror:n1");
+        if driver.is_some_and(|d| d.restarts >= 1 && d.state != WorkerState::Restarting) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut http = tokio::net::TcpStream::connect(&handle.endpoints.http)
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /api/v1/workers HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    http.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let workers: Vec<WorkerStatus> = serde_json::from_str(body).unwrap();
+    let named = |n: &str| workers.iter().find(|w| w.name == n).cloned();
+    let driver = named("mirror:n1").expect("the driver is listed");
+    assert_eq!(driver.restarts, 1);
+    assert_eq!(
+        driver.last_error.as_deref(),
+        Some("panicked: injected fault")
+    );
+    let journal = named("journal").expect("the journal writer is listed");
+    assert!(
+        matches!(journal.state, WorkerState::Idle | WorkerState::Busy),
+        "{journal:?}"
+    );
+    assert!(named("mesh-monitor").is_some(), "{workers:?}");
+
+    cancel.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// A task of the driver that fails (a group commit that panicked) fails the
+/// driver, which restarts like one that panicked.
+#[tokio::test]
+async fn a_failed_driver_task_restarts_the_driver() {
+    use ganglion_api::WorkerState;
+    let dir = tempfile::tempdir().unwrap();
+    let (m, id) = mirrors(dir.path()).await;
+    seeded(m.index(), "n1").await;
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
+    m.send(
+        "n1",
+        DriverEvent::Failed("group commit panicked: boom".into()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = m.supervisor.statuses();
+        let d = s.iter().find(|s| s.name == "mirror:n1");
+        if d.is_some_and(|d| d.restarts == 1 && d.state != WorkerState::Restarting)
+            && m.is_open("n1")
+        {
+            let d = d.unwrap();
+            assert_eq!(d.last_error.as_deref(), Some("group commit panicked: boom"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never restarted: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
 }

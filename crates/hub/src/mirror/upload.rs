@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use ganglion_mirror::receive::{FileOutcome, Part, UploadStream};
+use ganglion_mirror::receive::{FileOutcome, Part, StreamError, UploadStream};
 use ganglion_mirror::{ContentHash, TransferFailure};
 use ganglion_store::NodeRecord;
 use tokio::sync::mpsc;
@@ -82,102 +82,18 @@ pub async fn receive(
     node: &NodeRecord,
     mut stream: impl Stream<Item = Result<Part, Error>> + Unpin,
 ) -> Result<Received, Error> {
-    let first = match stream.next().await {
-        Some(Ok(p)) => p,
-        None => return Err(Error::InvalidArgument("empty upload".into())),
-        Some(Err(Error::Transfer { message, .. })) => {
-            return Err(Error::InvalidArgument(format!("upload stream: {message}")));
-        }
-        Some(Err(e)) => return Err(e),
-    };
-    if !matches!(first, Part::Header { .. }) {
-        return Err(Error::InvalidArgument(
-            "the first upload message must be a header".into(),
-        ));
-    }
+    let first = header(&mut stream).await?;
     let name = node.name.to_string();
     let receiver = mirrors.receiver(&name, &node.id).await?;
     let immutable = mirrors.immutable_of(&name);
-
-    // The writer reports the files that ended in each batch to the driver
-    // itself, from its own thread (a hop back through this task would cost
-    // another wake-up).
-    let (parts_tx, mut parts_rx) = mpsc::channel::<Vec<Part>>(WRITER_QUEUE);
-    let hashed = mirrors.metrics().mirror_hashed_bytes.clone();
-    let to_driver = mirrors.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut upload = UploadStream::new(receiver, immutable);
-        let mut received = Received::default();
-        while let Some(parts) = parts_rx.blocking_recv() {
-            let mut ended = Vec::new();
-            for part in parts {
-                if let Part::Data { data, .. } = &part {
-                    hashed.inc_by(data.len() as u64);
-                }
-                match upload.feed(part) {
-                    Ok(outcomes) => ended.extend(outcomes),
-                    // A broken stream drops the writer's state: the open
-                    // file's transfer is aborted (nothing staged, lock
-                    // released); files that ended are kept.
-                    Err(e) => {
-                        report(&to_driver, &name, &mut received, ended);
-                        return (None, received, Some(e));
-                    }
-                }
-            }
-            report(&to_driver, &name, &mut received, ended);
-        }
-        (Some((upload, to_driver, name)), received, None)
-    });
-
-    let streamed: Result<(), Error> = async {
-        let mut batch = vec![first];
-        let mut bytes = 0;
-        let ended = loop {
-            // Waits (with the idle timeout) only when nothing has arrived.
-            let msg = match stream.next().now_or_never() {
-                Some(m) => m,
-                None => {
-                    bytes = 0;
-                    if !batch.is_empty() && parts_tx.send(std::mem::take(&mut batch)).await.is_err()
-                    {
-                        // The writer stopped: its error says why.
-                        return Ok(());
-                    }
-                    match tokio::time::timeout(CHUNK_IDLE, stream.next()).await {
-                        Ok(m) => m,
-                        Err(_) => {
-                            break Err(transfer(
-                                TransferFailure::Cancelled,
-                                "upload idle for too long",
-                            ));
-                        }
-                    }
-                }
-            };
-            match msg {
-                Some(Ok(p)) => {
-                    bytes += part_bytes(&p);
-                    batch.push(p);
-                    if batch.len() >= BATCH_PARTS || bytes >= BATCH_BYTES {
-                        bytes = 0;
-                        if parts_tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                None => break Ok(()),
-                Some(Err(e)) => break Err(e),
-            }
-        };
-        // What arrived before the end (or the break) is written: files that
-        // ended before a stream breaks are kept.
-        if !batch.is_empty() {
-            let _ = parts_tx.send(batch).await;
-        }
-        ended
-    }
-    .await;
+    let (parts_tx, parts_rx) = mpsc::channel::<Vec<Part>>(WRITER_QUEUE);
+    let writer = spawn_writer(
+        mirrors.clone(),
+        name,
+        UploadStream::new(receiver, immutable),
+        parts_rx,
+    );
+    let streamed = forward(stream, first, &parts_tx).await;
     drop(parts_tx);
     let (upload, received, broken) = writer
         .await
@@ -202,4 +118,120 @@ pub async fn receive(
     })
     .await
     .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))
+}
+
+/// The stream's first part, which must be a header.
+async fn header(
+    stream: &mut (impl Stream<Item = Result<Part, Error>> + Unpin),
+) -> Result<Part, Error> {
+    let first = match stream.next().await {
+        Some(Ok(p)) => p,
+        None => return Err(Error::InvalidArgument("empty upload".into())),
+        Some(Err(Error::Transfer { message, .. })) => {
+            return Err(Error::InvalidArgument(format!("upload stream: {message}")));
+        }
+        Some(Err(e)) => return Err(e),
+    };
+    if !matches!(first, Part::Header { .. }) {
+        return Err(Error::InvalidArgument(
+            "the first upload message must be a header".into(),
+        ));
+    }
+    Ok(first)
+}
+
+/// How the writer ended: the stream's state if it was not broken (its open
+/// file ends with `finish`), what it received, and what broke it.
+type WriterEnd = (
+    Option<(UploadStream, Arc<Mirrors>, String)>,
+    Received,
+    Option<StreamError>,
+);
+
+/// The blocking writer of one stream. It reports the files that ended in
+/// each batch to the driver itself, from its own thread (a hop back through
+/// the stream's task would cost another wake-up).
+fn spawn_writer(
+    to_driver: Arc<Mirrors>,
+    name: String,
+    mut upload: UploadStream,
+    mut parts_rx: mpsc::Receiver<Vec<Part>>,
+) -> tokio::task::JoinHandle<WriterEnd> {
+    let hashed = to_driver.metrics().mirror_hashed_bytes.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut received = Received::default();
+        while let Some(parts) = parts_rx.blocking_recv() {
+            let mut ended = Vec::new();
+            for part in parts {
+                if let Part::Data { data, .. } = &part {
+                    hashed.inc_by(data.len() as u64);
+                }
+                match upload.feed(part) {
+                    Ok(outcomes) => ended.extend(outcomes),
+                    // A broken stream drops the writer's state: the open
+                    // file's transfer is aborted (nothing staged, lock
+                    // released); files that ended are kept.
+                    Err(e) => {
+                        report(&to_driver, &name, &mut received, ended);
+                        return (None, received, Some(e));
+                    }
+                }
+            }
+            report(&to_driver, &name, &mut received, ended);
+        }
+        (Some((upload, to_driver, name)), received, None)
+    })
+}
+
+/// Hands the stream's parts to the writer in batches of what had arrived;
+/// `Ok` also when the writer stopped (its error says why).
+async fn forward(
+    mut stream: impl Stream<Item = Result<Part, Error>> + Unpin,
+    first: Part,
+    parts_tx: &mpsc::Sender<Vec<Part>>,
+) -> Result<(), Error> {
+    let mut batch = vec![first];
+    let mut bytes = 0;
+    let ended = loop {
+        // Waits (with the idle timeout) only when nothing has arrived.
+        let msg = match stream.next().now_or_never() {
+            Some(m) => m,
+            None => {
+                bytes = 0;
+                if !batch.is_empty() && parts_tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(());
+                }
+                match tokio::time::timeout(CHUNK_IDLE, stream.next()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        break Err(transfer(
+                            TransferFailure::Cancelled,
+                            "upload idle for too long",
+                        ));
+                    }
+                }
+            }
+        };
+        match msg {
+            Some(Ok(p)) => {
+                bytes += part_bytes(&p);
+                batch.push(p);
+                if batch.len() >= BATCH_PARTS || bytes >= BATCH_BYTES {
+                    bytes = 0;
+                    if parts_tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+        }
+    };
+    // What arrived before the end (or the break) is written: files that
+    // ended before a stream breaks are kept.
+    if !batch.is_empty() {
+        let _ = parts_tx.send(batch).await;
+    }
+    ended
 }

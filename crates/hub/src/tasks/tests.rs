@@ -80,3 +80,36 @@ async fn reports_for_tasks_a_node_was_not_given_are_ignored() {
     ));
     assert!(matches!(rx.try_recv(), Ok(TaskEvent::Finished(_))));
 }
+
+/// A journal whose writer failed refuses a submission at once with an error
+/// that says so (503), instead of hanging or losing the task.
+#[tokio::test]
+async fn a_failed_journal_writer_refuses_submissions_clearly() {
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let a = node(&store, "a").await;
+    let registry = Registry::new(Metrics::default());
+    let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(1_000)));
+    let tasks = Tasks::new(store.clone(), registry.clone(), clock);
+    let _conn = registry.register(a, NodeName::parse("a").unwrap(), None, Timestamp(0));
+    store.inject_journal_panic();
+    for _ in 0..2 {
+        let spec = TaskRequest {
+            argv: vec!["true".into()],
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            output_cap: None,
+        };
+        let e = tasks.submit("a", spec).await.unwrap_err();
+        assert_eq!(e.http_status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            e.to_string(),
+            "the task journal's writer failed (panicked: injected fault); restart the hub"
+        );
+    }
+    assert_eq!(tasks.live_count(), 0, "nothing half-submitted stays");
+    assert_eq!(
+        store.journal_writer(),
+        ganglion_store::WriterState::Failed("panicked: injected fault".into())
+    );
+}

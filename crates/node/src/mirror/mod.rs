@@ -35,6 +35,7 @@ use crate::link::client::HubClient;
 use crate::progress::{ProgressHandle, SyncProgress};
 pub use crate::recorder::ToHub;
 use crate::recorder::{self, MIRROR, Step};
+use crate::supervise::Workers;
 use upload::UploadQueue;
 use watcher::watch;
 
@@ -81,6 +82,9 @@ pub enum Input {
     },
     Changed(Vec<PathBuf>),
     Rescan,
+    /// A fault for tests: the worker panics.
+    #[cfg(test)]
+    Panic,
 }
 
 /// The session's view of the mirror worker.
@@ -103,6 +107,8 @@ pub(crate) struct MirrorWorker {
     /// The ignore files as of the last full scan (a change to one of them
     /// triggers a full scan, which reloads them).
     ignores: IgnoreRules,
+    /// Where its upload workers run.
+    workers: Workers,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -111,7 +117,8 @@ fn index_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// Starts the mirror worker: loads the index, watches the workspace, scans it.
-pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
+/// Its loops (`mirror`, `mirror-recorder`, `mirror-upload`) run in `workers`.
+pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink, Error> {
     let index: SharedIndex = Arc::new(
         ganglion_store::SqliteMirrorIndex::open(&opts.state_dir.join("index.db"))
             .await
@@ -128,13 +135,10 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let (recorder, steps) = mpsc::unbounded_channel();
     let stats = Arc::new(Mutex::new(MirrorStats::default()));
-    tokio::spawn(recorder::run(
-        index,
-        steps,
-        notices_tx,
-        loaded.seq,
-        stats.clone(),
-    ));
+    workers.spawn(
+        "mirror-recorder",
+        recorder::run(index, steps, notices_tx, loaded.seq, stats.clone()),
+    );
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
@@ -148,9 +152,10 @@ pub async fn start(opts: MirrorOptions) -> Result<MirrorLink, Error> {
         progress,
         stats: stats.clone(),
         ignores,
+        workers: workers.clone(),
         _watcher: watcher,
     };
-    tokio::spawn(worker.run(rx));
+    workers.spawn("mirror", worker.run(rx));
     let _ = input.send(Input::Rescan);
     Ok(MirrorLink {
         input,

@@ -63,7 +63,7 @@ impl MirrorWorker {
         let input = self.input.clone();
         let stats = self.stats.clone();
         let progress = self.progress.clone();
-        tokio::spawn(async move {
+        self.workers.spawn("mirror-upload", async move {
             loop {
                 let jobs = {
                     let mut q = queue.lock();

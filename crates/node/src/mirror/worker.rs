@@ -89,6 +89,8 @@ impl MirrorWorker {
                 failure,
             },
             Input::Changed(_) | Input::Rescan => return,
+            #[cfg(test)]
+            Input::Panic => panic!("injected fault"),
         };
         self.feed(event).await;
     }

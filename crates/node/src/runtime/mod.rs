@@ -24,6 +24,7 @@ use crate::Error;
 use crate::backoff::Backoff;
 use crate::mirror::{Input as MirrorInput, MirrorLink, MirrorOptions};
 use crate::state::JoinedNode;
+use crate::supervise::Workers;
 use crate::tasks::{Executor, RunnerEvent, RunnerEvents, TaskRunner, update};
 
 /// How the node runs tasks (see [`Executor`]).
@@ -93,6 +94,8 @@ pub struct NodeRuntime {
     /// larger number confirms them (the stream is ordered). Whatever is left
     /// when a connection dies is sent again, as late, in the next one.
     unconfirmed: Vec<(u64, TaskToHub)>,
+    /// The node's loops besides this one; a panic in one stops the node.
+    workers: Workers,
 }
 
 #[derive(Clone)]
@@ -161,6 +164,7 @@ impl NodeRuntime {
             mirror: None,
             instance: new_instance_id(),
             unconfirmed: Vec::new(),
+            workers: Workers::default(),
         })
     }
 
@@ -170,14 +174,33 @@ impl NodeRuntime {
         }
     }
 
-    /// Runs until cancelled (`Ok`) or until the hub refuses this node for good.
+    /// Runs until cancelled (`Ok`), until the hub refuses this node for
+    /// good, or until one of the node's loops fails ([`Error::WorkerFailed`]:
+    /// the process should exit non-zero and be started again).
     #[tracing::instrument(skip_all, fields(node = %self.opts.state.name))]
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), Error> {
+        let workers = self.workers.clone();
+        tokio::select! {
+            result = self.serve(&cancel) => result,
+            failure = workers.failed() => {
+                tracing::error!(worker = failure.worker, error = %failure.error, "stopping: a node worker failed");
+                Err(failure.into())
+            }
+        }
+    }
+
+    /// A loop of the node, run as a supervised worker (tests inject faults).
+    #[cfg(test)]
+    pub(crate) fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    async fn serve(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
         // About three seconds of quick retries (a hub restart), then doubling.
         let mut backoff =
             Backoff::new(self.opts.backoff_base, self.opts.backoff_cap).with_flat_start(80);
         if let Some(m) = self.opts.mirror.clone() {
-            self.mirror = Some(crate::mirror::start(m).await?);
+            self.mirror = Some(crate::mirror::start(m, &self.workers).await?);
         }
         // Failed connects in a row: the first and every 20th are warnings,
         // the rest debug lines (quick retries would flood the log).
@@ -189,7 +212,7 @@ impl NodeRuntime {
         let mut refused = 0u32;
         loop {
             let started = Instant::now();
-            let result = self.connect_once(&cancel).await;
+            let result = self.connect_once(cancel).await;
             self.status.send_modify(|s| s.connected = false);
             self.to_mirror(MirrorInput::Disconnected);
             self.watch_report_grace();
@@ -264,7 +287,7 @@ impl NodeRuntime {
         let runner = self.runner.clone();
         let grace = self.opts.report_grace;
         let mut status = self.status.subscribe();
-        tokio::spawn(async move {
+        self.workers.spawn("report-grace", async move {
             let reconnected = status.wait_for(|s| s.connected);
             if tokio::time::timeout(grace, reconnected).await.is_err() {
                 runner.cancel_all("the node could not reach the hub within the grace period");

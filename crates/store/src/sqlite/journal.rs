@@ -8,18 +8,29 @@
 //! The batching matters because every statement is a round trip to SQLite's
 //! worker thread: three per task, one at a time, capped the hub at ~1,600
 //! tasks/s (bench/results/tasks-*), most of it in thread wake-ups.
+//!
+//! The writer is watched: if it panics, the failure is logged, kept, and
+//! every write waiting or to come gets [`Error::WriterFailed`] at once (none
+//! hangs, none is dropped silently). It is not restarted: a write in the
+//! failed batch may or may not be in the database, which only a restart of
+//! the hub (which fails unfinished tasks) sorts out. The hub lists the
+//! writer's state ([`WriterState`]) among its workers as `journal`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ganglion_core::{TaskId, Timestamp};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::parse_json;
 use super::tasks::{TASK_COLUMNS, TASK_RETURNING, task_from_row};
 use crate::error::{Error, Result};
-use crate::tasks::{EndApplied, Ended, HistoryEntry, NewTask, TaskEnd, TaskRecord, TaskStatus};
+use crate::tasks::{
+    EndApplied, Ended, HistoryEntry, NewTask, TaskEnd, TaskRecord, TaskStatus, WriterState,
+};
 
 /// Writes taken into one batch at most (SQLite allows 32,766 bound
 /// variables; the widest statement here binds 12 per row).
@@ -31,6 +42,9 @@ enum Write {
     Create(NewTask, Reply<()>),
     Running(TaskId, Timestamp, Reply<bool>),
     Finish(TaskEnd, Reply<Ended>),
+    /// A fault for tests: the writer panics.
+    #[cfg(any(test, feature = "test-faults"))]
+    Panic,
 }
 
 /// The callers' side of the writer task. The task ends when the last clone
@@ -38,14 +52,38 @@ enum Write {
 #[derive(Clone, Debug)]
 pub(super) struct Journal {
     tx: mpsc::UnboundedSender<Write>,
+    /// Writing a batch (for the hub's list of workers).
+    busy: Arc<AtomicBool>,
+    /// Why the writer failed, once it has.
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Journal {
-    /// Starts the writer task on `writer`, the store's write connection.
+    /// Starts the writer task on `writer`, the store's write connection,
+    /// and a task that watches it.
     pub(super) fn start(writer: SqlitePool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(writer, rx));
-        Self { tx }
+        let busy = Arc::new(AtomicBool::new(false));
+        let (fail, failed) = watch::channel(None);
+        let running = tokio::spawn(run(writer, rx, busy.clone()));
+        tokio::spawn(async move {
+            let Err(e) = running.await else { return };
+            let error = match e.try_into_panic() {
+                Ok(panic) => panic_message(panic.as_ref()),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(worker = "journal", %error, "the journal writer failed; task writes are refused until the hub restarts");
+            let _ = fail.send(Some(error));
+        });
+        Self { tx, busy, failed }
+    }
+
+    pub(super) fn state(&self) -> WriterState {
+        match &*self.failed.borrow() {
+            Some(e) => WriterState::Failed(e.clone()),
+            None if self.busy.load(Ordering::Relaxed) => WriterState::Busy,
+            None => WriterState::Idle,
+        }
     }
 
     pub(super) async fn create(&self, task: &NewTask) -> Result<()> {
@@ -60,38 +98,77 @@ impl Journal {
         self.call(|r| Write::Finish(end.clone(), r)).await
     }
 
+    /// Makes the writer panic (tests of its supervision).
+    #[cfg(any(test, feature = "test-faults"))]
+    pub(super) fn inject_panic(&self) {
+        let _ = self.tx.send(Write::Panic);
+    }
+
     async fn call<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T> {
-        let closed = || Error::Database(sqlx::Error::PoolClosed);
         let (reply, answer) = oneshot::channel();
-        self.tx.send(write(reply)).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        if self.tx.send(write(reply)).is_err() {
+            return Err(self.stopped().await);
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(self.stopped().await),
+        }
+    }
+
+    /// Why the writer stopped: its failure (reported by its watcher right
+    /// after it), or a closed store.
+    async fn stopped(&self) -> Error {
+        let mut failed = self.failed.clone();
+        match failed.wait_for(Option::is_some).await {
+            Ok(e) => Error::WriterFailed(e.clone().unwrap_or_default()),
+            Err(_) => Error::Database(sqlx::Error::PoolClosed),
+        }
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    match what {
+        Some(m) => format!("panicked: {m}"),
+        None => "panicked".to_owned(),
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>, busy: Arc<AtomicBool>) {
     let mut queued = Vec::new();
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
-        let (mut creates, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
-        for w in queued.drain(..) {
-            match w {
-                Write::Create(t, r) => creates.push((t, r)),
-                Write::Running(id, at, r) => starts.push(((id, at), r)),
-                Write::Finish(e, r) => ends.push((e, r)),
-            }
+        busy.store(true, Ordering::Relaxed);
+        write_batch(&pool, queued.drain(..)).await;
+        busy.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn write_batch(pool: &SqlitePool, batch: impl Iterator<Item = Write>) {
+    let (mut creates, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    for w in batch {
+        match w {
+            Write::Create(t, r) => creates.push((t, r)),
+            Write::Running(id, at, r) => starts.push(((id, at), r)),
+            Write::Finish(e, r) => ends.push((e, r)),
+            #[cfg(any(test, feature = "test-faults"))]
+            Write::Panic => panic!("injected fault"),
         }
-        // A task's writes come in its lifecycle's order, so this order is
-        // right for any task with writes of several kinds in one batch.
-        create_all(&pool, creates).await;
-        while !starts.is_empty() {
-            let (now, later) = first_per_task(starts, |((id, _), _)| id);
-            start_all(&pool, now).await;
-            starts = later;
-        }
-        while !ends.is_empty() {
-            let (now, later) = first_per_task(ends, |(e, _)| &e.id);
-            finish_all(&pool, now).await;
-            ends = later;
-        }
+    }
+    // A task's writes come in its lifecycle's order, so this order is
+    // right for any task with writes of several kinds in one batch.
+    create_all(pool, creates).await;
+    while !starts.is_empty() {
+        let (now, later) = first_per_task(starts, |((id, _), _)| id);
+        start_all(pool, now).await;
+        starts = later;
+    }
+    while !ends.is_empty() {
+        let (now, later) = first_per_task(ends, |(e, _)| &e.id);
+        finish_all(pool, now).await;
+        ends = later;
     }
 }
 
@@ -358,4 +435,42 @@ async fn settle_end(pool: &SqlitePool, end: &TaskEnd) -> Result<EndApplied> {
         .await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use ganglion_core::NodeId;
+
+    use super::*;
+    use crate::{JournalStore, SqliteStore};
+
+    /// A writer that panics is reported, and every write, waiting or later,
+    /// gets its error at once: none hangs, none is lost silently.
+    #[tokio::test]
+    async fn a_failed_writer_refuses_every_write_with_its_error() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        assert_eq!(store.journal_writer(), WriterState::Idle);
+        store.inject_journal_panic();
+        let task = NewTask {
+            id: TaskId::generate(),
+            node_id: NodeId::generate(),
+            argv: vec!["true".into()],
+            cwd: None,
+            timeout_ms: None,
+            created_at: Timestamp(0),
+        };
+        for _ in 0..2 {
+            let e = store.create_task(&task).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "the task journal's writer failed (panicked: injected fault); restart the hub"
+            );
+        }
+        let e = store.mark_task_running(&task.id, Timestamp(1)).await;
+        assert!(matches!(e, Err(Error::WriterFailed(_))), "{e:?}");
+        assert_eq!(
+            store.journal_writer(),
+            WriterState::Failed("panicked: injected fault".into())
+        );
+    }
 }

@@ -77,6 +77,13 @@ impl SqliteStore {
         })
     }
 
+    /// Makes the journal writer panic, for tests of what a failed writer
+    /// does (feature `test-faults`, never in a release build).
+    #[cfg(any(test, feature = "test-faults"))]
+    pub fn inject_journal_panic(&self) {
+        self.journal.inject_panic();
+    }
+
     async fn pool_of(options: SqliteConnectOptions, max: u32) -> Result<SqlitePool> {
         SqlitePoolOptions::new()
             .max_connections(max)

@@ -25,6 +25,10 @@ impl JournalStore for SqliteStore {
         self.journal.finish(end).await
     }
 
+    fn journal_writer(&self) -> crate::tasks::WriterState {
+        self.journal.state()
+    }
+
     async fn fail_unfinished_tasks(
         &self,
         node_id: Option<&NodeId>,
