@@ -293,7 +293,7 @@ pub enum BenchCommand {
     /// latency and the hub's memory per idle node
     Nodes(BenchNodesArgs),
     /// Round trip of `true` through hub → node → hub, and task throughput
-    /// over N in-process nodes (real agents with the sandbox)
+    /// over N in-process nodes (real node runtimes with the sandbox)
     Tasks(BenchTasksArgs),
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Reports join latency (TLS connect + `Join` RPC, one at a time by default)
 //! as p50/p99 over `--joins` joins, and the hub's resident memory per idle
-//! connected node (each node a real agent: its own TLS connection,
+//! connected node (each node a real node runtime: its own TLS connection,
 //! configuration, control stream and heartbeats) at each of `--counts`.
 //! Output lines are `name value unit  # details`, like ../shared/bench.
 

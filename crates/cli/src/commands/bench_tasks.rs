@@ -1,6 +1,6 @@
 //! `ganglion bench tasks`: a real hub process and `--nodes` real nodes
 //! (`ganglion node start` processes with the sandbox; with `--simulated`,
-//! agents in this process that report each task started and exited 0 without
+//! node runtimes in this process that report each task started and exited 0 without
 //! running it, to measure the hub and its journal). Tasks are submitted over
 //! the HTTP API from this process, so CLI start-up is not in the figures.
 //!
@@ -69,7 +69,7 @@ pub async fn tasks(a: BenchTasksArgs) -> anyhow::Result<ExitCode> {
         hub.pid,
         a.nodes,
         if a.simulated {
-            "in this process: real agents and streams, tasks simulated: started + exit 0 at once"
+            "in this process: real node runtimes and streams, tasks simulated: started + exit 0 at once"
         } else {
             "`ganglion node` processes, tasks run in the sandbox"
         }

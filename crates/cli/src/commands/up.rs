@@ -43,10 +43,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     let opts = local_node(&handle, &state_dir, workspace, &data_dir, exclude)?;
     let workspace = opts.state.workspace.clone();
-    let agent = NodeRuntime::new(opts)?;
-    let mut link = agent.handle();
-    let agent_cancel = cancel.child_token();
-    let agent_task = tokio::spawn(agent.run(agent_cancel.clone()));
+    let runtime = NodeRuntime::new(opts)?;
+    let mut link = runtime.handle();
+    let node_cancel = cancel.child_token();
+    let mut node_task = tokio::spawn(runtime.run(node_cancel.clone()));
     link.wait_for(|s| s.connected).await;
 
     out(format!(
@@ -60,14 +60,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         handle.data_dir.root().display()
     ));
 
-    cancel.cancelled().await;
-    agent_cancel.cancel();
-    let _ = agent_task.await;
+    // Until Ctrl-C, or until the node stops by itself (one of its workers
+    // failed): then the hub stops too and `up` exits non-zero, so a service
+    // manager restarts both.
+    let node = tokio::select! {
+        _ = cancel.cancelled() => {
+            node_cancel.cancel();
+            node_task.await
+        }
+        ended = &mut node_task => ended,
+    };
     hub_cancel.cancel();
     hub_task
         .await
         .context("hub task")?
         .context("running the hub")?;
+    node.context("node task")?.context("running the node")?;
     Ok(ExitCode::SUCCESS)
 }
 
