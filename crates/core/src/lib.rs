@@ -1,6 +1,7 @@
 //! Domain types shared by every part of Ganglion. Nothing here does IO.
 //!
 //! - [`name`]: validated node names.
+//! - [`panic`]: what a caught panic says (workers report it).
 //! - [`limit`]: accepted ranges of durations and sizes taken from input, and
 //!   the largest command a task may have.
 //! - [`id`]: opaque random identifiers (nodes, invites, tasks).
@@ -18,6 +19,7 @@ pub mod id;
 pub mod invite;
 pub mod limit;
 pub mod name;
+pub mod panic;
 pub mod policy;
 pub mod relpath;
 pub mod secret;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use ganglion_api::{WorkerState, WorkerStatus};
+pub use ganglion_core::panic::panic_message;
 
 #[async_trait]
 pub trait Worker: Send + 'static {
@@ -59,18 +60,6 @@ impl<P: Periodic> Worker for P {
                 }
             }
         }
-    }
-}
-
-/// What a panic says, for logs and `last_error`.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let what = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    match what {
-        Some(m) => format!("panicked: {m}"),
-        None => "panicked".to_owned(),
     }
 }
 

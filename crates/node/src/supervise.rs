@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use ganglion_core::panic::panic_message;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -89,18 +90,6 @@ impl Workers {
             Some(f) => f,
             None => std::future::pending().await,
         }
-    }
-}
-
-/// What a panic says.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let what = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    match what {
-        Some(m) => format!("panicked: {m}"),
-        None => "panicked".to_owned(),
     }
 }
 

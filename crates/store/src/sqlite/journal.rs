@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ganglion_core::panic::panic_message;
 use ganglion_core::{TaskId, Timestamp};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite};
@@ -123,17 +124,6 @@ impl Journal {
             Ok(e) => Error::WriterFailed(e.clone().unwrap_or_default()),
             Err(_) => Error::Database(sqlx::Error::PoolClosed),
         }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let what = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    match what {
-        Some(m) => format!("panicked: {m}"),
-        None => "panicked".to_owned(),
     }
 }
 
