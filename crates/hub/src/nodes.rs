@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeName, Policy, Timestamp};
-use ganglion_store::{NodeRecord, NodeState, Store};
+use ganglion_store::{NodeRecord, NodeStatus, Store};
 
 use crate::Error;
 use crate::registry::{CloseReason, Registry, ToNode};
@@ -111,11 +111,11 @@ impl Nodes {
 }
 
 impl NodeView {
-    pub fn state(&self) -> NodeState {
+    pub fn state(&self) -> NodeStatus {
         if self.online {
-            NodeState::Online
+            NodeStatus::Online
         } else {
-            NodeState::Offline
+            NodeStatus::Offline
         }
     }
 }

@@ -30,7 +30,7 @@ use ganglion_core::{InviteId, NodeId, NodeName, Policy, SecretHash, TaskId, Time
 pub use error::{Error, InviteRefusal, Result};
 pub use ganglion_mirror::index::MirrorIndex;
 pub use model::{
-    Credential, InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate,
+    Credential, InviteRecord, NewInvite, NodeRecord, NodeStatus, Redemption, StatusUpdate,
 };
 pub use sqlite::{SqliteMirrorIndex, SqliteStore};
 pub use tasks::{

@@ -60,17 +60,18 @@ pub struct Redemption {
     pub now: Timestamp,
 }
 
+/// Whether a node is connected, as the hub last recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeState {
+pub enum NodeStatus {
     Online,
     Offline,
 }
 
-impl NodeState {
+impl NodeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            NodeState::Online => "online",
-            NodeState::Offline => "offline",
+            NodeStatus::Online => "online",
+            NodeStatus::Offline => "offline",
         }
     }
 }
@@ -83,7 +84,7 @@ pub struct NodeRecord {
     pub capabilities: Option<Capabilities>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
-    pub status: NodeState,
+    pub status: NodeStatus,
     pub last_heartbeat: Option<Timestamp>,
 }
 
@@ -91,7 +92,7 @@ pub struct NodeRecord {
 #[derive(Clone, Debug)]
 pub struct StatusUpdate {
     pub node_id: NodeId,
-    pub status: NodeState,
+    pub status: NodeStatus,
     pub last_heartbeat: Option<Timestamp>,
     pub peer_addr: Option<String>,
     pub capabilities: Option<Capabilities>,

@@ -19,7 +19,7 @@ use ganglion_core::time::SharedClock;
 use ganglion_proto::convert::stream::from_node;
 use ganglion_proto::convert::{FromHub, FromNode, Hello, Welcome};
 use ganglion_proto::v1;
-use ganglion_store::{NodeRecord, NodeState, StatusUpdate};
+use ganglion_store::{NodeRecord, NodeStatus, StatusUpdate};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -98,7 +98,7 @@ impl ConnectionDriver {
             .map_err(|e| Status::already_exists(e.to_string()))?;
         self.status.send(StatusUpdate {
             node_id: node.id.clone(),
-            status: NodeState::Online,
+            status: NodeStatus::Online,
             last_heartbeat: Some(now),
             peer_addr: peer.map(|p| p.to_string()),
             capabilities: hello.capabilities,
@@ -160,7 +160,7 @@ impl ConnectionDriver {
         conn.touch(now);
         self.status.send(StatusUpdate {
             node_id: conn.node_id.clone(),
-            status: NodeState::Online,
+            status: NodeStatus::Online,
             last_heartbeat: Some(now),
             peer_addr: None,
             capabilities: None,
@@ -180,7 +180,7 @@ impl ConnectionDriver {
         self.subsystems.disconnected(conn, ending).await;
         self.status.send(StatusUpdate {
             node_id: conn.node_id.clone(),
-            status: NodeState::Offline,
+            status: NodeStatus::Offline,
             last_heartbeat: None,
             peer_addr: None,
             capabilities: None,

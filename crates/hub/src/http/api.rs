@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use ganglion_api as api;
 use ganglion_core::{NodeName, Policy, PolicyMode};
-use ganglion_store::{InviteRecord, NodeState};
+use ganglion_store::{InviteRecord, NodeStatus};
 
 use super::body::JsonBody;
 use crate::Error;
@@ -112,8 +112,8 @@ pub fn node_json(v: &NodeView) -> api::Node {
         name: v.record.name.to_string(),
         id: v.record.id.to_string(),
         status: match v.state() {
-            NodeState::Online => api::NodeStatus::Online,
-            NodeState::Offline => api::NodeStatus::Offline,
+            NodeStatus::Online => api::NodeStatus::Online,
+            NodeStatus::Offline => api::NodeStatus::Offline,
         },
         policy: v.record.policy.mode,
         last_heartbeat: v.last_heartbeat.map(|t| t.to_rfc3339()),

@@ -8,7 +8,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{SqliteStore, json, parse_json, ts};
 use crate::NodeStore;
 use crate::error::{Error, InviteRefusal, Result};
-use crate::model::{InviteRecord, NewInvite, NodeRecord, NodeState, Redemption, StatusUpdate};
+use crate::model::{InviteRecord, NewInvite, NodeRecord, NodeStatus, Redemption, StatusUpdate};
 
 const NODE_COLUMNS: &str = "n.id, n.name, n.policy, n.capabilities, n.created_at, n.revoked_at, \
      COALESCE(s.status, 'offline') AS status, s.last_heartbeat";
@@ -44,9 +44,9 @@ fn node_from_row(row: &SqliteRow) -> Result<NodeRecord> {
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         revoked_at: ts(row.try_get("revoked_at")?),
         status: if status == "online" {
-            NodeState::Online
+            NodeStatus::Online
         } else {
-            NodeState::Offline
+            NodeStatus::Offline
         },
         last_heartbeat: ts(row.try_get("last_heartbeat")?),
     })
@@ -269,7 +269,7 @@ impl NodeStore for SqliteStore {
             capabilities: Some(r.capabilities.clone()),
             created_at: r.now,
             revoked_at: None,
-            status: NodeState::Offline,
+            status: NodeStatus::Offline,
             last_heartbeat: None,
         })
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ganglion_core::secret::Purpose;
 use ganglion_core::{Capabilities, InviteId, Policy, Secret};
-use ganglion_store::{Error, InviteRefusal, NodeState, StatusUpdate, Store};
+use ganglion_store::{Error, InviteRefusal, NodeStatus, StatusUpdate, Store};
 
 use crate::common::{T0, invite, joined, name, redemption};
 
@@ -125,7 +125,7 @@ pub async fn policy_status_and_revocation(store: &dyn Store) {
     };
     let up = StatusUpdate {
         node_id: node.id.clone(),
-        status: NodeState::Online,
+        status: NodeStatus::Online,
         last_heartbeat: Some(T0),
         peer_addr: Some("127.0.0.1:5000".into()),
         capabilities: Some(caps.clone()),
@@ -133,12 +133,12 @@ pub async fn policy_status_and_revocation(store: &dyn Store) {
     };
     store.update_status(&[up]).await.unwrap();
     let n = store.node_by_name(&node.name).await.unwrap().unwrap();
-    assert_eq!(n.status, NodeState::Online);
+    assert_eq!(n.status, NodeStatus::Online);
     assert_eq!(n.last_heartbeat, Some(T0));
     assert_eq!(n.capabilities, Some(caps));
     store.mark_all_offline(T0).await.unwrap();
     let n = store.node_by_name(&node.name).await.unwrap().unwrap();
-    assert_eq!(n.status, NodeState::Offline);
+    assert_eq!(n.status, NodeStatus::Offline);
     assert_eq!(
         n.last_heartbeat,
         Some(T0),
