@@ -4,22 +4,8 @@
 use ganglion_core::{Capabilities, Policy, PolicyMode};
 use serde::{Deserialize, Serialize};
 
-/// Whether a node's control stream is up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    Online,
-    Offline,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Online => "online",
-            NodeStatus::Offline => "offline",
-        }
-    }
-}
+// A node's status is a domain type (the store records it too).
+pub use ganglion_core::NodeStatus;
 
 /// A node as CONTRACT.md lists it, plus detail.
 #[derive(Debug, Serialize, Deserialize)]

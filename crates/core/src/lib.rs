@@ -1,6 +1,7 @@
 //! Domain types shared by every part of Ganglion. Nothing here does IO.
 //!
 //! - [`name`]: validated node names.
+//! - [`node`]: a node's status (online/offline).
 //! - [`panic`]: what a caught panic says (workers report it).
 //! - [`limit`]: accepted ranges of durations and sizes taken from input, and
 //!   the largest command a task may have.
@@ -19,6 +20,7 @@ pub mod id;
 pub mod invite;
 pub mod limit;
 pub mod name;
+pub mod node;
 pub mod panic;
 pub mod policy;
 pub mod relpath;
@@ -30,6 +32,7 @@ pub use capabilities::Capabilities;
 pub use id::{InviteId, NodeId, TaskId};
 pub use invite::InviteCode;
 pub use name::NodeName;
+pub use node::NodeStatus;
 pub use policy::{Policy, PolicyMode};
 pub use relpath::RelPath;
 pub use secret::{Secret, SecretHash};

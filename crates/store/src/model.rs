@@ -60,21 +60,7 @@ pub struct Redemption {
     pub now: Timestamp,
 }
 
-/// Whether a node is connected, as the hub last recorded it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeStatus {
-    Online,
-    Offline,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Online => "online",
-            NodeStatus::Offline => "offline",
-        }
-    }
-}
+pub use ganglion_core::NodeStatus;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRecord {

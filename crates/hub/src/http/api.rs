@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use ganglion_api as api;
 use ganglion_core::{NodeName, Policy, PolicyMode};
-use ganglion_store::{InviteRecord, NodeStatus};
+use ganglion_store::InviteRecord;
 
 use super::body::JsonBody;
 use crate::Error;
@@ -111,10 +111,7 @@ pub fn node_json(v: &NodeView) -> api::Node {
     api::Node {
         name: v.record.name.to_string(),
         id: v.record.id.to_string(),
-        status: match v.state() {
-            NodeStatus::Online => api::NodeStatus::Online,
-            NodeStatus::Offline => api::NodeStatus::Offline,
-        },
+        status: v.state(),
         policy: v.record.policy.mode,
         last_heartbeat: v.last_heartbeat.map(|t| t.to_rfc3339()),
         capabilities: v.record.capabilities.clone(),
