@@ -75,6 +75,9 @@ pub struct HubFlags {
     /// How long a TLS handshake or a first HTTP request may take [default: 10s]
     #[arg(long, env = "GANGLION_HANDSHAKE_TIMEOUT")]
     pub handshake_timeout: Option<String>,
+    /// How long a node has to send its hello on a new control stream [default: 10s]
+    #[arg(long, env = "GANGLION_HELLO_DEADLINE")]
+    pub hello_deadline: Option<String>,
     /// How long a node's credential check may take [default: 2s]
     #[arg(long, env = "GANGLION_AUTH_DEADLINE")]
     pub auth_deadline: Option<String>,

@@ -265,6 +265,7 @@ fn serve(
         status,
         clock: core.clock.clone(),
         heartbeat_interval: options.heartbeat_interval,
+        hello_deadline: options.hello_deadline,
         metrics: core.metrics.clone(),
     };
     // TLS is done in the accept loop: bounded handshakes (fd exhaustion).

@@ -51,6 +51,13 @@ pub const HANDSHAKE_TIMEOUT: DurationLimit = DurationLimit::new(
     Duration::from_secs(300),
 );
 
+/// How long a node has to send its hello on a new control stream (`hello_deadline`).
+pub const HELLO_DEADLINE: DurationLimit = DurationLimit::new(
+    "hello_deadline",
+    Duration::from_millis(100),
+    Duration::from_secs(300),
+);
+
 /// How long a credential lookup may take during a handshake (`auth_deadline`).
 pub const AUTH_DEADLINE: DurationLimit = DurationLimit::new(
     "auth_deadline",

@@ -26,6 +26,8 @@ pub struct HubOptions {
     pub auth_failure_refill_per_s: f64,
     /// How long a TLS handshake (gRPC) or a first HTTP request may take.
     pub handshake_timeout: Duration,
+    /// How long a node has to send its hello after opening its control stream.
+    pub hello_deadline: Duration,
     /// How often the hub looks for tasks whose node went silent.
     pub task_lease_period: Duration,
     /// How often idle mirror transfers are dropped (and their locks freed).
@@ -52,6 +54,7 @@ impl HubOptions {
             auth_failure_burst: 20,
             auth_failure_refill_per_s: 2.0,
             handshake_timeout: Duration::from_secs(10),
+            hello_deadline: Duration::from_secs(10),
             task_lease_period: Duration::from_secs(5),
             transfer_reaper_period: Duration::from_secs(10),
             orphan_purge_period: Duration::from_secs(600),

@@ -13,6 +13,7 @@
 //! | heartbeat_interval     | --heartbeat-interval     | GANGLION_HEARTBEAT_INTERVAL     | 5s               |
 //! | missed_heartbeats      | --missed-heartbeats      | GANGLION_MISSED_HEARTBEATS      | 3                |
 //! | handshake_timeout      | --handshake-timeout      | GANGLION_HANDSHAKE_TIMEOUT      | 10s              |
+//! | hello_deadline         | --hello-deadline         | GANGLION_HELLO_DEADLINE         | 10s              |
 //! | auth_deadline          | --auth-deadline          | GANGLION_AUTH_DEADLINE          | 2s               |
 //! | auth_failure_burst     | --auth-failure-burst     | GANGLION_AUTH_FAILURE_BURST     | 20               |
 //! | auth_failure_refill    | --auth-failure-refill    | GANGLION_AUTH_FAILURE_REFILL    | 2 (per second)   |
@@ -47,6 +48,7 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<String>,
     pub missed_heartbeats: Option<u32>,
     pub handshake_timeout: Option<String>,
+    pub hello_deadline: Option<String>,
     pub auth_deadline: Option<String>,
     pub auth_failure_burst: Option<u32>,
     pub auth_failure_refill: Option<f64>,
@@ -106,6 +108,10 @@ pub fn hub_options(flags: &HubFlags) -> anyhow::Result<HubOptions> {
         limits::HANDSHAKE_TIMEOUT,
     )? {
         o.handshake_timeout = d;
+    }
+    let hello = flags.hello_deadline.as_ref();
+    if let Some(d) = duration(hello, file.hello_deadline.as_ref(), limits::HELLO_DEADLINE)? {
+        o.hello_deadline = d;
     }
     auth(flags, &file, &mut o)?;
     workers(flags, &file, &mut o)?;
@@ -183,6 +189,7 @@ pub fn print(o: &HubOptions) -> String {
         heartbeat_interval: Some(format_duration(o.heartbeat_interval)),
         missed_heartbeats: Some(o.missed_heartbeats),
         handshake_timeout: Some(format_duration(o.handshake_timeout)),
+        hello_deadline: Some(format_duration(o.hello_deadline)),
         auth_deadline: Some(format_duration(o.auth_deadline)),
         auth_failure_burst: Some(o.auth_failure_burst),
         auth_failure_refill: Some(o.auth_failure_refill_per_s),
@@ -264,6 +271,7 @@ mod tests {
             "transfer_reaper_period = \"10s\"",
             "orphan_purge_period = \"10m\"",
             "orphan_grace = \"1day\"",
+            "hello_deadline = \"10s\"",
         ] {
             assert!(printed.contains(line), "{line} in {printed}");
         }
@@ -273,7 +281,7 @@ mod tests {
         std::fs::write(
             &path,
             "auth_deadline = \"500ms\"\nauth_failure_burst = 5\nauth_failure_refill = 0.5\n\
-             task_lease_period = \"1s\"\norphan_grace = \"2h\"\n",
+             task_lease_period = \"1s\"\norphan_grace = \"2h\"\nhello_deadline = \"3s\"\n",
         )
         .unwrap();
         let flags = HubFlags {
@@ -286,6 +294,7 @@ mod tests {
         assert_eq!(o.auth_failure_burst, 5);
         assert_eq!(o.auth_failure_refill_per_s, 0.5);
         assert_eq!(o.task_lease_period, std::time::Duration::from_secs(1));
+        assert_eq!(o.hello_deadline, std::time::Duration::from_secs(3));
         assert_eq!(
             o.orphan_grace,
             std::time::Duration::from_secs(3 * 3600),
@@ -322,6 +331,10 @@ mod tests {
             },
             HubFlags {
                 task_lease_period: Some("never".into()),
+                ..Default::default()
+            },
+            HubFlags {
+                hello_deadline: Some("10ms".into()),
                 ..Default::default()
             },
         ] {

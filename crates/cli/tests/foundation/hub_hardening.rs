@@ -360,3 +360,42 @@ fn a_request_the_hub_holds_outlives_the_handshake_timeout() {
     let line = assert_error(&o);
     assert!(line.contains("not in sync after 3 s"), "{line}");
 }
+
+/// A stream opened with a valid credential that never says hello is ended
+/// with `DeadlineExceeded` after `hello_deadline` (a key now, 10 s by
+/// default), naming the key; the node then connects as before.
+#[test]
+fn a_control_stream_without_a_hello_ends_at_the_hello_deadline() {
+    use ganglion_proto::v1;
+
+    let s = Scene::new();
+    let hub = s.hub("hub", &["--hello-deadline", "300ms"]);
+    let mut node = s.join(&hub.invite(&[]), "n1", &["--name", "n1"]);
+    hub.wait_status("n1", "online", READY);
+    node.signal(libc::SIGTERM);
+    node.wait_exit(Duration::from_secs(10));
+    hub.wait_status("n1", "offline", READY);
+
+    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir("n1"))
+        .load()
+        .unwrap();
+    let target = ganglion_node::tls::HubTarget {
+        addr: hub.endpoints.grpc.clone(),
+        cert_sha256: hub.endpoints.cert_sha256.clone(),
+        bind_ip: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, took) = rt.block_on(async {
+        let channel = ganglion_node::tls::connect(&target).await.unwrap();
+        let mut client = ganglion_node::client::client(channel, &credential);
+        // Kept open and silent: the hub must not wait for it forever.
+        let (_tx, rx) = futures::channel::mpsc::unbounded::<v1::NodeMessage>();
+        let started = Instant::now();
+        let status = client.connect(rx).await.expect_err("no hello, no stream");
+        (status, started.elapsed())
+    });
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("hello_deadline"), "{status:?}");
+    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+    assert_eq!(hub.node("n1").unwrap()["status"], "offline");
+}

@@ -4,7 +4,7 @@
 //! (node closed, reset, revoked, silent, shutdown) removes it and marks the
 //! node offline at once.
 //!
-//! Status codes: `DeadlineExceeded` when no hello comes within 10 s,
+//! Status codes: `DeadlineExceeded` when no hello comes within `hello_deadline`,
 //! `InvalidArgument` when the first message is not a hello, `AlreadyExists`
 //! when another running process holds the node's stream; once running, the
 //! stream ends with `PermissionDenied` (revoked), `Unavailable` (hub shutting
@@ -29,15 +29,14 @@ use super::route::{Subsystems, outbound};
 use crate::monitor::StatusSink;
 use crate::registry::{Arrival, CloseReason, Connection, ConnectionParts, Registry};
 
-/// How long a node has to send its hello after opening the stream.
-const HELLO_DEADLINE: Duration = Duration::from_secs(10);
-
 pub struct ConnectionDriver {
     pub registry: Registry,
     pub subsystems: Subsystems,
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
+    /// How long the node has to send its hello.
+    pub hello_deadline: Duration,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<v1::HubMessage, Status>> + Send>>;
@@ -55,10 +54,18 @@ fn read(m: v1::NodeMessage) -> Option<FromNode> {
         .ok()
 }
 
-async fn read_hello(inbound: &mut Streaming<v1::NodeMessage>) -> Result<Hello, Status> {
-    let first = tokio::time::timeout(HELLO_DEADLINE, inbound.next())
+async fn read_hello(
+    inbound: &mut Streaming<v1::NodeMessage>,
+    deadline: Duration,
+) -> Result<Hello, Status> {
+    let first = tokio::time::timeout(deadline, inbound.next())
         .await
-        .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))?;
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no hello within {} (hello_deadline)",
+                ganglion_core::time::format_duration(deadline)
+            ))
+        })?;
     match first {
         Some(Ok(m)) => match read(m) {
             Some(FromNode::Hello(h)) => Ok(h),
@@ -81,7 +88,7 @@ impl ConnectionDriver {
         peer: Option<SocketAddr>,
         mut inbound: Streaming<v1::NodeMessage>,
     ) -> Result<Outbound, Status> {
-        let hello = read_hello(&mut inbound).await?;
+        let hello = read_hello(&mut inbound, self.hello_deadline).await?;
         let now = self.clock.now();
         // A live connection of another process refuses this one: see
         // `Registry::connect`. Its heartbeats come every interval.

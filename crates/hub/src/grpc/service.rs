@@ -43,6 +43,7 @@ pub struct HubService {
     pub status: StatusSink,
     pub clock: SharedClock,
     pub heartbeat_interval: Duration,
+    pub hello_deadline: Duration,
     pub metrics: Metrics,
 }
 
@@ -124,6 +125,7 @@ impl v1::hub_server::Hub for HubService {
             status: self.status.clone(),
             clock: self.clock.clone(),
             heartbeat_interval: self.heartbeat_interval,
+            hello_deadline: self.hello_deadline,
         };
         let stream = driver.start(node, peer, req.into_inner()).await?;
         Ok(Response::new(stream))
