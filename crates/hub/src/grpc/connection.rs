@@ -11,10 +11,12 @@
 //! down) or `Aborted` (superseded, heartbeat timeout).
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
+use ganglion_core::panic::panic_message;
 use ganglion_core::time::SharedClock;
 use ganglion_proto::convert::stream::from_node;
 use ganglion_proto::convert::{FromHub, FromNode, Hello, Welcome};
@@ -130,13 +132,36 @@ impl ConnectionDriver {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn drive(self, parts: ConnectionParts, mut inbound: Streaming<v1::NodeMessage>, tx: Tx) {
+    /// Serves the stream until it ends, then marks the node offline. A
+    /// panic in a handler is caught here: logged, the stream closed (the
+    /// node reconnects) and the node marked offline, never left online with
+    /// nobody serving it.
+    async fn drive(self, parts: ConnectionParts, inbound: Streaming<v1::NodeMessage>, tx: Tx) {
+        let conn = parts.conn.clone();
+        let served = AssertUnwindSafe(self.serve(parts, inbound, tx))
+            .catch_unwind()
+            .await;
+        let ending = served.unwrap_or_else(|panic| {
+            let error = panic_message(panic.as_ref());
+            tracing::error!(%error, "the connection's loop panicked; its stream is closed");
+            format!("hub error ({error})")
+        });
+        self.ended(&conn, &ending).await;
+    }
+
+    /// The connection's loop; returns why it ended.
+    async fn serve(
+        &self,
+        parts: ConnectionParts,
+        mut inbound: Streaming<v1::NodeMessage>,
+        tx: Tx,
+    ) -> String {
         let ConnectionParts {
             conn,
             mut rx,
             mut closed,
         } = parts;
-        let ending: String = loop {
+        loop {
             tokio::select! {
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => match read(m) {
@@ -157,8 +182,7 @@ impl ConnectionDriver {
                 }
                 _ = closed.changed() => break closing(&conn, &closed, &tx).await,
             }
-        };
-        self.ended(&conn, &ending).await;
+        }
     }
 
     /// Records a heartbeat and acknowledges it; false if the stream is gone.
