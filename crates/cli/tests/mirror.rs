@@ -670,21 +670,6 @@ fn hub_sigkill_mid_sync_recovers_clean() {
     });
 }
 
-/// A gRPC client of the hub with node `n1`'s credential (as its node would
-/// dial), for tests that speak the wire protocol themselves.
-async fn node_client(s: &Scene, hub: &Hub) -> ganglion_node::client::HubClient {
-    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir("n1"))
-        .load()
-        .unwrap();
-    let target = ganglion_node::tls::HubTarget {
-        addr: hub.endpoints.grpc.clone(),
-        cert_sha256: hub.endpoints.cert_sha256.clone(),
-        bind_ip: None,
-    };
-    let channel = ganglion_node::tls::connect(&target).await.unwrap();
-    ganglion_node::client::client(channel, &credential)
-}
-
 fn header(path: &str, declared: &[u8]) -> ganglion_proto::v1::UploadChunk {
     use ganglion_proto::v1;
     v1::UploadChunk {
@@ -723,7 +708,7 @@ fn upload_streams_fail_file_by_file() {
     wait_in_sync(&hub, "n1", 1, CHANGE);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut client = node_client(&s, &hub).await;
+        let mut client = node_client(&s, &hub, "n1").await;
 
         let orphan = client
             .upload(futures::stream::iter(vec![data(0, b"no header")]))
@@ -809,7 +794,7 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut client = node_client(&s, &hub).await;
+        let mut client = node_client(&s, &hub, "n1").await;
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let hello = v1::Hello {
             mirror: true,

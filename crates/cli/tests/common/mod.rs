@@ -452,3 +452,18 @@ pub fn files_under(root: &Path, skip: &[&Path]) -> Vec<PathBuf> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A gRPC client of the hub with `node`'s credential (as the node would
+/// dial), for tests that speak the wire protocol themselves.
+pub async fn node_client(s: &Scene, hub: &Hub, node: &str) -> ganglion_node::client::HubClient {
+    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir(node))
+        .load()
+        .unwrap();
+    let target = ganglion_node::tls::HubTarget {
+        addr: hub.endpoints.grpc.clone(),
+        cert_sha256: hub.endpoints.cert_sha256.clone(),
+        bind_ip: None,
+    };
+    let channel = ganglion_node::tls::connect(&target).await.unwrap();
+    ganglion_node::client::client(channel, &credential)
+}

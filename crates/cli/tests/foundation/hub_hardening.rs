@@ -376,18 +376,9 @@ fn a_control_stream_without_a_hello_ends_at_the_hello_deadline() {
     node.wait_exit(Duration::from_secs(10));
     hub.wait_status("n1", "offline", READY);
 
-    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir("n1"))
-        .load()
-        .unwrap();
-    let target = ganglion_node::tls::HubTarget {
-        addr: hub.endpoints.grpc.clone(),
-        cert_sha256: hub.endpoints.cert_sha256.clone(),
-        bind_ip: None,
-    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (status, took) = rt.block_on(async {
-        let channel = ganglion_node::tls::connect(&target).await.unwrap();
-        let mut client = ganglion_node::client::client(channel, &credential);
+        let mut client = node_client(&s, &hub, "n1").await;
         // Kept open and silent: the hub must not wait for it forever.
         let (_tx, rx) = futures::channel::mpsc::unbounded::<v1::NodeMessage>();
         let started = Instant::now();
