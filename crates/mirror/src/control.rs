@@ -4,7 +4,7 @@
 
 use ganglion_core::RelPath;
 
-use crate::{ContentHash, Notice};
+use crate::{Conflict, ContentHash, HubChange, Notice};
 
 /// What the hub tells a node's mirror.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,6 +13,8 @@ pub enum MirrorToNode {
     Needs(Vec<(RelPath, ContentHash)>),
     /// The hub applied every notice up to this seq.
     Ack(u64),
+    /// Hub-side changes for the workspace, in seq order.
+    Changes(Vec<HubChange>),
 }
 
 /// What a node's mirror tells the hub.
@@ -23,4 +25,9 @@ pub enum MirrorToHub {
     /// Changes observed but not yet durably recorded (so not sent), because
     /// the node's index writes fail; 0 once all are in.
     Unrecorded(u64),
+    /// Every hub-side change up to this seq is applied (or settled as a
+    /// conflict) in the workspace and recorded in the node's index.
+    Applied(u64),
+    /// A conflict the node settled while applying a hub-side change.
+    Conflict(Conflict),
 }

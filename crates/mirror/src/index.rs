@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ganglion_core::{RelPath, Timestamp};
 
+use crate::change::{Conflict, HubChange};
 use crate::engine::{SourceState, Tombstone};
 use crate::entry::Entry;
 
@@ -106,6 +107,18 @@ pub struct Batch {
     pub seq: Option<u64>,
     /// New value of the peer sequence.
     pub peer_seq: Option<u64>,
+    /// Hub-side changes queued for the node (hub side).
+    pub outbox: Vec<HubChange>,
+    /// Queued hub-side changes dropped (superseded by a newer one).
+    pub outbox_drop: Vec<u64>,
+    /// The node applied every hub-side change up to here: they leave the
+    /// outbox (hub side); the node's record of what it applied (node side).
+    pub out_acked: Option<u64>,
+    /// New value of the hub-side change counter (hub side).
+    pub out_seq: Option<u64>,
+    /// Conflicts detected, and conflicts ended (by their conflict path).
+    pub conflicts: Vec<Conflict>,
+    pub conflicts_resolved: Vec<RelPath>,
 }
 
 impl Batch {
@@ -116,6 +129,12 @@ impl Batch {
             && self.tombstones.is_empty()
             && self.seq.is_none()
             && self.peer_seq.is_none()
+            && self.outbox.is_empty()
+            && self.outbox_drop.is_empty()
+            && self.out_acked.is_none()
+            && self.out_seq.is_none()
+            && self.conflicts.is_empty()
+            && self.conflicts_resolved.is_empty()
     }
 
     /// The node's [`SourceAction::Record`](crate::engine::SourceAction::Record) as a batch.
@@ -136,6 +155,14 @@ pub struct Loaded {
     pub tombstones: Vec<Tombstone>,
     pub seq: u64,
     pub peer_seq: u64,
+    /// Hub-side changes not yet applied by the node, in seq order.
+    pub outbox: Vec<HubChange>,
+    /// The last hub-side change number assigned (hub) or applied (node).
+    pub out_seq: u64,
+    /// Hub: the node applied every hub-side change up to here.
+    pub out_acked: u64,
+    /// Open conflicts, by conflict path.
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Loaded {
@@ -164,4 +191,8 @@ pub struct Summary {
     /// ([`MirrorIndex::acknowledge`]); `None`: never, or before the index
     /// kept it.
     pub synced_at: Option<Timestamp>,
+    /// Hub-side changes the node has not applied yet.
+    pub to_node: u64,
+    /// Open conflicts.
+    pub conflicts: u64,
 }

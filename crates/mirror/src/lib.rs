@@ -7,6 +7,8 @@
 //!
 //! - [`entry`]: [`Entry`], [`EntryKind`], [`ContentHash`] (`blake3:<hex>`),
 //!   [`Version`] (`(origin, seq)`, for the later two-writer step).
+//! - [`change`]: hub-side changes ([`HubChange`]: put, delete, move), the
+//!   state each was based on ([`Base`]), and [`Conflict`]s.
 //! - [`control`]: the mirror's control-stream messages ([`MirrorToNode`],
 //!   [`MirrorToHub`]), converted to the wire by `ganglion-proto`.
 //! - [`engine`]: the sans-IO core. [`SourceEngine`] (node) and [`SinkEngine`]
@@ -38,6 +40,7 @@
 //! - A delete of a directory at the hub removes its subtree, unless
 //!   immutable content lies below it (then it is refused and counted).
 
+pub mod change;
 pub mod control;
 pub mod engine;
 pub mod entry;
@@ -50,6 +53,7 @@ pub mod scan;
 pub mod sim;
 pub mod workspace;
 
+pub use change::{Base, Conflict, HubChange, HubOp};
 pub use control::{MirrorToHub, MirrorToNode};
 pub use engine::{Notice, SinkEngine, SourceEngine, TransferFailure};
 pub use entry::{ContentHash, Entry, EntryKind, Replica, Version};

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use ganglion_core::{RelPath, Timestamp};
 
 use super::{Batch, Error, Loaded, MirrorIndex, Summary};
+use crate::change::{Conflict, HubChange};
 use crate::engine::Tombstone;
 use crate::entry::{Entry, EntryKind};
 
@@ -23,6 +24,10 @@ struct Mirror {
     seq: u64,
     peer_seq: u64,
     synced_at: Option<Timestamp>,
+    out_seq: u64,
+    out_acked: u64,
+    outbox: BTreeMap<u64, HubChange>,
+    conflicts: BTreeMap<RelPath, Conflict>,
     /// By path; `true` marks a tombstone.
     rows: BTreeMap<RelPath, (Entry, bool)>,
 }
@@ -58,6 +63,10 @@ impl MirrorIndex for MemoryIndex {
         let mut out = Loaded {
             seq: m.seq,
             peer_seq: m.peer_seq,
+            outbox: m.outbox.values().cloned().collect(),
+            out_seq: m.out_seq,
+            out_acked: m.out_acked,
+            conflicts: m.conflicts.values().cloned().collect(),
             ..Loaded::default()
         };
         for (e, tombstone) in m.rows.values() {
@@ -84,6 +93,8 @@ impl MirrorIndex for MemoryIndex {
                 files,
                 bytes,
                 synced_at: m.synced_at,
+                to_node: m.outbox.len() as u64,
+                conflicts: m.conflicts.len() as u64,
             }
         }))
     }
@@ -133,6 +144,25 @@ impl MirrorIndex for MemoryIndex {
         }
         if let Some(peer) = batch.peer_seq {
             m.set_peer_seq(peer);
+        }
+        for c in &batch.outbox {
+            m.outbox.insert(c.seq, c.clone());
+        }
+        for s in &batch.outbox_drop {
+            m.outbox.remove(s);
+        }
+        if let Some(acked) = batch.out_acked {
+            m.out_acked = acked;
+            m.outbox.retain(|s, _| *s > acked);
+        }
+        if let Some(s) = batch.out_seq {
+            m.out_seq = s;
+        }
+        for c in &batch.conflicts {
+            m.conflicts.insert(c.conflict_path.clone(), c.clone());
+        }
+        for p in &batch.conflicts_resolved {
+            m.conflicts.remove(p);
         }
         Ok(())
     }

@@ -5,8 +5,8 @@
 use ganglion_core::RelPath;
 use ganglion_mirror::receive::Part;
 use ganglion_mirror::{
-    ContentHash, Entry, EntryKind, MirrorToHub, MirrorToNode, Notice, Replica, TransferFailure,
-    Version,
+    Base, Conflict, ContentHash, Entry, EntryKind, HubChange, HubOp, MirrorToHub, MirrorToNode,
+    Notice, Replica, TransferFailure, Version,
 };
 
 use super::Invalid;
@@ -135,6 +135,9 @@ impl From<MirrorToNode> for ToNodeKind {
                     .collect(),
             }),
             MirrorToNode::Ack(seq) => ToNodeKind::MirrorAck(v1::MirrorAck { seq }),
+            MirrorToNode::Changes(changes) => ToNodeKind::MirrorChanges(v1::MirrorChanges {
+                changes: changes.iter().map(Into::into).collect(),
+            }),
         }
     }
 }
@@ -148,6 +151,13 @@ impl From<MirrorToHub> for ToHubKind {
             MirrorToHub::Unrecorded(unrecorded) => {
                 ToHubKind::MirrorBacklog(v1::MirrorBacklog { unrecorded })
             }
+            MirrorToHub::Applied(seq) => ToHubKind::MirrorApplied(v1::MirrorApplied { seq }),
+            MirrorToHub::Conflict(c) => ToHubKind::MirrorConflict(v1::MirrorConflict {
+                path: c.path.to_string(),
+                conflict_path: c.conflict_path.to_string(),
+                origin: c.origin,
+                detected_at_ms: c.detected_at.millis(),
+            }),
         }
     }
 }
@@ -315,4 +325,76 @@ mod tests {
         };
         assert_eq!(notice(v1::MirrorNotice::from(&n)).unwrap(), n);
     }
+}
+
+impl From<&HubChange> for v1::MirrorChange {
+    fn from(c: &HubChange) -> Self {
+        let mut m = v1::MirrorChange {
+            seq: c.seq,
+            path: c.op.path().to_string(),
+            base: Some(v1::MirrorBase {
+                kind: c.base.kind_str().to_owned(),
+                value: c.base.value().unwrap_or_default(),
+            }),
+            ..Default::default()
+        };
+        match &c.op {
+            HubOp::Put {
+                hash,
+                size,
+                executable,
+                ..
+            } => {
+                m.op = "put".into();
+                m.hash = hash.to_string();
+                m.size = *size;
+                m.executable = *executable;
+            }
+            HubOp::Delete { .. } => m.op = "delete".into(),
+            HubOp::Move { to, .. } => {
+                m.op = "move".into();
+                m.to = to.to_string();
+            }
+        }
+        m
+    }
+}
+
+/// A hub-side change, if its paths can name something in a workspace (the
+/// same bounds as every path from the hub) and its fields are complete.
+pub fn change(c: v1::MirrorChange) -> Result<HubChange, Invalid> {
+    let p = path(&c.path)?;
+    let op = match c.op.as_str() {
+        "put" => HubOp::Put {
+            path: p,
+            hash: hash(&c.hash)?,
+            size: c.size,
+            executable: c.executable,
+        },
+        "delete" => HubOp::Delete { path: p },
+        "move" => HubOp::Move {
+            from: p,
+            to: path(&c.to)?,
+        },
+        other => return Err(Invalid::new("change op", format!("{other:?}"))),
+    };
+    let b = c.base.ok_or_else(|| Invalid::new("change", "no base"))?;
+    let value = (!b.value.is_empty()).then_some(b.value.as_str());
+    let base = Base::parse(&b.kind, value)
+        .ok_or_else(|| Invalid::new("change base", format!("{:?}", b.kind)))?;
+    Ok(HubChange {
+        seq: c.seq,
+        op,
+        base,
+    })
+}
+
+/// A conflict the node reports.
+pub fn conflict(c: v1::MirrorConflict) -> Result<Conflict, Invalid> {
+    Ok(Conflict {
+        path: path(&c.path)?,
+        conflict_path: path(&c.conflict_path)?,
+        origin: c.origin,
+        detected_at: ganglion_core::Timestamp::from_millis(c.detected_at_ms),
+    })
 }

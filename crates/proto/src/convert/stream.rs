@@ -7,7 +7,7 @@
 use ganglion_core::{Capabilities, Policy, TaskToHub, TaskToNode};
 use ganglion_mirror::{MirrorToHub, MirrorToNode};
 
-use super::mirror::{need, notice, valid};
+use super::mirror::{change, conflict, need, notice, valid};
 use super::tasks;
 use super::{Invalid, tasks::dispatch};
 use crate::v1;
@@ -124,6 +124,8 @@ pub fn from_node(m: v1::NodeMessage, rejected: &mut Vec<Invalid>) -> Result<From
             FromNode::Mirror(MirrorToHub::Notices(valid(n.notices, notice, rejected)))
         }
         ToHubKind::MirrorBacklog(b) => FromNode::Mirror(MirrorToHub::Unrecorded(b.unrecorded)),
+        ToHubKind::MirrorApplied(a) => FromNode::Mirror(MirrorToHub::Applied(a.seq)),
+        ToHubKind::MirrorConflict(c) => FromNode::Mirror(MirrorToHub::Conflict(conflict(c)?)),
     })
 }
 
@@ -160,5 +162,8 @@ pub fn from_hub(m: v1::HubMessage, rejected: &mut Vec<Invalid>) -> Result<FromHu
             FromHub::Mirror(MirrorToNode::Needs(needs))
         }
         ToNodeKind::MirrorAck(a) => FromHub::Mirror(MirrorToNode::Ack(a.seq)),
+        ToNodeKind::MirrorChanges(c) => {
+            FromHub::Mirror(MirrorToNode::Changes(valid(c.changes, change, rejected)))
+        }
     })
 }

@@ -9,6 +9,7 @@
 //! with `sqlx::migrate!` and keep their own `_sqlx_migrations` table.
 
 mod rows;
+mod two_way;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -143,9 +144,14 @@ async fn load(pool: &SqlitePool, mirror: &str) -> Result<Loaded, Failure> {
         ..Loaded::default()
     };
     // Parsing 80k rows takes tens of ms: off the async workers.
-    let (json, mirror) = (row.get::<String, _>(2), mirror.to_owned());
-    let decoded = tokio::task::spawn_blocking(move || decode_rows(&mirror, &json)).await?;
+    let (json, name) = (row.get::<String, _>(2), mirror.to_owned());
+    let decoded = tokio::task::spawn_blocking(move || decode_rows(&name, &json)).await?;
     (out.entries, out.tombstones) = decoded?;
+    let two_way = two_way::load(pool, mirror).await?;
+    out.out_seq = two_way.out_seq;
+    out.out_acked = two_way.out_acked;
+    out.outbox = two_way.outbox;
+    out.conflicts = two_way.conflicts;
     Ok(out)
 }
 
@@ -156,12 +162,15 @@ async fn summary(pool: &SqlitePool, mirror: &str) -> Result<Summary, Failure> {
     .bind(mirror)
     .fetch_optional(pool)
     .await?;
+    let (to_node, conflicts) = two_way::counts(pool, mirror).await?;
     Ok(row.map_or_else(Summary::default, |r| Summary {
         seq: r.get::<i64, _>(0) as u64,
         peer_seq: r.get::<i64, _>(1) as u64,
         files: r.get::<i64, _>(2) as u64,
         bytes: r.get::<i64, _>(3) as u64,
         synced_at: r.get::<Option<i64>, _>(4).map(Timestamp::from_millis),
+        to_node,
+        conflicts,
     }))
 }
 
@@ -242,6 +251,7 @@ async fn apply(pool: &SqlitePool, mirror: &str, batch: &Batch) -> Result<(), Fai
     if let Some(peer) = batch.peer_seq {
         set_peer_seq_tx(&mut tx, mirror, peer).await?;
     }
+    two_way::apply(&mut tx, mirror, batch).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -316,6 +326,7 @@ async fn drop_mirror(pool: &SqlitePool, mirror: &str) -> Result<(), Failure> {
         .bind(mirror)
         .execute(&mut *tx)
         .await?;
+    two_way::drop_mirror(&mut tx, mirror).await?;
     tx.commit().await?;
     Ok(())
 }
