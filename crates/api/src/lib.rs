@@ -21,8 +21,9 @@ pub mod tasks;
 pub use error::ErrorBody;
 pub use invites::{CreateInvite, Invite, InviteCreated};
 pub use mirrors::{
-    FileKind, ImmutableChange, MirrorFile, MirrorStatus, PathQuery, VerifyMismatch, VerifyReport,
-    WaitQuery, WaitReport,
+    ConflictInfo, FileKind, ImmutableChange, KeepSide, MirrorFile, MirrorStatus, MoveRequest,
+    PathQuery, ResolveRequest, VerifyMismatch, VerifyReport, WaitQuery, WaitReport, WriteQuery,
+    WriteResult,
 };
 pub use nodes::{Node, NodeDuplicate, NodeStatus, SetPolicy};
 pub use status::{Status, WorkerState, WorkerStatus};

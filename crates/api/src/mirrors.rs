@@ -1,5 +1,6 @@
 //! Mirrors: `GET /api/v1/mirrors/{node}/files|file|status|wait`,
-//! `POST …/verify`, `GET|POST|DELETE …/immutable`.
+//! `POST …/verify`, `GET|POST|DELETE …/immutable`; hub-side writes:
+//! `PUT|DELETE …/file?path=`, `POST …/move`, `GET …/conflicts`, `POST …/resolve`.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,12 @@ pub struct MirrorStatus {
     /// disk, say), so has not sent yet; included in `pending`.
     #[serde(default)]
     pub unrecorded: u64,
+    /// Hub-side changes the node has not applied yet.
+    #[serde(default)]
+    pub to_node: u64,
+    /// Open conflicts (`mirror conflicts`).
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// `GET …/wait` parameters.
@@ -102,6 +109,65 @@ pub struct VerifyMismatch {
 #[serde(deny_unknown_fields)]
 pub struct ImmutableChange {
     pub pattern: String,
+}
+
+/// `PUT|DELETE …/file` parameters: the path, and the write's condition.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WriteQuery {
+    pub path: String,
+    /// Write only if the mirror's current hash of `path` is this (`algo:hex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_hash: Option<String>,
+    /// `PUT`: make the file executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<bool>,
+}
+
+/// `POST …/move`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MoveRequest {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_hash: Option<String>,
+}
+
+/// What a hub-side write did, as `mirror put|rm|mv --json` prints it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteResult {
+    pub path: String,
+    /// The content now at `path`; `null` after `rm`.
+    pub hash: Option<String>,
+    /// The hub's change number of this write (it reaches the node in order).
+    pub version: u64,
+}
+
+/// An open conflict, as `mirror conflicts --json` prints it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConflictInfo {
+    pub path: String,
+    pub conflict_path: String,
+    /// `hub` or the node's name: who made the version kept as the copy.
+    pub origin: String,
+    pub detected_at: String,
+}
+
+/// Which side `mirror resolve` keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepSide {
+    /// The version at the path; the conflict copy is deleted.
+    Current,
+    /// The conflict copy's version, moved to the path.
+    Conflict,
+}
+
+/// `POST …/resolve`: `path` is the conflict copy's path, or the path in
+/// conflict if it has only one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    pub path: String,
+    pub keep: KeepSide,
 }
 
 #[cfg(test)]

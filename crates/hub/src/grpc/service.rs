@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use ganglion_core::time::SharedClock;
 use ganglion_core::{NodeName, Secret};
 use ganglion_proto::v1;
@@ -57,6 +57,7 @@ fn authenticated<T>(req: &Request<T>) -> Result<AuthenticatedNode, Status> {
 }
 
 type HubStream = Pin<Box<dyn Stream<Item = Result<v1::HubMessage, Status>> + Send>>;
+type DownloadStream = Pin<Box<dyn Stream<Item = Result<v1::DownloadChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl v1::hub_server::Hub for HubService {
@@ -106,6 +107,30 @@ impl v1::hub_server::Hub for HubService {
         let parts = Box::pin(super::upload::parts(req.into_inner()));
         let received = crate::mirror::upload::receive(&self.mirrors, &node, parts).await?;
         Ok(Response::new(super::upload::result(received)))
+    }
+
+    type DownloadStream = DownloadStream;
+
+    /// Content of a hub-side write for the node applying it (only its own
+    /// mirror: the node is the credential's).
+    async fn download(
+        &self,
+        req: Request<v1::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let AuthenticatedNode(node) = authenticated(&req)?;
+        let r = req.into_inner();
+        let invalid = |e: ganglion_proto::convert::Invalid| Status::invalid_argument(e.to_string());
+        let path = ganglion_proto::convert::mirror::path(&r.path).map_err(invalid)?;
+        let hash = ganglion_proto::convert::mirror::hash(&r.hash).map_err(invalid)?;
+        let chunks = self
+            .mirrors
+            .download(node.name.as_str(), &node.id, path, hash)
+            .await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|c| match c {
+            Ok(data) => Ok(v1::DownloadChunk { data }),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type ConnectStream = HubStream;

@@ -120,8 +120,9 @@ pub async fn status(
 /// message to its driver, no process or request per look).
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// Waits until the node is online and its mirror is in sync: nothing
-/// pending, nothing in flight (and `files` files, if asked).
+/// Waits until the node is online and its mirror is in sync both ways:
+/// nothing pending from the node, nothing in flight, no hub-side change the
+/// node has not applied (and `files` files, if asked).
 pub async fn wait(
     State(core): Core,
     Path(name): Path<String>,
@@ -138,6 +139,7 @@ pub async fn wait(
         let synced = online
             && status.pending == 0
             && status.in_flight == 0
+            && status.to_node == 0
             && q.files.is_none_or(|f| status.files == f);
         if synced || tokio::time::Instant::now() >= deadline {
             return Ok(Json(WaitReport {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod body;
 pub mod dashboard;
+pub mod mirror_writes;
 pub mod mirrors;
 pub mod tasks;
 
@@ -37,7 +38,25 @@ pub fn router(core: Arc<HubCore>) -> Router {
         .route("/api/v1/nodes/{name}/policy", put(api::set_policy))
         .route("/api/v1/nodes/{name}/revoke", post(api::revoke_node))
         .route("/api/v1/mirrors/{node}/files", get(mirrors::list))
-        .route("/api/v1/mirrors/{node}/file", get(mirrors::cat))
+        .route(
+            "/api/v1/mirrors/{node}/file",
+            get(mirrors::cat)
+                .delete(mirror_writes::rm)
+                .merge(
+                    put(mirror_writes::put).layer(axum::extract::DefaultBodyLimit::max(
+                        crate::mirror::writes::MAX_PUT_BYTES,
+                    )),
+                ),
+        )
+        .route("/api/v1/mirrors/{node}/move", post(mirror_writes::mv))
+        .route(
+            "/api/v1/mirrors/{node}/conflicts",
+            get(mirror_writes::conflicts),
+        )
+        .route(
+            "/api/v1/mirrors/{node}/resolve",
+            post(mirror_writes::resolve),
+        )
         .route("/api/v1/mirrors/{node}/status", get(mirrors::status))
         .route("/api/v1/mirrors/{node}/wait", get(mirrors::wait))
         .route("/api/v1/mirrors/{node}/verify", post(mirrors::verify))

@@ -32,6 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::registry::{Registry, ToNode};
 use crate::worker::{WorkerHandle, panic_message};
 
+mod two_way;
+pub use two_way::{Keep, ResolveError, WriteDone, WriteError, WriteReply};
+
 /// The open mirrors of the hub, by node name (shared with the drivers, which
 /// remove themselves when they close).
 pub type OpenMirrors = Arc<Mutex<HashMap<String, OpenMirror>>>;
@@ -74,9 +77,42 @@ pub enum DriverEvent {
     /// A task of the driver failed (a group commit panicked): the driver
     /// stops with this error and its supervisor starts it again.
     Failed(String),
+    /// A hub-side write (`mirror put|rm|mv`), conditional on `if_hash`.
+    HubWrite {
+        write: ganglion_mirror::engine::HubWrite,
+        if_hash: Option<ContentHash>,
+        reply: WriteReply,
+    },
+    /// The node applied every hub-side change up to this seq.
+    NodeApplied(u64),
+    /// The node settled a conflict.
+    NodeConflict(ganglion_mirror::Conflict),
+    Conflicts {
+        reply: oneshot::Sender<Vec<ganglion_mirror::Conflict>>,
+    },
+    Resolve {
+        path: RelPath,
+        keep: Keep,
+        reply: oneshot::Sender<Result<ganglion_mirror::Conflict, ResolveError>>,
+    },
     /// A fault for tests: the driver panics.
     #[cfg(test)]
     Panic,
+}
+
+impl DriverEvent {
+    /// Events of the two-way mirror: they need the entries, and run between
+    /// group commits.
+    fn is_two_way(&self) -> bool {
+        matches!(
+            self,
+            Self::HubWrite { .. }
+                | Self::NodeApplied(_)
+                | Self::NodeConflict(_)
+                | Self::Conflicts { .. }
+                | Self::Resolve { .. }
+        )
+    }
 }
 
 /// `mirror status`: its JSON shape is the API's.
@@ -122,6 +158,8 @@ pub struct Driver {
     open: OpenMirrors,
     /// Its entry in the hub's workers (`mirror:NODE`): idle or busy.
     worker: WorkerHandle,
+    /// Two-way events waiting for the entries or for a commit to end.
+    deferred: Vec<DriverEvent>,
 }
 
 /// What a driver is started with besides its node and receiver.
@@ -167,6 +205,7 @@ impl Driver {
             idle_close: start.idle_close,
             open: start.open,
             worker: start.worker,
+            deferred: Vec::new(),
         }
     }
 
@@ -225,6 +264,7 @@ impl Driver {
     fn is_busy(&self) -> bool {
         self.committing
             || !self.batch.is_empty()
+            || !self.deferred.is_empty()
             || match &self.state {
                 State::Summary { held, .. } => !held.is_empty() || self.loading.is_some(),
                 State::Ready(e) => e.stats().pending > 0,
@@ -272,10 +312,42 @@ impl Driver {
             self.feed_one(event).await;
         }
         self.settle().await;
+        self.send_changes().await;
+        self.run_deferred().await;
     }
 
     async fn on_event(&mut self, event: DriverEvent) {
+        let event = if event.is_two_way() {
+            match self.defer_two_way(event) {
+                Some(e) => e,
+                None => return,
+            }
+        } else {
+            event
+        };
         let engine_event = match event {
+            DriverEvent::HubWrite {
+                write,
+                if_hash,
+                reply,
+            } => {
+                let done = self.hub_write(write, if_hash).await;
+                let _ = reply.send(done);
+                self.settle().await;
+                return;
+            }
+            DriverEvent::NodeApplied(seq) => return self.node_applied(seq).await,
+            DriverEvent::NodeConflict(c) => return self.node_conflict(c).await,
+            DriverEvent::Conflicts { reply } => {
+                let _ = reply.send(self.conflicts());
+                return;
+            }
+            DriverEvent::Resolve { path, keep, reply } => {
+                let done = self.resolve(path, keep).await;
+                let _ = reply.send(done);
+                self.settle().await;
+                return;
+            }
             DriverEvent::Connected { reply } => {
                 self.connected = true;
                 self.node_unrecorded = 0;
@@ -335,7 +407,9 @@ impl Driver {
             }
             DriverEvent::Committed { done, failed } => {
                 self.committing = false;
-                SinkEvent::Committed { done, failed }
+                self.feed(SinkEvent::Committed { done, failed }).await;
+                self.run_deferred().await;
+                return;
             }
             DriverEvent::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -350,7 +424,11 @@ impl Driver {
             #[cfg(test)]
             DriverEvent::Panic => panic!("injected fault"),
         };
+        let connected = matches!(engine_event, SinkEvent::Connected);
         self.feed(engine_event).await;
+        if connected {
+            self.send_changes().await;
+        }
     }
 
     async fn feed(&mut self, event: SinkEvent) {
@@ -431,6 +509,8 @@ impl Driver {
                 refused: 0,
                 applied_seq: summary.peer_seq,
                 unrecorded: 0,
+                to_node: summary.to_node,
+                conflicts: summary.conflicts,
             },
             State::Ready(engine) => {
                 let s = engine.stats();
@@ -443,6 +523,8 @@ impl Driver {
                     refused: s.refused,
                     applied_seq: engine.applied(),
                     unrecorded: 0,
+                    to_node: engine.to_node(),
+                    conflicts: engine.conflicts().count() as u64,
                 }
             }
         }

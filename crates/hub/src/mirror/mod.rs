@@ -14,6 +14,7 @@ mod supervise;
 mod tests;
 pub mod upload;
 pub mod workers;
+pub mod writes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -315,6 +316,8 @@ impl Mirrors {
             MirrorToHub::Notices(n) if n.is_empty() => return,
             MirrorToHub::Notices(n) => DriverEvent::Notices(n),
             MirrorToHub::Unrecorded(n) => DriverEvent::NodeUnrecorded(n),
+            MirrorToHub::Applied(seq) => DriverEvent::NodeApplied(seq),
+            MirrorToHub::Conflict(c) => DriverEvent::NodeConflict(c),
         };
         self.send(node, event);
     }
@@ -427,9 +430,10 @@ async fn load(
         match index.load(&node).await {
             Ok(l) => {
                 let build = move || {
-                    Box::new(ganglion_mirror::SinkEngine::new(
-                        l.entries, l.peer_seq, immutable,
-                    ))
+                    Box::new(
+                        ganglion_mirror::SinkEngine::new(l.entries, l.peer_seq, immutable)
+                            .with_two_way(l.outbox, l.out_seq, l.conflicts),
+                    )
                 };
                 match tokio::task::spawn_blocking(build).await {
                     Ok(engine) => {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use ganglion_core::RelPath;
 
 pub use op::{Content, Op};
-pub use sink::{SinkAction, SinkEngine, SinkEvent, SinkStats};
+pub use sink::{HubPlan, HubWrite, SinkAction, SinkEngine, SinkEvent, SinkStats, WriteRefusal};
 pub use source::{Observation, SourceAction, SourceEngine, SourceEvent, SourceState, Tombstone};
 
 use crate::entry::{ContentHash, Entry};

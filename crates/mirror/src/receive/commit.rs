@@ -161,11 +161,18 @@ impl Receiver {
     /// Applies a batch with the durability order of the module docs.
     #[instrument(skip_all, fields(node = %self.inner.node, ops = ops.len()))]
     pub async fn commit(&self, ops: Vec<Op>) -> Result<BatchOutcome, Error> {
+        self.commit_with(ops, Batch::default()).await
+    }
+
+    /// [`Self::commit`], with `extra` written in the index transaction that
+    /// publishes the ops (the outbox rows of a hub-side write) if every op
+    /// succeeded; if one failed, nothing of `extra` is written.
+    pub async fn commit_with(&self, ops: Vec<Op>, extra: Batch) -> Result<BatchOutcome, Error> {
         let me = self.clone();
         let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
             .map_err(join_error)?;
-        self.retract_place_publish(prepared, failed).await
+        self.retract_place_publish(prepared, failed, extra).await
     }
 
     /// Phases 2 to 5 of a commit.
@@ -173,6 +180,7 @@ impl Receiver {
         &self,
         prepared: Vec<Prepared>,
         mut failed: Vec<(Op, TransferFailure)>,
+        extra: Batch,
     ) -> Result<BatchOutcome, Error> {
         let (mut retract, parents) = retraction(&prepared);
         retract.removes.extend(self.not_dirs(parents).await?);
@@ -189,9 +197,16 @@ impl Receiver {
             .await
             .map_err(join_error)?;
         failed.extend(place_failed);
-        let publish = Batch {
-            upserts: survivors(&done),
-            ..Batch::default()
+        let publish = if failed.is_empty() {
+            Batch {
+                upserts: survivors(&done),
+                ..extra
+            }
+        } else {
+            Batch {
+                upserts: survivors(&done),
+                ..Batch::default()
+            }
         };
         self.inner.index.apply(&self.inner.node, &publish).await?;
         debug!(done = done.len(), failed = failed.len(), "batch committed");

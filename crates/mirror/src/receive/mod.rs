@@ -439,6 +439,32 @@ impl Receiver {
         Ok((up.path, up.hash))
     }
 
+    /// Stages the content of a hub-side write (`mirror put`) for `path`:
+    /// hashed, written to staging with its final mode, waiting for a commit
+    /// naming `path` (as a finished upload does). Hub-side writes may go to
+    /// immutable paths: the hub owns them.
+    pub fn stage_put(
+        &self,
+        path: &RelPath,
+        data: &[u8],
+        executable: bool,
+    ) -> Result<ContentHash, Error> {
+        let hash = ContentHash::of(data);
+        let mode = if executable { 0o755 } else { 0o644 };
+        let id = self.open_transfer(
+            path,
+            hash,
+            data.len() as u64,
+            mode,
+            &ImmutablePaths::default(),
+        )?;
+        for (i, part) in data.chunks(1 << 20).enumerate() {
+            self.chunk(id, (i as u64) << 20, part)?;
+        }
+        self.finish(id)?;
+        Ok(hash)
+    }
+
     /// Abandons an open transfer (the stream ended).
     pub fn abort(&self, id: TransferId) {
         if let Some(up) = lock(&self.inner.uploads).remove(&id) {

@@ -16,9 +16,12 @@ mod order;
 mod outcome;
 mod parked;
 mod slots;
+mod two_way;
 
 use parked::Parked;
 use slots::Slots;
+use two_way::TwoWay;
+pub use two_way::{HubPlan, HubWrite, WriteRefusal};
 
 #[derive(Clone, Debug)]
 pub enum SinkEvent {
@@ -139,6 +142,8 @@ pub struct SinkEngine {
     parked_tried: u64,
     /// Notices looked at, a parked one again each time it resumes.
     notices_tried: u64,
+    /// Hub-side changes queued for the node, and open conflicts.
+    two_way: TwoWay,
 }
 
 impl SinkEngine {
@@ -199,11 +204,16 @@ impl SinkEngine {
     pub fn handle(&mut self, event: SinkEvent) -> Vec<SinkAction> {
         let mut out = Vec::new();
         match event {
-            SinkEvent::Connected => {}
-            SinkEvent::Disconnected => self.disconnected(&mut out),
+            SinkEvent::Connected => self.reset_sent(),
+            SinkEvent::Disconnected => {
+                self.reset_sent();
+                self.disconnected(&mut out);
+            }
             SinkEvent::Notice(n) => {
                 self.seen = self.seen.max(n.seq());
-                self.notice(n, &mut out);
+                for n in self.against_outbox(n) {
+                    self.notice(n, &mut out);
+                }
             }
             SinkEvent::Staged { path, hash } => self.staged(path, hash, &mut out),
             SinkEvent::FetchFailed {

@@ -59,7 +59,7 @@ impl SinkEngine {
             && self
                 .entries
                 .get(&entry.path)
-                .is_none_or(|e| e.version.seq < entry.seq)
+                .is_none_or(|e| node_seq(e) < entry.seq)
             && self
                 .entries
                 .get(from)
@@ -69,7 +69,7 @@ impl SinkEngine {
 
     /// A notice older than what `path`, or a parent of it, already holds.
     fn outdated(&self, path: &RelPath, seq: u64) -> bool {
-        if self.entries.get(path).is_some_and(|e| e.version.seq >= seq) {
+        if self.entries.get(path).is_some_and(|e| node_seq(e) >= seq) {
             debug!(%path, seq, "stale notice ignored");
             return true;
         }
@@ -213,5 +213,14 @@ impl SinkEngine {
             return Some(path.clone());
         }
         paths.iter().min().cloned()
+    }
+}
+
+/// The node's sequence number of the state an entry holds; 0 for a state
+/// the hub wrote (a node's later change is never older than it).
+pub(super) fn node_seq(e: &Entry) -> u64 {
+    match e.version.origin {
+        crate::entry::Replica::Node => e.version.seq,
+        crate::entry::Replica::Hub => 0,
     }
 }

@@ -106,7 +106,7 @@ impl SinkEngine {
             if self
                 .entries
                 .get(&p)
-                .is_some_and(|e| e.kind != EntryKind::Dir && e.version.seq > seq)
+                .is_some_and(|e| e.kind != EntryKind::Dir && super::notice::node_seq(e) > seq)
             {
                 return true;
             }
