@@ -7,6 +7,8 @@
 //!
 //! - [`entry`]: [`Entry`], [`EntryKind`], [`ContentHash`] (`blake3:<hex>`),
 //!   [`Version`] (`(origin, seq)`, for the later two-writer step).
+//! - [`apply`]: the node's confined writer: a hub-side change applied as a
+//!   compare-and-swap (`RENAME_EXCHANGE`, re-checked), conflict copies.
 //! - [`change`]: hub-side changes ([`HubChange`]: put, delete, move), the
 //!   state each was based on ([`Base`]), and [`Conflict`]s.
 //! - [`control`]: the mirror's control-stream messages ([`MirrorToNode`],
@@ -40,6 +42,7 @@
 //! - A delete of a directory at the hub removes its subtree, unless
 //!   immutable content lies below it (then it is refused and counted).
 
+pub mod apply;
 pub mod change;
 pub mod control;
 pub mod engine;

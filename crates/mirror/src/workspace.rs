@@ -47,6 +47,25 @@ impl WorkspaceDir {
         Ok(Self { root })
     }
 
+    /// The root's descriptor (for `*at` calls relative to it).
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// The directory at `rel` (the root for `None`), opened read-only
+    /// through no symlink: a descriptor for `*at` calls and `fsync`.
+    pub fn open_dir(&self, rel: Option<&RelPath>) -> io::Result<File> {
+        match rel {
+            None => Ok(File::from(rustix::fs::openat(
+                &self.root,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)),
+            Some(rel) => self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY),
+        }
+    }
+
     /// The entry at `rel` itself (a symlink is not followed): an `O_PATH`
     /// descriptor, enough for [`File::metadata`] and [`Self::read_link`].
     pub fn entry(&self, rel: &RelPath) -> io::Result<File> {
