@@ -284,12 +284,6 @@ pub enum NodesCommand {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct PendingArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
-}
-
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Join and connect N simulated nodes to a real hub process; report join
@@ -437,8 +431,56 @@ pub enum MirrorCommand {
         #[command(flatten)]
         hub: HubLocator,
     },
-    /// Write stdin to a mirrored file (not available yet: hub → node edits)
-    Put(PendingArgs),
+    /// Write stdin (or --file LOCAL) to PATH in the node's mirror; the change
+    /// reaches the node's workspace (queued while the node is offline)
+    Put {
+        node: String,
+        path: String,
+        /// Read the content from this local file instead of stdin
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Make the file executable
+        #[arg(long)]
+        executable: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Delete PATH (a directory with everything below it) in the node's mirror
+    Rm {
+        node: String,
+        path: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Rename FROM to TO (which must be free) in the node's mirror
+    Mv {
+        node: String,
+        from: String,
+        to: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// List open conflicts (both versions kept, the losing one as a copy)
+    Conflicts {
+        node: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
+    /// End a conflict: keep the current version (the copy is deleted) or the
+    /// conflict copy's (moved back to the path)
+    Resolve {
+        node: String,
+        /// The conflict copy's path, or the path in conflict if it has one
+        path: String,
+        #[arg(long, value_enum)]
+        keep: KeepArg,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        hub: HubLocator,
+    },
     /// Manage hub-owned (immutable) paths: node-side changes under them are not applied
     Immutable {
         node: String,
@@ -451,6 +493,25 @@ pub enum MirrorCommand {
         #[command(flatten)]
         hub: HubLocator,
     },
+}
+
+/// What every hub-side write takes.
+#[derive(Args, Debug)]
+pub struct WriteArgs {
+    /// Write only if the mirror's current hash of the path is this
+    /// (`blake3:…`); exit 1 and change nothing otherwise
+    #[arg(long)]
+    pub if_hash: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hub: HubLocator,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepArg {
+    Current,
+    Conflict,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

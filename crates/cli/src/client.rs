@@ -154,6 +154,31 @@ impl ApiClient {
             .await
     }
 
+    /// PUT of raw bytes with query parameters, answered as JSON.
+    pub async fn put_bytes<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let req = self.http.put(format!("{}{path}", self.base));
+        self.send(req.query(query).body(body)).await
+    }
+
+    /// DELETE with query parameters, answered as JSON.
+    pub async fn delete_query<Q: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> anyhow::Result<T> {
+        self.send(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .query(query),
+        )
+        .await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

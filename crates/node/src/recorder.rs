@@ -40,6 +40,9 @@ const WARN_EVERY: u32 = 12;
 pub(crate) enum Step {
     Record(Batch),
     Send(u64, Notice),
+    /// A report of the two-way mirror (applied, conflict), sent once every
+    /// write queued before it is durable, in order with the notices.
+    Report(ToHub),
     /// The control stream ended: notices not yet released are dropped (the
     /// engine resends everything the hub has not acknowledged on reconnect).
     Disconnected,
@@ -49,6 +52,10 @@ pub(crate) enum Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToHub {
     Notice(Notice),
+    /// Every hub-side change up to this seq is applied and recorded.
+    Applied(u64),
+    /// A conflict settled while applying a hub-side change.
+    Conflict(ganglion_mirror::Conflict),
     /// Changes observed but not yet durably recorded (and so not sent),
     /// because index writes fail; sent when it changes, 0 once all are in.
     Unrecorded(u64),
@@ -69,6 +76,8 @@ pub(crate) async fn run(
         stats,
         writes: VecDeque::new(),
         sends: VecDeque::new(),
+        taken: 0,
+        done: 0,
         retry: Backoff::new(RETRY_FIRST, RETRY_CAP),
         failures: 0,
         told: 0,
@@ -96,6 +105,13 @@ pub(crate) async fn run(
     }
 }
 
+/// What a queued message waits for: its change's seq in the index, or
+/// this many writes done.
+enum Gate {
+    Seq(u64),
+    Writes(u64),
+}
+
 /// The recorder's state between steps.
 struct Recorder {
     index: SharedIndex,
@@ -104,7 +120,10 @@ struct Recorder {
     durable: u64,
     stats: Arc<Mutex<MirrorStats>>,
     writes: VecDeque<Batch>,
-    sends: VecDeque<(u64, Notice)>,
+    sends: VecDeque<(Gate, ToHub)>,
+    /// Writes taken, and writes done (reports wait for those before them).
+    taken: u64,
+    done: u64,
     retry: Backoff,
     /// Failed attempts at the write in front; 0 when the last one succeeded.
     failures: u32,
@@ -113,15 +132,15 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Sends the notices whose changes are in the index.
+    /// Sends the notices whose changes are in the index, and the reports
+    /// whose writes are, in the order they came.
     fn release(&mut self) {
-        while self
-            .sends
-            .front()
-            .is_some_and(|(seq, _)| *seq <= self.durable)
-        {
-            let (_, notice) = self.sends.pop_front().expect("front exists");
-            let _ = self.out.send(ToHub::Notice(notice));
+        while self.sends.front().is_some_and(|(gate, _)| match gate {
+            Gate::Seq(seq) => *seq <= self.durable,
+            Gate::Writes(n) => *n <= self.done,
+        }) {
+            let (_, out) = self.sends.pop_front().expect("front exists");
+            let _ = self.out.send(out);
         }
     }
 
@@ -136,8 +155,14 @@ impl Recorder {
 
     fn take(&mut self, step: Step) {
         match step {
-            Step::Record(batch) => self.writes.push_back(batch),
-            Step::Send(seq, notice) => self.sends.push_back((seq, notice)),
+            Step::Record(batch) => {
+                self.taken += 1;
+                self.writes.push_back(batch);
+            }
+            Step::Send(seq, notice) => self
+                .sends
+                .push_back((Gate::Seq(seq), ToHub::Notice(notice))),
+            Step::Report(report) => self.sends.push_back((Gate::Writes(self.taken), report)),
             Step::Disconnected => self.sends.clear(),
         }
     }
@@ -152,6 +177,7 @@ impl Recorder {
                 let covers = batch.seq.unwrap_or(0);
                 self.durable = self.durable.max(covers);
                 self.writes.pop_front();
+                self.done += 1;
                 if self.failures > 0 {
                     tracing::info!(
                         attempts = self.failures + 1,

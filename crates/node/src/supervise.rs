@@ -121,6 +121,7 @@ mod tests {
         std::fs::create_dir(&state_dir).unwrap();
         let workers = Workers::default();
         let opts = crate::mirror::MirrorOptions {
+            node_name: "n1".to_owned(),
             workspace,
             state_dir,
             exclude: Vec::new(),

@@ -1,18 +1,18 @@
-//! `ganglion mirror ls|cat|status|wait|verify|immutable`
+//! `ganglion mirror ls|cat|status|wait|verify|immutable|put|rm|mv|conflicts|resolve`
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ganglion_api::{
-    FileKind, ImmutableChange, MirrorFile, MirrorStatus, PathQuery, VerifyReport, WaitQuery,
-    WaitReport,
+    ConflictInfo, FileKind, ImmutableChange, KeepSide, MirrorFile, MirrorStatus, MoveRequest,
+    PathQuery, ResolveRequest, VerifyReport, WaitQuery, WaitReport, WriteQuery, WriteResult,
 };
 use serde::Serialize;
 
 use super::invite::encode;
-use super::{Failure, not_yet, out, print_json};
-use crate::cli::{ImmutableAction, MirrorCommand};
+use super::{Failure, out, print_json};
+use crate::cli::{ImmutableAction, KeepArg, MirrorCommand, WriteArgs};
 use crate::client::ApiClient;
 
 /// The fields CONTRACT.md lists for `mirror ls --json`.
@@ -50,7 +50,82 @@ pub async fn run(cmd: MirrorCommand) -> anyhow::Result<ExitCode> {
             hub,
         } => wait(&ApiClient::locate(&hub)?, &node, files, timeout, json).await?,
         MirrorCommand::Verify { node, hub } => verify(&ApiClient::locate(&hub)?, &node).await?,
-        MirrorCommand::Put(_) => return not_yet("mirror put"),
+        MirrorCommand::Put {
+            node,
+            path,
+            file,
+            executable,
+            write,
+        } => put(&node, &path, file, executable, write).await?,
+        MirrorCommand::Rm { node, path, write } => {
+            let client = ApiClient::locate(&write.hub)?;
+            let q = WriteQuery {
+                path,
+                if_hash: write.if_hash,
+                executable: None,
+            };
+            let r: WriteResult = client
+                .delete_query(&format!("/api/v1/mirrors/{}/file", encode(&node)), &q)
+                .await?;
+            print_write(&r, write.json)?;
+        }
+        MirrorCommand::Mv {
+            node,
+            from,
+            to,
+            write,
+        } => {
+            let client = ApiClient::locate(&write.hub)?;
+            let req = MoveRequest {
+                from,
+                to,
+                if_hash: write.if_hash,
+            };
+            let r: WriteResult = client
+                .post(&format!("/api/v1/mirrors/{}/move", encode(&node)), &req)
+                .await?;
+            print_write(&r, write.json)?;
+        }
+        MirrorCommand::Conflicts { node, json, hub } => {
+            let list: Vec<ConflictInfo> = ApiClient::locate(&hub)?
+                .get(&format!("/api/v1/mirrors/{}/conflicts", encode(&node)))
+                .await?;
+            if json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                out("no conflicts".to_owned());
+            } else {
+                for c in &list {
+                    out(format!(
+                        "{}  {} ({} version, {})",
+                        c.path, c.conflict_path, c.origin, c.detected_at
+                    ));
+                }
+            }
+        }
+        MirrorCommand::Resolve {
+            node,
+            path,
+            keep,
+            json,
+            hub,
+        } => {
+            let keep = match keep {
+                KeepArg::Current => KeepSide::Current,
+                KeepArg::Conflict => KeepSide::Conflict,
+            };
+            let c: ConflictInfo = ApiClient::locate(&hub)?
+                .post(
+                    &format!("/api/v1/mirrors/{}/resolve", encode(&node)),
+                    &ResolveRequest { path, keep },
+                )
+                .await?;
+            if json {
+                print_json(&c)?;
+            } else {
+                out(format!("resolved {} ({})", c.path, c.conflict_path));
+            }
+        }
         MirrorCommand::Immutable {
             node,
             action,
@@ -210,19 +285,61 @@ async fn immutable(
     Ok(())
 }
 
+/// `mirror put`: stdin or a local file, sent whole (bounded by the hub).
+async fn put(
+    node: &str,
+    path: &str,
+    file: Option<std::path::PathBuf>,
+    executable: bool,
+    write: WriteArgs,
+) -> anyhow::Result<()> {
+    let client = ApiClient::locate(&write.hub)?;
+    let data = match &file {
+        Some(f) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading stdin")?;
+            buf
+        }
+    };
+    let q = WriteQuery {
+        path: path.to_owned(),
+        if_hash: write.if_hash,
+        executable: executable.then_some(true),
+    };
+    let r: WriteResult = client
+        .put_bytes(&format!("/api/v1/mirrors/{}/file", encode(node)), &q, data)
+        .await?;
+    print_write(&r, write.json)
+}
+
+/// `{"path", "hash", "version"}` with `--json`, a line otherwise.
+fn print_write(r: &WriteResult, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    match &r.hash {
+        Some(h) => out(format!("{} {h} (version {})", r.path, r.version)),
+        None => out(format!("{} deleted (version {})", r.path, r.version)),
+    }
+    Ok(())
+}
+
 /// `mirror status` and `mirror wait` output: the contract's JSON, or lines.
 fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
     if json {
         print_json(&serde_json::json!({
             "files": s.files, "bytes": s.bytes, "pending": s.pending,
             "in_flight": s.in_flight, "last_sync": s.last_sync, "refused": s.refused,
-            "unrecorded": s.unrecorded,
+            "unrecorded": s.unrecorded, "to_node": s.to_node, "conflicts": s.conflicts,
         }))?;
     } else {
         out(format!("files:     {}", s.files));
         out(format!("bytes:     {}", s.bytes));
         out(format!("pending:   {}", s.pending));
         out(format!("in flight: {}", s.in_flight));
+        out(format!("to node:   {}", s.to_node));
+        out(format!("conflicts: {}", s.conflicts));
         out(format!(
             "last sync: {}",
             s.last_sync.as_deref().unwrap_or("never")

@@ -54,13 +54,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ProcessExit> {
     }
 }
 
-fn not_yet(what: &str) -> anyhow::Result<ProcessExit> {
-    Err(Failure::error(
-        2,
-        format!("`ganglion {what}` is not available yet in this version"),
-    ))
-}
-
 /// Prints a value as the one JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     out(serde_json::to_string_pretty(v)?);

@@ -64,6 +64,7 @@ pub async fn start(config: &NodeConfig) -> anyhow::Result<ExitCode> {
         &state.name,
     )?);
     opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
+        node_name: state.name.clone(),
         workspace: state.workspace.clone(),
         state_dir: state_dir.path().to_path_buf(),
         exclude: Vec::new(),

@@ -158,6 +158,7 @@ fn local_node(
     }
     opts.executor = ExecutorOptions::Sandbox(sandbox);
     opts.mirror = Some(ganglion_node::mirror::MirrorOptions {
+        node_name: state.name.clone(),
         workspace: state.workspace.clone(),
         state_dir: state_dir.path().to_path_buf(),
         exclude,

@@ -7,6 +7,8 @@ use ganglion_core::RelPath;
 use tracing::debug;
 
 use super::{Notice, TransferFailure, file_hash};
+
+mod two_way;
 use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
 
 /// An observation with many changes (a first scan: tens of thousands) is

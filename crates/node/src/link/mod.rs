@@ -8,6 +8,7 @@
 //! - [`upload`]: the `Upload` stream of the mirror.
 
 pub mod client;
+pub(crate) mod download;
 pub mod join;
 pub(crate) mod upload;
 

@@ -11,9 +11,13 @@
 //! - `watcher`: the inotify watch and which events mean a change.
 //! - `worker`: [`MirrorWorker`], the event loop around the engine.
 //! - `scan`: full and partial scans of the workspace.
+//! - `hub_changes`: hub-side changes (the two-way mirror): downloaded into
+//!   `.ganglion/incoming`, applied by [`ganglion_mirror::apply::Applier`] as
+//!   compare-and-swaps, recorded as agreed, acknowledged in order.
 //! - `upload`: the upload queue and the file reader (the RPC is in
 //!   `crate::link::upload`).
 
+mod hub_changes;
 mod scan;
 pub(crate) mod upload;
 mod watcher;
@@ -41,6 +45,8 @@ use watcher::watch;
 
 #[derive(Clone, Debug)]
 pub struct MirrorOptions {
+    /// The node's name: conflict copies of its versions carry it.
+    pub node_name: String,
     pub workspace: PathBuf,
     pub state_dir: PathBuf,
     /// Paths inside the workspace never mirrored (e.g. a hub data dir that
@@ -82,6 +88,16 @@ pub enum Input {
     },
     Changed(Vec<PathBuf>),
     Rescan,
+    /// Hub-side changes, in order.
+    HubChanges(Vec<ganglion_mirror::HubChange>),
+    /// The content of the hub-side change `seq` is in the incoming file
+    /// `name` (verified, durable); `Err` when it could not be fetched.
+    Downloaded {
+        seq: u64,
+        result: Result<String, hub_changes::DownloadError>,
+    },
+    /// Try the hub-side changes again (after a failed download or apply).
+    RetryHubChanges,
     /// A fault for tests: the worker panics.
     #[cfg(test)]
     Panic,
@@ -109,6 +125,8 @@ pub(crate) struct MirrorWorker {
     ignores: IgnoreRules,
     /// Where its upload workers run.
     workers: Workers,
+    /// Hub-side changes: the writer, the queue, what was applied.
+    hub: hub_changes::HubChanges,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -125,6 +143,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
             .map_err(index_err)?,
     );
     let loaded = index.load(MIRROR).await.map_err(index_err)?;
+    let hub = hub_changes::HubChanges::open(&opts, loaded.out_acked);
     let engine = SourceEngine::new(SourceState {
         entries: loaded.entries,
         tombstones: loaded.tombstones,
@@ -153,6 +172,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
         stats: stats.clone(),
         ignores,
         workers: workers.clone(),
+        hub,
         _watcher: watcher,
     };
     workers.spawn("mirror", worker.run(rx));
@@ -176,6 +196,9 @@ impl MirrorLink {
             }
             MirrorToNode::Ack(seq) => {
                 let _ = self.input.send(Input::Ack(seq));
+            }
+            MirrorToNode::Changes(changes) => {
+                let _ = self.input.send(Input::HubChanges(changes));
             }
         }
     }

@@ -63,10 +63,18 @@ impl MirrorWorker {
                 client,
             } => {
                 self.client = Some(client);
+                self.hub.connected();
                 SourceEvent::Connected { hub_applied }
             }
+            Input::HubChanges(changes) => {
+                self.hub.queue(changes);
+                return self.apply_hub_changes().await;
+            }
+            Input::Downloaded { seq, result } => return self.downloaded(seq, result).await,
+            Input::RetryHubChanges => return self.apply_hub_changes().await,
             Input::Disconnected => {
                 self.client = None;
+                self.hub.disconnected();
                 let _ = self.recorder.send(Step::Disconnected);
                 // Queued uploads die with the connection; the hub asks again.
                 self.queue.lock().jobs.clear();
@@ -134,7 +142,7 @@ impl MirrorWorker {
         }
     }
 
-    async fn perform(&mut self, action: SourceAction) {
+    pub(super) async fn perform(&mut self, action: SourceAction) {
         match action {
             SourceAction::Record {
                 entries,

@@ -119,11 +119,16 @@ fn mirror_messages(queued: Vec<ToHub>) -> Vec<MirrorToHub> {
     for q in queued {
         match q {
             ToHub::Notice(n) => notices.push(n),
-            ToHub::Unrecorded(unrecorded) => {
+            other => {
                 if !notices.is_empty() {
                     out.push(MirrorToHub::Notices(std::mem::take(&mut notices)));
                 }
-                out.push(MirrorToHub::Unrecorded(unrecorded));
+                out.push(match other {
+                    ToHub::Unrecorded(n) => MirrorToHub::Unrecorded(n),
+                    ToHub::Applied(seq) => MirrorToHub::Applied(seq),
+                    ToHub::Conflict(c) => MirrorToHub::Conflict(c),
+                    ToHub::Notice(_) => unreachable!("matched above"),
+                });
             }
         }
     }
