@@ -17,6 +17,8 @@
 mod common;
 #[path = "mirror/hardening.rs"]
 mod hardening;
+#[path = "mirror/two_way.rs"]
+mod two_way;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};

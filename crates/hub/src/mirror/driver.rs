@@ -352,6 +352,15 @@ impl Driver {
                 self.connected = true;
                 self.node_unrecorded = 0;
                 let _ = reply.send(self.applied());
+                // Hub-side changes wait for the node: they need the entries.
+                if let State::Summary {
+                    summary, immutable, ..
+                } = &self.state
+                    && summary.to_node > 0
+                    && self.loading.is_none()
+                {
+                    self.loading = Some((self.loader)(immutable.clone()));
+                }
                 SinkEvent::Connected
             }
             DriverEvent::Disconnected => {

@@ -1,0 +1,243 @@
+//! Issue 14 with real processes: hub-side writes (`mirror put|rm|mv`)
+//! reach the node's workspace, online or after the node comes back;
+//! `--if-hash` is a compare-and-swap; hostile paths and links are refused;
+//! concurrent edits keep both versions (a conflict copy on both sides,
+//! listed, resolved); an edit beats a delete. After every scenario both
+//! trees are equal and `mirror verify` is clean.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use super::*;
+
+/// The workspace as the mirror must show it (the node's `.ganglion` aside).
+fn workspace_view(ws: &Path) -> BTreeMap<String, Node> {
+    expected(ws, &[".ganglion"])
+}
+
+/// Waits until the workspace and the mirror are equal and nothing waits
+/// either way; then `mirror verify` must be clean.
+#[track_caller]
+fn wait_converged(hub: &Hub, node: &str, ws: &Path) {
+    let root = hub.dir.join("mirrors").join(node);
+    wait_for("both trees equal, nothing pending", CHANGE, || {
+        let s = status(hub, node);
+        let idle = s["pending"] == 0 && s["in_flight"] == 0 && s["to_node"] == 0;
+        (idle && workspace_view(ws) == snapshot(&root)).then_some(())
+    });
+    hub.ok(&["mirror", "verify", node]);
+}
+
+fn put(hub: &Hub, s: &Scene, path: &str, data: &[u8], extra: &[&str]) -> Output {
+    let local = s.path(&format!("put-{}", rand_name()));
+    std::fs::write(&local, data).unwrap();
+    let mut args = vec![
+        "mirror",
+        "put",
+        "n1",
+        path,
+        "--file",
+        local.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    hub.cli(&args)
+}
+
+fn rand_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string()
+}
+
+fn hash_of(data: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(data).to_hex())
+}
+
+#[track_caller]
+fn wait_file(ws: &Path, rel: &str, want: &[u8]) {
+    wait_for(&format!("{rel} in the workspace"), CHANGE, || {
+        (std::fs::read(ws.join(rel)).ok().as_deref() == Some(want)).then_some(())
+    });
+}
+
+#[test]
+fn hub_writes_reach_the_workspace_and_if_hash_is_a_compare_and_swap() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "keep.txt", b"node file\n");
+    std::os::unix::fs::symlink("/etc", ws.join("link")).unwrap();
+    let (hub, _node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 1, READY);
+
+    // A put: the contract's JSON, then the file in the workspace.
+    let o = put(&hub, &s, "docs/new.md", b"from the hub\n", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["path"], "docs/new.md");
+    assert_eq!(r["hash"], hash_of(b"from the hub\n"));
+    assert!(r["version"].as_u64().unwrap() >= 1);
+    wait_file(&ws, "docs/new.md", b"from the hub\n");
+    wait_converged(&hub, "n1", &ws);
+
+    // Stdin works as well as --file, and the exec bit crosses over.
+    let mut cmd = command();
+    cmd.args([
+        "mirror",
+        "put",
+        "n1",
+        "run.sh",
+        "--executable",
+        "--data-dir",
+    ])
+    .arg(&hub.dir)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"#!/bin/sh\necho hi\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_file(&ws, "run.sh", b"#!/bin/sh\necho hi\n");
+    let mode = std::fs::metadata(ws.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o111, 0, "executable on the node");
+
+    // --if-hash with a stale hash: exit 1, nothing changed anywhere.
+    let o = put(
+        &hub,
+        &s,
+        "keep.txt",
+        b"lost?\n",
+        &["--if-hash", &hash_of(b"stale\n")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("not blake3:"), "{}", stderr(&o));
+    // With the current hash it goes through.
+    let o = put(
+        &hub,
+        &s,
+        "keep.txt",
+        b"edited by the hub\n",
+        &["--if-hash", &hash_of(b"node file\n")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_file(&ws, "keep.txt", b"edited by the hub\n");
+
+    // mv and rm.
+    hub.ok(&["mirror", "mv", "n1", "docs/new.md", "docs/renamed.md"]);
+    wait_file(&ws, "docs/renamed.md", b"from the hub\n");
+    assert!(!ws.join("docs/new.md").exists());
+    hub.ok(&["mirror", "rm", "n1", "run.sh"]);
+    wait_for("run.sh removed", CHANGE, || {
+        (!ws.join("run.sh").exists()).then_some(())
+    });
+    let o = hub.cli(&["mirror", "rm", "n1", "never-was.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Hostile paths and a write through the node's symlink: refused,
+    // nothing written (in the mirror, the workspace or outside).
+    for bad in ["../escape.txt", "/etc/passwd", "a/../../b", "link/x.txt"] {
+        let o = put(&hub, &s, bad, b"hostile\n", &[]);
+        assert!(!o.status.success(), "{bad} was accepted");
+    }
+    assert!(!s.path("escape.txt").exists());
+    assert!(
+        std::fs::symlink_metadata(ws.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    wait_converged(&hub, "n1", &ws);
+    let st = status(&hub, "n1");
+    assert_eq!(st["to_node"], 0);
+    assert_eq!(st["conflicts"], 0);
+}
+
+#[test]
+fn an_offline_put_and_a_node_edit_keep_both_versions_until_resolved() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "notes.txt", b"v1\n");
+    write(&ws, "gone.txt", b"v1\n");
+    let (hub, node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 2, READY);
+
+    // The node goes away; the hub writes both files and deletes one.
+    drop(node);
+    hub.wait_status("n1", "offline", Duration::from_secs(30));
+    let o = put(&hub, &s, "notes.txt", b"hub's v2\n", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    hub.ok(&["mirror", "rm", "n1", "gone.txt"]);
+    assert_eq!(status(&hub, "n1")["to_node"], 2, "queued while offline");
+
+    // Meanwhile the node's user edits both.
+    write(&ws, "notes.txt", b"node's v2\n");
+    write(&ws, "gone.txt", b"node's edit beats the hub's delete\n");
+    let _node = s.start("n1");
+
+    // Both versions of notes.txt on both sides; the edit of gone.txt kept.
+    wait_file(&ws, "notes.txt", b"hub's v2\n");
+    wait_converged(&hub, "n1", &ws);
+    assert_eq!(
+        std::fs::read(ws.join("gone.txt")).unwrap(),
+        b"node's edit beats the hub's delete\n"
+    );
+    let conflicts = hub.json(&["mirror", "conflicts", "n1"]);
+    let list = conflicts.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{conflicts}");
+    let c = &list[0];
+    assert_eq!(c["path"], "notes.txt");
+    assert_eq!(c["origin"], "n1");
+    let copy = c["conflict_path"].as_str().unwrap();
+    assert!(
+        copy.starts_with("notes.sync-conflict-") && copy.ends_with("-n1.txt"),
+        "{copy}"
+    );
+    assert_eq!(std::fs::read(ws.join(copy)).unwrap(), b"node's v2\n");
+    assert_eq!(status(&hub, "n1")["conflicts"], 1);
+
+    // Keep the node's version: it goes back to the path, the copy goes.
+    hub.ok(&["mirror", "resolve", "n1", "notes.txt", "--keep", "conflict"]);
+    wait_file(&ws, "notes.txt", b"node's v2\n");
+    wait_for("the copy removed", CHANGE, || {
+        (!ws.join(copy).exists()).then_some(())
+    });
+    wait_converged(&hub, "n1", &ws);
+    assert_eq!(
+        hub.json(&["mirror", "conflicts", "n1"]),
+        serde_json::json!([])
+    );
+    assert_eq!(status(&hub, "n1")["conflicts"], 0);
+    let o = hub.cli(&["mirror", "resolve", "n1", "notes.txt", "--keep", "current"]);
+    assert_eq!(o.status.code(), Some(1), "no conflict left to resolve");
+}
+
+#[test]
+fn a_hub_write_survives_a_hub_restart_before_the_node_applies_it() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"a\n");
+    let (mut hub, node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 1, READY);
+    drop(node);
+    hub.wait_status("n1", "offline", Duration::from_secs(30));
+    let o = put(&hub, &s, "queued/b.txt", b"queued across a restart\n", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (grpc, http_addr) = (hub.endpoints.grpc.clone(), hub.endpoints.http.clone());
+    assert!(hub.terminate().success());
+    let hub = s.hub_at("hub", &grpc, &http_addr, &[]);
+    assert_eq!(status(&hub, "n1")["to_node"], 1, "the queue is durable");
+    let _node = s.start("n1");
+    wait_file(&ws, "queued/b.txt", b"queued across a restart\n");
+    wait_converged(&hub, "n1", &ws);
+}
