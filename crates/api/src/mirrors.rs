@@ -214,8 +214,10 @@ mod tests {
             refused: 0,
             applied_seq: 9,
             unrecorded: 0,
+            to_node: 2,
+            conflicts: 1,
         };
-        let json = r#"{"files":3,"bytes":100,"pending":1,"in_flight":0,"last_sync":"2026-01-01T00:00:00Z","refused":0,"applied_seq":9,"unrecorded":0}"#;
+        let json = r#"{"files":3,"bytes":100,"pending":1,"in_flight":0,"last_sync":"2026-01-01T00:00:00Z","refused":0,"applied_seq":9,"unrecorded":0,"to_node":2,"conflicts":1}"#;
         pin(&status, json);
         pin(
             &WaitReport {
@@ -274,5 +276,38 @@ mod tests {
             r#"{"pattern":"*.lock"}"#,
         );
         assert!(serde_json::from_str::<ImmutableChange>(r#"{"pattern":"x","add":true}"#).is_err());
+    }
+
+    #[test]
+    fn hub_side_writes_as_contract_md_shows_them() {
+        pin(
+            &WriteResult {
+                path: "a.txt".into(),
+                hash: Some("blake3:00".into()),
+                version: 3,
+            },
+            r#"{"path":"a.txt","hash":"blake3:00","version":3}"#,
+        );
+        pin(
+            &WriteResult {
+                path: "a.txt".into(),
+                hash: None,
+                version: 4,
+            },
+            r#"{"path":"a.txt","hash":null,"version":4}"#,
+        );
+        pin(
+            &ConflictInfo {
+                path: "a.txt".into(),
+                conflict_path: "a.sync-conflict-20261204-182325-n1.txt".into(),
+                origin: "n1".into(),
+                detected_at: "2026-12-04T18:23:25Z".into(),
+            },
+            r#"{"path":"a.txt","conflict_path":"a.sync-conflict-20261204-182325-n1.txt","origin":"n1","detected_at":"2026-12-04T18:23:25Z"}"#,
+        );
+        let r: ResolveRequest =
+            serde_json::from_str(r#"{"path":"a.txt","keep":"conflict"}"#).unwrap();
+        assert_eq!(r.keep, KeepSide::Conflict);
+        assert!(serde_json::from_str::<ResolveRequest>(r#"{"path":"a","keep":"both"}"#).is_err());
     }
 }

@@ -58,6 +58,7 @@ macro_rules! index_suite {
             tombstones_live_until_acknowledged,
             load_round_trips_every_field_and_odd_names,
             summary_counts_follow_every_change,
+            outbox_and_conflicts_round_trip,
         );
     };
 }

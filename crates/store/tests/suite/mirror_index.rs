@@ -191,3 +191,95 @@ pub async fn summary_counts_follow_every_change(idx: &dyn MirrorIndex) {
     idx.drop_mirror("n").await.unwrap();
     assert_eq!(idx.summary("n").await.unwrap(), Summary::default());
 }
+
+/// The two-way mirror's rows: the outbox in seq order (superseded and
+/// acknowledged rows leave), its counters, open conflicts; all counted in
+/// the summary and dropped with the mirror.
+pub async fn outbox_and_conflicts_round_trip(idx: &dyn MirrorIndex) {
+    use ganglion_core::Timestamp;
+    use ganglion_mirror::{Base, Conflict, HubChange, HubOp};
+    let p = |s: &str| RelPath::parse(s).unwrap();
+    let h = ContentHash::of(b"x");
+    let changes = vec![
+        HubChange {
+            seq: 1,
+            op: HubOp::Put {
+                path: p("a.txt"),
+                hash: h,
+                size: 1,
+                executable: true,
+            },
+            base: Base::Absent,
+        },
+        HubChange {
+            seq: 2,
+            op: HubOp::Delete { path: p("d") },
+            base: Base::Dir,
+        },
+        HubChange {
+            seq: 3,
+            op: HubOp::Move {
+                from: p("l"),
+                to: p("m/n"),
+            },
+            base: Base::Symlink("../t".into()),
+        },
+        HubChange {
+            seq: 4,
+            op: HubOp::Put {
+                path: p("odd 'name' %_.txt"),
+                hash: h,
+                size: 1,
+                executable: false,
+            },
+            base: Base::File(ContentHash::of(b"old")),
+        },
+    ];
+    let conflict = Conflict {
+        path: p("a.txt"),
+        conflict_path: p("a.sync-conflict-20261204-182325-n1.txt"),
+        origin: "n1".into(),
+        detected_at: Timestamp::from_millis(1_796_408_605_000),
+    };
+    idx.apply(
+        "n1",
+        &Batch {
+            outbox: changes.clone(),
+            out_seq: Some(4),
+            conflicts: vec![conflict.clone()],
+            ..Batch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let l = idx.load("n1").await.unwrap();
+    assert_eq!(l.outbox, changes);
+    assert_eq!(l.out_seq, 4);
+    assert_eq!(l.conflicts, vec![conflict.clone()]);
+    let s = idx.summary("n1").await.unwrap();
+    assert_eq!((s.to_node, s.conflicts), (4, 1));
+    // Superseded and acknowledged rows leave; the conflict is resolved.
+    idx.apply(
+        "n1",
+        &Batch {
+            outbox_drop: vec![4],
+            out_acked: Some(2),
+            conflicts_resolved: vec![conflict.conflict_path.clone()],
+            ..Batch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let l = idx.load("n1").await.unwrap();
+    assert_eq!(l.outbox, vec![changes[2].clone()]);
+    assert_eq!(l.out_acked, 2);
+    assert!(l.conflicts.is_empty());
+    assert_eq!(
+        idx.summary("n2").await.unwrap().to_node,
+        0,
+        "keyed by mirror"
+    );
+    idx.drop_mirror("n1").await.unwrap();
+    let l = idx.load("n1").await.unwrap();
+    assert!(l.outbox.is_empty() && l.out_seq == 0);
+}
