@@ -65,6 +65,10 @@ pub struct MirrorStatus {
     /// Open conflicts (`mirror conflicts`).
     #[serde(default)]
     pub conflicts: u64,
+    /// Set while the node does not sync its workspace: why (an emptied or
+    /// unmounted workspace is never taken for a mass delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
 }
 
 /// `GET …/wait` parameters.
@@ -216,6 +220,7 @@ mod tests {
             unrecorded: 0,
             to_node: 2,
             conflicts: 1,
+            halted: None,
         };
         let json = r#"{"files":3,"bytes":100,"pending":1,"in_flight":0,"last_sync":"2026-01-01T00:00:00Z","refused":0,"applied_seq":9,"unrecorded":0,"to_node":2,"conflicts":1}"#;
         pin(&status, json);

@@ -25,6 +25,9 @@ pub struct Node {
     /// this node's credential (a copied state dir), since the hub started.
     #[serde(default)]
     pub duplicate: Option<NodeDuplicate>,
+    /// Set while the node does not sync its workspace: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_halted: Option<String>,
 }
 
 /// Connections refused because another process holds the node's credential.

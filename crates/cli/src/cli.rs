@@ -128,6 +128,10 @@ pub enum NodeCommand {
     Join(JoinArgs),
     /// Run an already joined node
     Start(StartArgs),
+    /// Forget the workspace's mirror index, so that the next start restores
+    /// the workspace from the hub (after a disk was replaced; the node must
+    /// not be running). Local files are kept: what differs becomes a conflict
+    Restore(StartArgs),
 }
 
 #[derive(Args, Debug)]

@@ -74,12 +74,14 @@ fn snapshot(root: &Path) -> BTreeMap<String, Node> {
     out
 }
 
-/// The workspace as the mirror must show it: without the ignored paths.
+/// The workspace as the mirror must show it: without the ignored paths
+/// (and the node's own `.ganglion`: its replica marker, incoming content).
 fn expected(ws: &Path, ignored: &[&str]) -> BTreeMap<String, Node> {
     let mut m = snapshot(ws);
     m.retain(|k, _| {
         !ignored
             .iter()
+            .chain(&[".ganglion"])
             .any(|i| k == i || k.starts_with(&format!("{i}/")))
     });
     m
@@ -802,6 +804,7 @@ fn batched_notices_count_one_by_one_and_a_hostile_one_is_left_out() {
             mirror: true,
             capabilities: None,
             instance: String::new(),
+            mirror_replica: String::new(),
         };
         tx.unbounded_send(v1::NodeMessage {
             kind: Some(Out::Hello(hello)),

@@ -30,4 +30,7 @@ pub enum MirrorToHub {
     Applied(u64),
     /// A conflict the node settled while applying a hub-side change.
     Conflict(Conflict),
+    /// The node does not sync its workspace, and why (an emptied or
+    /// unmounted workspace); empty: it syncs again.
+    Halted(String),
 }

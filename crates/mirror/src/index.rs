@@ -119,6 +119,8 @@ pub struct Batch {
     /// Conflicts detected, and conflicts ended (by their conflict path).
     pub conflicts: Vec<Conflict>,
     pub conflicts_resolved: Vec<RelPath>,
+    /// The replica identity the index describes (`id.incarnation`).
+    pub replica: Option<String>,
 }
 
 impl Batch {
@@ -135,6 +137,7 @@ impl Batch {
             && self.out_seq.is_none()
             && self.conflicts.is_empty()
             && self.conflicts_resolved.is_empty()
+            && self.replica.is_none()
     }
 
     /// The node's [`SourceAction::Record`](crate::engine::SourceAction::Record) as a batch.
@@ -163,6 +166,8 @@ pub struct Loaded {
     pub out_acked: u64,
     /// Open conflicts, by conflict path.
     pub conflicts: Vec<Conflict>,
+    /// The replica identity the index describes, if recorded.
+    pub replica: Option<String>,
 }
 
 impl Loaded {
@@ -180,7 +185,7 @@ impl Loaded {
 /// What the index keeps per mirror besides its entries: read in one row,
 /// without loading the entries (a restarted hub answers a reconnecting node
 /// and `mirror status` from it while the entries load).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub seq: u64,
     pub peer_seq: u64,
@@ -195,4 +200,6 @@ pub struct Summary {
     pub to_node: u64,
     /// Open conflicts.
     pub conflicts: u64,
+    /// The replica identity the index describes, if recorded.
+    pub replica: Option<String>,
 }

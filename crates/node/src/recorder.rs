@@ -56,6 +56,8 @@ pub enum ToHub {
     Applied(u64),
     /// A conflict settled while applying a hub-side change.
     Conflict(ganglion_mirror::Conflict),
+    /// The workspace is halted (why), or resumed (empty).
+    Halted(String),
     /// Changes observed but not yet durably recorded (and so not sent),
     /// because index writes fail; sent when it changes, 0 once all are in.
     Unrecorded(u64),

@@ -332,6 +332,7 @@ fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
             "files": s.files, "bytes": s.bytes, "pending": s.pending,
             "in_flight": s.in_flight, "last_sync": s.last_sync, "refused": s.refused,
             "unrecorded": s.unrecorded, "to_node": s.to_node, "conflicts": s.conflicts,
+            "halted": s.halted,
         }))?;
     } else {
         out(format!("files:     {}", s.files));
@@ -340,6 +341,9 @@ fn print_status(s: &MirrorStatus, json: bool) -> anyhow::Result<()> {
         out(format!("in flight: {}", s.in_flight));
         out(format!("to node:   {}", s.to_node));
         out(format!("conflicts: {}", s.conflicts));
+        if let Some(reason) = &s.halted {
+            out(format!("halted:    {reason}"));
+        }
         out(format!(
             "last sync: {}",
             s.last_sync.as_deref().unwrap_or("never")

@@ -1,4 +1,4 @@
-//! `ganglion node join|start`
+//! `ganglion node join|start|restore`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,12 +14,15 @@ use crate::config::{self, NodeConfig};
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     let flags = match &cmd {
         NodeCommand::Join(a) => &a.node,
-        NodeCommand::Start(a) => &a.node,
+        NodeCommand::Start(a) | NodeCommand::Restore(a) => &a.node,
     };
     let config = config::node_config(flags)?;
     if flags.print_config {
         super::out(config::node::print(&config).trim_end());
         return Ok(ExitCode::SUCCESS);
+    }
+    if let NodeCommand::Restore(_) = cmd {
+        return restore(&config).await;
     }
     if let NodeCommand::Join(a) = cmd {
         let name = a
@@ -40,6 +43,22 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
         .await?;
     }
     start(&config).await
+}
+
+/// `node restore`: drops the workspace index (and its replica marker); the
+/// next `node start` is a new incarnation, which the hub restores.
+async fn restore(config: &NodeConfig) -> anyhow::Result<ExitCode> {
+    let state_dir = StateDir::new(&config.state_dir);
+    let (state, _) = state_dir.load()?;
+    let forgotten = ganglion_node::mirror::replica::forget(&state.workspace, &config.state_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    super::out(format!(
+        "forgot the index of {} ({forgotten} entries): the next `ganglion node start` restores \
+         the workspace from the hub (local files that differ are kept as conflicts)",
+        state.workspace.display()
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The workspace as an absolute path; it must exist and be a directory.

@@ -26,6 +26,8 @@ struct NodeOut<'a> {
     network: bool,
     revoked: bool,
     duplicate: Option<&'a api::NodeDuplicate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror_halted: Option<&'a str>,
 }
 
 /// `{}` when the node has not reported any, as the API shows them.
@@ -46,6 +48,7 @@ impl<'a> From<&'a api::Node> for NodeOut<'a> {
             network: n.policy_detail.network,
             revoked: n.revoked,
             duplicate: n.duplicate.as_ref(),
+            mirror_halted: n.mirror_halted.as_deref(),
         }
     }
 }
@@ -112,6 +115,11 @@ fn print_table(nodes: &[api::Node]) {
             hb,
             prot.unwrap_or_default()
         ));
+    }
+    for n in nodes {
+        if let Some(reason) = &n.mirror_halted {
+            out(format!("note: {}: mirror halted: {reason}", n.name));
+        }
     }
     for n in nodes.iter().filter(|n| n.duplicate.is_some()) {
         let d = n.duplicate.as_ref().expect("filtered");

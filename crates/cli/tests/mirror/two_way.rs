@@ -241,3 +241,89 @@ fn a_hub_write_survives_a_hub_restart_before_the_node_applies_it() {
     wait_file(&ws, "queued/b.txt", b"queued across a restart\n");
     wait_converged(&hub, "n1", &ws);
 }
+
+#[test]
+fn a_lost_index_turns_differences_into_conflicts_and_deletes_nothing() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"a\n");
+    write(&ws, "sub/c.txt", b"c\n");
+    let (hub, node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 2, READY);
+    assert!(
+        put(&hub, &s, "hub-only.txt", b"hub\n", &[])
+            .status
+            .success()
+    );
+    wait_converged(&hub, "n1", &ws);
+
+    // Offline, the node's index is lost; its workspace changes meanwhile.
+    drop(node);
+    hub.wait_status("n1", "offline", Duration::from_secs(30));
+    for f in ["index.db", "index.db-wal", "index.db-shm"] {
+        let _ = std::fs::remove_file(s.state_dir("n1").join(f));
+    }
+    write(&ws, "a.txt", b"node's a, unknown to the hub\n");
+    std::fs::remove_file(ws.join("hub-only.txt")).unwrap();
+    let _node = s.start("n1");
+
+    // Without an ancestor nothing is a delete: hub-only.txt comes back, and
+    // both versions of a.txt are kept.
+    wait_file(&ws, "hub-only.txt", b"hub\n");
+    wait_converged(&hub, "n1", &ws);
+    assert_eq!(std::fs::read(ws.join("a.txt")).unwrap(), b"a\n");
+    let conflicts = hub.json(&["mirror", "conflicts", "n1"]);
+    let list = conflicts.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{conflicts}");
+    let copy = list[0]["conflict_path"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(ws.join(copy)).unwrap(),
+        b"node's a, unknown to the hub\n"
+    );
+    assert_eq!(std::fs::read(ws.join("sub/c.txt")).unwrap(), b"c\n");
+}
+
+#[test]
+fn an_emptied_workspace_halts_instead_of_deleting_and_node_restore_brings_it_back() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"a\n");
+    write(&ws, "deep/b.txt", b"b\n");
+    let (hub, node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 2, READY);
+    let before = workspace_view(&ws);
+
+    // The disk goes away: the workspace path is an empty directory.
+    drop(node);
+    hub.wait_status("n1", "offline", Duration::from_secs(30));
+    std::fs::rename(&ws, s.path("ws-n1.away")).unwrap();
+    std::fs::create_dir(&ws).unwrap();
+    let node = s.start("n1");
+    let st = wait_for("the mirror halted", CHANGE, || {
+        let st = status(&hub, "n1");
+        st["halted"].is_string().then_some(st)
+    });
+    assert!(st["halted"].as_str().unwrap().contains("empty"), "{st}");
+    let n = hub.node("n1").unwrap();
+    assert!(n["mirror_halted"].is_string(), "{n}");
+    assert!(hub.ok(&["nodes", "ls"]).contains("mirror halted"));
+    // Nothing was deleted at the hub.
+    assert_eq!(snapshot(&hub.dir.join("mirrors").join("n1")), before);
+
+    // `node restore` (node stopped), then a start: restored from the hub.
+    drop(node);
+    hub.wait_status("n1", "offline", Duration::from_secs(30));
+    let mut cmd = command();
+    cmd.args(["node", "restore", "--state-dir"])
+        .arg(s.state_dir("n1"));
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _node = s.start("n1");
+    wait_converged(&hub, "n1", &ws);
+    assert_eq!(workspace_view(&ws), before);
+    assert!(status(&hub, "n1")["halted"].is_null());
+    assert_eq!(
+        hub.json(&["mirror", "conflicts", "n1"]),
+        serde_json::json!([])
+    );
+}

@@ -114,7 +114,10 @@ impl ConnectionDriver {
             at: now,
         });
         tracing::info!(?peer, "node online");
-        let mirror_applied = self.subsystems.connected(&parts.conn, hello.mirror).await;
+        let mirror_applied = self
+            .subsystems
+            .connected(&parts.conn, hello.mirror, hello.mirror_replica)
+            .await;
         let (tx, rx) = mpsc::channel(64);
         let welcome = FromHub::Welcome(Welcome {
             node_id: node.id.to_string(),

@@ -26,11 +26,20 @@ impl Subsystems {
     /// know, and what the welcome tells the node (the last mirror notice
     /// applied). Only nodes that mirror cost the hub a mirror (two directory
     /// handles).
-    pub async fn connected(&self, conn: &Connection, mirrors_workspace: bool) -> u64 {
+    pub async fn connected(
+        &self,
+        conn: &Connection,
+        mirrors_workspace: bool,
+        replica: String,
+    ) -> u64 {
         if !mirrors_workspace {
             return 0;
         }
-        match self.mirrors.attach(conn.name.as_str(), &conn.node_id).await {
+        match self
+            .mirrors
+            .attach(conn.name.as_str(), &conn.node_id, replica)
+            .await
+        {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::error!(error = %e, "the node's mirror is unavailable");

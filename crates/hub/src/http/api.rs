@@ -107,7 +107,7 @@ pub async fn revoke_invite(
     Ok(Json(invite_json(&r, core.clock.now())))
 }
 
-pub fn node_json(v: &NodeView) -> api::Node {
+pub fn node_json(v: &NodeView, mirrors: &crate::mirror::Mirrors) -> api::Node {
     api::Node {
         name: v.record.name.to_string(),
         id: v.record.id.to_string(),
@@ -123,12 +123,18 @@ pub fn node_json(v: &NodeView) -> api::Node {
             at: d.at.to_rfc3339(),
             refused: d.refused,
         }),
+        mirror_halted: mirrors.halted_reason(v.record.name.as_str()),
     }
 }
 
 pub async fn list_nodes(State(core): Core) -> Result<Json<Vec<api::Node>>, Error> {
     Ok(Json(
-        core.nodes.list().await?.iter().map(node_json).collect(),
+        core.nodes
+            .list()
+            .await?
+            .iter()
+            .map(|n| node_json(n, &core.mirrors))
+            .collect(),
     ))
 }
 
@@ -136,7 +142,10 @@ pub async fn get_node(
     State(core): Core,
     Path(name): Path<String>,
 ) -> Result<Json<api::Node>, Error> {
-    Ok(Json(node_json(&core.nodes.get(&name).await?)))
+    Ok(Json(node_json(
+        &core.nodes.get(&name).await?,
+        &core.mirrors,
+    )))
 }
 
 pub async fn set_policy(
@@ -171,6 +180,7 @@ pub async fn set_policy(
     };
     Ok(Json(node_json(
         &core.nodes.set_policy(&name, policy).await?,
+        &core.mirrors,
     )))
 }
 
@@ -178,5 +188,8 @@ pub async fn revoke_node(
     State(core): Core,
     Path(name): Path<String>,
 ) -> Result<Json<api::Node>, Error> {
-    Ok(Json(node_json(&core.nodes.revoke(&name).await?)))
+    Ok(Json(node_json(
+        &core.nodes.revoke(&name).await?,
+        &core.mirrors,
+    )))
 }

@@ -50,7 +50,11 @@ pub const NEEDS_PER_MESSAGE: usize = 1024;
 pub enum DriverEvent {
     Connected {
         reply: oneshot::Sender<u64>,
+        /// The node's workspace replica identity (empty: not told).
+        replica: String,
     },
+    /// The node's replica is not the one the ancestor was agreed with.
+    ReplicaChanged(String),
     Disconnected,
     /// Notices from the node, in order (one wake-up for many).
     Notices(Vec<Notice>),
@@ -107,6 +111,7 @@ impl DriverEvent {
         matches!(
             self,
             Self::HubWrite { .. }
+                | Self::ReplicaChanged(_)
                 | Self::NodeApplied(_)
                 | Self::NodeConflict(_)
                 | Self::Conflicts { .. }
@@ -160,6 +165,8 @@ pub struct Driver {
     worker: WorkerHandle,
     /// Two-way events waiting for the entries or for a commit to end.
     deferred: Vec<DriverEvent>,
+    /// The node's workspace replica the ancestor was agreed with.
+    peer_replica: Option<String>,
 }
 
 /// What a driver is started with besides its node and receiver.
@@ -182,6 +189,8 @@ impl Driver {
         start: Start,
     ) -> Self {
         let (node, node_id) = node;
+        let last_sync = start.summary.synced_at;
+        let peer_replica = start.summary.replica.clone();
         Self {
             node,
             node_id,
@@ -199,13 +208,14 @@ impl Driver {
             batch: Vec::new(),
             needs: Vec::new(),
             committing: false,
-            last_sync: start.summary.synced_at,
+            last_sync,
             connected: false,
             node_unrecorded: 0,
             idle_close: start.idle_close,
             open: start.open,
             worker: start.worker,
             deferred: Vec::new(),
+            peer_replica,
         }
     }
 
@@ -337,6 +347,7 @@ impl Driver {
                 return;
             }
             DriverEvent::NodeApplied(seq) => return self.node_applied(seq).await,
+            DriverEvent::ReplicaChanged(replica) => return self.replica_changed(replica).await,
             DriverEvent::NodeConflict(c) => return self.node_conflict(c).await,
             DriverEvent::Conflicts { reply } => {
                 let _ = reply.send(self.conflicts());
@@ -348,10 +359,25 @@ impl Driver {
                 self.settle().await;
                 return;
             }
-            DriverEvent::Connected { reply } => {
+            DriverEvent::Connected { reply, replica } => {
                 self.connected = true;
                 self.node_unrecorded = 0;
                 let _ = reply.send(self.applied());
+                let files = match &self.state {
+                    State::Summary { summary, .. } => summary.files,
+                    State::Ready(engine) => engine.stats().files,
+                };
+                if self.peer_replica.is_none() && files == 0 && !replica.is_empty() {
+                    // A first connection to an empty mirror: nothing to
+                    // offer back, the replica is just recorded.
+                    self.record_replica(replica).await;
+                } else if !replica.is_empty() && Some(&replica) != self.peer_replica.as_ref() {
+                    self.feed(SinkEvent::Connected).await;
+                    // Runs now, or once the entries are in (it needs them).
+                    Box::pin(self.on_event(DriverEvent::ReplicaChanged(replica))).await;
+                    self.send_changes().await;
+                    return;
+                }
                 // Hub-side changes wait for the node: they need the entries.
                 if let State::Summary {
                     summary, immutable, ..
@@ -520,6 +546,7 @@ impl Driver {
                 unrecorded: 0,
                 to_node: summary.to_node,
                 conflicts: summary.conflicts,
+                halted: None,
             },
             State::Ready(engine) => {
                 let s = engine.stats();
@@ -534,6 +561,7 @@ impl Driver {
                     unrecorded: 0,
                     to_node: engine.to_node(),
                     conflicts: engine.conflicts().count() as u64,
+                    halted: None,
                 }
             }
         }

@@ -77,6 +77,10 @@ pub struct Mirrors {
     immutable: Mutex<HashMap<String, ImmutablePaths>>,
     /// Where each open driver is listed (`mirror:NODE`).
     supervisor: Supervisor,
+    /// Nodes that do not sync their workspace, and why (as they said; an
+    /// emptied or unmounted workspace). Cleared when the node says it syncs
+    /// again or connects without saying it.
+    halted: Mutex<HashMap<String, String>>,
     /// Itself, for drivers restarting after a panic.
     me: Weak<Mirrors>,
 }
@@ -106,6 +110,7 @@ impl Mirrors {
             store,
             immutable: Mutex::default(),
             supervisor,
+            halted: Mutex::default(),
             me: me.clone(),
         }))
     }
@@ -289,10 +294,17 @@ impl Mirrors {
         );
     }
 
-    /// The node's control stream is up: returns the sequence applied so far.
-    pub async fn attach(&self, node: &str, node_id: &NodeId) -> Result<u64, Error> {
+    /// The node's control stream is up (its workspace replica identity as
+    /// it says): returns the sequence applied so far.
+    pub async fn attach(
+        &self,
+        node: &str,
+        node_id: &NodeId,
+        replica: String,
+    ) -> Result<u64, Error> {
+        self.halted.lock().remove(node);
         let (reply, rx) = oneshot::channel();
-        self.deliver(node, node_id, DriverEvent::Connected { reply })
+        self.deliver(node, node_id, DriverEvent::Connected { reply, replica })
             .await?;
         rx.await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))
@@ -318,6 +330,17 @@ impl Mirrors {
             MirrorToHub::Unrecorded(n) => DriverEvent::NodeUnrecorded(n),
             MirrorToHub::Applied(seq) => DriverEvent::NodeApplied(seq),
             MirrorToHub::Conflict(c) => DriverEvent::NodeConflict(c),
+            MirrorToHub::Halted(reason) => {
+                let mut halted = self.halted.lock();
+                if reason.is_empty() {
+                    tracing::info!(node, "the node syncs its workspace again");
+                    halted.remove(node);
+                } else {
+                    tracing::error!(node, %reason, "the node halted its workspace mirror");
+                    halted.insert(node.to_owned(), reason);
+                }
+                return;
+            }
         };
         self.send(node, event);
     }
@@ -330,7 +353,13 @@ impl Mirrors {
             .await
             .map_err(|_| Error::Unavailable("mirror driver stopped".into()))?;
         status.in_flight = self.locks.in_flight_for(node) as u64;
+        status.halted = self.halted_reason(node);
         Ok(status)
+    }
+
+    /// Why the node does not sync its workspace, if it said so.
+    pub fn halted_reason(&self, node: &str) -> Option<String> {
+        self.halted.lock().get(node).cloned()
     }
 
     /// The receiver of a node's mirror (for reads, verify and uploads).

@@ -115,7 +115,11 @@ async fn answers_attach_and_status_before_the_entries_are_loaded() {
     let loads_now = || loads.load(std::sync::atomic::Ordering::SeqCst);
 
     let (reply, applied) = oneshot::channel();
-    tx.send(DriverEvent::Connected { reply }).unwrap();
+    tx.send(DriverEvent::Connected {
+        reply,
+        replica: String::new(),
+    })
+    .unwrap();
     assert_eq!(
         applied.await.unwrap(),
         7,
@@ -176,7 +180,11 @@ async fn needs_go_to_the_node_in_bounded_messages() {
     });
     let (tx, running) = start_driver(dir.path(), &index, node_id, registry.clone(), loader).await;
     let (reply, _) = oneshot::channel();
-    tx.send(DriverEvent::Connected { reply }).unwrap();
+    tx.send(DriverEvent::Connected {
+        reply,
+        replica: String::new(),
+    })
+    .unwrap();
     let files = NEEDS_PER_MESSAGE * 2 + 100;
     let notices = (1..=files)
         .map(|i| {
@@ -255,7 +263,7 @@ async fn idle_driver_of_an_absent_node_closes_and_reopens_with_its_state() {
     // Reopened by the next use, from the index: same state.
     let s = m.status("n1", &id).await.unwrap();
     assert_eq!((s.files, s.bytes, s.applied_seq), (2, 8, 7));
-    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    assert_eq!(m.attach("n1", &id, String::new()).await.unwrap(), 7);
     // Attached: stays open however long it idles.
     let s = m.status("n1", &id).await.unwrap();
     assert_eq!((s.files, s.pending), (2, 0));
@@ -263,7 +271,7 @@ async fn idle_driver_of_an_absent_node_closes_and_reopens_with_its_state() {
     assert!(m.is_open("n1"), "a connected node's driver stays");
     m.detach("n1");
     wait_closed(&m, "n1").await;
-    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    assert_eq!(m.attach("n1", &id, String::new()).await.unwrap(), 7);
 }
 
 #[tokio::test]
@@ -331,7 +339,7 @@ async fn a_panicking_driver_is_reported_and_restarted_from_the_index() {
     seeded(m.index(), "n1").await;
     let name = ganglion_core::NodeName::parse("n1").unwrap();
     let mut conn = m.registry.register(id.clone(), name, None, Timestamp(0));
-    assert_eq!(m.attach("n1", &id).await.unwrap(), 7);
+    assert_eq!(m.attach("n1", &id, String::new()).await.unwrap(), 7);
     let listed = || {
         m.supervisor
             .statuses()

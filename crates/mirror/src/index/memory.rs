@@ -26,6 +26,7 @@ struct Mirror {
     synced_at: Option<Timestamp>,
     out_seq: u64,
     out_acked: u64,
+    replica: Option<String>,
     outbox: BTreeMap<u64, HubChange>,
     conflicts: BTreeMap<RelPath, Conflict>,
     /// By path; `true` marks a tombstone.
@@ -67,6 +68,7 @@ impl MirrorIndex for MemoryIndex {
             out_seq: m.out_seq,
             out_acked: m.out_acked,
             conflicts: m.conflicts.values().cloned().collect(),
+            replica: m.replica.clone(),
             ..Loaded::default()
         };
         for (e, tombstone) in m.rows.values() {
@@ -95,6 +97,7 @@ impl MirrorIndex for MemoryIndex {
                 synced_at: m.synced_at,
                 to_node: m.outbox.len() as u64,
                 conflicts: m.conflicts.len() as u64,
+                replica: m.replica.clone(),
             }
         }))
     }
@@ -163,6 +166,9 @@ impl MirrorIndex for MemoryIndex {
         }
         for p in &batch.conflicts_resolved {
             m.conflicts.remove(p);
+        }
+        if let Some(r) = &batch.replica {
+            m.replica = Some(r.clone());
         }
         Ok(())
     }

@@ -104,6 +104,18 @@ impl MirrorWorker {
                     executable,
                     ..
                 } => {
+                    // Already there (a restore offers what the node has):
+                    // recorded as agreed, nothing downloaded.
+                    let (a, p) = (applier.clone(), path.clone());
+                    let current = tokio::task::spawn_blocking(move || a.current(&p)).await;
+                    if matches!(&current, Ok(Ok(Base::File(h))) if h == hash) {
+                        let applied = Applied {
+                            agreed: vec![path.clone()],
+                            ..Applied::default()
+                        };
+                        self.settle(&change, applied, None).await;
+                        continue;
+                    }
                     let Some(client) = self.client.clone() else {
                         return;
                     };

@@ -14,10 +14,13 @@
 //! - `hub_changes`: hub-side changes (the two-way mirror): downloaded into
 //!   `.ganglion/incoming`, applied by [`ganglion_mirror::apply::Applier`] as
 //!   compare-and-swaps, recorded as agreed, acknowledged in order.
+//! - [`replica`]: the workspace's replica identity (marker and index) and
+//!   the guard that never turns an emptied workspace into a mass delete.
 //! - `upload`: the upload queue and the file reader (the RPC is in
 //!   `crate::link::upload`).
 
 mod hub_changes;
+pub mod replica;
 mod scan;
 pub(crate) mod upload;
 mod watcher;
@@ -105,12 +108,16 @@ pub enum Input {
 
 /// The session's view of the mirror worker.
 pub struct MirrorLink {
+    /// The workspace's replica identity, told to the hub in the hello.
+    pub replica: String,
     pub input: mpsc::UnboundedSender<Input>,
     pub notices: mpsc::UnboundedReceiver<ToHub>,
     pub stats: Arc<Mutex<MirrorStats>>,
 }
 
 pub(crate) struct MirrorWorker {
+    /// The replica identity; `halted` while the workspace must not sync.
+    identity: replica::Identity,
     opts: MirrorOptions,
     engine: SourceEngine,
     input: mpsc::UnboundedSender<Input>,
@@ -142,7 +149,13 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
             .await
             .map_err(index_err)?,
     );
-    let loaded = index.load(MIRROR).await.map_err(index_err)?;
+    let mut loaded = index.load(MIRROR).await.map_err(index_err)?;
+    let identity = replica::settle(&opts.workspace, &index, &mut loaded)
+        .await
+        .map_err(Error::Hub)?;
+    if let Some(reason) = &identity.halted {
+        tracing::error!(%reason, "the workspace mirror is halted");
+    }
     let hub = hub_changes::HubChanges::open(&opts, loaded.out_acked);
     let engine = SourceEngine::new(SourceState {
         entries: loaded.entries,
@@ -161,7 +174,9 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
+    let replica = identity.replica.clone();
     let worker = MirrorWorker {
+        identity,
         opts,
         engine,
         input: input.clone(),
@@ -178,6 +193,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
     workers.spawn("mirror", worker.run(rx));
     let _ = input.send(Input::Rescan);
     Ok(MirrorLink {
+        replica,
         input,
         notices,
         stats,

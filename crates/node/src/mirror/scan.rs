@@ -13,6 +13,9 @@ use super::{Input, MirrorWorker};
 
 impl MirrorWorker {
     pub(super) async fn full_scan(&mut self) {
+        if !self.workspace_present() {
+            return;
+        }
         let root = self.opts.workspace.clone();
         let prior: HashMap<RelPath, Entry> = self
             .engine
@@ -32,12 +35,23 @@ impl MirrorWorker {
             tracing::warn!(path = %s.path, reason = ?s.reason, "not mirrored");
         }
         let unstable = std::mem::take(&mut report.unstable);
+        if report.entries.is_empty() && self.engine.entries().next().is_some() {
+            // Everything gone at once: an unmounted disk, not a mass delete.
+            return self.halt(format!(
+                "the workspace {} is suddenly empty: not syncing, nothing is deleted \
+                 (an unmounted disk?); the node resumes once it is back",
+                self.opts.workspace.display()
+            ));
+        }
         self.feed(SourceEvent::Observed(Observation::Full(report.entries)))
             .await;
         self.rescan(&unstable);
     }
 
     pub(super) async fn partial_scan(&mut self, changed: BTreeSet<PathBuf>) {
+        if self.identity.halted.is_some() {
+            return;
+        }
         let Some(rels) = self.watched(changed) else {
             // The ignore rules changed: only a full scan applies them.
             return self.full_scan().await;
@@ -78,6 +92,9 @@ impl MirrorWorker {
             return self.full_scan().await;
         }
         self.count(&report, false);
+        if !removed.is_empty() && !self.workspace_present() {
+            return;
+        }
         let unstable = std::mem::take(&mut report.unstable);
         self.feed(SourceEvent::Observed(Observation::Partial {
             upserts: report.entries,
@@ -111,6 +128,47 @@ impl MirrorWorker {
             rels.push(rel);
         }
         Some(rels)
+    }
+
+    /// Whether the workspace is still the replica this node syncs: its
+    /// marker is there and names it. If not (the disk was unmounted, the
+    /// directory removed), the mirror halts instead of sending deletes; if
+    /// it was halted and the workspace is back, it resumes.
+    fn workspace_present(&mut self) -> bool {
+        let marker = super::replica::read_marker(&self.opts.workspace);
+        let known = self.engine.entries().next().is_some();
+        let present = marker.as_deref() == Some(self.identity.replica.as_str())
+            && !(known && super::replica::is_empty(&self.opts.workspace));
+        match (&self.identity.halted, present) {
+            (None, true) => true,
+            (Some(_), false) => false,
+            (None, false) => {
+                self.halt(format!(
+                    "the workspace {} lost its replica marker {} (unmounted disk? directory \
+                     removed?): not syncing, nothing is deleted; the node resumes once it is back",
+                    self.opts.workspace.display(),
+                    super::replica::MARKER
+                ));
+                false
+            }
+            (Some(_), true) => {
+                tracing::info!("the workspace is back: the mirror resumes");
+                self.identity.halted = None;
+                let _ = self.recorder.send(crate::recorder::Step::Report(
+                    crate::recorder::ToHub::Halted(String::new()),
+                ));
+                true
+            }
+        }
+    }
+
+    /// Stops syncing the workspace, says why (log, hub).
+    pub(super) fn halt(&mut self, reason: String) {
+        tracing::error!(%reason, "the workspace mirror is halted");
+        self.identity.halted = Some(reason.clone());
+        let _ = self.recorder.send(crate::recorder::Step::Report(
+            crate::recorder::ToHub::Halted(reason),
+        ));
     }
 
     /// Paths that changed while being read are looked at again.

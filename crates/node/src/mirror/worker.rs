@@ -64,6 +64,11 @@ impl MirrorWorker {
             } => {
                 self.client = Some(client);
                 self.hub.connected();
+                if let Some(reason) = self.identity.halted.clone() {
+                    let _ = self
+                        .recorder
+                        .send(Step::Report(crate::recorder::ToHub::Halted(reason)));
+                }
                 SourceEvent::Connected { hub_applied }
             }
             Input::HubChanges(changes) => {

@@ -39,6 +39,11 @@ impl NodeRuntime {
             instance: self.instance.clone(),
             mirror: self.mirror.is_some(),
             capabilities: Some(self.opts.capabilities.clone()),
+            mirror_replica: self
+                .mirror
+                .as_ref()
+                .map(|m| m.replica.clone())
+                .unwrap_or_default(),
         };
         let mut link = Link::open(&mut client, hello).await?;
         self.status.send_modify(|s| {

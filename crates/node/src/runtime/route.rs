@@ -127,6 +127,7 @@ fn mirror_messages(queued: Vec<ToHub>) -> Vec<MirrorToHub> {
                     ToHub::Unrecorded(n) => MirrorToHub::Unrecorded(n),
                     ToHub::Applied(seq) => MirrorToHub::Applied(seq),
                     ToHub::Conflict(c) => MirrorToHub::Conflict(c),
+                    ToHub::Halted(reason) => MirrorToHub::Halted(reason),
                     ToHub::Notice(_) => unreachable!("matched above"),
                 });
             }

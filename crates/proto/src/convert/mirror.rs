@@ -152,6 +152,7 @@ impl From<MirrorToHub> for ToHubKind {
                 ToHubKind::MirrorBacklog(v1::MirrorBacklog { unrecorded })
             }
             MirrorToHub::Applied(seq) => ToHubKind::MirrorApplied(v1::MirrorApplied { seq }),
+            MirrorToHub::Halted(reason) => ToHubKind::MirrorHalted(v1::MirrorHalted { reason }),
             MirrorToHub::Conflict(c) => ToHubKind::MirrorConflict(v1::MirrorConflict {
                 path: c.path.to_string(),
                 conflict_path: c.conflict_path.to_string(),

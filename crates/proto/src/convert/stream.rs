@@ -22,6 +22,8 @@ pub struct Hello {
     /// The node mirrors its workspace.
     pub mirror: bool,
     pub capabilities: Option<Capabilities>,
+    /// The node's workspace replica identity (empty: not told).
+    pub mirror_replica: String,
 }
 
 /// The hub's first message on a node's stream.
@@ -69,6 +71,7 @@ impl From<FromNode> for v1::NodeMessage {
                 instance: h.instance,
                 mirror: h.mirror,
                 capabilities: h.capabilities.as_ref().map(Into::into),
+                mirror_replica: h.mirror_replica,
             }),
             FromNode::Heartbeat { seq } => ToHubKind::Heartbeat(v1::Heartbeat { seq }),
             FromNode::Task(t) => t.into(),
@@ -113,6 +116,7 @@ pub fn from_node(m: v1::NodeMessage, rejected: &mut Vec<Invalid>) -> Result<From
         ToHubKind::Hello(h) => FromNode::Hello(Hello {
             instance: h.instance,
             mirror: h.mirror,
+            mirror_replica: h.mirror_replica,
             capabilities: h.capabilities.map(Into::into),
         }),
         ToHubKind::Heartbeat(hb) => FromNode::Heartbeat { seq: hb.seq },
@@ -125,6 +129,7 @@ pub fn from_node(m: v1::NodeMessage, rejected: &mut Vec<Invalid>) -> Result<From
         }
         ToHubKind::MirrorBacklog(b) => FromNode::Mirror(MirrorToHub::Unrecorded(b.unrecorded)),
         ToHubKind::MirrorApplied(a) => FromNode::Mirror(MirrorToHub::Applied(a.seq)),
+        ToHubKind::MirrorHalted(h) => FromNode::Mirror(MirrorToHub::Halted(h.reason)),
         ToHubKind::MirrorConflict(c) => FromNode::Mirror(MirrorToHub::Conflict(conflict(c)?)),
     })
 }

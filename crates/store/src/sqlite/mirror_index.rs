@@ -152,6 +152,7 @@ async fn load(pool: &SqlitePool, mirror: &str) -> Result<Loaded, Failure> {
     out.out_acked = two_way.out_acked;
     out.outbox = two_way.outbox;
     out.conflicts = two_way.conflicts;
+    out.replica = two_way.replica;
     Ok(out)
 }
 
@@ -162,7 +163,7 @@ async fn summary(pool: &SqlitePool, mirror: &str) -> Result<Summary, Failure> {
     .bind(mirror)
     .fetch_optional(pool)
     .await?;
-    let (to_node, conflicts) = two_way::counts(pool, mirror).await?;
+    let (to_node, conflicts, replica) = two_way::counts(pool, mirror).await?;
     Ok(row.map_or_else(Summary::default, |r| Summary {
         seq: r.get::<i64, _>(0) as u64,
         peer_seq: r.get::<i64, _>(1) as u64,
@@ -171,6 +172,7 @@ async fn summary(pool: &SqlitePool, mirror: &str) -> Result<Summary, Failure> {
         synced_at: r.get::<Option<i64>, _>(4).map(Timestamp::from_millis),
         to_node,
         conflicts,
+        replica,
     }))
 }
 

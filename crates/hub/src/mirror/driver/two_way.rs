@@ -149,6 +149,55 @@ impl Driver {
         }
     }
 
+    /// The node connected with another workspace replica than the one the
+    /// ancestor was agreed with: the whole mirror is offered back (see
+    /// `SinkEngine::plan_restore`), and the new replica recorded with it.
+    pub(super) async fn replica_changed(&mut self, replica: String) {
+        let State::Ready(engine) = &mut self.state else {
+            return;
+        };
+        let plan = engine.plan_restore();
+        let offered = plan.changes.len();
+        let batch = Batch {
+            outbox: plan.changes.clone(),
+            outbox_drop: plan.superseded.clone(),
+            out_seq: Some(plan.out_seq),
+            replica: Some(replica.clone()),
+            ..Batch::default()
+        };
+        if let Err(e) = self.receiver.index().apply(&self.node, &batch).await {
+            tracing::error!(error = %e, "cannot record the node's new replica; next connection tries again");
+            return;
+        }
+        let State::Ready(engine) = &mut self.state else {
+            return;
+        };
+        engine.hub_committed(plan);
+        if self.peer_replica.is_some() || offered > 0 {
+            tracing::warn!(
+                from = self.peer_replica.as_deref().unwrap_or("(none)"),
+                to = %replica,
+                offered,
+                "the node's workspace is another replica (index lost, another disk, a restore): \
+                 its mirror is offered back; differences become conflicts, nothing is deleted"
+            );
+        }
+        self.peer_replica = Some(replica);
+        self.send_changes().await;
+    }
+
+    /// Records the node's replica (a first connection to an empty mirror).
+    pub(super) async fn record_replica(&mut self, replica: String) {
+        let batch = Batch {
+            replica: Some(replica.clone()),
+            ..Batch::default()
+        };
+        match self.receiver.index().apply(&self.node, &batch).await {
+            Ok(()) => self.peer_replica = Some(replica),
+            Err(e) => tracing::error!(error = %e, "cannot record the node's replica"),
+        }
+    }
+
     /// Sends the queued changes the node's current stream has not had.
     pub(super) async fn send_changes(&mut self) {
         if !self.connected {

@@ -341,6 +341,37 @@ impl SinkEngine {
         Ok(plan)
     }
 
+    /// The node's replica is not the one the ancestor was agreed with (its
+    /// index was lost, another disk is mounted, a backup restored): the hub
+    /// offers every file of its mirror as a put based on nothing. The node
+    /// takes what it lacks, finds what it has, and keeps both versions of
+    /// what differs: differences become conflicts, nothing is deleted.
+    /// Queued changes for the old replica are replaced.
+    pub fn plan_restore(&self) -> HubPlan {
+        let mut plan = HubPlan {
+            ops: Vec::new(),
+            changes: Vec::new(),
+            superseded: self.two_way.outbox.keys().copied().collect(),
+            out_seq: self.two_way.out_seq,
+        };
+        for e in self.entries.values() {
+            if let (EntryKind::File, Some(hash)) = (e.kind, e.hash) {
+                plan.out_seq += 1;
+                plan.changes.push(HubChange {
+                    seq: plan.out_seq,
+                    op: HubOp::Put {
+                        path: e.path.clone(),
+                        hash,
+                        size: e.size,
+                        executable: e.is_executable(),
+                    },
+                    base: Base::Absent,
+                });
+            }
+        }
+        plan
+    }
+
     /// Adds a change to the plan: numbered, based on what the node was last
     /// known to hold at its path (the base of a queued change it replaces,
     /// else the mirror's entry), replacing queued changes at that path.

@@ -71,6 +71,13 @@ pub(super) async fn apply(
             .execute(&mut **tx)
             .await?;
     }
+    if let Some(r) = &batch.replica {
+        sqlx::query("UPDATE mirror_meta SET replica = ? WHERE mirror_id = ?")
+            .bind(r)
+            .bind(mirror)
+            .execute(&mut **tx)
+            .await?;
+    }
     for c in &batch.conflicts {
         sqlx::query(
             "INSERT OR REPLACE INTO mirror_conflicts (mirror_id, conflict_path, path, origin, \
@@ -99,17 +106,23 @@ pub(super) async fn apply(
 pub(super) struct TwoWay {
     pub out_seq: u64,
     pub out_acked: u64,
+    pub replica: Option<String>,
     pub outbox: Vec<HubChange>,
     pub conflicts: Vec<Conflict>,
 }
 
 pub(super) async fn load(pool: &SqlitePool, mirror: &str) -> Result<TwoWay, Failure> {
-    let meta = sqlx::query("SELECT out_seq, out_acked FROM mirror_meta WHERE mirror_id = ?")
-        .bind(mirror)
-        .fetch_optional(pool)
-        .await?;
-    let (out_seq, out_acked) = meta.map_or((0, 0), |r| {
-        (r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64)
+    let meta =
+        sqlx::query("SELECT out_seq, out_acked, replica FROM mirror_meta WHERE mirror_id = ?")
+            .bind(mirror)
+            .fetch_optional(pool)
+            .await?;
+    let (out_seq, out_acked, replica) = meta.map_or((0, 0, None), |r| {
+        (
+            r.get::<i64, _>(0) as u64,
+            r.get::<i64, _>(1) as u64,
+            r.get::<Option<String>, _>(2),
+        )
     });
     let rows = sqlx::query("SELECT * FROM mirror_outbox WHERE mirror_id = ? ORDER BY seq")
         .bind(mirror)
@@ -131,21 +144,30 @@ pub(super) async fn load(pool: &SqlitePool, mirror: &str) -> Result<TwoWay, Fail
     Ok(TwoWay {
         out_seq,
         out_acked,
+        replica,
         outbox,
         conflicts,
     })
 }
 
 /// Counts for the summary: queued changes and open conflicts.
-pub(super) async fn counts(pool: &SqlitePool, mirror: &str) -> Result<(u64, u64), Failure> {
+pub(super) async fn counts(
+    pool: &SqlitePool,
+    mirror: &str,
+) -> Result<(u64, u64, Option<String>), Failure> {
     let r = sqlx::query(
         "SELECT (SELECT count(*) FROM mirror_outbox WHERE mirror_id = ?1), \
-                (SELECT count(*) FROM mirror_conflicts WHERE mirror_id = ?1)",
+                (SELECT count(*) FROM mirror_conflicts WHERE mirror_id = ?1), \
+                (SELECT replica FROM mirror_meta WHERE mirror_id = ?1)",
     )
     .bind(mirror)
     .fetch_one(pool)
     .await?;
-    Ok((r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
+    Ok((
+        r.get::<i64, _>(0) as u64,
+        r.get::<i64, _>(1) as u64,
+        r.get::<Option<String>, _>(2),
+    ))
 }
 
 pub(super) async fn drop_mirror(
