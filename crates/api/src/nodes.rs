@@ -98,6 +98,7 @@ mod tests {
             policy_detail: Policy::strict(),
             revoked: false,
             duplicate: None,
+            mirror_halted: None,
         }
     }
 

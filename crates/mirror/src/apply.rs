@@ -58,8 +58,11 @@ pub struct Applier {
     origin: String,
     /// Fault injection for tests: runs right before a swap (a local write
     /// racing the apply).
-    before_swap: Option<Box<dyn Fn(&RelPath) + Send + Sync>>,
+    before_swap: Option<SwapHook>,
 }
+
+/// See [`Applier::with_before_swap`].
+type SwapHook = Box<dyn Fn(&RelPath) + Send + Sync>;
 
 impl std::fmt::Debug for Applier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

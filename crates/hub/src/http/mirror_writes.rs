@@ -16,6 +16,7 @@ use super::body::JsonBody;
 use crate::Error;
 use crate::hub::HubCore;
 use crate::mirror::driver::{Keep, WriteDone};
+use crate::mirror::writes::Put;
 
 type Core = State<Arc<HubCore>>;
 
@@ -54,10 +55,13 @@ pub async fn put(
     let p = path(&q.path)?;
     let cond = if_hash(q.if_hash.as_deref())?;
     let exec = q.executable.unwrap_or(false);
-    let done = core
-        .mirrors
-        .put(n.name.as_str(), &n.id, p, body, exec, cond)
-        .await?;
+    let put = Put {
+        path: p,
+        data: body,
+        executable: exec,
+        if_hash: cond,
+    };
+    let done = core.mirrors.put(n.name.as_str(), &n.id, put).await?;
     Ok(result(done))
 }
 

@@ -128,7 +128,7 @@ enum State {
     /// load once an event needs them (a change from the node, typically);
     /// such events wait in `held`, in order, until they are in.
     Summary {
-        summary: Summary,
+        summary: Box<Summary>,
         immutable: ImmutablePaths,
         held: Vec<SinkEvent>,
     },
@@ -195,7 +195,7 @@ impl Driver {
             node,
             node_id,
             state: State::Summary {
-                summary: start.summary,
+                summary: Box::new(start.summary),
                 immutable: start.immutable,
                 held: Vec::new(),
             },

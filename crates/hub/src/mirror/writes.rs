@@ -56,6 +56,15 @@ impl From<ResolveError> for Error {
     }
 }
 
+/// A `mirror put`: the content, where, and its condition.
+pub struct Put {
+    pub path: RelPath,
+    pub data: bytes::Bytes,
+    pub executable: bool,
+    /// Write only if the mirror's current hash of `path` is this.
+    pub if_hash: Option<ContentHash>,
+}
+
 impl Mirrors {
     /// A hub-side write, conditional on the path's current hash if given.
     pub async fn write(
@@ -79,16 +88,14 @@ impl Mirrors {
         Ok(rx.await.map_err(|_| stopped())??)
     }
 
-    /// Writes `data` at `path` (stdin or a file of `mirror put`).
-    pub async fn put(
-        &self,
-        node: &str,
-        node_id: &NodeId,
-        path: RelPath,
-        data: bytes::Bytes,
-        executable: bool,
-        if_hash: Option<ContentHash>,
-    ) -> Result<WriteDone, Error> {
+    /// Writes content at a path (stdin or a file of `mirror put`).
+    pub async fn put(&self, node: &str, node_id: &NodeId, put: Put) -> Result<WriteDone, Error> {
+        let Put {
+            path,
+            data,
+            executable,
+            if_hash,
+        } = put;
         if data.len() > MAX_PUT_BYTES {
             return Err(Error::InvalidArgument(format!(
                 "content of {} bytes is over the limit of {MAX_PUT_BYTES} bytes for a put",

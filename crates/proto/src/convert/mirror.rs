@@ -269,65 +269,6 @@ pub fn upload_failures(r: v1::UploadResult) -> Vec<((String, String), TransferFa
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hostile_mirror_request_never_reaches_the_mirror() {
-        let h = ContentHash::of(b"x").to_string();
-        let need_of = |path: &str| v1::MirrorNeed {
-            path: path.into(),
-            hash: h.clone(),
-        };
-        assert!(need(&need_of("src/a.rs")).is_ok());
-        let too_deep = vec!["d"; ganglion_core::relpath::MAX_DEPTH + 1].join("/");
-        let too_long = vec!["x".repeat(200); 21].join("/");
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "",
-            "a//b",
-            "a\\..\\x",
-            too_deep.as_str(),
-            too_long.as_str(),
-        ] {
-            assert!(need(&need_of(bad)).is_err(), "{bad:?}");
-        }
-        let bad_hash = v1::MirrorNeed {
-            path: "a".into(),
-            hash: "md5:00".into(),
-        };
-        assert!(need(&bad_hash).is_err());
-    }
-
-    #[test]
-    fn a_notice_round_trips() {
-        let e = Entry {
-            path: RelPath::parse("a/b").unwrap(),
-            kind: EntryKind::File,
-            size: 1,
-            mtime_ns: 2,
-            mode: 0o644,
-            inode: 0,
-            dev: 0,
-            symlink_target: None,
-            hash: Some(ContentHash::of(b"x")),
-            seq: 7,
-            version: Version {
-                origin: Replica::Node,
-                seq: 7,
-            },
-        };
-        let n = Notice::Rename {
-            from: RelPath::parse("c").unwrap(),
-            entry: e,
-        };
-        assert_eq!(notice(v1::MirrorNotice::from(&n)).unwrap(), n);
-    }
-}
-
 impl From<&HubChange> for v1::MirrorChange {
     fn from(c: &HubChange) -> Self {
         let mut m = v1::MirrorChange {
@@ -398,4 +339,137 @@ pub fn conflict(c: v1::MirrorConflict) -> Result<Conflict, Invalid> {
         origin: c.origin,
         detected_at: ganglion_core::Timestamp::from_millis(c.detected_at_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_mirror_request_never_reaches_the_mirror() {
+        let h = ContentHash::of(b"x").to_string();
+        let need_of = |path: &str| v1::MirrorNeed {
+            path: path.into(),
+            hash: h.clone(),
+        };
+        assert!(need(&need_of("src/a.rs")).is_ok());
+        let too_deep = vec!["d"; ganglion_core::relpath::MAX_DEPTH + 1].join("/");
+        let too_long = vec!["x".repeat(200); 21].join("/");
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "a\\..\\x",
+            too_deep.as_str(),
+            too_long.as_str(),
+        ] {
+            assert!(need(&need_of(bad)).is_err(), "{bad:?}");
+        }
+        let bad_hash = v1::MirrorNeed {
+            path: "a".into(),
+            hash: "md5:00".into(),
+        };
+        assert!(need(&bad_hash).is_err());
+    }
+
+    #[test]
+    fn a_notice_round_trips() {
+        let e = Entry {
+            path: RelPath::parse("a/b").unwrap(),
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 2,
+            mode: 0o644,
+            inode: 0,
+            dev: 0,
+            symlink_target: None,
+            hash: Some(ContentHash::of(b"x")),
+            seq: 7,
+            version: Version {
+                origin: Replica::Node,
+                seq: 7,
+            },
+        };
+        let n = Notice::Rename {
+            from: RelPath::parse("c").unwrap(),
+            entry: e,
+        };
+        assert_eq!(notice(v1::MirrorNotice::from(&n)).unwrap(), n);
+    }
+
+    #[test]
+    fn hub_changes_round_trip_and_hostile_ones_are_refused() {
+        let p = |s: &str| RelPath::parse(s).unwrap();
+        for c in [
+            HubChange {
+                seq: 1,
+                op: HubOp::Put {
+                    path: p("a/b.txt"),
+                    hash: ContentHash::of(b"x"),
+                    size: 1,
+                    executable: true,
+                },
+                base: Base::File(ContentHash::of(b"old")),
+            },
+            HubChange {
+                seq: 2,
+                op: HubOp::Delete { path: p("d") },
+                base: Base::Dir,
+            },
+            HubChange {
+                seq: 3,
+                op: HubOp::Move {
+                    from: p("l"),
+                    to: p("m"),
+                },
+                base: Base::Symlink("t".into()),
+            },
+        ] {
+            assert_eq!(change(v1::MirrorChange::from(&c)).unwrap(), c);
+        }
+        let good = v1::MirrorChange::from(&HubChange {
+            seq: 4,
+            op: HubOp::Delete { path: p("x") },
+            base: Base::Absent,
+        });
+        for bad in [
+            v1::MirrorChange {
+                path: "../etc/passwd".into(),
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                path: "/etc/passwd".into(),
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                op: "chmod".into(),
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                op: "move".into(),
+                to: "../out".into(),
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                op: "put".into(),
+                hash: "md5:00".into(),
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                base: None,
+                ..good.clone()
+            },
+            v1::MirrorChange {
+                base: Some(v1::MirrorBase {
+                    kind: "file".into(),
+                    value: String::new(),
+                }),
+                ..good.clone()
+            },
+        ] {
+            assert!(change(bad.clone()).is_err(), "{bad:?} accepted");
+        }
+    }
 }

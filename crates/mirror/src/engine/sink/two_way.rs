@@ -265,7 +265,7 @@ impl SinkEngine {
                     return Err(WriteRefusal::IsADirectory { path: path.clone() });
                 }
                 self.refuse_moves_at(path)?;
-                let entry = self.hub_entry(path, *hash, *size, *executable, plan.out_seq + 1, now);
+                let entry = hub_entry(path, (*hash, *size, *executable), plan.out_seq + 1, now);
                 plan.ops.push(Op::Write {
                     entry,
                     content: Content::Staged,
@@ -442,33 +442,6 @@ impl SinkEngine {
         Ok(())
     }
 
-    fn hub_entry(
-        &self,
-        path: &RelPath,
-        hash: ContentHash,
-        size: u64,
-        executable: bool,
-        out_seq: u64,
-        now: Timestamp,
-    ) -> Entry {
-        Entry {
-            path: path.clone(),
-            kind: EntryKind::File,
-            size,
-            mtime_ns: now.millis().saturating_mul(1_000_000),
-            mode: if executable { 0o755 } else { 0o644 },
-            inode: 0,
-            dev: 0,
-            symlink_target: None,
-            hash: Some(hash),
-            seq: 0,
-            version: Version {
-                origin: Replica::Hub,
-                seq: out_seq,
-            },
-        }
-    }
-
     /// Node changes in progress at or below the paths a hub-side write
     /// replaces give way to it: their slots go (staged content discarded).
     /// The node keeps its version as a conflict copy when the write reaches
@@ -537,5 +510,30 @@ impl SinkEngine {
             self.two_way.outbox.insert(c.seq, c);
         }
         self.two_way.out_seq = plan.out_seq;
+    }
+}
+
+/// The entry of a file the hub writes: `(hash, size, executable)`.
+fn hub_entry(
+    path: &RelPath,
+    (hash, size, executable): (ContentHash, u64, bool),
+    out_seq: u64,
+    now: Timestamp,
+) -> Entry {
+    Entry {
+        path: path.clone(),
+        kind: EntryKind::File,
+        size,
+        mtime_ns: now.millis().saturating_mul(1_000_000),
+        mode: if executable { 0o755 } else { 0o644 },
+        inode: 0,
+        dev: 0,
+        symlink_target: None,
+        hash: Some(hash),
+        seq: 0,
+        version: Version {
+            origin: Replica::Hub,
+            seq: out_seq,
+        },
     }
 }
