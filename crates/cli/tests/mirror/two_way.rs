@@ -327,3 +327,36 @@ fn an_emptied_workspace_halts_instead_of_deleting_and_node_restore_brings_it_bac
         serde_json::json!([])
     );
 }
+
+#[test]
+fn an_immutable_path_gets_the_hubs_version_back_and_the_edit_is_kept_aside() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "policy/rules.txt", b"hub-owned v1\n");
+    write(&ws, "free.txt", b"free\n");
+    let (hub, _node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 2, READY);
+    hub.ok(&["mirror", "immutable", "n1", "add", "policy/rules.txt"]);
+
+    // The node edits the hub-owned file: the hub's version comes back, the
+    // edit is kept as a conflict copy (not immutable: it reaches the hub).
+    write(&ws, "policy/rules.txt", b"the node's edit\n");
+    wait_file(&ws, "policy/rules.txt", b"hub-owned v1\n");
+    wait_converged(&hub, "n1", &ws);
+    let copies: Vec<String> = workspace_view(&ws)
+        .into_keys()
+        .filter(|k| k.contains(".sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(ws.join(&copies[0])).unwrap(),
+        b"the node's edit\n"
+    );
+    let conflicts = hub.json(&["mirror", "conflicts", "n1"]);
+    assert_eq!(conflicts[0]["path"], "policy/rules.txt", "{conflicts}");
+
+    // Deleted on the node: restored.
+    std::fs::remove_file(ws.join("policy/rules.txt")).unwrap();
+    wait_file(&ws, "policy/rules.txt", b"hub-owned v1\n");
+    wait_converged(&hub, "n1", &ws);
+}

@@ -476,6 +476,7 @@ impl Driver {
     async fn settle(&mut self) {
         self.send_needs().await;
         self.maybe_commit();
+        self.reassert_immutable().await;
     }
 
     /// Sends the queued needs, at most [`NEEDS_PER_MESSAGE`] to a message

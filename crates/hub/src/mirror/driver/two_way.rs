@@ -186,6 +186,40 @@ impl Driver {
         self.send_changes().await;
     }
 
+    /// Immutable paths the node changed get the hub's version back (the
+    /// node keeps its edit as a conflict copy): queued like any hub-side
+    /// change. Only the outbox is written: the mirror holds that version.
+    pub(super) async fn reassert_immutable(&mut self) {
+        let State::Ready(engine) = &mut self.state else {
+            return;
+        };
+        let paths = engine.take_reasserts();
+        if paths.is_empty() {
+            return;
+        }
+        let Some(plan) = engine.plan_reassert(&paths) else {
+            return;
+        };
+        let batch = Batch {
+            outbox: plan.changes.clone(),
+            outbox_drop: plan.superseded.clone(),
+            out_seq: Some(plan.out_seq),
+            ..Batch::default()
+        };
+        if let Err(e) = self.receiver.index().apply(&self.node, &batch).await {
+            tracing::error!(error = %e, "cannot queue the hub's version of immutable paths");
+            return;
+        }
+        tracing::info!(
+            paths = plan.changes.len(),
+            "the hub's version of immutable paths goes back to the node"
+        );
+        if let State::Ready(engine) = &mut self.state {
+            engine.hub_committed(plan);
+        }
+        self.send_changes().await;
+    }
+
     /// Records the node's replica (a first connection to an empty mirror).
     pub(super) async fn record_replica(&mut self, replica: String) {
         let batch = Batch {

@@ -316,6 +316,7 @@ impl SinkEngine {
 
     fn refuse(&mut self, path: &RelPath, when: &'static str) {
         self.refused += 1;
+        self.two_way.reassert(path);
         warn!(%path, when, version = self.immutable.version(), "change under an immutable path refused");
     }
 

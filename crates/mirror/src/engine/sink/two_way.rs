@@ -86,6 +86,17 @@ pub(super) struct TwoWay {
     pub conflicts: BTreeMap<RelPath, Conflict>,
     /// Node notices not applied because they met a hub-side change.
     pub skipped: u64,
+    /// Immutable paths the node changed (refused): the hub's version goes
+    /// back to the node.
+    pub reassert: Vec<RelPath>,
+}
+
+impl TwoWay {
+    pub(super) fn reassert(&mut self, path: &RelPath) {
+        if !self.reassert.contains(path) {
+            self.reassert.push(path.clone());
+        }
+    }
 }
 
 impl SinkEngine {
@@ -370,6 +381,57 @@ impl SinkEngine {
             }
         }
         plan
+    }
+
+    /// Paths under immutable patterns the node changed since the last call.
+    pub fn take_reasserts(&mut self) -> Vec<RelPath> {
+        std::mem::take(&mut self.two_way.reassert)
+    }
+
+    /// The hub's version of immutable paths the node changed goes back to
+    /// the node: a put of every file the mirror holds at or below them,
+    /// based on nothing, so the node keeps its own edit as a conflict copy
+    /// and restores what it deleted. `None` when the mirror holds nothing there.
+    pub fn plan_reassert(&self, paths: &[RelPath]) -> Option<HubPlan> {
+        let mut plan = HubPlan {
+            ops: Vec::new(),
+            changes: Vec::new(),
+            superseded: Vec::new(),
+            out_seq: self.two_way.out_seq,
+        };
+        for path in paths {
+            let files = self
+                .entries
+                .range(path.clone()..)
+                .take_while(|(p, _)| p.as_str().starts_with(path.as_str()))
+                .filter(|(p, _)| p.starts_with(path))
+                .map(|(_, e)| e);
+            for e in files {
+                let (EntryKind::File, Some(hash)) = (e.kind, e.hash) else {
+                    continue;
+                };
+                if plan.changes.iter().any(|c| c.op.path() == &e.path) {
+                    continue;
+                }
+                for (seq, c) in &self.two_way.outbox {
+                    if c.op.path() == &e.path && !matches!(c.op, HubOp::Move { .. }) {
+                        plan.superseded.push(*seq);
+                    }
+                }
+                plan.out_seq += 1;
+                plan.changes.push(HubChange {
+                    seq: plan.out_seq,
+                    op: HubOp::Put {
+                        path: e.path.clone(),
+                        hash,
+                        size: e.size,
+                        executable: e.is_executable(),
+                    },
+                    base: Base::Absent,
+                });
+            }
+        }
+        (!plan.changes.is_empty()).then_some(plan)
     }
 
     /// Adds a change to the plan: numbered, based on what the node was last
