@@ -11,9 +11,10 @@
 #   W.hub_rehashed_bytes ganglion_mirror_hashed_bytes_total of the restarted hub (must be 0)
 #   W.node_rescan_hashed files the restarted node hashed (debug log `workspace scanned … hashed=N`)
 #   W.node_restart_uploaded  bytes the hub hashed because of the node restart (must be 0)
-# and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10.
+# and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10;
+#   put_visible / put_visible_p99: `ganglion mirror put` of a new file → in the node's workspace (PUTS, default 50).
 # Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
-# Env: RUNS (default 3), EDITS (default 10), GANGLION_BIN; INITIAL_ONLY=1 measures only the
+# Env: RUNS (default 3), EDITS (default 10), PUTS (default 50), VISIBLE_ONLY=1, GANGLION_BIN; INITIAL_ONLY=1 measures only the
 # initial syncs (no restarts, rehash or edits: quicker iterations); RESTART_ONLY=1 (for iterating on the
 # hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
 # Sync is awaited with `ganglion mirror wait` (WAIT_POLL=1: a status poll every 20 ms).
@@ -99,6 +100,8 @@ node_online() {
 }
 
 WORKLOADS=("$@"); [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(small big)
+# VISIBLE_ONLY=1: only the edit_visible and put_visible figures.
+[ "${VISIBLE_ONLY:-0}" = 1 ] && WORKLOADS=()
 for W in "${WORKLOADS[@]}"; do
   need_workload "$W"
   SRC=$WORK/$W; N=$(find "$SRC" -type f | wc -l)
@@ -180,4 +183,17 @@ for i in $(seq "$EDITS"); do
   t1=$(now); ed+=("$(awk -v a="$t1" -v b="$t0" 'BEGIN{printf "%.1f", (a-b)*1000}')")
 done
 emit_stats "edit_visible" ms "${ed[@]}"
+# Hub-side write → visible in the node's workspace (the two-way mirror): a
+# `ganglion mirror put` of a new small file (CLI process, HTTP, staging and
+# commit at the hub, control message, download, swap-in at the node) until
+# the workspace holds it. p50 and p99 of PUTS (default 50).
+pv=(); mkdir -p "$S/put-src"
+for i in $(seq "${PUTS:-50}"); do
+  printf 'put %s\n' "$i" >"$S/put-src/f$i.txt"
+  t0=$(now); g mirror put n1 "bench-put/f$i.txt" --file "$S/put-src/f$i.txt" --data-dir "$E/hub" >/dev/null
+  until cmp -s "$S/put-src/f$i.txt" "$E/ws/bench-put/f$i.txt" 2>/dev/null; do sleep 0.001; done
+  t1=$(now); pv+=("$(awk -v a="$t1" -v b="$t0" 'BEGIN{printf "%.1f", (a-b)*1000}')")
+done
+emit_stats "put_visible" ms "${pv[@]}"
+emit "put_visible_p99" "$(printf '%s\n' "${pv[@]}" | sort -n | awk '{v[NR]=$1} END{i=int(NR*0.99+0.999); if(i<1)i=1; print v[i]}')" ms "n=${#pv[@]} (nearest rank)"
 stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$E")"

@@ -117,6 +117,7 @@ pub struct ImmutableChange {
 
 /// `PUT|DELETE …/file` parameters: the path, and the write's condition.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WriteQuery {
     pub path: String,
     /// Write only if the mirror's current hash of `path` is this (`algo:hex`).
@@ -129,6 +130,7 @@ pub struct WriteQuery {
 
 /// `POST …/move`.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MoveRequest {
     pub from: String,
     pub to: String,
@@ -169,6 +171,7 @@ pub enum KeepSide {
 /// `POST …/resolve`: `path` is the conflict copy's path, or the path in
 /// conflict if it has only one.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     pub path: String,
     pub keep: KeepSide,

@@ -360,3 +360,130 @@ fn an_immutable_path_gets_the_hubs_version_back_and_the_edit_is_kept_aside() {
     wait_file(&ws, "policy/rules.txt", b"hub-owned v1\n");
     wait_converged(&hub, "n1", &ws);
 }
+
+#[test]
+fn bad_hub_side_writes_over_http_are_refused_and_change_nothing() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "a.txt", b"a\n");
+    let (hub, _node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 1, READY);
+    let auth = format!("Bearer {}", hub.admin_token());
+    let addr = hub.endpoints.http.clone();
+    let req = |method: &str, path: &str, body: &str| http(&addr, method, path, Some(&auth), body);
+    let stale = hash_of(b"stale\n");
+    for (method, path, body, want) in [
+        (
+            "PUT",
+            format!("/api/v1/mirrors/n1/file?path=a.txt&if_hash={stale}"),
+            "x",
+            409,
+        ),
+        (
+            "PUT",
+            "/api/v1/mirrors/n1/file?path=a.txt&if_hash=md5:00".into(),
+            "x",
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/mirrors/n1/file?path=..%2Fout.txt".into(),
+            "x",
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/mirrors/n1/file?path=%2Fetc%2Fpasswd".into(),
+            "x",
+            400,
+        ),
+        (
+            "PUT",
+            "/api/v1/mirrors/n1/file?path=a.txt%2Funder".into(),
+            "x",
+            400,
+        ),
+        ("PUT", "/api/v1/mirrors/nobody/file?path=x".into(), "x", 404),
+        ("PUT", "/api/v1/mirrors/n1/file".into(), "x", 400),
+        (
+            "DELETE",
+            "/api/v1/mirrors/n1/file?path=missing.txt".into(),
+            "",
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/mirrors/n1/file?path=a.txt&if_hash={stale}"),
+            "",
+            409,
+        ),
+        (
+            "POST",
+            "/api/v1/mirrors/n1/move".into(),
+            r#"{"from":"a.txt","to":"a.txt/b"}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/mirrors/n1/move".into(),
+            r#"{"from":"nope","to":"b"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/mirrors/n1/move".into(),
+            r#"{"from":"a.txt"}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/mirrors/n1/resolve".into(),
+            r#"{"path":"a.txt","keep":"current"}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/mirrors/n1/resolve".into(),
+            r#"{"path":"a.txt","keep":"both"}"#,
+            400,
+        ),
+    ] {
+        let (code, out) = req(method, &path, body);
+        assert_eq!(code, want, "{method} {path} {body}: {out}");
+        assert!(
+            out.contains("error"),
+            "{method} {path}: a clear error: {out}"
+        );
+    }
+    let (code, _) = http(
+        &addr,
+        "PUT",
+        "/api/v1/mirrors/n1/file?path=x.txt",
+        None,
+        "x",
+    );
+    assert_eq!(code, 401);
+    // Too large: 413, nothing staged or written.
+    let big = s.path("big.bin");
+    std::fs::write(&big, vec![0u8; (64 << 20) + 1]).unwrap();
+    let o = hub.cli(&[
+        "mirror",
+        "put",
+        "n1",
+        "big.bin",
+        "--file",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
+    // Nothing of it anywhere: the workspace, the mirror, the queue.
+    let st = status(&hub, "n1");
+    assert_eq!(
+        (st["to_node"].as_u64(), st["files"].as_u64()),
+        (Some(0), Some(1)),
+        "{st}"
+    );
+    assert_eq!(std::fs::read(ws.join("a.txt")).unwrap(), b"a\n");
+    assert_eq!(staged_files(&hub.dir.join("staging").join("n1")), 0);
+    wait_converged(&hub, "n1", &ws);
+}

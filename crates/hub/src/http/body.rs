@@ -3,6 +3,7 @@
 //! or not JSON) is a 400 whose error names the field, in the API's error
 //! shape. Request types refuse unknown fields (`deny_unknown_fields`), so a
 //! misspelt option is an error instead of being silently ignored.
+//! [`QueryParams`] does the same for query strings.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -26,6 +27,34 @@ where
             Err(JsonRejection::JsonDataError(e)) => Err(invalid(&e)),
             Err(JsonRejection::JsonSyntaxError(e)) => Err(invalid(&e)),
             Err(other) => Err(other.into_response()),
+        }
+    }
+}
+
+/// Query parameters, like `axum::extract::Query`, with a bad or missing
+/// parameter a 400 in the API's error shape.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(e) => {
+                let mut cause: &(dyn std::error::Error + 'static) = &e;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                Err(Error::InvalidArgument(format!("query: {cause}")).into_response())
+            }
         }
     }
 }

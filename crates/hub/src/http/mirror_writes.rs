@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use ganglion_api::{ConflictInfo, KeepSide, MoveRequest, ResolveRequest, WriteQuery, WriteResult};
 use ganglion_core::RelPath;
 use ganglion_mirror::ContentHash;
 use ganglion_mirror::engine::HubWrite;
 
-use super::body::JsonBody;
+use super::body::{JsonBody, QueryParams};
 use crate::Error;
 use crate::hub::HubCore;
 use crate::mirror::driver::{Keep, WriteDone};
@@ -48,7 +48,7 @@ fn result(d: WriteDone) -> Json<WriteResult> {
 pub async fn put(
     State(core): Core,
     Path(name): Path<String>,
-    Query(q): Query<WriteQuery>,
+    QueryParams(q): QueryParams<WriteQuery>,
     body: Bytes,
 ) -> Result<Json<WriteResult>, Error> {
     let n = node(&core, &name).await?;
@@ -68,7 +68,7 @@ pub async fn put(
 pub async fn rm(
     State(core): Core,
     Path(name): Path<String>,
-    Query(q): Query<WriteQuery>,
+    QueryParams(q): QueryParams<WriteQuery>,
 ) -> Result<Json<WriteResult>, Error> {
     let n = node(&core, &name).await?;
     let write = HubWrite::Delete {
