@@ -599,3 +599,6 @@ fn hub_entry(
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
