@@ -99,35 +99,55 @@ node_online() {
   g nodes ls --json --data-dir "$1" 2>/dev/null | jq -e '.[] | select(.name=="n1") | .status=="online"' >/dev/null
 }
 
+# fresh MP: a brand-new filesystem mounted at MP (printed); unfresh MP: gone.
+fresh() { bash /work/shared/bench/freshfs.sh "$1" "${FRESH_SIZE:-8G}" >/dev/null; echo "$1"; }
+unfresh() { bash /work/shared/bench/freshfs.sh --umount "$1"; }
+# clear_run R: removes a run's data (a fresh filesystem, or a directory).
+clear_run() { if mountpoint -q "$1"; then unfresh "$1"; else eval "$(trash_cmd "$1")"; fi; }
+# rss_mib PID: resident set in MiB (one decimal).
+rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
 WORKLOADS=("$@"); [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(small big)
 # VISIBLE_ONLY=1: only the edit_visible and put_visible figures.
 [ "${VISIBLE_ONLY:-0}" = 1 ] && WORKLOADS=()
 for W in "${WORKLOADS[@]}"; do
   need_workload "$W"
-  SRC=$WORK/$W; N=$(find "$SRC" -type f | wc -l)
+  # The node keeps its replica marker in the workspace's .ganglion (never mirrored).
+  SRC=$WORK/$W; N=$(find "$SRC" -path "$SRC/.ganglion" -prune -o -type f -print | wc -l)
   note "$W: $N files"
   mi=(); rs=()
   for i in $(seq "$([ -n "$RESTART_ONLY" ] && echo 1 || echo "$RUNS")"); do
     # rsync -a, local to local
+    # With FRESHFS=1 (default) each side writes into a brand-new filesystem
+    # (../shared/bench/freshfs.sh) and its time includes a `sync` of it:
+    # neither pays for the shared /tmp's slow file creation after deletes.
     if [ -n "$RESTART_ONLY" ]; then rs+=(0); else
-    settle_trash; D=$S/$W-rsync; eval "$(trash_cmd "$D")"; sync; eval "$(warm_cmd "$SRC")"
-    t0=$(now); rsync -a "$SRC/" "$D/"; t1=$(now); rs+=("$(fsub "$t1" "$t0")")
-    eval "$(trash_cmd "$D")"; fi
+    if [ "${FRESHFS:-1}" = 1 ]; then D=$(fresh "$S/fresh-rsync")/out; else
+      settle_trash; D=$S/$W-rsync; eval "$(trash_cmd "$D")"; fi
+    sync; eval "$(warm_cmd "$SRC")"
+    t0=$(now); rsync -a "$SRC/" "$D/"; sync -f "$D"; t1=$(now); rs+=("$(fsub "$t1" "$t0")")
+    if [ "${FRESHFS:-1}" = 1 ]; then unfresh "$S/fresh-rsync"; else eval "$(trash_cmd "$D")"; fi; fi
     # ganglion: fresh hub, node joins with the workload as its workspace
-    settle_trash; R=$S/$W-run; eval "$(trash_cmd "$R")"; mkdir -p "$R"; sync
+    if [ "${FRESHFS:-1}" = 1 ]; then R=$(fresh "$S/fresh-run"); else
+      settle_trash; R=$S/$W-run; eval "$(trash_cmd "$R")"; mkdir -p "$R"; fi
+    sync
     start_hub "$R/hub"; INV=$(g invite create --name n1 --data-dir "$R/hub")
     eval "$(warm_cmd "$SRC")"
     t0=$(now)
     GANGLION_LOG=warn "$BIN" node join "$INV" --workspace "$SRC" --state-dir "$R/state" --name n1 >>"$LOGDIR/mirror-node.log" 2>&1 &
     NODE_PID=$!; PIDS+=("$NODE_PID")
-    wait_sync "$R/hub" "$N"; t1=$(now); mi+=("$(fsub "$t1" "$t0")")
+    wait_sync "$R/hub" "$N"; sync -f "$R/hub"; t1=$(now); mi+=("$(fsub "$t1" "$t0")")
     note "$W run $i: rsync ${rs[-1]} s, mirror ${mi[-1]} s"
-    if [ "$i" -lt "$RUNS" ] && [ -z "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; fi
+    if [ "$i" -lt "$RUNS" ] && [ -z "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; clear_run "$R"; fi
   done
+  # Memory once the sync has settled: resident set of the hub and the node.
+  sleep "${SETTLE_S:-5}"
+  emit "$W.hub_rss" "$(rss_mib "$HUB_PID")" MiB "VmRSS ${SETTLE_S:-5} s after the sync; goal <= 64"
+  emit "$W.node_rss" "$(rss_mib "$NODE_PID")" MiB "VmRSS ${SETTLE_S:-5} s after the sync; goal <= 64"
   emit_stats "$W.mirror_initial" s "${mi[@]}"
   [ -n "$RESTART_ONLY" ] || emit_stats "$W.rsync_initial" s "${rs[@]}"
   [ -n "$RESTART_ONLY" ] || emit "$W.mirror_vs_rsync" "$(awk -v a="$(stats "${mi[@]}" | cut -d' ' -f1)" -v b="$(stats "${rs[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.2f", a/b}')" x "goal <= 1.0"
-  if [ "${INITIAL_ONLY:-0}" = 1 ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; continue; fi
+  if [ "${INITIAL_ONLY:-0}" = 1 ]; then stop "$NODE_PID"; stop "$HUB_PID"; clear_run "$R"; continue; fi
 
   # Hub restart with the workload mirrored (the last run's hub and node are still up).
   GRPC=$(jq -r .grpc "$R/hub/run/endpoints.json"); HTTP=$(jq -r .http "$R/hub/run/endpoints.json")
@@ -150,7 +170,7 @@ for W in "${WORKLOADS[@]}"; do
   emit_stats "$W.rehash" s "${rh[@]}"
   emit "$W.restart_speedup" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${hr[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart, goal >= 20"
   emit "$W.restart_speedup_after_online" "$(awk -v a="$(stats "${rh[@]}" | cut -d' ' -f1)" -v b="$(stats "${ho[@]}" | cut -d' ' -f1)" 'BEGIN{printf "%.1f", a/b}')" x "rehash / hub_restart_after_online"
-  if [ -n "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"; continue; fi
+  if [ -n "$RESTART_ONLY" ]; then stop "$NODE_PID"; stop "$HUB_PID"; clear_run "$R"; continue; fi
 
   # Node restart, nothing changed: stat-only scan.
   base=$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)
@@ -163,7 +183,7 @@ for W in "${WORKLOADS[@]}"; do
   hashed=$(sed -n 's/.*hashed=\([0-9]*\).*/\1/p' <<<"$line")
   emit "$W.node_rescan_hashed" "$hashed" files "node log: ${line##*: } (scan done $(fsub "$t1" "$t0") s after start)"
   emit "$W.node_restart_uploaded" "$(awk -v a="$(metric "$R/hub" ganglion_mirror_hashed_bytes_total)" -v b="$base" 'BEGIN{print a-b}')" B "hub hashed bytes across the node restart"
-  stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$R")"
+  stop "$NODE_PID"; stop "$HUB_PID"; clear_run "$R"
 done
 
 [ "${INITIAL_ONLY:-0}" = 1 ] && exit 0
@@ -194,6 +214,7 @@ for i in $(seq "${PUTS:-50}"); do
   until cmp -s "$S/put-src/f$i.txt" "$E/ws/bench-put/f$i.txt" 2>/dev/null; do sleep 0.001; done
   t1=$(now); pv+=("$(awk -v a="$t1" -v b="$t0" 'BEGIN{printf "%.1f", (a-b)*1000}')")
 done
+echo "put_visible samples (in order): ${pv[*]}" >&2
 emit_stats "put_visible" ms "${pv[@]}"
 emit "put_visible_p99" "$(printf '%s\n' "${pv[@]}" | sort -n | awk '{v[NR]=$1} END{i=int(NR*0.99+0.999); if(i<1)i=1; print v[i]}')" ms "n=${#pv[@]} (nearest rank)"
 stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$E")"
