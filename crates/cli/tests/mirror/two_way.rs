@@ -487,3 +487,23 @@ fn bad_hub_side_writes_over_http_are_refused_and_change_nothing() {
     assert_eq!(staged_files(&hub.dir.join("staging").join("n1")), 0);
     wait_converged(&hub, "n1", &ws);
 }
+
+#[test]
+fn case_only_renames_work_both_ways() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "readme.md", b"r\n");
+    write(&ws, "Makefile", b"m\n");
+    let (hub, _node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 2, READY);
+    // On the node: readme.md -> README.md.
+    std::fs::rename(ws.join("readme.md"), ws.join("README.md")).unwrap();
+    wait_converged(&hub, "n1", &ws);
+    assert_eq!(mirror_paths(&hub, "n1"), ["Makefile", "README.md"]);
+    // At the hub: Makefile -> makefile.
+    hub.ok(&["mirror", "mv", "n1", "Makefile", "makefile"]);
+    wait_file(&ws, "makefile", b"m\n");
+    wait_converged(&hub, "n1", &ws);
+    assert!(!ws.join("Makefile").exists());
+    assert_eq!(mirror_paths(&hub, "n1"), ["README.md", "makefile"]);
+}
