@@ -18,6 +18,9 @@ use clap::Parser;
 /// buffers per message and per file, and glibc's (arena consolidation, large
 /// buffers returned to the kernel and faulted in again) took about a tenth of
 /// the hub's samples in a profile of a linux-tree sync.
+/// (`--features system-allocator` keeps glibc's, for heap profilers such as
+/// heaptrack, which see only `malloc`.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,7 +37,9 @@ const MI_OPTION_PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
 /// in the environment still decides.
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DECOMMITS").is_none() {
+    if cfg!(not(feature = "system-allocator"))
+        && std::env::var_os("MIMALLOC_PURGE_DECOMMITS").is_none()
+    {
         // SAFETY: sets a process-wide option; mimalloc allows it at any time.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DECOMMITS, 0) }
     }

@@ -144,6 +144,9 @@ impl Recorder {
             let (_, out) = self.sends.pop_front().expect("front exists");
             let _ = self.out.send(out);
         }
+        // A first scan queues a notice per file: give that room back once
+        // it drained (a deque keeps its capacity; ~20 MiB for `linux`).
+        shrink_if_drained(&mut self.sends);
     }
 
     /// Tells the hub how many changes wait, if that changed.
@@ -180,6 +183,7 @@ impl Recorder {
                 self.durable = self.durable.max(covers);
                 self.writes.pop_front();
                 self.done += 1;
+                shrink_if_drained(&mut self.writes);
                 if self.failures > 0 {
                     tracing::info!(
                         attempts = self.failures + 1,
@@ -203,6 +207,13 @@ impl Recorder {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// A queue that held a burst and is empty again gives its memory back.
+pub(crate) fn shrink_if_drained<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 1024 {
+        *q = VecDeque::new();
     }
 }
 

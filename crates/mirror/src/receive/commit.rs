@@ -332,10 +332,18 @@ impl Receiver {
                 match content {
                     Content::Staged => {
                         // Its name stays claimed until placed or removed.
-                        let s = lock(&self.inner.staged)
-                            .remove(&entry.path)
-                            .filter(|s| s.hash == hash)
-                            .ok_or(Error::UnknownTransfer { id: 0 })?;
+                        let s = {
+                            let mut staged = lock(&self.inner.staged);
+                            let s = staged.remove(&entry.path);
+                            // An initial sync stages a file per path: its
+                            // table gives that room back once drained.
+                            if staged.is_empty() && staged.capacity() > 1024 {
+                                *staged = Default::default();
+                            }
+                            s
+                        }
+                        .filter(|s| s.hash == hash)
+                        .ok_or(Error::UnknownTransfer { id: 0 })?;
                         Ok(Some((s.staged_name, Some(None))))
                     }
                     Content::Empty | Content::Copy(_) => {

@@ -68,6 +68,7 @@ impl MirrorWorker {
                 let jobs = {
                     let mut q = queue.lock();
                     let jobs = take_batch(&mut q.jobs);
+                    crate::recorder::shrink_if_drained(&mut q.jobs);
                     if jobs.is_empty() {
                         q.workers -= 1;
                         return;

@@ -1,7 +1,7 @@
 //! The hub side: turns a node's notices into fetches and filesystem operations,
 //! refuses changes under immutable paths, and acknowledges what is durable.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ganglion_core::RelPath;
@@ -15,10 +15,12 @@ mod notice;
 mod order;
 mod outcome;
 mod parked;
+mod paths;
 mod slots;
 mod two_way;
 
 use parked::Parked;
+use paths::PathSet;
 use slots::Slots;
 use two_way::TwoWay;
 pub use two_way::{HubPlan, HubWrite, WriteRefusal};
@@ -122,7 +124,7 @@ pub struct SinkStats {
 #[derive(Debug, Default)]
 pub struct SinkEngine {
     entries: BTreeMap<RelPath, Entry>,
-    by_hash: HashMap<ContentHash, HashSet<RelPath>>,
+    by_hash: HashMap<ContentHash, PathSet>,
     /// Everything up to here is durably applied (persisted by the driver).
     applied: u64,
     /// Highest notice sequence seen.
@@ -374,7 +376,14 @@ impl SinkEngine {
     fn insert(&mut self, e: Entry) {
         self.remove(&e.path);
         if let Some(h) = file_hash(&e) {
-            self.by_hash.entry(h).or_default().insert(e.path.clone());
+            match self.by_hash.entry(h) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(PathSet::One(e.path.clone()));
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    o.get_mut().insert(e.path.clone())
+                }
+            }
         }
         if e.kind == EntryKind::File {
             self.files += 1;
@@ -393,11 +402,9 @@ impl SinkEngine {
         }
         if let Some(h) = file_hash(&old)
             && let Some(set) = self.by_hash.get_mut(&h)
+            && set.remove(path)
         {
-            set.remove(path);
-            if set.is_empty() {
-                self.by_hash.remove(&h);
-            }
+            self.by_hash.remove(&h);
         }
     }
 }

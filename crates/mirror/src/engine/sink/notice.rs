@@ -212,7 +212,7 @@ impl SinkEngine {
         if paths.contains(path) {
             return Some(path.clone());
         }
-        paths.iter().min().cloned()
+        paths.first().cloned()
     }
 }
 
