@@ -13,6 +13,10 @@ pub enum MirrorToNode {
     Needs(Vec<(RelPath, ContentHash)>),
     /// The hub applied every notice up to this seq.
     Ack(u64),
+    /// The hub holds the first `offset` bytes of these contents from a cut
+    /// transfer: sent right before the `Needs` asking for them, so that
+    /// their uploads start there (a resume).
+    Resume(Vec<(RelPath, ContentHash, u64)>),
 }
 
 /// What a node's mirror tells the hub.

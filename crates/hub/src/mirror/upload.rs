@@ -101,8 +101,12 @@ pub async fn receive(
     if let Some(e) = broken {
         return Err(Error::InvalidArgument(e.to_string()));
     }
-    // Dropping the stream here (on error) aborts its open file.
-    streamed?;
+    if let Err(e) = streamed {
+        // Dropping the stream aborts its open file, which keeps a partial
+        // (an fsync): on a blocking thread.
+        let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
+        return Err(e);
+    }
     let Some((upload, to_driver, name)) = upload else {
         return Ok(received);
     };
@@ -157,7 +161,10 @@ fn spawn_writer(
     mut upload: UploadStream,
     mut parts_rx: mpsc::Receiver<Vec<Part>>,
 ) -> tokio::task::JoinHandle<WriterEnd> {
-    let hashed = to_driver.metrics().mirror_hashed_bytes.clone();
+    let metrics = to_driver.metrics();
+    let hashed = metrics.mirror_hashed_bytes.clone();
+    let received_bytes = metrics.mirror_received_bytes.clone();
+    let resumed = metrics.mirror_resumed_bytes.clone();
     tokio::task::spawn_blocking(move || {
         let mut received = Received::default();
         while let Some(parts) = parts_rx.blocking_recv() {
@@ -165,8 +172,14 @@ fn spawn_writer(
             for part in parts {
                 if let Part::Data { data, .. } = &part {
                     hashed.inc_by(data.len() as u64);
+                    received_bytes.inc_by(data.len() as u64);
                 }
-                match upload.feed(part) {
+                let fed = upload.feed(part);
+                // A resumed file's prefix was hashed again, from disk.
+                let prefix = upload.take_resumed();
+                resumed.inc_by(prefix);
+                hashed.inc_by(prefix);
+                match fed {
                     Ok(outcomes) => ended.extend(outcomes),
                     // A broken stream drops the writer's state: the open
                     // file's transfer is aborted (nothing staged, lock

@@ -25,6 +25,12 @@
 //! An [`UploadStream`] feeds a stream of many files (headers and data) to
 //! these calls, one file after another.
 //!
+//! A large transfer cut before its end is kept as a *partial* (`partial.rs`):
+//! [`Receiver::resume_offset`] tells how many of its bytes are held, and a
+//! transfer opened at that offset ([`Receiver::open_transfer_at`]) re-hashes
+//! them from disk and goes on from there; its whole-file hash is checked as
+//! usual.
+//!
 //! A crash at any point leaves the index naming only durable content; the
 //! node's applied sequence is not advanced, so the node resends what was lost.
 //!
@@ -37,7 +43,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod commit;
+mod partial;
 mod stream;
+
+pub use partial::{MAX_PARTIALS, PARTIAL_MAX_AGE, RESUMABLE_FROM};
 
 pub use stream::{FileOutcome, Part, StreamError, UploadStream};
 
@@ -84,6 +93,13 @@ pub enum Error {
         path: String,
         declared: ContentHash,
         actual: ContentHash,
+    },
+    #[error("resume offset not held by the receiver")]
+    BadOffset {
+        path: String,
+        offset: u64,
+        /// The bytes the receiver holds for this content.
+        held: u64,
     },
     #[error("path is immutable at the hub")]
     Refused { path: String },
@@ -165,6 +181,8 @@ struct Upload {
     hasher: blake3::Hasher,
     file: File,
     staged_name: String,
+    /// Staged as a partial: kept (fsynced) when the transfer is cut.
+    resumable: bool,
     guard: TransferGuard,
 }
 
@@ -217,6 +235,9 @@ struct Inner {
     locks: LockRegistry,
     uploads: Mutex<HashMap<TransferId, Upload>>,
     staged: Mutex<HashMap<RelPath, Staged>>,
+    /// The partials at rest (see `partial.rs`); one claimed by a transfer is
+    /// not in it.
+    partials: Mutex<partial::Partials>,
     /// Every staging name in use, claimed before its file is created and
     /// released once it is renamed into the mirror or removed: the sweep
     /// checks each name here at the moment it would remove it, so it never
@@ -253,7 +274,9 @@ impl Receiver {
     ) -> Result<Self, Error> {
         let m = data_dir.join("mirrors").join(node);
         let s = data_dir.join("staging").join(node);
-        let shards = (0..STAGING_SHARDS).map(|i| s.join(shard(i)));
+        let shards = (0..STAGING_SHARDS)
+            .map(|i| s.join(shard(i)))
+            .chain([s.join(partial::PARTIAL_DIR)]);
         for d in [m.clone(), s.clone()].into_iter().chain(shards) {
             std::fs::create_dir_all(&d).map_err(io_err("create_dir", d.display()))?;
         }
@@ -268,6 +291,7 @@ impl Receiver {
             locks,
             uploads: Mutex::new(HashMap::new()),
             staged: Mutex::new(HashMap::new()),
+            partials: Mutex::default(),
             claimed: Mutex::new(HashSet::new()),
         };
         let r = Self {
@@ -285,15 +309,38 @@ impl Receiver {
         &self.inner.index
     }
 
-    /// Starts a transfer: checks immutability (first check), takes the lock,
-    /// creates the staged file exclusively with its final mode.
-    #[instrument(skip(self, immutable), fields(node = %self.inner.node))]
+    /// Starts a transfer at byte 0: [`Self::open_transfer_at`] offset 0.
     pub fn open_transfer(
         &self,
         path: &RelPath,
         hash: ContentHash,
         size: u64,
         mode: u32,
+        immutable: &ImmutablePaths,
+    ) -> Result<TransferId, Error> {
+        self.open_transfer_at(path, hash, size, mode, 0, immutable)
+    }
+
+    /// The bytes held for a cut transfer of (path, hash): the offset its
+    /// next attempt resumes from (see `partial.rs`).
+    pub fn resume_offset(&self, path: &RelPath, hash: ContentHash) -> Option<u64> {
+        lock(&self.inner.partials).get(&partial::partial_name(path, &hash))
+    }
+
+    /// Starts a transfer whose data begins at `offset`: checks immutability
+    /// (first check), takes the lock, creates the staged file exclusively
+    /// with its final mode — or, at an offset, reopens the partial holding
+    /// that many bytes and re-hashes them. An offset the receiver does not
+    /// hold is refused (`BadOffset`) and drops the partial: the next attempt
+    /// starts at 0.
+    #[instrument(skip(self, immutable), fields(node = %self.inner.node))]
+    pub fn open_transfer_at(
+        &self,
+        path: &RelPath,
+        hash: ContentHash,
+        size: u64,
+        mode: u32,
+        offset: u64,
         immutable: &ImmutablePaths,
     ) -> Result<TransferId, Error> {
         if immutable.matches(path, false) {
@@ -306,20 +353,100 @@ impl Receiver {
         let id: TransferId = rand::random();
         // Only the exec bit crosses over: 0o755 or 0o644.
         let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        let (file, staged_name) = self.create_staged(id, mode)?;
+        let resumable = size >= partial::RESUMABLE_FROM;
+        let (file, staged_name, hasher) = if resumable {
+            self.open_partial(path, hash, size, mode, offset)?
+        } else if offset != 0 {
+            warn!(%path, offset, "resume refused: not a resumable transfer");
+            return Err(Error::BadOffset {
+                path: path.to_string(),
+                offset,
+                held: 0,
+            });
+        } else {
+            let (file, name) = self.create_staged(id, mode)?;
+            (file, name, blake3::Hasher::new())
+        };
         let up = Upload {
             path: path.clone(),
             hash,
             size,
-            written: 0,
-            kicked: 0,
-            hasher: blake3::Hasher::new(),
+            written: offset,
+            kicked: offset,
+            hasher,
             file,
             staged_name,
+            resumable,
             guard,
         };
         lock(&self.inner.uploads).insert(id, up);
         Ok(id)
+    }
+
+    /// The staged file of a resumable transfer (claimed under its partial
+    /// name), positioned at `offset`, with the hash of the bytes before it.
+    fn open_partial(
+        &self,
+        path: &RelPath,
+        hash: ContentHash,
+        size: u64,
+        mode: u32,
+        offset: u64,
+    ) -> Result<(File, String, blake3::Hasher), Error> {
+        let name = self.claim(partial::partial_name(path, &hash));
+        let (held, others) = {
+            let mut partials = lock(&self.inner.partials);
+            let held = partials.take(&name);
+            // Another content's partial of this path is not wanted any more
+            // (the lock on the path keeps transfers off them).
+            (held, partials.take_others_of(path, &name))
+        };
+        for other in others {
+            self.remove_staged(&other);
+        }
+        let refuse = |held: u64| {
+            warn!(%path, offset, held, size, "resume refused: offset not held");
+            self.remove_staged(&name);
+            Err(Error::BadOffset {
+                path: path.to_string(),
+                offset,
+                held,
+            })
+        };
+        if offset == 0 {
+            // A stale partial (or a file a crash left) starts afresh.
+            if let Err(e) = self.inner.staging.remove_file(&name)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                self.release(&name);
+                return Err(io_err("remove_partial", &name)(e));
+            }
+            let file = self.create_named(&name, mode)?;
+            return Ok((file, name, blake3::Hasher::new()));
+        }
+        let held = held.unwrap_or(0);
+        if offset > held || offset > size {
+            return refuse(held);
+        }
+        let mut o = OpenOptions::new();
+        o.write(true).read(true);
+        let reopened = self.inner.staging.open_with(&name, &o).and_then(|mut f| {
+            f.set_len(offset)?;
+            f.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))?;
+            let hasher = partial::hash_prefix(&mut f, offset)?;
+            Ok((f, hasher))
+        });
+        match reopened {
+            Ok((file, hasher)) => {
+                info!(%path, offset, size, "transfer resumed");
+                Ok((file, name, hasher))
+            }
+            // Gone or shorter than recorded: not held after all.
+            Err(e) => {
+                warn!(%path, error = %e, "cannot reopen partial");
+                refuse(0)
+            }
+        }
     }
 
     fn create_staged(&self, id: u64, mode: u32) -> Result<(File, String), Error> {
@@ -328,23 +455,30 @@ impl Receiver {
             shard(id % STAGING_SHARDS),
             rand::random::<u32>()
         ));
+        let file = self.create_named(&name, mode)?;
+        Ok((file, name))
+    }
+
+    /// Creates the claimed staging file `name` exclusively, with its final
+    /// mode; on error the name is released.
+    fn create_named(&self, name: &str, mode: u32) -> Result<File, Error> {
         let mut o = OpenOptions::new();
         o.write(true).read(true).create_new(true).mode(0o600);
-        let file = match self.inner.staging.open_with(&name, &o) {
+        let file = match self.inner.staging.open_with(name, &o) {
             Ok(f) => f,
             Err(e) => {
-                self.release(&name);
-                return Err(io_err("create_staged", &name)(e));
+                self.release(name);
+                return Err(io_err("create_staged", name)(e));
             }
         };
         // Final mode on the fd before any byte is written.
         if let Err(e) =
             file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
         {
-            self.remove_staged(&name);
-            return Err(io_err("fchmod", &name)(e));
+            self.remove_staged(name);
+            return Err(io_err("fchmod", name)(e));
         }
-        Ok((file, name))
+        Ok(file)
     }
 
     /// Claims a staging name before anything is created under it.
@@ -439,40 +573,93 @@ impl Receiver {
         Ok((up.path, up.hash))
     }
 
-    /// Abandons an open transfer (the stream ended).
+    /// Abandons an open transfer (the stream ended): a resumable one is
+    /// kept as a partial, any other removed.
     pub fn abort(&self, id: TransferId) {
-        if let Some(up) = lock(&self.inner.uploads).remove(&id) {
-            self.remove_staged(&up.staged_name);
+        let up = lock(&self.inner.uploads).remove(&id);
+        if let Some(up) = up {
+            self.keep_or_remove(up);
         }
     }
 
-    /// Drops a staged transfer that will not be committed.
+    /// A cut transfer: a resumable one with bytes in is made durable and
+    /// kept as a partial (its claim released: it is at rest); anything else
+    /// is removed. Blocking (fsync).
+    fn keep_or_remove(&self, up: Upload) {
+        if !up.resumable || up.written == 0 {
+            self.remove_staged(&up.staged_name);
+            return;
+        }
+        // Only what is durable is offered for a resume.
+        if let Err(e) = up.file.sync_data() {
+            warn!(path = %up.path, error = %e, "cannot keep partial");
+            self.remove_staged(&up.staged_name);
+            return;
+        }
+        drop(up.file);
+        let evicted = lock(&self.inner.partials).insert(
+            up.staged_name.clone(),
+            up.written,
+            std::time::SystemTime::now(),
+        );
+        self.release(&up.staged_name);
+        info!(path = %up.path, held = up.written, size = up.size, "transfer cut, partial kept");
+        for name in evicted {
+            self.remove_partial(&name);
+        }
+    }
+
+    /// Removes a partial at rest, unless a transfer claimed it meanwhile.
+    fn remove_partial(&self, name: &str) {
+        let claimed = lock(&self.inner.claimed);
+        if claimed.contains(name) {
+            return;
+        }
+        if let Err(e) = self.inner.staging.remove_file(name)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(name, error = %e, "cannot remove partial");
+        }
+    }
+
+    /// Drops a staged transfer that will not be committed, and a partial
+    /// of that content (the fetch is not wanted any more).
     pub fn discard(&self, path: &RelPath, hash: ContentHash) {
         let mut staged = lock(&self.inner.staged);
         if staged.get(path).is_some_and(|s| s.hash == hash) {
             let s = staged.remove(path).expect("present");
             drop(staged);
             self.remove_staged(&s.staged_name);
+        } else {
+            drop(staged);
         }
+        let name = partial::partial_name(path, &hash);
+        if lock(&self.inner.partials).take(&name).is_some() {
+            self.remove_partial(&name);
+        }
+    }
+
+    /// The partials at rest (tests, status).
+    pub fn partials(&self) -> usize {
+        lock(&self.inner.partials).len()
     }
 
     /// Drops transfers whose lock was reaped for idleness.
     pub fn reap_idle(&self) -> usize {
-        let dead: Vec<(TransferId, String)> = {
+        let dead: Vec<Upload> = {
             let mut uploads = lock(&self.inner.uploads);
             let ids: Vec<TransferId> = uploads
                 .iter()
                 .filter(|(_, u)| u.guard.is_cancelled())
                 .map(|(i, _)| *i)
                 .collect();
-            ids.into_iter()
-                .filter_map(|i| uploads.remove(&i).map(|u| (i, u.staged_name)))
-                .collect()
+            ids.into_iter().filter_map(|i| uploads.remove(&i)).collect()
         };
-        for (_, name) in &dead {
-            self.remove_staged(name);
+        let n = dead.len();
+        for up in dead {
+            self.keep_or_remove(up);
         }
-        dead.len()
+        n
     }
 
     pub(crate) fn remove_staged(&self, name: &str) {
@@ -486,14 +673,16 @@ impl Receiver {
     }
 
     /// Removes staging files no transfer or commit owns (no claimed name),
-    /// in the staging directory and its shards. Run at start and
-    /// periodically. Returns how many were removed.
+    /// in the staging directory and its shards; keeps the partials (and
+    /// registers those found at start), but those past their age. Run at
+    /// start and periodically. Returns how many were removed.
     pub fn sweep_staging(&self) -> Result<usize, Error> {
         let mut n = 0;
         for i in 0..STAGING_SHARDS {
             n += self.sweep_dir(Some(&shard(i)))?;
         }
         n += self.sweep_dir(None)?;
+        n += self.sweep_partials()?;
         if n > 0 {
             info!(node = %self.inner.node, removed = n, "swept stale staging files");
         }
@@ -518,7 +707,7 @@ impl Receiver {
             let file = ent.file_name().to_string_lossy().into_owned();
             let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
             let name = match shard_name {
-                None if is_dir && is_shard(&file) => continue,
+                None if is_dir && (is_shard(&file) || file == partial::PARTIAL_DIR) => continue,
                 None => file,
                 Some(d) => format!("{d}/{file}"),
             };
@@ -541,5 +730,61 @@ impl Receiver {
             }
         }
         Ok(n)
+    }
+
+    /// Sweeps the partials: each unclaimed one is registered (found after a
+    /// restart) or removed (expired, not a partial's name, not a file);
+    /// then the oldest beyond [`MAX_PARTIALS`] go.
+    fn sweep_partials(&self) -> Result<usize, Error> {
+        let staging = &self.inner.staging;
+        let entries = match staging.read_dir(partial::PARTIAL_DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            r => r.map_err(io_err("read_dir", "staging/partial"))?,
+        };
+        let now = std::time::SystemTime::now();
+        let (mut n, mut evicted) = (0, Vec::new());
+        for ent in entries {
+            let ent = ent.map_err(io_err("read_dir", "staging/partial"))?;
+            let file = ent.file_name().to_string_lossy().into_owned();
+            let name = format!("{}/{file}", partial::PARTIAL_DIR);
+            let meta = ent.metadata().ok().filter(|m| m.is_file());
+            // Decided under the claims lock: a transfer claiming it after
+            // the listing was taken is seen here.
+            let claimed = lock(&self.inner.claimed);
+            if claimed.contains(&name) {
+                continue;
+            }
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let keep = match (&meta, modified) {
+                (Some(m), Some(t)) if partial::is_partial_file(&file) && m.len() > 0 => {
+                    (!partial::expired(t.into_std(), now)).then_some((m.len(), t.into_std()))
+                }
+                _ => None,
+            };
+            let mut partials = lock(&self.inner.partials);
+            if let Some((len, at)) = keep {
+                if !partials.contains(&name) {
+                    evicted.extend(partials.insert(name, len, at));
+                }
+                continue;
+            }
+            partials.take(&name);
+            drop(partials);
+            let r = if meta.is_none() && ent.file_type().is_ok_and(|t| t.is_dir()) {
+                staging.remove_dir_all(&name)
+            } else {
+                staging.remove_file(&name)
+            };
+            drop(claimed);
+            match r {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!(name, error = %e, "cannot sweep partial"),
+            }
+        }
+        for name in &evicted {
+            self.remove_partial(name);
+        }
+        Ok(n + evicted.len())
     }
 }

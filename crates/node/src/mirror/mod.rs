@@ -92,6 +92,9 @@ pub struct MirrorLink {
     pub input: mpsc::UnboundedSender<Input>,
     pub notices: mpsc::UnboundedReceiver<ToHub>,
     pub stats: Arc<Mutex<MirrorStats>>,
+    /// The upload queue, shared with the worker: the hub's resume offsets
+    /// go there directly, ahead of the needs that use them.
+    queue: Arc<Mutex<UploadQueue>>,
 }
 
 pub(crate) struct MirrorWorker {
@@ -142,13 +145,14 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
     let watcher = watch(&opts.workspace, input.clone());
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
+    let queue: Arc<Mutex<UploadQueue>> = Arc::default();
     let worker = MirrorWorker {
         opts,
         engine,
         input: input.clone(),
         recorder,
         client: None,
-        queue: Arc::default(),
+        queue: queue.clone(),
         progress,
         stats: stats.clone(),
         ignores,
@@ -161,6 +165,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
         input,
         notices,
         stats,
+        queue,
     })
 }
 
@@ -177,6 +182,7 @@ impl MirrorLink {
             MirrorToNode::Ack(seq) => {
                 let _ = self.input.send(Input::Ack(seq));
             }
+            MirrorToNode::Resume(held) => self.queue.lock().resume_at(held),
         }
     }
 }

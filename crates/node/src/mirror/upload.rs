@@ -2,8 +2,14 @@
 //! by at most [`PARALLEL_UPLOADS`] stream workers, and the blocking reader
 //! that turns a batch's files into upload [`Part`]s (the stream itself is
 //! `crate::link::upload`).
+//!
+//! Resumes: the hub names, before its needs, the contents it holds a cut
+//! transfer of and how many bytes ([`MirrorToNode::Resume`]); their uploads
+//! state that offset in their header and read the file from there only.
+//!
+//! [`MirrorToNode::Resume`]: ganglion_mirror::MirrorToNode::Resume
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 use ganglion_core::RelPath;
@@ -34,6 +40,19 @@ const BATCH_BYTES: u64 = 32 << 20;
 const BUNDLE_MESSAGES: usize = 256;
 const BUNDLE_BYTES: usize = 4 << 20;
 pub(crate) const READ_AHEAD: usize = 2;
+/// Resume offsets kept at most while their needs are on the way (each is
+/// taken by its need right after; more means they are stale).
+const MAX_RESUMES: usize = 16 * 1024;
+
+/// A file to upload: its content, and where its data starts (0, or what
+/// the hub holds of a cut transfer).
+#[derive(Clone, Debug)]
+pub(crate) struct FileToSend {
+    pub path: RelPath,
+    pub hash: ContentHash,
+    pub size: u64,
+    pub offset: u64,
+}
 
 impl MirrorWorker {
     /// Queues an upload; one of at most [`PARALLEL_UPLOADS`] streams takes
@@ -42,15 +61,19 @@ impl MirrorWorker {
     /// file, most of them finding the queue empty, cost an initial sync 78k
     /// tasks and wake-ups).
     pub(super) fn upload(&self, path: RelPath, hash: ContentHash, size: u64) {
+        let offset = self.queue.lock().take_resume(&path, hash, size);
         let Some(client) = self.client.clone() else {
             return;
         };
         {
             let mut q = self.queue.lock();
             q.jobs.push_back(UploadJob {
-                path,
-                hash,
-                size,
+                file: FileToSend {
+                    path,
+                    hash,
+                    size,
+                    offset,
+                },
                 client,
             });
             if q.workers >= PARALLEL_UPLOADS {
@@ -75,22 +98,22 @@ impl MirrorWorker {
                     jobs
                 };
                 let client = jobs[0].client.clone();
-                let files: Vec<(RelPath, ContentHash, u64)> =
-                    jobs.into_iter().map(|j| (j.path, j.hash, j.size)).collect();
+                let files: Vec<FileToSend> = jobs.into_iter().map(|j| j.file).collect();
                 let results =
                     upload_batch(client, root.clone(), files.clone(), progress.clone()).await;
                 let (mut ok, mut bytes) = (0, 0);
-                for ((path, hash, size), failure) in files.into_iter().zip(results) {
+                for (file, failure) in files.into_iter().zip(results) {
                     match failure {
-                        Some(f) => tracing::info!(%path, failure = ?f, "upload failed"),
+                        Some(f) => tracing::info!(path = %file.path, failure = ?f, "upload failed"),
                         None => {
                             ok += 1;
-                            bytes += size;
+                            // What was sent: a resume did not send its prefix.
+                            bytes += file.size - file.offset;
                         }
                     }
                     let _ = input.send(Input::Uploaded {
-                        path,
-                        hash,
+                        path: file.path,
+                        hash: file.hash,
                         failure,
                     });
                 }
@@ -104,16 +127,38 @@ impl MirrorWorker {
 
 /// Files the hub needs, and how many stream workers upload them.
 #[derive(Default)]
-pub(super) struct UploadQueue {
+pub(crate) struct UploadQueue {
     pub(super) jobs: VecDeque<UploadJob>,
     workers: usize,
+    /// Offsets the hub holds, by content, until their need arrives.
+    resume: HashMap<(RelPath, ContentHash), u64>,
+}
+
+impl UploadQueue {
+    /// Notes where the uploads of these contents start (the hub's
+    /// `Resume`, before the needs naming them).
+    pub(crate) fn resume_at(&mut self, held: Vec<(RelPath, ContentHash, u64)>) {
+        if self.resume.len() + held.len() > MAX_RESUMES {
+            self.resume.clear();
+        }
+        for (path, hash, offset) in held {
+            self.resume.insert((path, hash), offset);
+        }
+    }
+
+    /// Where the upload of this content starts: the offset the hub said it
+    /// holds (at most the size), else 0.
+    fn take_resume(&mut self, path: &RelPath, hash: ContentHash, size: u64) -> u64 {
+        self.resume
+            .remove(&(path.clone(), hash))
+            .filter(|o| *o <= size)
+            .unwrap_or(0)
+    }
 }
 
 /// A file the hub needs.
 pub(super) struct UploadJob {
-    path: RelPath,
-    hash: ContentHash,
-    size: u64,
+    file: FileToSend,
     client: HubClient,
 }
 
@@ -122,10 +167,11 @@ fn take_batch(queue: &mut VecDeque<UploadJob>) -> Vec<UploadJob> {
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
     while let Some(job) = queue.front() {
-        if !jobs.is_empty() && (jobs.len() >= BATCH_FILES || bytes + job.size > BATCH_BYTES) {
+        let size = job.file.size - job.file.offset;
+        if !jobs.is_empty() && (jobs.len() >= BATCH_FILES || bytes + size > BATCH_BYTES) {
             break;
         }
-        bytes += job.size;
+        bytes += size;
         jobs.extend(queue.pop_front());
     }
     jobs
@@ -135,7 +181,7 @@ fn take_batch(queue: &mut VecDeque<UploadJob>) -> Vec<UploadJob> {
 /// returns, per file, why it failed here (if it did).
 pub(crate) fn read_batch(
     root: &Path,
-    files: &[(RelPath, ContentHash, u64)],
+    files: &[FileToSend],
     tx: mpsc::Sender<Vec<Part>>,
     progress: &ProgressHandle,
 ) -> Vec<Option<TransferFailure>> {
@@ -182,15 +228,16 @@ impl Bundler {
 }
 
 /// Reads the files of a batch into the stream (blocking): a header, then the
-/// file's `size` bytes in chunks. A file that is gone, or no longer of the
-/// size announced, fails here (`SourceChanged`: it is rescanned).
+/// file's bytes from its offset on, in chunks (a resume reads only the rest).
+/// A file that is gone, or no longer of the size announced, fails here
+/// (`SourceChanged`: it is rescanned).
 fn read_files(
     root: &Path,
-    files: &[(RelPath, ContentHash, u64)],
+    files: &[FileToSend],
     stream: &mut Bundler,
     progress: &ProgressHandle,
 ) -> Vec<Option<TransferFailure>> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::PermissionsExt;
     // Each file reached from the root, never through a symlink (nor one
     // swapped in since the scan), never blocking on a FIFO.
@@ -198,10 +245,18 @@ fn read_files(
         return vec![Some(TransferFailure::SourceChanged); files.len()];
     };
     let mut out = vec![None; files.len()];
-    for (i, (path, hash, size)) in files.iter().enumerate() {
+    for (i, f) in files.iter().enumerate() {
+        let (path, hash, size) = (&f.path, &f.hash, &f.size);
         let opened = dir.open_read(path).and_then(|f| {
             let meta = f.metadata()?;
             Ok((f, meta))
+        });
+        let mut offset = f.offset.min(*size);
+        let opened = opened.and_then(|(mut file, meta)| {
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            Ok((file, meta))
         });
         let (mut file, meta) = match opened {
             Ok((f, m)) if m.is_file() && m.len() == *size => (f, m),
@@ -215,11 +270,13 @@ fn read_files(
             hash: *hash,
             size: *size,
             mode: meta.permissions().mode() & 0o7777,
+            offset,
         };
         if !stream.send(msg) {
             return out; // the stream is gone: its error decides
         }
-        let mut offset = 0u64;
+        // The prefix the hub holds counts as done.
+        progress.uploaded(offset);
         while offset < *size {
             let len = (*size - offset).min(UPLOAD_CHUNK as u64) as usize;
             // Read into spare capacity: no zeroing of each chunk first.

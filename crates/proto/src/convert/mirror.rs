@@ -122,6 +122,11 @@ pub fn need(n: &v1::MirrorNeed) -> Result<(RelPath, ContentHash), Invalid> {
     Ok((path(&n.path)?, hash(&n.hash)?))
 }
 
+/// A resume offset from the hub, checked like a need.
+pub fn resume_at(r: &v1::MirrorResumeAt) -> Result<(RelPath, ContentHash, u64), Invalid> {
+    Ok((path(&r.path)?, hash(&r.hash)?, r.offset))
+}
+
 impl From<MirrorToNode> for ToNodeKind {
     fn from(m: MirrorToNode) -> Self {
         match m {
@@ -135,6 +140,16 @@ impl From<MirrorToNode> for ToNodeKind {
                     .collect(),
             }),
             MirrorToNode::Ack(seq) => ToNodeKind::MirrorAck(v1::MirrorAck { seq }),
+            MirrorToNode::Resume(held) => ToNodeKind::MirrorResume(v1::MirrorResume {
+                files: held
+                    .into_iter()
+                    .map(|(path, hash, offset)| v1::MirrorResumeAt {
+                        path: path.to_string(),
+                        hash: hash.to_string(),
+                        offset,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -173,6 +188,7 @@ impl From<Part> for v1::UploadChunk {
                 hash,
                 size,
                 mode,
+                offset,
             } => v1::UploadChunk {
                 kind: Some(v1::upload_chunk::Kind::Header(v1::UploadHeader {
                     path: path.to_string(),
@@ -180,7 +196,7 @@ impl From<Part> for v1::UploadChunk {
                     size,
                     mode,
                 })),
-                offset: 0,
+                offset,
             },
             Part::Data { offset, data } => v1::UploadChunk {
                 kind: Some(v1::upload_chunk::Kind::Data(data)),
@@ -198,6 +214,7 @@ pub fn part(chunk: v1::UploadChunk) -> Result<Part, Invalid> {
             hash: hash(&h.hash)?,
             size: h.size,
             mode: h.mode & 0o7777,
+            offset: chunk.offset,
         }),
         Some(v1::upload_chunk::Kind::Data(data)) => Ok(Part::Data {
             offset: chunk.offset,

@@ -7,7 +7,7 @@
 use ganglion_core::{Capabilities, Policy, TaskToHub, TaskToNode};
 use ganglion_mirror::{MirrorToHub, MirrorToNode};
 
-use super::mirror::{need, notice, valid};
+use super::mirror::{need, notice, resume_at, valid};
 use super::tasks;
 use super::{Invalid, tasks::dispatch};
 use crate::v1;
@@ -160,5 +160,9 @@ pub fn from_hub(m: v1::HubMessage, rejected: &mut Vec<Invalid>) -> Result<FromHu
             FromHub::Mirror(MirrorToNode::Needs(needs))
         }
         ToNodeKind::MirrorAck(a) => FromHub::Mirror(MirrorToNode::Ack(a.seq)),
+        ToNodeKind::MirrorResume(r) => {
+            let held = valid(r.files, |r| resume_at(&r), rejected);
+            FromHub::Mirror(MirrorToNode::Resume(held))
+        }
     })
 }
