@@ -194,6 +194,18 @@ struct Staged {
     _guard: TransferGuard,
 }
 
+/// What a transfer's first message says of its file.
+#[derive(Clone, Copy, Debug)]
+pub struct Opening<'a> {
+    pub path: &'a RelPath,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// The node's mode (only the exec bit crosses over).
+    pub mode: u32,
+    /// Where its data starts: 0, or the bytes held of a cut transfer.
+    pub offset: u64,
+}
+
 /// A verified staged transfer's identity.
 pub type TransferId = u64;
 
@@ -318,7 +330,14 @@ impl Receiver {
         mode: u32,
         immutable: &ImmutablePaths,
     ) -> Result<TransferId, Error> {
-        self.open_transfer_at(path, hash, size, mode, 0, immutable)
+        let opening = Opening {
+            path,
+            hash,
+            size,
+            mode,
+            offset: 0,
+        };
+        self.open_transfer_at(opening, immutable)
     }
 
     /// The bytes held for a cut transfer of (path, hash): the offset its
@@ -333,16 +352,19 @@ impl Receiver {
     /// that many bytes and re-hashes them. An offset the receiver does not
     /// hold is refused (`BadOffset`) and drops the partial: the next attempt
     /// starts at 0.
-    #[instrument(skip(self, immutable), fields(node = %self.inner.node))]
+    #[instrument(skip_all, fields(node = %self.inner.node, path = %o.path, offset = o.offset))]
     pub fn open_transfer_at(
         &self,
-        path: &RelPath,
-        hash: ContentHash,
-        size: u64,
-        mode: u32,
-        offset: u64,
+        o: Opening<'_>,
         immutable: &ImmutablePaths,
     ) -> Result<TransferId, Error> {
+        let Opening {
+            path,
+            hash,
+            size,
+            mode,
+            offset,
+        } = o;
         if immutable.matches(path, false) {
             warn!(%path, "transfer refused: immutable path");
             return Err(Error::Refused {

@@ -12,7 +12,7 @@
 
 use ganglion_core::RelPath;
 
-use super::{Error, Receiver, TransferId};
+use super::{Error, Opening, Receiver, TransferId};
 use crate::engine::TransferFailure;
 use crate::entry::ContentHash;
 use crate::immutable::ImmutablePaths;
@@ -99,14 +99,14 @@ impl UploadStream {
                 offset,
             } => {
                 out.extend(self.end_current());
-                match self.receiver.open_transfer_at(
-                    &path,
+                let opening = Opening {
+                    path: &path,
                     hash,
                     size,
                     mode,
                     offset,
-                    &self.immutable,
-                ) {
+                };
+                match self.receiver.open_transfer_at(opening, &self.immutable) {
                     Ok(id) => {
                         self.resumed += offset;
                         self.current = Current::Open {

@@ -309,6 +309,39 @@ mod tests {
     }
 
     #[test]
+    fn resume_offsets_round_trip_and_hostile_paths_are_refused() {
+        let h = ContentHash::of(b"x");
+        let held = vec![(RelPath::parse("a/b").unwrap(), h, 7)];
+        let ToNodeKind::MirrorResume(wire) = ToNodeKind::from(MirrorToNode::Resume(held.clone()))
+        else {
+            panic!("not a resume");
+        };
+        let back: Vec<_> = wire.files.iter().map(|r| resume_at(r).unwrap()).collect();
+        assert_eq!(back, held);
+        let hostile = v1::MirrorResumeAt {
+            path: "../x".into(),
+            hash: h.to_string(),
+            offset: 1,
+        };
+        assert!(resume_at(&hostile).is_err());
+    }
+
+    #[test]
+    fn a_header_states_its_offset() {
+        let header = Part::Header {
+            path: RelPath::parse("f").unwrap(),
+            hash: ContentHash::of(b"x"),
+            size: 10,
+            mode: 0o644,
+            offset: 4,
+        };
+        match part(v1::UploadChunk::from(header)).unwrap() {
+            Part::Header { offset, size, .. } => assert_eq!((offset, size), (4, 10)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_notice_round_trips() {
         let e = Entry {
             path: RelPath::parse("a/b").unwrap(),
