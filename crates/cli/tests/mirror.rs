@@ -8,7 +8,8 @@
 //!   delete, a move out of a directory deleted in the same batch;
 //! - confinement: a workspace symlink pointing outside, `..` and absolute paths;
 //! - hub restart (re-hashes nothing), node restart (re-hashes and uploads nothing);
-//! - SIGKILL of the hub in the middle of a sync of many files and a large one.
+//! - SIGKILL of the hub in the middle of a sync of many files and a large one;
+//! - a large upload cut by a node or hub kill resumes (`mirror/resume.rs`).
 
 // Timings are printed for whoever reads the test log.
 #![allow(clippy::print_stderr)]
@@ -17,6 +18,8 @@
 mod common;
 #[path = "mirror/hardening.rs"]
 mod hardening;
+#[path = "mirror/resume.rs"]
+mod resume;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
