@@ -41,7 +41,15 @@ impl Periodic for TransferReaper {
     }
 
     async fn tick(&mut self) -> Result<(), String> {
-        let reaped = self.sweep();
+        // Blocking: the sweep lists directories, and a reaped transfer kept
+        // as a partial is fsynced.
+        let me = Self {
+            mirrors: self.mirrors.clone(),
+            every: self.every,
+        };
+        let reaped = tokio::task::spawn_blocking(move || me.sweep())
+            .await
+            .map_err(|e| format!("transfer reaper: {e}"))?;
         if reaped > 0 {
             tracing::info!(reaped, "idle transfers released");
         }
