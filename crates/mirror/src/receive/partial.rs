@@ -131,6 +131,10 @@ impl Partials {
     pub(super) fn len(&self) -> usize {
         self.by_name.len()
     }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
 }
 
 /// Whether a partial last written at `modified` is too old to keep.

@@ -149,6 +149,9 @@ impl UploadQueue {
     /// Where the upload of this content starts: the offset the hub said it
     /// holds (at most the size), else 0.
     fn take_resume(&mut self, path: &RelPath, hash: ContentHash, size: u64) -> u64 {
+        if self.resume.is_empty() {
+            return 0;
+        }
         self.resume
             .remove(&(path.clone(), hash))
             .filter(|o| *o <= size)
