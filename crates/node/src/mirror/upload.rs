@@ -303,3 +303,84 @@ fn read_files(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    /// Reads a batch on a thread; returns its parts and failures.
+    fn read(root: &Path, files: Vec<FileToSend>) -> (Vec<Part>, Vec<Option<TransferFailure>>) {
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        let root = root.to_path_buf();
+        let reader =
+            std::thread::spawn(move || read_batch(&root, &files, tx, &ProgressHandle::new(None)));
+        let mut parts = Vec::new();
+        while let Some(bundle) = rx.blocking_recv() {
+            parts.extend(bundle);
+        }
+        (parts, reader.join().unwrap())
+    }
+
+    /// A resumed file states its offset in its header and is read from
+    /// there only; the others start at 0.
+    #[test]
+    fn a_resumed_file_is_read_from_its_offset_only() {
+        let ws = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(ws.path().join("big"), &data).unwrap();
+        std::fs::write(ws.path().join("small"), b"small").unwrap();
+        let file = |path: &str, content: &[u8], offset| FileToSend {
+            path: p(path),
+            hash: ContentHash::of(content),
+            size: content.len() as u64,
+            offset,
+        };
+        let offset = 300_001;
+        let files = vec![file("big", &data, offset), file("small", b"small", 0)];
+        let (parts, failures) = read(ws.path(), files);
+        assert_eq!(failures, vec![None, None]);
+        let mut sent: Vec<(String, u64, Vec<u8>)> = Vec::new();
+        for part in parts {
+            match part {
+                Part::Header { path, offset, .. } => sent.push((path.to_string(), offset, vec![])),
+                Part::Data { offset, data } => {
+                    let (_, start, bytes) = sent.last_mut().unwrap();
+                    assert_eq!(offset, *start + bytes.len() as u64, "in order");
+                    bytes.extend_from_slice(&data);
+                }
+            }
+        }
+        assert_eq!(
+            sent,
+            vec![
+                ("big".into(), offset, data[offset as usize..].to_vec()),
+                ("small".into(), 0, b"small".to_vec()),
+            ]
+        );
+    }
+
+    /// The hub's offsets wait for their needs, only for that content and
+    /// never past the size; they are bounded.
+    #[test]
+    fn resume_offsets_are_taken_by_their_need() {
+        let mut q = UploadQueue::default();
+        let h = ContentHash::of(b"x");
+        q.resume_at(vec![(p("a"), h, 10), (p("b"), h, 99)]);
+        assert_eq!(q.take_resume(&p("a"), ContentHash::of(b"y"), 50), 0);
+        assert_eq!(q.take_resume(&p("a"), h, 50), 10);
+        assert_eq!(q.take_resume(&p("a"), h, 50), 0, "taken once");
+        assert_eq!(q.take_resume(&p("b"), h, 50), 0, "past the size");
+        q.resume_at(
+            (0..MAX_RESUMES + 1)
+                .map(|i| (p(&format!("f{i}")), h, 1))
+                .collect(),
+        );
+        assert!(q.resume.len() <= MAX_RESUMES + 1);
+        q.resume_at(vec![(p("z"), h, 1)]);
+        assert!(q.resume.len() <= MAX_RESUMES, "{}", q.resume.len());
+    }
+}
