@@ -12,7 +12,9 @@
 //! Status codes: `InvalidArgument` for a malformed stream (no header first,
 //! a header with a bad path or hash); `Aborted` when the stream breaks or
 //! idles out. A file that fails alone does not fail the stream: it is listed
-//! in `UploadResult.failures`.
+//! in `UploadResult.failures`. The file a broken stream was in the middle of
+//! is reported to the driver as cancelled (fetched again, resumed from what
+//! the receiver kept).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,15 +103,23 @@ pub async fn receive(
     if let Some(e) = broken {
         return Err(Error::InvalidArgument(e.to_string()));
     }
-    if let Err(e) = streamed {
-        // Dropping the stream aborts its open file, which keeps a partial
-        // (an fsync): on a blocking thread.
-        let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
-        return Err(e);
-    }
     let Some((upload, to_driver, name)) = upload else {
+        streamed?;
         return Ok(received);
     };
+    if let Err(e) = streamed {
+        // The stream broke off: its open file is cut (a large one kept as a
+        // partial, an fsync: on a blocking thread) and reported, so that the
+        // driver fetches it again, from what is held, even if the node's
+        // control stream stays up.
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut received = received;
+            let cut = upload.cut().into_iter().collect();
+            report(&to_driver, &name, &mut received, cut);
+        })
+        .await;
+        return Err(e);
+    }
     tokio::task::spawn_blocking(move || {
         let mut received = received;
         report(

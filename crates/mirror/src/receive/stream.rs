@@ -142,6 +142,23 @@ impl UploadStream {
         self.end_current()
     }
 
+    /// The stream broke off: its open file is cut (a resumable one kept as
+    /// a partial: blocking, an fsync) and reported `Cancelled`, so that it
+    /// is fetched again, from what is held.
+    pub fn cut(mut self) -> Option<FileOutcome> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::Open { id, path, hash, .. } => {
+                self.receiver.abort(id);
+                Some(FileOutcome {
+                    path,
+                    hash,
+                    result: Err(TransferFailure::Cancelled),
+                })
+            }
+            Current::None | Current::Failed => None,
+        }
+    }
+
     fn end_current(&mut self) -> Option<FileOutcome> {
         match std::mem::replace(&mut self.current, Current::None) {
             Current::Open {
