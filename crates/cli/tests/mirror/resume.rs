@@ -1,8 +1,8 @@
 //! Issue 14 item 7, with real processes: a large file's upload cut mid-way
-//! (the node killed, or the hub killed) continues from what the hub holds
-//! once they meet again: the second attempt sends only the rest, the file
-//! arrives whole (hash checked, `mirror verify` clean) and no partial is
-//! left in staging.
+//! (the node killed, the hub killed, or only the upload's connection cut)
+//! continues from what the hub holds once they meet again: the second
+//! attempt sends only the rest, the file arrives whole (hash checked,
+//! `mirror verify` clean) and no partial is left in staging.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -134,4 +134,205 @@ fn an_upload_cut_by_a_hub_kill_resumes_after_the_restart() {
     assert_eq!(resumed(&hub), held, "resumed from what the partial held");
     assert_eq!(sent, SIZE as f64 - held, "only the rest was sent again");
     node.assert_running();
+}
+
+/// The next mirror message from the hub on a hand-made control stream
+/// (heartbeat acks and the like skipped).
+async fn next_mirror(
+    inbound: &mut tonic::Streaming<ganglion_proto::v1::HubMessage>,
+) -> ganglion_proto::v1::hub_message::Kind {
+    use ganglion_proto::v1::hub_message::Kind as In;
+    tokio::time::timeout(CHANGE, async {
+        loop {
+            match inbound.message().await.unwrap() {
+                Some(ganglion_proto::v1::HubMessage {
+                    kind:
+                        Some(
+                            k @ (In::MirrorNeeds(_)
+                            | In::MirrorNeed(_)
+                            | In::MirrorResume(_)
+                            | In::MirrorAck(_)),
+                        ),
+                }) => return k,
+                Some(_) => {}
+                None => panic!("the hub closed the stream"),
+            }
+        }
+    })
+    .await
+    .expect("a mirror message in time")
+}
+
+/// A TCP relay to `to` for one connection; aborting its task cuts that
+/// connection in the middle (no end of stream, no TLS close).
+async fn cuttable_relay(to: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let (mut inbound, _) = listener.accept().await.unwrap();
+        let mut outbound = tokio::net::TcpStream::connect(&to).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    });
+    (addr, task)
+}
+
+/// A client with `node`'s credential dialing the hub at `addr` (a relay).
+async fn node_client_via(
+    s: &Scene,
+    hub: &Hub,
+    node: &str,
+    addr: String,
+) -> ganglion_node::client::HubClient {
+    let (_, credential) = ganglion_node::state::StateDir::new(s.state_dir(node))
+        .load()
+        .unwrap();
+    let target = ganglion_node::tls::HubTarget {
+        addr,
+        cert_sha256: hub.endpoints.cert_sha256.clone(),
+        bind_ip: None,
+    };
+    let channel = ganglion_node::tls::connect(&target).await.unwrap();
+    ganglion_node::client::client(channel, &credential)
+}
+
+/// The wire protocol by hand, as a node: an upload stream broken off in
+/// the middle (its connection cut) while the control stream stays up. The
+/// hub keeps what it received, asks again with a `MirrorResume` naming that
+/// offset before the need, accepts the rest from there, and the file is
+/// whole; an offset it does not hold would have been refused (the receiver
+/// tests cover that).
+#[test]
+fn an_upload_broken_off_alone_is_asked_again_with_the_offset_held() {
+    use ganglion_proto::v1;
+    use v1::hub_message::Kind as In;
+    use v1::node_message::Kind as Out;
+    const LEN: usize = 8 << 20;
+    let s = Scene::new();
+    s.workspace("n1");
+    let (hub, mut node) = hub_and_node(&s);
+    wait_in_sync(&hub, "n1", 0, CHANGE);
+    node.signal(libc::SIGTERM);
+    node.wait_exit(Duration::from_secs(10));
+    hub.wait_status("n1", "offline", READY);
+    let content = noise(LEN, 16);
+    let hash = format!("blake3:{}", blake3::hash(&content).to_hex());
+    let half = LEN / 2;
+    let chunks = |from: usize, header_offset: u64| {
+        let mut v = vec![v1::UploadChunk {
+            kind: Some(v1::upload_chunk::Kind::Header(v1::UploadHeader {
+                path: "big.bin".into(),
+                hash: hash.clone(),
+                size: LEN as u64,
+                mode: 0o644,
+            })),
+            offset: header_offset,
+        }];
+        for off in (from..LEN).step_by(256 << 10) {
+            let end = (off + (256 << 10)).min(LEN);
+            v.push(data(off as u64, &content[off..end]));
+        }
+        v
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = node_client(&s, &hub, "n1").await;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let hello = v1::Hello {
+            mirror: true,
+            capabilities: None,
+            instance: String::new(),
+        };
+        tx.unbounded_send(v1::NodeMessage {
+            kind: Some(Out::Hello(hello)),
+        })
+        .unwrap();
+        let mut inbound = client.connect(rx).await.unwrap().into_inner();
+        let applied = match inbound.message().await.unwrap() {
+            Some(v1::HubMessage {
+                kind: Some(In::Welcome(w)),
+            }) => w.mirror_applied,
+            other => panic!("expected a welcome, got {other:?}"),
+        };
+        let entry = v1::MirrorEntry {
+            path: "big.bin".into(),
+            kind: v1::EntryKind::File as i32,
+            size: LEN as u64,
+            mtime_ns: 1,
+            mode: 0o644,
+            hash: hash.clone(),
+            seq: applied + 1,
+            ..Default::default()
+        };
+        let notice = v1::MirrorNotice {
+            kind: Some(v1::mirror_notice::Kind::Upsert(entry)),
+        };
+        tx.unbounded_send(v1::NodeMessage {
+            kind: Some(Out::MirrorNotices(v1::MirrorNotices {
+                notices: vec![notice],
+            })),
+        })
+        .unwrap();
+        match next_mirror(&mut inbound).await {
+            In::MirrorNeeds(n) => assert_eq!(n.needs[0].path, "big.bin"),
+            other => panic!("expected the need, got {other:?}"),
+        }
+
+        // Half of the file on a connection of its own, which is cut once
+        // the hub has written that half (the stream never ends).
+        let (up_tx, up_rx) = futures::channel::mpsc::unbounded();
+        for c in chunks(0, 0).into_iter().take(1 + half / (256 << 10)) {
+            up_tx.unbounded_send(c).unwrap();
+        }
+        let (relay_addr, relay) = cuttable_relay(hub.endpoints.grpc.clone()).await;
+        let mut upload_client = node_client_via(&s, &hub, "n1", relay_addr).await;
+        let call = tokio::spawn(async move { upload_client.upload(up_rx).await });
+        let hub_dir = hub.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_for("half the file at the hub", READY, || {
+                (partial_bytes(&hub_dir, "n1") == half as u64).then_some(())
+            })
+        })
+        .await
+        .unwrap();
+        relay.abort();
+        let cut = tokio::time::timeout(CHANGE, call).await.unwrap().unwrap();
+        assert!(cut.is_err(), "the cut call failed: {cut:?}");
+        drop(up_tx);
+
+        // Asked again, with the offset held first.
+        match next_mirror(&mut inbound).await {
+            In::MirrorResume(r) => {
+                assert_eq!(r.files.len(), 1);
+                let f = &r.files[0];
+                assert_eq!(
+                    (f.path.as_str(), f.hash.as_str(), f.offset),
+                    ("big.bin", hash.as_str(), half as u64)
+                );
+            }
+            other => panic!("expected a resume, got {other:?}"),
+        }
+        match next_mirror(&mut inbound).await {
+            In::MirrorNeeds(n) => assert_eq!(n.needs[0].path, "big.bin"),
+            other => panic!("expected the need again, got {other:?}"),
+        }
+        let result = client
+            .upload(futures::stream::iter(chunks(half, half as u64)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(result.failures.is_empty(), "{result:?}");
+        match next_mirror(&mut inbound).await {
+            In::MirrorAck(a) => assert_eq!(a.seq, applied + 1),
+            other => panic!("expected the ack, got {other:?}"),
+        }
+    });
+    assert_eq!(
+        std::fs::read(hub.dir.join("mirrors/n1/big.bin")).unwrap(),
+        content
+    );
+    assert_eq!(resumed(&hub), half as f64);
+    assert_eq!(received(&hub), LEN as f64, "every byte sent once");
+    assert_eq!(staged_files(&hub.dir.join("staging/n1")), 0);
+    let verify = hub.cli(&["mirror", "verify", "n1"]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
 }
