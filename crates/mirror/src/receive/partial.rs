@@ -20,9 +20,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
-use cap_std::fs::File;
-use ganglion_core::RelPath;
+use std::os::unix::fs::PermissionsExt;
 
+use cap_std::fs::{File, OpenOptions, Permissions};
+use ganglion_core::RelPath;
+use tracing::{info, warn};
+
+use super::{Error, Receiver, Upload, io_err, lock};
 use crate::entry::ContentHash;
 
 /// The directory of partials, in a node's staging directory.
@@ -161,6 +165,172 @@ pub(super) fn hash_prefix(file: &mut File, len: u64) -> io::Result<blake3::Hashe
     }
     file.seek(SeekFrom::Start(len))?;
     Ok(hasher)
+}
+
+/// The receiver's side of partials: reopening one for a resume, keeping a
+/// cut transfer, removing and sweeping them.
+impl Receiver {
+    /// The staged file of a resumable transfer (claimed under its partial
+    /// name), positioned at `offset`, with the hash of the bytes before it.
+    pub(super) fn open_partial(
+        &self,
+        path: &RelPath,
+        hash: ContentHash,
+        size: u64,
+        mode: u32,
+        offset: u64,
+    ) -> Result<(File, String, blake3::Hasher), Error> {
+        let name = self.claim(partial_name(path, &hash));
+        let (held, others) = {
+            let mut partials = lock(&self.inner.partials);
+            let held = partials.take(&name);
+            // Another content's partial of this path is not wanted any more
+            // (the lock on the path keeps transfers off them).
+            (held, partials.take_others_of(path, &name))
+        };
+        for other in others {
+            self.remove_staged(&other);
+        }
+        let refuse = |held: u64| {
+            warn!(%path, offset, held, size, "resume refused: offset not held");
+            self.remove_staged(&name);
+            Err(Error::BadOffset {
+                path: path.to_string(),
+                offset,
+                held,
+            })
+        };
+        if offset == 0 {
+            // A stale partial (or a file a crash left) starts afresh.
+            if let Err(e) = self.inner.staging.remove_file(&name)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                self.release(&name);
+                return Err(io_err("remove_partial", &name)(e));
+            }
+            let file = self.create_named(&name, mode)?;
+            return Ok((file, name, blake3::Hasher::new()));
+        }
+        let held = held.unwrap_or(0);
+        if offset > held || offset > size {
+            return refuse(held);
+        }
+        let mut o = OpenOptions::new();
+        o.write(true).read(true);
+        let reopened = self.inner.staging.open_with(&name, &o).and_then(|mut f| {
+            f.set_len(offset)?;
+            f.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))?;
+            let hasher = hash_prefix(&mut f, offset)?;
+            Ok((f, hasher))
+        });
+        match reopened {
+            Ok((file, hasher)) => {
+                info!(%path, offset, size, "transfer resumed");
+                Ok((file, name, hasher))
+            }
+            // Gone or shorter than recorded: not held after all.
+            Err(e) => {
+                warn!(%path, error = %e, "cannot reopen partial");
+                refuse(0)
+            }
+        }
+    }
+
+    /// A cut transfer: a resumable one with bytes in is made durable and
+    /// kept as a partial (its claim released: it is at rest); anything else
+    /// is removed. Blocking (fsync).
+    pub(super) fn keep_or_remove(&self, up: Upload) {
+        if !up.resumable || up.written == 0 {
+            self.remove_staged(&up.staged_name);
+            return;
+        }
+        // Only what is durable is offered for a resume.
+        if let Err(e) = up.file.sync_data() {
+            warn!(path = %up.path, error = %e, "cannot keep partial");
+            self.remove_staged(&up.staged_name);
+            return;
+        }
+        drop(up.file);
+        let evicted = lock(&self.inner.partials).insert(
+            up.staged_name.clone(),
+            up.written,
+            std::time::SystemTime::now(),
+        );
+        self.release(&up.staged_name);
+        info!(path = %up.path, held = up.written, size = up.size, "transfer cut, partial kept");
+        for name in evicted {
+            self.remove_partial(&name);
+        }
+    }
+
+    /// Removes a partial at rest, unless a transfer claimed it meanwhile.
+    pub(super) fn remove_partial(&self, name: &str) {
+        let claimed = lock(&self.inner.claimed);
+        if claimed.contains(name) {
+            return;
+        }
+        if let Err(e) = self.inner.staging.remove_file(name)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(name, error = %e, "cannot remove partial");
+        }
+    }
+
+    /// Sweeps the partials: each unclaimed one is registered (found after a
+    /// restart) or removed (expired, not a partial's name, not a file);
+    /// then the oldest beyond [`MAX_PARTIALS`] go.
+    pub(super) fn sweep_partials(&self) -> Result<usize, Error> {
+        let staging = &self.inner.staging;
+        let entries = match staging.read_dir(PARTIAL_DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            r => r.map_err(io_err("read_dir", "staging/partial"))?,
+        };
+        let now = std::time::SystemTime::now();
+        let (mut n, mut evicted) = (0, Vec::new());
+        for ent in entries {
+            let ent = ent.map_err(io_err("read_dir", "staging/partial"))?;
+            let file = ent.file_name().to_string_lossy().into_owned();
+            let name = format!("{}/{file}", PARTIAL_DIR);
+            let meta = ent.metadata().ok().filter(|m| m.is_file());
+            // Decided under the claims lock: a transfer claiming it after
+            // the listing was taken is seen here.
+            let claimed = lock(&self.inner.claimed);
+            if claimed.contains(&name) {
+                continue;
+            }
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            let keep = match (&meta, modified) {
+                (Some(m), Some(t)) if is_partial_file(&file) && m.len() > 0 => {
+                    (!expired(t.into_std(), now)).then_some((m.len(), t.into_std()))
+                }
+                _ => None,
+            };
+            let mut partials = lock(&self.inner.partials);
+            if let Some((len, at)) = keep {
+                if !partials.contains(&name) {
+                    evicted.extend(partials.insert(name, len, at));
+                }
+                continue;
+            }
+            partials.take(&name);
+            drop(partials);
+            let r = if meta.is_none() && ent.file_type().is_ok_and(|t| t.is_dir()) {
+                staging.remove_dir_all(&name)
+            } else {
+                staging.remove_file(&name)
+            };
+            drop(claimed);
+            match r {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!(name, error = %e, "cannot sweep partial"),
+            }
+        }
+        for name in &evicted {
+            self.remove_partial(name);
+        }
+        Ok(n + evicted.len())
+    }
 }
 
 #[cfg(test)]
