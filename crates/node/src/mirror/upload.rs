@@ -61,12 +61,13 @@ impl MirrorWorker {
     /// file, most of them finding the queue empty, cost an initial sync 78k
     /// tasks and wake-ups).
     pub(super) fn upload(&self, path: RelPath, hash: ContentHash, size: u64) {
-        let offset = self.queue.lock().take_resume(&path, hash, size);
-        let Some(client) = self.client.clone() else {
-            return;
-        };
         {
             let mut q = self.queue.lock();
+            // Taken even without a client: it was for this need only.
+            let offset = q.take_resume(&path, hash, size);
+            let Some(client) = self.client.clone() else {
+                return;
+            };
             q.jobs.push_back(UploadJob {
                 file: FileToSend {
                     path,
