@@ -102,6 +102,36 @@ fn an_upload_cut_by_a_node_kill_resumes_where_it_stopped() {
     node.assert_running();
 }
 
+/// The file changes while its upload is cut: the hub's partial holds
+/// content nobody wants any more. The new content is fetched whole (no
+/// resume: its hash differs) and the old partial goes.
+#[test]
+fn a_file_changed_after_its_upload_was_cut_is_sent_whole_and_the_partial_goes() {
+    let s = Scene::new();
+    let ws = s.workspace("n1");
+    write(&ws, "big.bin", &noise(SIZE, 17));
+    let (hub, node) = hub_and_node(&s);
+    kill_when_partial_reaches(&hub.dir, &node, 0.4);
+    let mut node = node;
+    node.wait_exit(Duration::from_secs(10));
+    hub.wait_status("n1", "offline", READY);
+    wait_for("the hub to keep the partial", READY, || {
+        hub.proc.stderr().contains("partial kept").then_some(())
+    });
+    let first = received(&hub);
+    // Edited in the part the hub already holds.
+    let mut changed = noise(SIZE, 17);
+    changed[1000..2000].copy_from_slice(&noise(1000, 18));
+    write(&ws, "big.bin", &changed);
+
+    let mut node = s.start("n1");
+    hub.wait_status("n1", "online", READY);
+    assert_whole_and_clean(&hub, &ws);
+    assert_eq!(resumed(&hub), 0.0, "nothing of the old content was reused");
+    assert_eq!(received(&hub) - first, SIZE as f64, "the new content whole");
+    node.assert_running();
+}
+
 #[test]
 fn an_upload_cut_by_a_hub_kill_resumes_after_the_restart() {
     let s = Scene::new();
