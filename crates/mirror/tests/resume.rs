@@ -338,3 +338,21 @@ async fn the_sweep_removes_what_is_not_a_partial() {
     assert_eq!(r.partials(), 1);
     assert_eq!(staged_files(dir.path()), 1);
 }
+
+/// A partial removed behind the receiver's back is forgotten by the next
+/// sweep (not offered for a resume it could not serve).
+#[tokio::test]
+async fn a_partial_removed_behind_the_receivers_back_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = content("gone", 2 << 20);
+    let hash = ContentHash::of(&whole);
+    let r = reopen(dir.path()).await;
+    cut_at(&r, "f", &whole, 5000);
+    assert_eq!(r.resume_offset(&p("f"), hash), Some(5000));
+    for f in partial_files(dir.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    r.sweep_staging().unwrap();
+    assert_eq!((r.resume_offset(&p("f"), hash), r.partials()), (None, 0));
+    assert_eq!(upload_from(&r, "f", &whole, 0).0, ok("f", &whole));
+}

@@ -16,7 +16,7 @@
 //! older than [`PARTIAL_MAX_AGE`], one per path (a fetch of other content
 //! for the path drops it), and a dropped fetch (`discard`) drops it too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
@@ -130,6 +130,13 @@ impl Partials {
             self.by_name.remove(n);
         }
         names
+    }
+
+    /// Forgets the partials known since before `since` whose file a sweep
+    /// did not find (removed behind the receiver's back).
+    pub(super) fn forget_missing(&mut self, found: &HashSet<String>, since: SystemTime) {
+        self.by_name
+            .retain(|name, held| held.at >= since || found.contains(name));
     }
 
     pub(super) fn len(&self) -> usize {
@@ -286,7 +293,7 @@ impl Receiver {
             r => r.map_err(io_err("read_dir", "staging/partial"))?,
         };
         let now = std::time::SystemTime::now();
-        let (mut n, mut evicted) = (0, Vec::new());
+        let (mut n, mut evicted, mut found) = (0, Vec::new(), HashSet::new());
         for ent in entries {
             let ent = ent.map_err(io_err("read_dir", "staging/partial"))?;
             let file = ent.file_name().to_string_lossy().into_owned();
@@ -296,6 +303,7 @@ impl Receiver {
             // the listing was taken is seen here.
             let claimed = lock(&self.inner.claimed);
             if claimed.contains(&name) {
+                found.insert(name);
                 continue;
             }
             let modified = meta.as_ref().and_then(|m| m.modified().ok());
@@ -308,8 +316,9 @@ impl Receiver {
             let mut partials = lock(&self.inner.partials);
             if let Some((len, at)) = keep {
                 if !partials.contains(&name) {
-                    evicted.extend(partials.insert(name, len, at));
+                    evicted.extend(partials.insert(name.clone(), len, at));
                 }
+                found.insert(name);
                 continue;
             }
             partials.take(&name);
@@ -326,6 +335,9 @@ impl Receiver {
                 Err(e) => warn!(name, error = %e, "cannot sweep partial"),
             }
         }
+        // Kept since the listing was taken, a partial is not in it: only
+        // older ones are forgotten.
+        lock(&self.inner.partials).forget_missing(&found, now);
         for name in &evicted {
             self.remove_partial(name);
         }
