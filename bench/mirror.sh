@@ -13,10 +13,15 @@
 #   W.node_restart_uploaded  bytes the hub hashed because of the node restart (must be 0)
 # and once (on a copy of `small`): edit_visible (append to kernel/fork.c → mirror file equal), p50 of ≥10;
 #   put_visible / put_visible_p99: `ganglion mirror put` of a new file → in the node's workspace (PUTS, default 50).
+# and once when `big` is measured: big.resume_sent_pct (the node killed once the hub's partial
+# of big.bin holds 50 %, then started again: the bytes the hub received from the cut on, as % of
+# the file — what finishing it cost; goal <= 55; from ganglion_mirror_received_bytes_total; the
+# detail gives where it was cut, what resumed, and both attempts together).
 # Every timed run: settle_trash before, warm page cache, nothing deleted while measuring.
 # Env: RUNS (default 3), EDITS (default 10), PUTS (default 50), VISIBLE_ONLY=1, GANGLION_BIN; INITIAL_ONLY=1 measures only the
 # initial syncs (no restarts, rehash or edits: quicker iterations); RESTART_ONLY=1 (for iterating on the
 # hub restart): one untimed initial sync, no rsync, no node restart, no edit figure;
+# RESUME_ONLY=1 measures only big.resume_sent_pct;
 # Sync is awaited with `ganglion mirror wait` (WAIT_POLL=1: a status poll every 20 ms).
 # The online checks match the CLI's JSON in bash (default) instead of piping it
 # through jq (jq 1.6 costs ~17 ms CPU per call, three calls per check: most of a
@@ -106,6 +111,40 @@ unfresh() { bash /work/shared/bench/freshfs.sh --umount "$1"; }
 clear_run() { if mountpoint -q "$1"; then unfresh "$1"; else eval "$(trash_cmd "$1")"; fi; }
 # rss_mib PID: resident set in MiB (one decimal).
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# resume_figure: big.resume_sent_pct (see the header).
+resume_figure() {
+  need_workload big
+  local src=$WORK/big r=$S/resume size half held first total resumed cut
+  size=$(stat -c %s "$src/big.bin"); half=$((size / 2))
+  settle_trash; eval "$(trash_cmd "$r")"; mkdir -p "$r"; sync
+  start_hub "$r/hub"; INV=$(g invite create --name n1 --data-dir "$r/hub")
+  eval "$(warm_cmd "$src")"
+  GANGLION_LOG=warn "$BIN" node join "$INV" --workspace "$src" --state-dir "$r/state" --name n1 >>"$LOGDIR/mirror-node.log" 2>&1 &
+  NODE_PID=$!; PIDS+=("$NODE_PID")
+  # Kill the node as soon as the hub's partial holds half of the file.
+  for ((_i = 0; _i < 200000; _i++)); do
+    held=$(stat -c %s "$r/hub/staging/n1/partial/"*.part 2>/dev/null | head -1 || true); held=${held:-0}
+    [ "$held" -ge "$half" ] && break; sleep 0.002
+  done
+  [ "$held" -ge "$half" ] || die "the upload of big.bin never reached 50 %"
+  kill -9 "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+  # The hub has written what it received once its count stops moving.
+  first=-1
+  for ((_i = 0; _i < 1000; _i++)); do
+    cut=$(metric "$r/hub" ganglion_mirror_received_bytes_total); [ "$cut" = "$first" ] && break
+    first=$cut; sleep 0.2
+  done
+  GANGLION_LOG=warn "$BIN" node start --state-dir "$r/state" >>"$LOGDIR/mirror-node.log" 2>&1 & NODE_PID=$!; PIDS+=("$NODE_PID")
+  wait_sync "$r/hub" 1
+  cmp -s "$src/big.bin" "$r/hub/mirrors/n1/big.bin" || die "big.bin differs after the resume"
+  total=$(metric "$r/hub" ganglion_mirror_received_bytes_total)
+  resumed=$(metric "$r/hub" ganglion_mirror_resumed_bytes_total)
+  pct() { awk -v v="${1:-0}" -v s="$size" 'BEGIN{printf "%.1f", v*100/s}'; }
+  emit "big.resume_sent_pct" "$(pct "$(awk -v t="$total" -v f="$first" 'BEGIN{print t-f}')")" % \
+    "goal <= 55; cut at $(pct "$first") %, resumed $(pct "$resumed") %, both attempts $(pct "$total") % (150 without a resume)"
+  stop "$NODE_PID"; stop "$HUB_PID"; eval "$(trash_cmd "$r")"
+}
+if [ "${RESUME_ONLY:-0}" = 1 ]; then resume_figure; exit 0; fi
 
 WORKLOADS=("$@"); [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(small big)
 # VISIBLE_ONLY=1: only the edit_visible and put_visible figures.
@@ -187,6 +226,7 @@ for W in "${WORKLOADS[@]}"; do
 done
 
 [ "${INITIAL_ONLY:-0}" = 1 ] && exit 0
+[[ " ${WORKLOADS[*]} " == *" big "* ]] && [ -z "$RESTART_ONLY" ] && resume_figure
 # One edit → visible in the mirror (a copy of `small`, so the pristine workload is untouched).
 [ -z "$RESTART_ONLY" ] || exit 0
 need_workload small

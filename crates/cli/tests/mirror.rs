@@ -8,7 +8,8 @@
 //!   delete, a move out of a directory deleted in the same batch;
 //! - confinement: a workspace symlink pointing outside, `..` and absolute paths;
 //! - hub restart (re-hashes nothing), node restart (re-hashes and uploads nothing);
-//! - SIGKILL of the hub in the middle of a sync of many files and a large one.
+//! - SIGKILL of the hub in the middle of a sync of many files and a large one;
+//! - a large upload cut by a node or hub kill resumes (`mirror/resume.rs`).
 
 // Timings are printed for whoever reads the test log.
 #![allow(clippy::print_stderr)]
@@ -17,6 +18,8 @@
 mod common;
 #[path = "mirror/hardening.rs"]
 mod hardening;
+#[path = "mirror/resume.rs"]
+mod resume;
 #[path = "mirror/two_way.rs"]
 mod two_way;
 
@@ -698,8 +701,8 @@ fn data(offset: u64, bytes: &[u8]) -> ganglion_proto::v1::UploadChunk {
 /// The `Upload` RPC fed bad input by hand, against the real hub, with the
 /// node's own credential: data before any header fails the stream
 /// (`InvalidArgument`), so does a hostile path; in a stream of several files,
-/// a file whose bytes do not match its declared hash, or whose data comes out
-/// of order, fails alone and is listed in the result while the others are
+/// a file whose bytes do not match its declared hash, whose data comes out
+/// of order, or that resumes from an offset the hub does not hold, fails alone and is listed in the result while the others are
 /// accepted; nothing the hub did not ask for reaches the mirror, and every
 /// transfer lock is released.
 #[test]
@@ -739,6 +742,12 @@ fn upload_streams_fail_file_by_file() {
             header("two.txt", b"second"),
             data(0, b"sec"),
             data(3, b"ond"),
+            // A resume from an offset the hub does not hold.
+            v1::UploadChunk {
+                offset: 3,
+                ..header("far.txt", b"abcdef")
+            },
+            data(3, b"def"),
         ];
         let result = client
             .upload(futures::stream::iter(batch))
@@ -758,6 +767,7 @@ fn upload_streams_fail_file_by_file() {
                     v1::TransferFailure::HashMismatch as i32
                 ),
                 ("gap.txt".to_string(), v1::TransferFailure::Io as i32),
+                ("far.txt".to_string(), v1::TransferFailure::Io as i32),
             ]
         );
         assert_eq!(result.bytes, 11, "one.txt and two.txt were accepted");

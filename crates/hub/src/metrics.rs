@@ -31,6 +31,10 @@ pub struct Metrics {
     pub transfer_locks: Gauge,
     pub transfers_in_flight: Gauge,
     pub mirror_hashed_bytes: Counter,
+    /// Content bytes received on upload streams.
+    pub mirror_received_bytes: Counter,
+    /// Bytes not sent again thanks to a resumed transfer.
+    pub mirror_resumed_bytes: Counter,
     /// Connections refused: another running process holds the credential.
     pub node_duplicate_refused: Counter,
 }
@@ -91,8 +95,20 @@ impl Metrics {
         );
         registry.register(
             "mirror_hashed_bytes",
-            "Bytes the hub hashed for mirrors (received content only; restarts re-hash nothing)",
+            "Bytes the hub hashed for mirrors (received content, and the prefix of a resumed transfer read back from its partial; restarts re-hash nothing)",
             mirror_hashed_bytes.clone(),
+        );
+        let mirror_received_bytes = Counter::default();
+        registry.register(
+            "mirror_received_bytes",
+            "Content bytes the hub received on upload streams",
+            mirror_received_bytes.clone(),
+        );
+        let mirror_resumed_bytes = Counter::default();
+        registry.register(
+            "mirror_resumed_bytes",
+            "Bytes not sent again thanks to a resumed transfer (the prefix the hub held)",
+            mirror_resumed_bytes.clone(),
         );
         let node_duplicate_refused = Counter::default();
         registry.register(
@@ -111,6 +127,8 @@ impl Metrics {
             transfer_locks,
             transfers_in_flight,
             mirror_hashed_bytes,
+            mirror_received_bytes,
+            mirror_resumed_bytes,
             node_duplicate_refused,
         }
     }

@@ -15,6 +15,10 @@ pub enum MirrorToNode {
     Ack(u64),
     /// Hub-side changes for the workspace, in seq order.
     Changes(Vec<HubChange>),
+    /// The hub holds the first `offset` bytes of these contents from a cut
+    /// transfer: sent right before the `Needs` asking for them, so that
+    /// their uploads start there (a resume).
+    Resume(Vec<(RelPath, ContentHash, u64)>),
 }
 
 /// What a node's mirror tells the hub.

@@ -17,6 +17,7 @@ fn header(path: &str, declared: &[u8]) -> Part {
         hash: ContentHash::of(declared),
         size: declared.len() as u64,
         mode: 0o644,
+        offset: 0,
     }
 }
 

@@ -481,10 +481,22 @@ impl Driver {
 
     /// Sends the queued needs, at most [`NEEDS_PER_MESSAGE`] to a message
     /// (a load can release tens of thousands of held notices at once, more
-    /// than fits a gRPC message).
+    /// than fits a gRPC message), each preceded by the offsets of those the
+    /// receiver holds a cut transfer of (their uploads resume there).
     async fn send_needs(&mut self) {
         let needs = std::mem::take(&mut self.needs);
         for part in needs.chunks(NEEDS_PER_MESSAGE) {
+            let held: Vec<_> = part
+                .iter()
+                .filter_map(|(path, hash)| {
+                    let offset = self.receiver.resume_offset(path, *hash)?;
+                    Some((path.clone(), *hash, offset))
+                })
+                .collect();
+            if !held.is_empty() {
+                self.to_node(ToNode::Mirror(MirrorToNode::Resume(held)))
+                    .await;
+            }
             self.to_node(ToNode::Mirror(MirrorToNode::Needs(part.to_vec())))
                 .await;
         }

@@ -496,3 +496,80 @@ async fn a_failed_driver_task_restarts_the_driver() {
     }
     assert_eq!(m.status("n1", &id).await.unwrap().applied_seq, 7);
 }
+
+/// A content the receiver holds a cut transfer of (found again by the
+/// receiver the driver opens, as after a hub restart) is named with its
+/// offset in a `Resume` sent before the needs asking for it; the others
+/// are needed from 0.
+#[tokio::test]
+async fn the_offset_held_of_a_cut_transfer_goes_before_its_need() {
+    use crate::registry::ToNode;
+    use ganglion_mirror::MirrorToNode;
+    use ganglion_mirror::receive::{Part, UploadStream};
+    let dir = tempfile::tempdir().unwrap();
+    let index: SharedIndex = Arc::new(SqliteMirrorIndex::open_in_memory().await.unwrap());
+    let big = vec![7u8; 2 << 20];
+    let held = 1 << 20;
+    {
+        let r = Receiver::open(dir.path(), "n1", index.clone(), LockRegistry::default()).unwrap();
+        let mut s = UploadStream::new(r, ImmutablePaths::default());
+        s.feed(Part::Header {
+            path: RelPath::parse("big").unwrap(),
+            hash: ContentHash::of(&big),
+            size: big.len() as u64,
+            mode: 0o644,
+            offset: 0,
+        })
+        .unwrap();
+        s.feed(Part::Data {
+            offset: 0,
+            data: big[..held].to_vec().into(),
+        })
+        .unwrap();
+        // The stream breaks off: the transfer is kept as a partial.
+    }
+    let registry = Registry::new(Metrics::new());
+    let node_id = NodeId::generate();
+    let name = ganglion_core::NodeName::parse("n1").unwrap();
+    let mut conn = registry.register(node_id.clone(), name, None, Timestamp(0));
+    let loader = Box::new(|i| {
+        let (engine_tx, engine_rx) = oneshot::channel();
+        let _ = engine_tx.send(Box::new(SinkEngine::new(Vec::new(), 0, i)));
+        engine_rx
+    });
+    let (tx, running) = start_driver(dir.path(), &index, node_id, registry.clone(), loader).await;
+    let (reply, _) = oneshot::channel();
+    tx.send(DriverEvent::Connected {
+        reply,
+        replica: String::new(),
+    })
+    .unwrap();
+    let notices = vec![
+        Notice::Upsert(file("small", b"small", 1)),
+        Notice::Upsert(file("big", &big, 2)),
+    ];
+    tx.send(DriverEvent::Notices(notices)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), conn.rx.recv())
+            .await
+            .expect("messages arrive")
+            .expect("connection open");
+        if let ToNode::Mirror(m) = msg {
+            got.push(m);
+        }
+    }
+    let p = |s: &str| RelPath::parse(s).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            MirrorToNode::Resume(vec![(p("big"), ContentHash::of(&big), held as u64)]),
+            MirrorToNode::Needs(vec![
+                (p("small"), ContentHash::of(b"small")),
+                (p("big"), ContentHash::of(&big)),
+            ]),
+        ]
+    );
+    drop(tx);
+    running.abort();
+}

@@ -12,7 +12,9 @@
 //! Status codes: `InvalidArgument` for a malformed stream (no header first,
 //! a header with a bad path or hash); `Aborted` when the stream breaks or
 //! idles out. A file that fails alone does not fail the stream: it is listed
-//! in `UploadResult.failures`.
+//! in `UploadResult.failures`. The file a broken stream was in the middle of
+//! is reported to the driver as cancelled (fetched again, resumed from what
+//! the receiver kept).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,9 +90,11 @@ pub async fn receive(
     let immutable = mirrors.immutable_of(&name);
     let (parts_tx, parts_rx) = mpsc::channel::<Vec<Part>>(WRITER_QUEUE);
     let writer = spawn_writer(
-        mirrors.clone(),
-        name,
-        UploadStream::new(receiver, immutable),
+        Writing {
+            upload: Some(UploadStream::new(receiver, immutable)),
+            to_driver: mirrors.clone(),
+            name,
+        },
         parts_rx,
     );
     let streamed = forward(stream, first, &parts_tx).await;
@@ -101,23 +105,62 @@ pub async fn receive(
     if let Some(e) = broken {
         return Err(Error::InvalidArgument(e.to_string()));
     }
-    // Dropping the stream here (on error) aborts its open file.
-    streamed?;
-    let Some((upload, to_driver, name)) = upload else {
+    let Some(upload) = upload else {
+        streamed?;
         return Ok(received);
     };
+    if let Err(e) = streamed {
+        // The stream broke off: its open file is cut (on a blocking thread:
+        // a large one is kept as a partial, an fsync).
+        let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
+        return Err(e);
+    }
     tokio::task::spawn_blocking(move || {
         let mut received = received;
-        report(
-            &to_driver,
-            &name,
-            &mut received,
-            upload.finish().into_iter().collect(),
-        );
+        upload.finish(&mut received);
         received
     })
     .await
     .map_err(|e| Error::Unavailable(format!("upload writer: {e}")))
+}
+
+/// A stream's writing side until the stream ends. Dropped without
+/// [`Writing::finish`] — the stream broke off, idled out, or the call was
+/// cancelled (then the whole `receive` future is dropped) — it cuts its open
+/// file (a large one is kept as a partial) and reports it cancelled, so that
+/// the driver fetches it again, from what is held, even while the node's
+/// control stream stays up. Blocking either way: dropped on the writer's
+/// thread or moved to one.
+struct Writing {
+    upload: Option<UploadStream>,
+    to_driver: Arc<Mirrors>,
+    name: String,
+}
+
+impl Writing {
+    fn stream(&mut self) -> &mut UploadStream {
+        self.upload.as_mut().expect("until finished")
+    }
+
+    /// The stream ended cleanly: its last file ends.
+    fn finish(mut self, received: &mut Received) {
+        let last = self.upload.take().expect("once").finish();
+        report(
+            &self.to_driver,
+            &self.name,
+            received,
+            last.into_iter().collect(),
+        );
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            let cut = upload.cut().into_iter().collect();
+            report(&self.to_driver, &self.name, &mut Received::default(), cut);
+        }
+    }
 }
 
 /// The stream's first part, which must be a header.
@@ -142,22 +185,19 @@ async fn header(
 
 /// How the writer ended: the stream's state if it was not broken (its open
 /// file ends with `finish`), what it received, and what broke it.
-type WriterEnd = (
-    Option<(UploadStream, Arc<Mirrors>, String)>,
-    Received,
-    Option<StreamError>,
-);
+type WriterEnd = (Option<Writing>, Received, Option<StreamError>);
 
 /// The blocking writer of one stream. It reports the files that ended in
 /// each batch to the driver itself, from its own thread (a hop back through
 /// the stream's task would cost another wake-up).
 fn spawn_writer(
-    to_driver: Arc<Mirrors>,
-    name: String,
-    mut upload: UploadStream,
+    mut writing: Writing,
     mut parts_rx: mpsc::Receiver<Vec<Part>>,
 ) -> tokio::task::JoinHandle<WriterEnd> {
-    let hashed = to_driver.metrics().mirror_hashed_bytes.clone();
+    let metrics = writing.to_driver.metrics();
+    let hashed = metrics.mirror_hashed_bytes.clone();
+    let received_bytes = metrics.mirror_received_bytes.clone();
+    let resumed = metrics.mirror_resumed_bytes.clone();
     tokio::task::spawn_blocking(move || {
         let mut received = Received::default();
         while let Some(parts) = parts_rx.blocking_recv() {
@@ -165,21 +205,28 @@ fn spawn_writer(
             for part in parts {
                 if let Part::Data { data, .. } = &part {
                     hashed.inc_by(data.len() as u64);
+                    received_bytes.inc_by(data.len() as u64);
                 }
-                match upload.feed(part) {
+                let upload = writing.stream();
+                let fed = upload.feed(part);
+                // A resumed file's prefix was hashed again, from disk.
+                let prefix = upload.take_resumed();
+                resumed.inc_by(prefix);
+                hashed.inc_by(prefix);
+                match fed {
                     Ok(outcomes) => ended.extend(outcomes),
                     // A broken stream drops the writer's state: the open
                     // file's transfer is aborted (nothing staged, lock
                     // released); files that ended are kept.
                     Err(e) => {
-                        report(&to_driver, &name, &mut received, ended);
+                        report(&writing.to_driver, &writing.name, &mut received, ended);
                         return (None, received, Some(e));
                     }
                 }
             }
-            report(&to_driver, &name, &mut received, ended);
+            report(&writing.to_driver, &writing.name, &mut received, ended);
         }
-        (Some((upload, to_driver, name)), received, None)
+        (Some(writing), received, None)
     })
 }
 

@@ -41,7 +41,15 @@ impl Periodic for TransferReaper {
     }
 
     async fn tick(&mut self) -> Result<(), String> {
-        let reaped = self.sweep();
+        // Blocking: the sweep lists directories, and a reaped transfer kept
+        // as a partial is fsynced.
+        let me = Self {
+            mirrors: self.mirrors.clone(),
+            every: self.every,
+        };
+        let reaped = tokio::task::spawn_blocking(move || me.sweep())
+            .await
+            .map_err(|e| format!("transfer reaper: {e}"))?;
         if reaped > 0 {
             tracing::info!(reaped, "idle transfers released");
         }
@@ -66,6 +74,9 @@ pub struct OrphanPurge {
 pub struct PurgeReport {
     pub trashed: Vec<String>,
     pub deleted: Vec<String>,
+    /// Staging directories of unknown nodes removed (transfers in progress
+    /// and partials of cut ones: nothing a mirror holds).
+    pub staging: Vec<String>,
     pub refused: Option<String>,
 }
 
@@ -130,6 +141,10 @@ fn purge_dirs(
             }
         }
     }
+    // An empty list is more likely a broken store (as above): no staging goes.
+    if !nodes.is_empty() {
+        report.staging = purge_staging(&data_dir.join("staging"), nodes);
+    }
     let Ok(rd) = std::fs::read_dir(&trash) else {
         return report;
     };
@@ -152,6 +167,32 @@ fn purge_dirs(
         }
     }
     report
+}
+
+/// Removes the staging directories of nodes the store does not list (their
+/// partials would otherwise stay: no receiver opens to age them out).
+/// Called only with a non-empty list (see `purge_dirs`).
+fn purge_staging(staging: &std::path::Path, nodes: &[String]) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(staging) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if nodes.contains(&name) {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => {
+                tracing::info!(node = %name, "staging of an unknown node removed");
+                removed.push(name);
+            }
+            Err(err) => {
+                tracing::error!(path = %e.path().display(), error = %err, "cannot remove staging")
+            }
+        }
+    }
+    removed
 }
 
 #[async_trait]
@@ -214,6 +255,28 @@ mod tests {
             std::fs::read_dir(dir.path().join("trash")).unwrap().count(),
             0
         );
+    }
+
+    /// An unknown node's staging (its partials) goes at once; a known
+    /// node's stays.
+    #[tokio::test]
+    async fn removes_the_staging_of_unknown_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["kept", "gone"] {
+            let partial = dir.path().join("staging").join(m).join("partial");
+            std::fs::create_dir_all(&partial).unwrap();
+            std::fs::write(partial.join("p.part"), b"held").unwrap();
+        }
+        let purge = OrphanPurge {
+            store: store_with("kept").await,
+            data_dir: dir.path().to_path_buf(),
+            clock: Arc::new(ManualClock::new(Timestamp(0))),
+            grace: Duration::from_secs(3600),
+            every: Duration::from_secs(60),
+        };
+        assert_eq!(purge.pass().await.staging, vec!["gone".to_owned()]);
+        assert!(dir.path().join("staging/kept/partial/p.part").exists());
+        assert!(!dir.path().join("staging/gone").exists());
     }
 
     #[tokio::test]

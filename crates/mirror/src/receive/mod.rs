@@ -25,6 +25,12 @@
 //! An [`UploadStream`] feeds a stream of many files (headers and data) to
 //! these calls, one file after another.
 //!
+//! A large transfer cut before its end is kept as a *partial* (`partial.rs`):
+//! [`Receiver::resume_offset`] tells how many of its bytes are held, and a
+//! transfer opened at that offset ([`Receiver::open_transfer_at`]) re-hashes
+//! them from disk and goes on from there; its whole-file hash is checked as
+//! usual.
+//!
 //! A crash at any point leaves the index naming only durable content; the
 //! node's applied sequence is not advanced, so the node resends what was lost.
 //!
@@ -37,7 +43,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod commit;
+mod partial;
 mod stream;
+
+pub use partial::{MAX_PARTIALS, PARTIAL_MAX_AGE, RESUMABLE_FROM};
 
 pub use stream::{FileOutcome, Part, StreamError, UploadStream};
 
@@ -84,6 +93,13 @@ pub enum Error {
         path: String,
         declared: ContentHash,
         actual: ContentHash,
+    },
+    #[error("resume offset not held by the receiver")]
+    BadOffset {
+        path: String,
+        offset: u64,
+        /// The bytes the receiver holds for this content.
+        held: u64,
     },
     #[error("path is immutable at the hub")]
     Refused { path: String },
@@ -165,6 +181,8 @@ struct Upload {
     hasher: blake3::Hasher,
     file: File,
     staged_name: String,
+    /// Staged as a partial: kept (fsynced) when the transfer is cut.
+    resumable: bool,
     guard: TransferGuard,
 }
 
@@ -174,6 +192,18 @@ struct Staged {
     hash: ContentHash,
     staged_name: String,
     _guard: TransferGuard,
+}
+
+/// What a transfer's first message says of its file.
+#[derive(Clone, Copy, Debug)]
+pub struct Opening<'a> {
+    pub path: &'a RelPath,
+    pub hash: ContentHash,
+    pub size: u64,
+    /// The node's mode (only the exec bit crosses over).
+    pub mode: u32,
+    /// Where its data starts: 0, or the bytes held of a cut transfer.
+    pub offset: u64,
 }
 
 /// A verified staged transfer's identity.
@@ -217,6 +247,9 @@ struct Inner {
     locks: LockRegistry,
     uploads: Mutex<HashMap<TransferId, Upload>>,
     staged: Mutex<HashMap<RelPath, Staged>>,
+    /// The partials at rest (see `partial.rs`); one claimed by a transfer is
+    /// not in it.
+    partials: Mutex<partial::Partials>,
     /// Every staging name in use, claimed before its file is created and
     /// released once it is renamed into the mirror or removed: the sweep
     /// checks each name here at the moment it would remove it, so it never
@@ -253,7 +286,9 @@ impl Receiver {
     ) -> Result<Self, Error> {
         let m = data_dir.join("mirrors").join(node);
         let s = data_dir.join("staging").join(node);
-        let shards = (0..STAGING_SHARDS).map(|i| s.join(shard(i)));
+        let shards = (0..STAGING_SHARDS)
+            .map(|i| s.join(shard(i)))
+            .chain([s.join(partial::PARTIAL_DIR)]);
         for d in [m.clone(), s.clone()].into_iter().chain(shards) {
             std::fs::create_dir_all(&d).map_err(io_err("create_dir", d.display()))?;
         }
@@ -268,6 +303,7 @@ impl Receiver {
             locks,
             uploads: Mutex::new(HashMap::new()),
             staged: Mutex::new(HashMap::new()),
+            partials: Mutex::default(),
             claimed: Mutex::new(HashSet::new()),
         };
         let r = Self {
@@ -285,9 +321,7 @@ impl Receiver {
         &self.inner.index
     }
 
-    /// Starts a transfer: checks immutability (first check), takes the lock,
-    /// creates the staged file exclusively with its final mode.
-    #[instrument(skip(self, immutable), fields(node = %self.inner.node))]
+    /// Starts a transfer at byte 0: [`Self::open_transfer_at`] offset 0.
     pub fn open_transfer(
         &self,
         path: &RelPath,
@@ -296,6 +330,46 @@ impl Receiver {
         mode: u32,
         immutable: &ImmutablePaths,
     ) -> Result<TransferId, Error> {
+        let opening = Opening {
+            path,
+            hash,
+            size,
+            mode,
+            offset: 0,
+        };
+        self.open_transfer_at(opening, immutable)
+    }
+
+    /// The bytes held for a cut transfer of (path, hash): the offset its
+    /// next attempt resumes from (see `partial.rs`).
+    pub fn resume_offset(&self, path: &RelPath, hash: ContentHash) -> Option<u64> {
+        let partials = lock(&self.inner.partials);
+        // Asked for every need: most often there is none to look for.
+        if partials.is_empty() {
+            return None;
+        }
+        partials.get(&partial::partial_name(path, &hash))
+    }
+
+    /// Starts a transfer whose data begins at `offset`: checks immutability
+    /// (first check), takes the lock, creates the staged file exclusively
+    /// with its final mode — or, at an offset, reopens the partial holding
+    /// that many bytes and re-hashes them. An offset the receiver does not
+    /// hold is refused (`BadOffset`) and drops the partial: the next attempt
+    /// starts at 0.
+    #[instrument(skip_all, fields(node = %self.inner.node, path = %o.path, offset = o.offset))]
+    pub fn open_transfer_at(
+        &self,
+        o: Opening<'_>,
+        immutable: &ImmutablePaths,
+    ) -> Result<TransferId, Error> {
+        let Opening {
+            path,
+            hash,
+            size,
+            mode,
+            offset,
+        } = o;
         if immutable.matches(path, false) {
             warn!(%path, "transfer refused: immutable path");
             return Err(Error::Refused {
@@ -306,16 +380,30 @@ impl Receiver {
         let id: TransferId = rand::random();
         // Only the exec bit crosses over: 0o755 or 0o644.
         let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        let (file, staged_name) = self.create_staged(id, mode)?;
+        let resumable = size >= partial::RESUMABLE_FROM;
+        let (file, staged_name, hasher) = if resumable {
+            self.open_partial(path, hash, size, mode, offset)?
+        } else if offset != 0 {
+            warn!(%path, offset, "resume refused: not a resumable transfer");
+            return Err(Error::BadOffset {
+                path: path.to_string(),
+                offset,
+                held: 0,
+            });
+        } else {
+            let (file, name) = self.create_staged(id, mode)?;
+            (file, name, blake3::Hasher::new())
+        };
         let up = Upload {
             path: path.clone(),
             hash,
             size,
-            written: 0,
-            kicked: 0,
-            hasher: blake3::Hasher::new(),
+            written: offset,
+            kicked: offset,
+            hasher,
             file,
             staged_name,
+            resumable,
             guard,
         };
         lock(&self.inner.uploads).insert(id, up);
@@ -328,23 +416,30 @@ impl Receiver {
             shard(id % STAGING_SHARDS),
             rand::random::<u32>()
         ));
+        let file = self.create_named(&name, mode)?;
+        Ok((file, name))
+    }
+
+    /// Creates the claimed staging file `name` exclusively, with its final
+    /// mode; on error the name is released.
+    fn create_named(&self, name: &str, mode: u32) -> Result<File, Error> {
         let mut o = OpenOptions::new();
         o.write(true).read(true).create_new(true).mode(0o600);
-        let file = match self.inner.staging.open_with(&name, &o) {
+        let file = match self.inner.staging.open_with(name, &o) {
             Ok(f) => f,
             Err(e) => {
-                self.release(&name);
-                return Err(io_err("create_staged", &name)(e));
+                self.release(name);
+                return Err(io_err("create_staged", name)(e));
             }
         };
         // Final mode on the fd before any byte is written.
         if let Err(e) =
             file.set_permissions(Permissions::from_std(std::fs::Permissions::from_mode(mode)))
         {
-            self.remove_staged(&name);
-            return Err(io_err("fchmod", &name)(e));
+            self.remove_staged(name);
+            return Err(io_err("fchmod", name)(e));
         }
-        Ok((file, name))
+        Ok(file)
     }
 
     /// Claims a staging name before anything is created under it.
@@ -465,40 +560,53 @@ impl Receiver {
         Ok(hash)
     }
 
-    /// Abandons an open transfer (the stream ended).
+    /// Abandons an open transfer (the stream ended): a resumable one is
+    /// kept as a partial, any other removed.
     pub fn abort(&self, id: TransferId) {
-        if let Some(up) = lock(&self.inner.uploads).remove(&id) {
-            self.remove_staged(&up.staged_name);
+        let up = lock(&self.inner.uploads).remove(&id);
+        if let Some(up) = up {
+            self.keep_or_remove(up);
         }
     }
 
-    /// Drops a staged transfer that will not be committed.
+    /// Drops a staged transfer that will not be committed, and a partial
+    /// of that content (the fetch is not wanted any more).
     pub fn discard(&self, path: &RelPath, hash: ContentHash) {
         let mut staged = lock(&self.inner.staged);
         if staged.get(path).is_some_and(|s| s.hash == hash) {
             let s = staged.remove(path).expect("present");
             drop(staged);
             self.remove_staged(&s.staged_name);
+        } else {
+            drop(staged);
         }
+        let name = partial::partial_name(path, &hash);
+        if lock(&self.inner.partials).take(&name).is_some() {
+            self.remove_partial(&name);
+        }
+    }
+
+    /// The partials at rest (tests, status).
+    pub fn partials(&self) -> usize {
+        lock(&self.inner.partials).len()
     }
 
     /// Drops transfers whose lock was reaped for idleness.
     pub fn reap_idle(&self) -> usize {
-        let dead: Vec<(TransferId, String)> = {
+        let dead: Vec<Upload> = {
             let mut uploads = lock(&self.inner.uploads);
             let ids: Vec<TransferId> = uploads
                 .iter()
                 .filter(|(_, u)| u.guard.is_cancelled())
                 .map(|(i, _)| *i)
                 .collect();
-            ids.into_iter()
-                .filter_map(|i| uploads.remove(&i).map(|u| (i, u.staged_name)))
-                .collect()
+            ids.into_iter().filter_map(|i| uploads.remove(&i)).collect()
         };
-        for (_, name) in &dead {
-            self.remove_staged(name);
+        let n = dead.len();
+        for up in dead {
+            self.keep_or_remove(up);
         }
-        dead.len()
+        n
     }
 
     pub(crate) fn remove_staged(&self, name: &str) {
@@ -512,14 +620,16 @@ impl Receiver {
     }
 
     /// Removes staging files no transfer or commit owns (no claimed name),
-    /// in the staging directory and its shards. Run at start and
-    /// periodically. Returns how many were removed.
+    /// in the staging directory and its shards; keeps the partials (and
+    /// registers those found at start), but those past their age. Run at
+    /// start and periodically. Returns how many were removed.
     pub fn sweep_staging(&self) -> Result<usize, Error> {
         let mut n = 0;
         for i in 0..STAGING_SHARDS {
             n += self.sweep_dir(Some(&shard(i)))?;
         }
         n += self.sweep_dir(None)?;
+        n += self.sweep_partials()?;
         if n > 0 {
             info!(node = %self.inner.node, removed = n, "swept stale staging files");
         }
@@ -544,7 +654,7 @@ impl Receiver {
             let file = ent.file_name().to_string_lossy().into_owned();
             let is_dir = ent.file_type().map(|t| t.is_dir()).unwrap_or(false);
             let name = match shard_name {
-                None if is_dir && is_shard(&file) => continue,
+                None if is_dir && (is_shard(&file) || file == partial::PARTIAL_DIR) => continue,
                 None => file,
                 Some(d) => format!("{d}/{file}"),
             };

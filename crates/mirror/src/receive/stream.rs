@@ -4,13 +4,15 @@
 //! stands alone: its bytes are hashed once, its hash is checked when it ends,
 //! and a file that fails (hash mismatch, out-of-order data, refused path)
 //! fails alone — its remaining data is skipped and the next header starts
-//! afresh. Only data before any header breaks the stream.
+//! afresh. Only data before any header breaks the stream. A header may
+//! start its file at an offset (a resume of a cut transfer, see
+//! `partial.rs`); one the receiver does not hold fails that file.
 //!
 //! Blocking (it writes): drive it from a blocking thread.
 
 use ganglion_core::RelPath;
 
-use super::{Error, Receiver, TransferId};
+use super::{Error, Opening, Receiver, TransferId};
 use crate::engine::TransferFailure;
 use crate::entry::ContentHash;
 use crate::immutable::ImmutablePaths;
@@ -18,12 +20,14 @@ use crate::immutable::ImmutablePaths;
 /// One message of an upload stream, in domain terms.
 #[derive(Debug)]
 pub enum Part {
-    /// Starts a file.
+    /// Starts a file, whose data begins at `offset`: 0, or the bytes the
+    /// receiver said it holds of a cut transfer (a resume).
     Header {
         path: RelPath,
         hash: ContentHash,
         size: u64,
         mode: u32,
+        offset: u64,
     },
     /// The next bytes of the current file, at `offset`.
     Data { offset: u64, data: bytes::Bytes },
@@ -62,6 +66,8 @@ pub struct UploadStream {
     receiver: Receiver,
     immutable: ImmutablePaths,
     current: Current,
+    /// Bytes not sent again thanks to resumes, since the last take.
+    resumed: u64,
 }
 
 impl UploadStream {
@@ -70,7 +76,14 @@ impl UploadStream {
             receiver,
             immutable,
             current: Current::None,
+            resumed: 0,
         }
+    }
+
+    /// Bytes the stream's resumed files did not send again (the prefixes the
+    /// receiver held), since the last call.
+    pub fn take_resumed(&mut self) -> u64 {
+        std::mem::take(&mut self.resumed)
     }
 
     /// Feeds one part; returns the outcomes of files that ended (the previous
@@ -83,13 +96,19 @@ impl UploadStream {
                 hash,
                 size,
                 mode,
+                offset,
             } => {
                 out.extend(self.end_current());
-                match self
-                    .receiver
-                    .open_transfer(&path, hash, size, mode, &self.immutable)
-                {
+                let opening = Opening {
+                    path: &path,
+                    hash,
+                    size,
+                    mode,
+                    offset,
+                };
+                match self.receiver.open_transfer_at(opening, &self.immutable) {
                     Ok(id) => {
+                        self.resumed += offset;
                         self.current = Current::Open {
                             id,
                             path,
@@ -121,6 +140,23 @@ impl UploadStream {
     /// The stream ended cleanly: ends the last file.
     pub fn finish(mut self) -> Option<FileOutcome> {
         self.end_current()
+    }
+
+    /// The stream broke off: its open file is cut (a resumable one kept as
+    /// a partial: blocking, an fsync) and reported `Cancelled`, so that it
+    /// is fetched again, from what is held.
+    pub fn cut(mut self) -> Option<FileOutcome> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::Open { id, path, hash, .. } => {
+                self.receiver.abort(id);
+                Some(FileOutcome {
+                    path,
+                    hash,
+                    result: Err(TransferFailure::Cancelled),
+                })
+            }
+            Current::None | Current::Failed => None,
+        }
     }
 
     fn end_current(&mut self) -> Option<FileOutcome> {

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use futures::StreamExt;
-use ganglion_core::RelPath;
-use ganglion_mirror::{ContentHash, TransferFailure};
+use ganglion_mirror::TransferFailure;
 use ganglion_proto::convert::mirror::upload_failures;
 use ganglion_proto::status::transfer_failure;
 use ganglion_proto::v1;
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::HubClient;
-use crate::mirror::upload::{READ_AHEAD, read_batch};
+use crate::mirror::upload::{FileToSend, READ_AHEAD, read_batch};
 use crate::progress::ProgressHandle;
 
 /// Streams a batch of files on one `Upload` stream; returns, per file, why it
@@ -25,7 +24,7 @@ use crate::progress::ProgressHandle;
 pub(crate) async fn upload_batch(
     mut client: HubClient,
     root: PathBuf,
-    files: Vec<(RelPath, ContentHash, u64)>,
+    files: Vec<FileToSend>,
     progress: ProgressHandle,
 ) -> Vec<Option<TransferFailure>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
@@ -45,8 +44,12 @@ pub(crate) async fn upload_batch(
             files
                 .iter()
                 .zip(local)
-                .map(|((path, hash, _), local)| {
-                    local.or_else(|| remote.get(&(path.to_string(), hash.to_string())).copied())
+                .map(|(f, local)| {
+                    local.or_else(|| {
+                        remote
+                            .get(&(f.path.to_string(), f.hash.to_string()))
+                            .copied()
+                    })
                 })
                 .collect()
         }

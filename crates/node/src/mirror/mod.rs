@@ -113,6 +113,9 @@ pub struct MirrorLink {
     pub input: mpsc::UnboundedSender<Input>,
     pub notices: mpsc::UnboundedReceiver<ToHub>,
     pub stats: Arc<Mutex<MirrorStats>>,
+    /// The upload queue, shared with the worker: the hub's resume offsets
+    /// go there directly, ahead of the needs that use them.
+    queue: Arc<Mutex<UploadQueue>>,
 }
 
 pub(crate) struct MirrorWorker {
@@ -175,6 +178,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
     let ignores = IgnoreRules::load(&opts.workspace, [""]);
     let progress = ProgressHandle::new(opts.progress.clone());
     let replica = identity.replica.clone();
+    let queue: Arc<Mutex<UploadQueue>> = Arc::default();
     let worker = MirrorWorker {
         identity,
         opts,
@@ -182,7 +186,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
         input: input.clone(),
         recorder,
         client: None,
-        queue: Arc::default(),
+        queue: queue.clone(),
         progress,
         stats: stats.clone(),
         ignores,
@@ -197,6 +201,7 @@ pub async fn start(opts: MirrorOptions, workers: &Workers) -> Result<MirrorLink,
         input,
         notices,
         stats,
+        queue,
     })
 }
 
@@ -216,6 +221,7 @@ impl MirrorLink {
             MirrorToNode::Changes(changes) => {
                 let _ = self.input.send(Input::HubChanges(changes));
             }
+            MirrorToNode::Resume(held) => self.queue.lock().resume_at(held),
         }
     }
 }

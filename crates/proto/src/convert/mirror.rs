@@ -122,6 +122,11 @@ pub fn need(n: &v1::MirrorNeed) -> Result<(RelPath, ContentHash), Invalid> {
     Ok((path(&n.path)?, hash(&n.hash)?))
 }
 
+/// A resume offset from the hub, checked like a need.
+pub fn resume_at(r: &v1::MirrorResumeAt) -> Result<(RelPath, ContentHash, u64), Invalid> {
+    Ok((path(&r.path)?, hash(&r.hash)?, r.offset))
+}
+
 impl From<MirrorToNode> for ToNodeKind {
     fn from(m: MirrorToNode) -> Self {
         match m {
@@ -137,6 +142,16 @@ impl From<MirrorToNode> for ToNodeKind {
             MirrorToNode::Ack(seq) => ToNodeKind::MirrorAck(v1::MirrorAck { seq }),
             MirrorToNode::Changes(changes) => ToNodeKind::MirrorChanges(v1::MirrorChanges {
                 changes: changes.iter().map(Into::into).collect(),
+            }),
+            MirrorToNode::Resume(held) => ToNodeKind::MirrorResume(v1::MirrorResume {
+                files: held
+                    .into_iter()
+                    .map(|(path, hash, offset)| v1::MirrorResumeAt {
+                        path: path.to_string(),
+                        hash: hash.to_string(),
+                        offset,
+                    })
+                    .collect(),
             }),
         }
     }
@@ -184,6 +199,7 @@ impl From<Part> for v1::UploadChunk {
                 hash,
                 size,
                 mode,
+                offset,
             } => v1::UploadChunk {
                 kind: Some(v1::upload_chunk::Kind::Header(v1::UploadHeader {
                     path: path.to_string(),
@@ -191,7 +207,7 @@ impl From<Part> for v1::UploadChunk {
                     size,
                     mode,
                 })),
-                offset: 0,
+                offset,
             },
             Part::Data { offset, data } => v1::UploadChunk {
                 kind: Some(v1::upload_chunk::Kind::Data(data)),
@@ -209,6 +225,7 @@ pub fn part(chunk: v1::UploadChunk) -> Result<Part, Invalid> {
             hash: hash(&h.hash)?,
             size: h.size,
             mode: h.mode & 0o7777,
+            offset: chunk.offset,
         }),
         Some(v1::upload_chunk::Kind::Data(data)) => Ok(Part::Data {
             offset: chunk.offset,
@@ -372,6 +389,39 @@ mod tests {
             hash: "md5:00".into(),
         };
         assert!(need(&bad_hash).is_err());
+    }
+
+    #[test]
+    fn resume_offsets_round_trip_and_hostile_paths_are_refused() {
+        let h = ContentHash::of(b"x");
+        let held = vec![(RelPath::parse("a/b").unwrap(), h, 7)];
+        let ToNodeKind::MirrorResume(wire) = ToNodeKind::from(MirrorToNode::Resume(held.clone()))
+        else {
+            panic!("not a resume");
+        };
+        let back: Vec<_> = wire.files.iter().map(|r| resume_at(r).unwrap()).collect();
+        assert_eq!(back, held);
+        let hostile = v1::MirrorResumeAt {
+            path: "../x".into(),
+            hash: h.to_string(),
+            offset: 1,
+        };
+        assert!(resume_at(&hostile).is_err());
+    }
+
+    #[test]
+    fn a_header_states_its_offset() {
+        let header = Part::Header {
+            path: RelPath::parse("f").unwrap(),
+            hash: ContentHash::of(b"x"),
+            size: 10,
+            mode: 0o644,
+            offset: 4,
+        };
+        match part(v1::UploadChunk::from(header)).unwrap() {
+            Part::Header { offset, size, .. } => assert_eq!((offset, size), (4, 10)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use ganglion_core::{Capabilities, Policy, TaskToHub, TaskToNode};
 use ganglion_mirror::{MirrorToHub, MirrorToNode};
 
-use super::mirror::{change, conflict, need, notice, valid};
+use super::mirror::{change, conflict, need, notice, resume_at, valid};
 use super::tasks;
 use super::{Invalid, tasks::dispatch};
 use crate::v1;
@@ -169,6 +169,10 @@ pub fn from_hub(m: v1::HubMessage, rejected: &mut Vec<Invalid>) -> Result<FromHu
         ToNodeKind::MirrorAck(a) => FromHub::Mirror(MirrorToNode::Ack(a.seq)),
         ToNodeKind::MirrorChanges(c) => {
             FromHub::Mirror(MirrorToNode::Changes(valid(c.changes, change, rejected)))
+        }
+        ToNodeKind::MirrorResume(r) => {
+            let held = valid(r.files, |r| resume_at(&r), rejected);
+            FromHub::Mirror(MirrorToNode::Resume(held))
         }
     })
 }
