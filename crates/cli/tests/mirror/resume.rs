@@ -268,6 +268,7 @@ fn an_upload_broken_off_alone_is_asked_again_with_the_offset_held() {
         let mut client = node_client(&s, &hub, "n1").await;
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let hello = v1::Hello {
+            mirror_replica: String::new(),
             mirror: true,
             capabilities: None,
             instance: String::new(),
