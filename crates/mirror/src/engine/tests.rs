@@ -78,6 +78,23 @@ fn first_scan_sends_everything_and_a_repeat_sends_nothing() {
     );
 }
 
+/// Found by the two-writer simulation (seed 22): the node's index was lost
+/// and a scan numbered the tree 1, 2, … before it reconnected to a hub that
+/// had applied up to 6 — those numbers were taken as acknowledged and the
+/// tree never reached the hub.
+#[test]
+fn a_lost_index_scanned_before_reconnecting_resends_everything() {
+    let mut s = SourceEngine::default();
+    let tree = vec![dir("A"), file("A/a", b"x", 1), file("b", b"y", 2)];
+    s.handle(SourceEvent::Observed(Observation::Full(tree)));
+    assert_eq!(s.seq(), 3);
+    let a = s.handle(SourceEvent::Connected { hub_applied: 6 });
+    let sent = sends(&a);
+    assert_eq!(sent.len(), 3, "every entry is sent again: {a:?}");
+    assert!(sent.iter().all(|n| n.seq() > 6), "{sent:?}");
+    assert_eq!(s.pending(), 3);
+}
+
 #[test]
 fn a_stat_only_change_is_recorded_but_not_sent() {
     let mut s = connected_source();

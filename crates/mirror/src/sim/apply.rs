@@ -121,7 +121,8 @@ impl Sim {
                 c if &c == base => {
                     if inject {
                         // A local write races the swap.
-                        self.log.push(format!("node edits {path} right before the swap"));
+                        self.log
+                            .push(format!("node edits {path} right before the swap"));
                         self.discard_held(path);
                         let d = self.new_content(b'n');
                         self.written(&d);
@@ -329,7 +330,8 @@ impl Sim {
 
     /// Records what a change left in the workspace and acknowledges it.
     fn settle(&mut self, change: &HubChange, applied: Applied, moved: Option<(RelPath, RelPath)>) {
-        self.log.push(format!("node applied {}: {applied:?}", change.seq));
+        self.log
+            .push(format!("node applied {}: {applied:?}", change.seq));
         self.node_queue.pop_front();
         let agreed = applied
             .agreed

@@ -22,31 +22,31 @@ impl Sim {
     pub(super) fn perform_hub(&mut self, actions: Vec<SinkAction>) {
         self.log.push(format!("hub -> {actions:?}"));
         for a in actions {
-                match a {
-                    SinkAction::Fetch { path, hash, .. } => {
-                        if self.connected {
-                            self.to_node.push_back(ToNode::Need { path, hash });
-                        }
+            match a {
+                SinkAction::Fetch { path, hash, .. } => {
+                    if self.connected {
+                        self.to_node.push_back(ToNode::Need { path, hash });
                     }
-                    SinkAction::Discard { path, hash } => {
-                        if self.staged.get(&path).is_some_and(|s| s.0 == hash) {
-                            self.staged.remove(&path);
-                        }
-                    }
-                    SinkAction::Apply(op) => self.batch.push(op),
-                    SinkAction::Ack { seq } => {
-                        self.hub_disk.applied = seq;
-                        if self.violation.is_none()
-                            && let Err(e) = self.check_ack(seq)
-                        {
-                            self.violation = Some(e);
-                        }
-                        if self.connected {
-                            self.to_node.push_back(ToNode::Ack(seq));
-                        }
-                    }
-                    SinkAction::RetryLater { path, .. } => self.timers.push(path),
                 }
+                SinkAction::Discard { path, hash } => {
+                    if self.staged.get(&path).is_some_and(|s| s.0 == hash) {
+                        self.staged.remove(&path);
+                    }
+                }
+                SinkAction::Apply(op) => self.batch.push(op),
+                SinkAction::Ack { seq } => {
+                    self.hub_disk.applied = seq;
+                    if self.violation.is_none()
+                        && let Err(e) = self.check_ack(seq)
+                    {
+                        self.violation = Some(e);
+                    }
+                    if self.connected {
+                        self.to_node.push_back(ToNode::Ack(seq));
+                    }
+                }
+                SinkAction::RetryLater { path, .. } => self.timers.push(path),
+            }
         }
     }
 

@@ -160,7 +160,7 @@ impl Sim {
         };
         self.log.push(format!("hub write {write:?}: {plan:?}"));
         let actions = self.hub.give_way(&plan);
-        let replaced: Vec<RelPath> = plan.ops.iter().map(|o| o.path().clone()).collect();
+        let replaced = plan.replaced();
         self.batch
             .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         // What the hub held where it writes, before it writes.
@@ -171,7 +171,10 @@ impl Sim {
         if let HubWrite::Put { path, hash, .. } = &write {
             self.hub_content = Some((path.clone(), *hash, data.clone()));
         }
-        let crash_mid = self.crash_rng.as_mut().is_some_and(|r| r.random_ratio(1, 40));
+        let crash_mid = self
+            .crash_rng
+            .as_mut()
+            .is_some_and(|r| r.random_ratio(1, 40));
         let committed = self.commit_ops(plan.ops.clone(), crash_mid);
         self.hub_content = None;
         let Some((_, failed)) = committed else {
@@ -179,10 +182,8 @@ impl Sim {
         };
         if let Some((op, failure)) = failed.first() {
             // The driver reports the failure; the engine is not told.
-            self.log.push(format!(
-                "hub write failed at {}: {failure:?}",
-                op.path()
-            ));
+            self.log
+                .push(format!("hub write failed at {}: {failure:?}", op.path()));
             return;
         }
         // Committed: the outbox rows are in the same transaction.
@@ -300,4 +301,3 @@ impl Sim {
         }
     }
 }
-

@@ -99,7 +99,7 @@ impl Driver {
         let plan = engine.plan_hub_write(&write, if_hash.as_ref(), now)?;
         // Node changes at these paths give way (their queued ops too).
         let actions = engine.give_way(&plan);
-        let replaced: Vec<RelPath> = plan.ops.iter().map(|o| o.path().clone()).collect();
+        let replaced = plan.replaced();
         self.batch
             .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         let extra = Batch {

@@ -76,6 +76,22 @@ pub struct HubPlan {
     pub out_seq: u64,
 }
 
+impl HubPlan {
+    /// The paths whose state the write replaces (a move's source and
+    /// target), not the parent directories it creates: node changes at
+    /// and below these give way.
+    pub fn replaced(&self) -> Vec<RelPath> {
+        self.ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Move { from, entry } => vec![from.clone(), entry.path.clone()],
+                Op::Mkdir { .. } => Vec::new(),
+                other => vec![other.path().clone()],
+            })
+            .collect()
+    }
+}
+
 /// The outbox and conflict state of a mirror (part of the sink).
 #[derive(Debug, Default)]
 pub(super) struct TwoWay {
@@ -265,6 +281,7 @@ impl SinkEngine {
                     return Err(WriteRefusal::IsADirectory { path: path.clone() });
                 }
                 self.refuse_moves_at(path)?;
+                self.mkdir_parents(&mut plan, path, now);
                 let entry = self.hub_entry(path, *hash, *size, *executable, plan.out_seq + 1, now);
                 plan.ops.push(Op::Write {
                     entry,
@@ -303,6 +320,7 @@ impl SinkEngine {
                     return Err(WriteRefusal::Exists { path: to.clone() });
                 }
                 self.check_parents(to)?;
+                self.mkdir_parents(&mut plan, to, now);
                 let mut moved = entry.clone();
                 moved.path = to.clone();
                 moved.version = Version {
@@ -411,6 +429,29 @@ impl SinkEngine {
         Ok(())
     }
 
+    /// Directories for the parents of `path` the mirror does not hold yet:
+    /// the receiver creates them, and the index must list them as the
+    /// node's workspace will (it creates them too and records them as
+    /// agreed).
+    fn mkdir_parents(&self, plan: &mut HubPlan, path: &RelPath, now: Timestamp) {
+        let mut missing = Vec::new();
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self.entries.contains_key(&p) {
+                break;
+            }
+            cur = p.parent();
+            missing.push(p);
+        }
+        for p in missing.into_iter().rev() {
+            let mut entry =
+                self.hub_entry(&p, ContentHash::of(b""), 0, true, plan.out_seq + 1, now);
+            entry.kind = EntryKind::Dir;
+            entry.hash = None;
+            plan.ops.push(Op::Mkdir { entry });
+        }
+    }
+
     fn hub_entry(
         &self,
         path: &RelPath,
@@ -444,14 +485,7 @@ impl SinkEngine {
     /// it. Returns the actions (discards, and an ack that may follow).
     pub fn give_way(&mut self, plan: &HubPlan) -> Vec<SinkAction> {
         let mut out = Vec::new();
-        let paths: Vec<RelPath> = plan
-            .ops
-            .iter()
-            .flat_map(|op| match op {
-                Op::Move { from, entry } => vec![from.clone(), entry.path.clone()],
-                other => vec![other.path().clone()],
-            })
-            .collect();
+        let paths = plan.replaced();
         let doomed: Vec<RelPath> = self
             .slots
             .keys()
