@@ -218,13 +218,22 @@ impl SinkEngine {
                 }
                 // The node removed a directory under which the hub wrote:
                 // remove the rest, keep what the hub wrote (and its parents).
+                // What the hub wrote is what it puts or moves somewhere; a
+                // hub-side delete below (or a move out) keeps nothing.
                 let keep: Vec<&RelPath> = self
                     .two_way
                     .outbox
                     .values()
-                    .map(|c| c.op.path())
+                    .filter_map(|c| match &c.op {
+                        HubOp::Put { path, .. } => Some(path),
+                        HubOp::Move { to, .. } => Some(to),
+                        HubOp::Delete { .. } => None,
+                    })
                     .filter(|p| p.starts_with(&path))
                     .collect();
+                if keep.is_empty() {
+                    return vec![Notice::Delete { path, seq }];
+                }
                 let mut gone: Vec<RelPath> = self
                     .below(&path)
                     .map(|(p, _)| p)
@@ -542,3 +551,6 @@ impl SinkEngine {
         self.two_way.out_seq = plan.out_seq;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! Hub-side writes against node notices (cases the two-writer simulation
+//! found; see `crate::sim`).
+
+use ganglion_core::{RelPath, Timestamp};
+
+use super::*;
+use crate::engine::{SinkEvent, TransferFailure};
+use crate::fixture::file;
+use crate::immutable::ImmutablePaths;
+
+fn p(s: &str) -> RelPath {
+    RelPath::parse(s).unwrap()
+}
+
+fn dir(path: &str, seq: u64) -> Entry {
+    Entry {
+        kind: EntryKind::Dir,
+        size: 0,
+        hash: None,
+        mode: 0o755,
+        ..file(path, b"", seq)
+    }
+}
+
+fn applies(actions: &[SinkAction]) -> Vec<Op> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SinkAction::Apply(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn write(engine: &mut SinkEngine, w: HubWrite) -> HubPlan {
+    let plan = engine
+        .plan_hub_write(&w, None, Timestamp::from_millis(1_800_000_000_000))
+        .expect("planned");
+    engine.give_way(&plan);
+    engine.hub_committed(plan.clone());
+    plan
+}
+
+/// Seed 42: the hub deleted `b/b` (queued for the node); the node deleted
+/// the directory `b`. The node's delete kept `b` at the hub as if the hub
+/// had written below it, and the node, applying the hub's delete, had
+/// nothing left: an empty `b` stayed at the hub only.
+#[test]
+fn a_node_delete_of_a_directory_is_not_held_back_by_a_hub_side_delete_below_it() {
+    let mut hub = SinkEngine::new(
+        vec![dir("b", 1), file("b/b", b"x", 2), file("b/c", b"y", 3)],
+        3,
+        ImmutablePaths::default(),
+    );
+    write(&mut hub, HubWrite::Delete { path: p("b/b") });
+    let out = hub.handle(SinkEvent::Notice(Notice::Delete {
+        path: p("b"),
+        seq: 4,
+    }));
+    let ops = applies(&out);
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, Op::Delete { path, .. } if *path == p("b"))),
+        "the directory goes: {ops:?}"
+    );
+}
+
+/// What a hub-side put below a directory the node removed keeps: the put
+/// and its parents, not its siblings.
+#[test]
+fn a_node_delete_of_a_directory_keeps_a_hub_side_put_below_it() {
+    let mut hub = SinkEngine::new(
+        vec![dir("b", 1), file("b/c", b"y", 2)],
+        2,
+        ImmutablePaths::default(),
+    );
+    let data = b"hub";
+    write(
+        &mut hub,
+        HubWrite::Put {
+            path: p("b/n"),
+            hash: ContentHash::of(data),
+            size: 3,
+            executable: false,
+        },
+    );
+    let out = hub.handle(SinkEvent::Notice(Notice::Delete {
+        path: p("b"),
+        seq: 3,
+    }));
+    let deleted: Vec<RelPath> = applies(&out)
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![p("b/c")]);
+    let _ = TransferFailure::Io;
+}
+
+/// A put whose parents the mirror does not hold creates them as
+/// directories the index lists (seed 0: the node recorded `b/c` as agreed,
+/// the hub's index did not have it); they do not make node changes below
+/// them give way.
+#[test]
+fn a_put_creates_its_missing_parents_as_indexed_directories() {
+    let mut hub = SinkEngine::new(Vec::new(), 0, ImmutablePaths::default());
+    let plan = write(
+        &mut hub,
+        HubWrite::Put {
+            path: p("b/c/f"),
+            hash: ContentHash::of(b"x"),
+            size: 1,
+            executable: false,
+        },
+    );
+    let kinds: Vec<(String, EntryKind)> = plan
+        .ops
+        .iter()
+        .filter_map(|op| op.entry().map(|e| (e.path.to_string(), e.kind)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("b".into(), EntryKind::Dir),
+            ("b/c".into(), EntryKind::Dir),
+            ("b/c/f".into(), EntryKind::File)
+        ]
+    );
+    assert_eq!(plan.replaced(), vec![p("b/c/f")]);
+    assert_eq!(hub.entry(&p("b/c")).map(|e| e.kind), Some(EntryKind::Dir));
+}
