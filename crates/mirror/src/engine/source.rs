@@ -114,6 +114,8 @@ pub struct SourceEngine {
     connected: bool,
     uploading: HashSet<RelPath>,
     record_part: usize,
+    /// Local changes a hub-side move carried along, for the next `resend`.
+    carried: Vec<RelPath>,
 }
 
 impl Default for SourceEngine {
@@ -140,6 +142,7 @@ impl SourceEngine {
             connected: false,
             uploading: HashSet::new(),
             record_part: RECORD_PART,
+            carried: Vec::new(),
         }
     }
 

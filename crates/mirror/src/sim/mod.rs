@@ -120,6 +120,9 @@ struct Sim {
     /// Whether the node reports the hub-side changes it applied first
     /// thing on a new stream (see `connect`; off to replay seed 0's bug).
     applied_on_connect: bool,
+    /// Whether the node's index is lost at times (two-way; see the module
+    /// docs for why it is off by default).
+    index_loss: bool,
     /// The node's durable count of hub-side changes applied (`out_acked`).
     node_out_acked: u64,
     /// Hub-side changes received on the current stream, not applied yet.
@@ -168,6 +171,7 @@ impl Sim {
             disk_full: false,
             two_way,
             applied_on_connect: true,
+            index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),
             hub_content: None,

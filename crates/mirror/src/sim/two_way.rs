@@ -27,7 +27,7 @@ impl Sim {
         match self.rng.random_range(0..100) {
             0..=11 => self.hub_write(),
             12..=23 => self.apply_hub_change(),
-            24 => self.lose_node_index(),
+            24 if self.index_loss => self.lose_node_index(),
             25..=28 => {
                 let touched = self.type_change_or_case_rename();
                 if self.rng.random_bool(0.7) {

@@ -185,6 +185,14 @@ impl SinkEngine {
         })
     }
 
+    /// Whether a queued hub-side put or move writes at or below `path`.
+    fn hub_writes_below(&self, path: &RelPath) -> bool {
+        self.two_way.outbox.values().any(|c| match &c.op {
+            HubOp::Put { path: p, .. } | HubOp::Move { to: p, .. } => p.starts_with(path),
+            HubOp::Delete { .. } => false,
+        })
+    }
+
     /// A node's notice against the outbox: what of it the sink applies.
     pub(super) fn against_outbox(&mut self, n: Notice) -> Vec<Notice> {
         if self.two_way.outbox.is_empty() {
@@ -201,7 +209,11 @@ impl SinkEngine {
                 out
             }
             Notice::Upsert(e) => {
-                if self.hub_pending(&e.path, true) {
+                // A queued change at or above the path settles the node's
+                // version when the node applies it; one below only if it
+                // writes there (the node moves its version aside to make
+                // the parent): a hub-side delete below does not.
+                if self.hub_pending(&e.path, false) || self.hub_writes_below(&e.path) {
                     tracing::debug!(path = %e.path, "node change meets a hub-side change: skipped");
                     self.two_way.skipped += 1;
                     return Vec::new();

@@ -131,3 +131,40 @@ fn a_put_creates_its_missing_parents_as_indexed_directories() {
     assert_eq!(plan.replaced(), vec![p("b/c/f")]);
     assert_eq!(hub.entry(&p("b/c")).map(|e| e.kind), Some(EntryKind::Dir));
 }
+
+/// Seed 67: the node replaced the directory `a` by a file while a hub-side
+/// delete of `a/c/a` was queued. The sink skipped the node's file (as if
+/// the node would settle it), but applying a delete of a path that is gone
+/// settles nothing: the file never reached the hub.
+#[test]
+fn a_node_file_over_a_directory_is_applied_despite_a_hub_side_delete_below() {
+    let mut hub = SinkEngine::new(
+        vec![dir("a", 1), dir("a/c", 2), file("a/c/a", b"x", 3)],
+        3,
+        ImmutablePaths::default(),
+    );
+    write(&mut hub, HubWrite::Delete { path: p("a/c/a") });
+    let out = hub.handle(SinkEvent::Notice(Notice::Upsert(file("a", b"node", 4))));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, SinkAction::Fetch { path, .. } if *path == p("a"))),
+        "the node's file is fetched: {out:?}"
+    );
+    // A queued put below still holds it back (the node moves its file
+    // aside as a conflict copy when it makes the directory).
+    let mut hub = SinkEngine::new(vec![dir("a", 1)], 1, ImmutablePaths::default());
+    write(
+        &mut hub,
+        HubWrite::Put {
+            path: p("a/n"),
+            hash: ContentHash::of(b"h"),
+            size: 1,
+            executable: false,
+        },
+    );
+    let out = hub.handle(SinkEvent::Notice(Notice::Upsert(file("a", b"node", 2))));
+    assert!(
+        applies(&out).is_empty() && !out.iter().any(|a| matches!(a, SinkAction::Fetch { .. })),
+        "{out:?}"
+    );
+}
