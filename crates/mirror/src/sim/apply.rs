@@ -150,9 +150,10 @@ impl Sim {
     }
 
     /// Whether a path below a directory the hub deletes still holds what
-    /// the hub knows: its entry is acknowledged and its stat unchanged.
-    fn unchanged(&self, rel: &RelPath) -> bool {
-        let acked = self.node.acked();
+    /// the hub knows: its entry is acknowledged (at or below `known`) and
+    /// its stat unchanged.
+    fn unchanged(&self, rel: &RelPath, known: u64) -> bool {
+        let acked = self.node.acked().min(known);
         let Some(prior) = self.node.entry(rel).filter(|e| e.seq <= acked) else {
             return false;
         };
@@ -163,12 +164,12 @@ impl Sim {
     }
 
     /// `Applier::delete` on the model.
-    fn model_delete(&mut self, path: &RelPath, base: &Base) -> Applied {
+    fn model_delete(&mut self, path: &RelPath, base: &Base, known: u64) -> Applied {
         let mut out = Applied::default();
         match self.current(path) {
             Base::Absent => out.removed.push(path.clone()),
             Base::Dir => {
-                if self.delete_tree(path, &mut out) {
+                if self.delete_tree(path, known, &mut out) {
                     out.removed.push(path.clone());
                 } else {
                     out.resend.push(path.clone());
@@ -184,7 +185,7 @@ impl Sim {
         out
     }
 
-    fn delete_tree(&mut self, dir: &RelPath, out: &mut Applied) -> bool {
+    fn delete_tree(&mut self, dir: &RelPath, known: u64, out: &mut Applied) -> bool {
         let children: Vec<(RelPath, bool)> = self
             .node_fs
             .iter()
@@ -194,12 +195,12 @@ impl Sim {
         let mut empty = true;
         for (child, is_dir) in children {
             if is_dir {
-                if self.delete_tree(&child, out) {
+                if self.delete_tree(&child, known, out) {
                     out.removed.push(child);
                 } else {
                     empty = false;
                 }
-            } else if self.unchanged(&child) {
+            } else if self.unchanged(&child, known) {
                 self.node_fs.remove(&child);
                 out.removed.push(child);
             } else {
@@ -286,7 +287,16 @@ impl Sim {
                 self.settle(&change, applied, None);
             }
             HubOp::Delete { path } => {
-                let applied = self.model_delete(path, &change.base);
+                // What the hub can have known when it planned the delete:
+                // the node's acknowledged changes when the change arrived
+                // (an acknowledgement that came later may stand for a
+                // change the hub skipped because of this very delete).
+                let known = if self.known_at_receipt {
+                    self.received_acked.get(&change.seq).copied().unwrap_or(0)
+                } else {
+                    u64::MAX
+                };
+                let applied = self.model_delete(path, &change.base, known);
                 self.settle(&change, applied, None);
             }
             HubOp::Move { from, to } => match self.model_rename(from, to, &change.base) {

@@ -120,6 +120,12 @@ struct Sim {
     /// Whether the node reports the hub-side changes it applied first
     /// thing on a new stream (see `connect`; off to replay seed 0's bug).
     applied_on_connect: bool,
+    /// Whether a hub-side delete of a directory removes only what the node
+    /// had acknowledged when the change arrived (see `apply`; off to
+    /// replay seed 0's lost write).
+    known_at_receipt: bool,
+    /// The node's acknowledged seq when each hub-side change arrived.
+    received_acked: HashMap<u64, u64>,
     /// Whether the node's index is lost at times (two-way; see the module
     /// docs for why it is off by default).
     index_loss: bool,
@@ -171,6 +177,8 @@ impl Sim {
             disk_full: false,
             two_way,
             applied_on_connect: true,
+            known_at_receipt: true,
+            received_acked: HashMap::new(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),

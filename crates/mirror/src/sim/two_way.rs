@@ -59,7 +59,10 @@ impl Sim {
 
     /// A write made `data` a version.
     pub(super) fn written(&mut self, data: &[u8]) {
-        *self.required.entry(ContentHash::of(data)).or_default() += 1;
+        let h = ContentHash::of(data);
+        *self.required.entry(h).or_default() += 1;
+        self.log
+            .push(format!("version {h} = {:?}", String::from_utf8_lossy(data)));
     }
 
     /// The file contents a side holds at and below `path`.
@@ -238,8 +241,10 @@ impl Sim {
     /// New changes from the hub, in order (a resent one is queued once).
     pub(super) fn node_receives_changes(&mut self, changes: Vec<HubChange>) {
         self.log.push(format!("node <- changes {changes:?}"));
+        let acked = self.node.acked();
         for c in changes {
             if self.node_queue.back().is_none_or(|b| c.seq > b.seq) {
+                self.received_acked.insert(c.seq, acked);
                 self.node_queue.push_back(c);
             }
         }
