@@ -126,6 +126,9 @@ struct Sim {
     known_at_receipt: bool,
     /// The node's acknowledged seq when each hub-side change arrived.
     received_acked: HashMap<u64, u64>,
+    /// Whether the hub crashes in the middle of its own writes, between
+    /// the retract and publish steps (see the module docs: off by default).
+    hub_write_crash: bool,
     /// Whether the node's index is lost at times (two-way; see the module
     /// docs for why it is off by default).
     index_loss: bool,
@@ -179,6 +182,7 @@ impl Sim {
             applied_on_connect: true,
             known_at_receipt: true,
             received_acked: HashMap::new(),
+            hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),

@@ -174,10 +174,11 @@ impl Sim {
         if let HubWrite::Put { path, hash, .. } = &write {
             self.hub_content = Some((path.clone(), *hash, data.clone()));
         }
-        let crash_mid = self
-            .crash_rng
-            .as_mut()
-            .is_some_and(|r| r.random_ratio(1, 40));
+        let crash_mid = self.hub_write_crash
+            && self
+                .crash_rng
+                .as_mut()
+                .is_some_and(|r| r.random_ratio(1, 40));
         let committed = self.commit_ops(plan.ops.clone(), crash_mid);
         self.hub_content = None;
         let Some((_, failed)) = committed else {
