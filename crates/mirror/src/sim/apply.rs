@@ -287,12 +287,10 @@ impl Sim {
                 self.settle(&change, applied, None);
             }
             HubOp::Delete { path } => {
-                // What the hub can have known when it planned the delete:
-                // the node's acknowledged changes when the change arrived
-                // (an acknowledgement that came later may stand for a
-                // change the hub skipped because of this very delete).
-                let known = if self.known_at_receipt {
-                    self.received_acked.get(&change.seq).copied().unwrap_or(0)
+                // What the hub knew of the node's changes when it planned
+                // the delete (see `Sim::known_at_plan`).
+                let known = if self.known_at_plan {
+                    self.planned_known.get(&change.seq).copied().unwrap_or(0)
                 } else {
                     u64::MAX
                 };

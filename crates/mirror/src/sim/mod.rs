@@ -120,12 +120,13 @@ struct Sim {
     /// Whether the node reports the hub-side changes it applied first
     /// thing on a new stream (see `connect`; off to replay seed 0's bug).
     applied_on_connect: bool,
-    /// Whether a hub-side delete of a directory removes only what the node
-    /// had acknowledged when the change arrived (see `apply`; off to
-    /// replay seed 0's lost write).
-    known_at_receipt: bool,
-    /// The node's acknowledged seq when each hub-side change arrived.
-    received_acked: HashMap<u64, u64>,
+    /// Whether a hub-side delete of a directory removes only the node's
+    /// changes the hub had acknowledged when it planned the delete, not
+    /// all acknowledged ones (see the module docs; the change would carry
+    /// that number; off to replay seeds 0 and 16's lost writes).
+    known_at_plan: bool,
+    /// The hub's acknowledged node seq when it planned each change.
+    planned_known: HashMap<u64, u64>,
     /// Whether the hub crashes in the middle of its own writes, between
     /// the retract and publish steps (see the module docs: off by default).
     hub_write_crash: bool,
@@ -180,8 +181,8 @@ impl Sim {
             disk_full: false,
             two_way,
             applied_on_connect: true,
-            known_at_receipt: true,
-            received_acked: HashMap::new(),
+            known_at_plan: true,
+            planned_known: HashMap::new(),
             hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,

@@ -162,6 +162,7 @@ impl Sim {
             }
         };
         self.log.push(format!("hub write {write:?}: {plan:?}"));
+        let known = self.hub.applied();
         let actions = self.hub.give_way(&plan);
         let replaced = plan.replaced();
         self.batch
@@ -196,6 +197,7 @@ impl Sim {
         }
         for c in &plan.changes {
             self.hub_disk.outbox.insert(c.seq, c.clone());
+            self.planned_known.insert(c.seq, known);
         }
         self.hub_disk.out_seq = plan.out_seq;
         self.release(discarded);
@@ -242,10 +244,8 @@ impl Sim {
     /// New changes from the hub, in order (a resent one is queued once).
     pub(super) fn node_receives_changes(&mut self, changes: Vec<HubChange>) {
         self.log.push(format!("node <- changes {changes:?}"));
-        let acked = self.node.acked();
         for c in changes {
             if self.node_queue.back().is_none_or(|b| c.seq > b.seq) {
-                self.received_acked.insert(c.seq, acked);
                 self.node_queue.push_back(c);
             }
         }
