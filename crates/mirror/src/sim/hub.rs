@@ -109,6 +109,7 @@ impl Sim {
             match op {
                 Op::Move { from, entry } => {
                     self.hub_disk.index.remove(from);
+                    self.hub_disk.index.retain(|k, _| !k.starts_with(from));
                     self.hub_disk
                         .index
                         .retain(|k, _| !k.starts_with(&entry.path));

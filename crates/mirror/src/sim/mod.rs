@@ -130,6 +130,9 @@ struct Sim {
     /// Whether the hub crashes in the middle of its own writes, between
     /// the retract and publish steps (see the module docs: off by default).
     hub_write_crash: bool,
+    /// Whether the hub writes where its own changes are still queued (they
+    /// replace them in the outbox; see the module docs: off by default).
+    supersede: bool,
     /// Whether the node's index is lost at times (two-way; see the module
     /// docs for why it is off by default).
     index_loss: bool,
@@ -184,6 +187,7 @@ impl Sim {
             known_at_plan: true,
             planned_known: HashMap::new(),
             hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
+            supersede: std::env::var_os("GANGLION_SIM_SUPERSEDE").is_some(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),

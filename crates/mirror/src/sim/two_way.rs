@@ -161,6 +161,13 @@ impl Sim {
                 return;
             }
         };
+        if !plan.superseded.is_empty() && !self.supersede {
+            // See the module docs: replacing queued changes is off.
+            self.log.push(format!(
+                "hub write {write:?} not made: it replaces queued changes"
+            ));
+            return;
+        }
         self.log.push(format!("hub write {write:?}: {plan:?}"));
         let known = self.hub.applied();
         let actions = self.hub.give_way(&plan);
@@ -191,7 +198,11 @@ impl Sim {
                 .push(format!("hub write failed at {}: {failure:?}", op.path()));
             return;
         }
-        // Committed: the outbox rows are in the same transaction.
+        // Committed: the outbox rows (and the rows below a moved
+        // directory) are in the same transaction.
+        for e in &plan.moved_below {
+            self.hub_disk.index.insert(e.path.clone(), e.clone());
+        }
         for s in &plan.superseded {
             self.hub_disk.outbox.remove(s);
         }

@@ -103,6 +103,7 @@ impl Driver {
         self.batch
             .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         let extra = Batch {
+            upserts: plan.moved_below.clone(),
             outbox: plan.changes.clone(),
             outbox_drop: plan.superseded.clone(),
             out_seq: Some(plan.out_seq),

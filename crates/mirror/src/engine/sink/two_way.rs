@@ -74,6 +74,10 @@ pub struct HubPlan {
     /// Queued changes the new ones replace.
     pub superseded: Vec<u64>,
     pub out_seq: u64,
+    /// Index rows below a directory the write moves, at their new paths
+    /// (the rename takes them along; the receiver's commit writes them
+    /// with the outbox rows).
+    pub moved_below: Vec<Entry>,
 }
 
 impl HubPlan {
@@ -289,6 +293,7 @@ impl SinkEngine {
             changes: Vec::new(),
             superseded: Vec::new(),
             out_seq: self.two_way.out_seq,
+            moved_below: Vec::new(),
         };
         match write {
             HubWrite::Put {
@@ -352,6 +357,16 @@ impl SinkEngine {
                     from: from.clone(),
                     entry: moved,
                 });
+                plan.moved_below = self
+                    .below(from)
+                    .filter(|(p, _)| *p != from)
+                    .filter_map(|(p, e)| {
+                        let rest = &p.as_str()[from.as_str().len()..];
+                        let mut e = e.clone();
+                        e.path = RelPath::parse(&format!("{to}{rest}")).ok()?;
+                        Some(e)
+                    })
+                    .collect();
                 let busy = self.hub_pending(from, true) || self.hub_pending(to, true);
                 match (busy, entry.kind, entry.hash) {
                     (false, _, _) => self.queue(

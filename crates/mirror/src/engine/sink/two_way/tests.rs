@@ -168,3 +168,25 @@ fn a_node_file_over_a_directory_is_applied_despite_a_hub_side_delete_below() {
         "{out:?}"
     );
 }
+
+/// Seed 3: a hub-side move of a directory renames everything below it in
+/// the mirror; the index kept the rows below at their old paths (torn) and
+/// had none at the new ones. The plan lists them for the commit.
+#[test]
+fn a_hub_side_move_of_a_directory_lists_the_rows_below_at_their_new_paths() {
+    let mut hub = SinkEngine::new(
+        vec![dir("c", 1), dir("c/c", 2), file("c/c/a", b"x", 3)],
+        3,
+        ImmutablePaths::default(),
+    );
+    let plan = write(
+        &mut hub,
+        HubWrite::Move {
+            from: p("c/c"),
+            to: p("d/c"),
+        },
+    );
+    let below: Vec<&RelPath> = plan.moved_below.iter().map(|e| &e.path).collect();
+    assert_eq!(below, vec![&p("d/c/a")]);
+    assert!(hub.entry(&p("d/c/a")).is_some() && hub.entry(&p("c/c/a")).is_none());
+}
