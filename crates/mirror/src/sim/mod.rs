@@ -133,6 +133,9 @@ struct Sim {
     /// Whether the hub writes where its own changes are still queued (they
     /// replace them in the outbox; see the module docs: off by default).
     supersede: bool,
+    /// Whether the hub moves directories (see the module docs: off by
+    /// default).
+    dir_moves: bool,
     /// Whether the node's index is lost at times (two-way; see the module
     /// docs for why it is off by default).
     index_loss: bool,
@@ -188,6 +191,7 @@ impl Sim {
             planned_known: HashMap::new(),
             hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
             supersede: std::env::var_os("GANGLION_SIM_SUPERSEDE").is_some(),
+            dir_moves: std::env::var_os("GANGLION_SIM_DIR_MOVES").is_some(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),

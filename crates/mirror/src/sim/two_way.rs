@@ -19,7 +19,7 @@ use rand::Rng;
 use super::{Node, Sim, ToNode};
 use crate::change::{Conflict, HubChange};
 use crate::engine::HubWrite;
-use crate::entry::ContentHash;
+use crate::entry::{ContentHash, EntryKind};
 
 impl Sim {
     /// One step of the two-way part, or false to take an ordinary one.
@@ -161,6 +161,15 @@ impl Sim {
                 return;
             }
         };
+        let moves_dir = matches!(&write, HubWrite::Move { from, .. }
+            if self.hub.entry(from).is_some_and(|e| e.kind == EntryKind::Dir));
+        if moves_dir && !self.dir_moves {
+            // See the module docs: hub-side moves of directories are off.
+            self.log.push(format!(
+                "hub write {write:?} not made: it moves a directory"
+            ));
+            return;
+        }
         if !plan.superseded.is_empty() && !self.supersede {
             // See the module docs: replacing queued changes is off.
             self.log.push(format!(
