@@ -60,7 +60,7 @@ pub enum WriteRefusal {
     #[error("cannot move {from} into itself ({to})")]
     IntoItself { from: RelPath, to: RelPath },
     #[error(
-        "changes below {path} are still on their way to the node; try again once it applied them"
+        "changes at or below {path} are still on their way between the hub and the node; try again once they are applied"
     )]
     Busy { path: RelPath },
 }
@@ -307,6 +307,7 @@ impl SinkEngine {
                     return Err(WriteRefusal::IsADirectory { path: path.clone() });
                 }
                 self.refuse_moves_at(path)?;
+                self.refuse_node_changes_above(path)?;
                 self.mkdir_parents(&mut plan, path, now);
                 let entry = self.hub_entry(path, *hash, *size, *executable, plan.out_seq + 1, now);
                 plan.ops.push(Op::Write {
@@ -346,6 +347,7 @@ impl SinkEngine {
                     return Err(WriteRefusal::Exists { path: to.clone() });
                 }
                 self.check_parents(to)?;
+                self.refuse_node_changes_above(to)?;
                 self.mkdir_parents(&mut plan, to, now);
                 let mut moved = entry.clone();
                 moved.path = to.clone();
@@ -443,6 +445,24 @@ impl SinkEngine {
         });
         if moving {
             return Err(WriteRefusal::Busy { path: path.clone() });
+        }
+        Ok(())
+    }
+
+    /// A node change in progress at a parent of `path` that is not a
+    /// directory (a file, link or delete replacing it) would be committed
+    /// after the write and take it away: the write waits for it.
+    fn refuse_node_changes_above(&self, path: &RelPath) -> Result<(), WriteRefusal> {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            let slot_replaces = self
+                .slots
+                .get(&p)
+                .is_some_and(|s| s.entry.as_ref().is_none_or(|e| e.kind != EntryKind::Dir));
+            if slot_replaces || self.parked.holds(&p) {
+                return Err(WriteRefusal::Busy { path: p });
+            }
+            cur = p.parent();
         }
         Ok(())
     }

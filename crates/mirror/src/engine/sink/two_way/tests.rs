@@ -190,3 +190,32 @@ fn a_hub_side_move_of_a_directory_lists_the_rows_below_at_their_new_paths() {
     assert_eq!(below, vec![&p("d/c/a")]);
     assert!(hub.entry(&p("d/c/a")).is_some() && hub.entry(&p("c/c/a")).is_none());
 }
+
+/// Seed 130: the node's file replacing the directory `c` was on its way
+/// (fetched, then committed) when the hub put `c/c`; committed after the
+/// put, it removed the directory with the hub's file in it, before the node
+/// had it: the hub's version was gone everywhere. The put waits now.
+#[test]
+fn a_put_waits_for_a_node_change_replacing_a_parent() {
+    let mut hub = SinkEngine::new(vec![dir("c", 1)], 1, ImmutablePaths::default());
+    let out = hub.handle(SinkEvent::Notice(Notice::Upsert(file("c", b"node", 2))));
+    assert!(
+        out.iter().any(|a| matches!(a, SinkAction::Fetch { .. })),
+        "{out:?}"
+    );
+    let put = HubWrite::Put {
+        path: p("c/c"),
+        hash: ContentHash::of(b"h"),
+        size: 1,
+        executable: false,
+    };
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    assert_eq!(
+        hub.plan_hub_write(&put, None, now).map(|_| ()),
+        Err(WriteRefusal::Busy { path: p("c") })
+    );
+    // A directory on its way is no obstacle.
+    let mut hub = SinkEngine::new(Vec::new(), 0, ImmutablePaths::default());
+    hub.handle(SinkEvent::Notice(Notice::Upsert(dir("c", 1))));
+    assert!(hub.plan_hub_write(&put, None, now).is_ok());
+}
