@@ -238,18 +238,19 @@ impl Sim {
                     }
                     return Ok(());
                 }
-                let Some(Node::File { data, .. }) = files.remove(from) else {
-                    return Err(TransferFailure::Io);
-                };
-                files.insert(
-                    entry.path.clone(),
-                    Node::File {
-                        data,
+                let moved = match files.get(from) {
+                    Some(Node::File { data, .. }) => Node::File {
+                        data: data.clone(),
                         exec: entry.is_executable(),
                         inode: 0,
                         mtime: 0,
                     },
-                );
+                    // A hub-side move of a link.
+                    Some(Node::Link(t)) => Node::Link(t.clone()),
+                    _ => return Err(TransferFailure::Io),
+                };
+                files.remove(from);
+                files.insert(entry.path.clone(), moved);
             }
             Op::Mkdir { entry } => {
                 ensure_parents(files, &entry.path);
