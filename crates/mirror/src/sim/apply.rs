@@ -377,9 +377,17 @@ impl Sim {
                 self.to_hub.push_back(ToHub::Applied(change.seq));
             }
         }
-        let actions = self.node.resend(&applied.resend);
-        if !self.perform_node(actions) {
-            return;
+        // Local versions that stay go after the change's `Applied` (sent
+        // before it, they meet the change still queued at the hub, which
+        // skips them): the first half of a move split in two keeps them
+        // for the second (see `Sim::resend_after_last_half`).
+        self.held_resend.extend(applied.resend);
+        if last_half || !self.resend_after_last_half {
+            let paths = std::mem::take(&mut self.held_resend);
+            let actions = self.node.resend(&paths);
+            if !self.perform_node(actions) {
+                return;
+            }
         }
         // The watcher sees the conflict copies (or a later scan does).
         if !copies.is_empty() && self.rng.random_bool(0.7) {

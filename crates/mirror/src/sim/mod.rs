@@ -127,6 +127,12 @@ struct Sim {
     known_at_plan: bool,
     /// The hub's acknowledged node seq when it planned each change.
     planned_known: HashMap<u64, u64>,
+    /// Whether the node resends the local versions a move split in two met
+    /// only once both halves are applied (the node worker resends after
+    /// each half; off to replay seed 57).
+    resend_after_last_half: bool,
+    /// Local versions met by the first half of a split move.
+    held_resend: Vec<RelPath>,
     /// Whether the hub crashes in the middle of its own writes, between
     /// the retract and publish steps (see the module docs: off by default).
     hub_write_crash: bool,
@@ -188,6 +194,8 @@ impl Sim {
             two_way,
             applied_on_connect: true,
             known_at_plan: true,
+            resend_after_last_half: true,
+            held_resend: Vec::new(),
             planned_known: HashMap::new(),
             hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
             supersede: std::env::var_os("GANGLION_SIM_SUPERSEDE").is_some(),
@@ -234,6 +242,7 @@ impl Sim {
         self.to_hub.clear();
         self.to_node.clear();
         self.node_queue.clear();
+        self.held_resend.clear();
         self.node_event(SourceEvent::Disconnected);
         self.hub_event(SinkEvent::Disconnected);
     }
@@ -258,6 +267,7 @@ impl Sim {
         self.to_hub.clear();
         self.to_node.clear();
         self.node_queue.clear();
+        self.held_resend.clear();
         self.node_event(SourceEvent::Disconnected);
         self.staged.clear();
         self.batch.clear();
