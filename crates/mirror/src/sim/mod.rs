@@ -142,6 +142,9 @@ struct Sim {
     /// Whether the hub moves directories (see the module docs: off by
     /// default).
     dir_moves: bool,
+    /// Whether files are made executable in the two-way simulation (see
+    /// the module docs: off by default).
+    exec_bits: bool,
     /// Whether the node's index is lost at times (two-way; see the module
     /// docs for why it is off by default).
     index_loss: bool,
@@ -200,6 +203,7 @@ impl Sim {
             hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
             supersede: std::env::var_os("GANGLION_SIM_SUPERSEDE").is_some(),
             dir_moves: std::env::var_os("GANGLION_SIM_DIR_MOVES").is_some(),
+            exec_bits: std::env::var_os("GANGLION_SIM_EXEC_BITS").is_some(),
             index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),

@@ -133,7 +133,7 @@ impl Sim {
                     path,
                     hash: ContentHash::of(&data),
                     size: data.len() as u64,
-                    executable: self.rng.random_bool(0.2),
+                    executable: self.rng.random_bool(0.2) && self.exec_bits,
                 }
             }
             6..=7 => HubWrite::Delete {
