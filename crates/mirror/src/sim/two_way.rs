@@ -114,9 +114,10 @@ impl Sim {
     }
 
     /// A hub-side write as the hub's driver makes one: planned (refused
-    /// writes change nothing), node changes in the way give way, committed
-    /// with the outbox rows (or not at all: a full disk, a crash before the
-    /// publish step), then the engine follows and the outbox goes out.
+    /// writes change nothing), committed with the outbox rows (or not at
+    /// all: a full disk, a crash before the publish step), then node
+    /// changes in the way give way, the engine follows and the outbox goes
+    /// out.
     pub(super) fn hub_write(&mut self) {
         self.clock += 1;
         let now = self.now();
@@ -179,10 +180,6 @@ impl Sim {
         }
         self.log.push(format!("hub write {write:?}: {plan:?}"));
         let known = self.hub.applied();
-        let actions = self.hub.give_way(&plan);
-        let replaced = plan.replaced();
-        self.batch
-            .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         // What the hub held where it writes, before it writes.
         let discarded = match &write {
             HubWrite::Put { path, .. } | HubWrite::Delete { path } => self.held(true, path),
@@ -224,6 +221,13 @@ impl Sim {
         if matches!(write, HubWrite::Put { .. }) {
             self.written(&data);
         }
+        // Node changes at these paths give way once the write is in (the
+        // driver did it before committing: a failed write dropped them and
+        // the engine acknowledged them — seed 144).
+        let actions = self.hub.give_way(&plan);
+        let replaced = plan.replaced();
+        self.batch
+            .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         self.hub.hub_committed(plan);
         self.perform_hub(actions);
         self.send_changes();
