@@ -167,15 +167,28 @@ impl Receiver {
         self.commit_with(ops, Batch::default()).await
     }
 
-    /// [`Self::commit`], with `extra` written in the index transaction that
-    /// publishes the ops (the outbox rows of a hub-side write, the rows
-    /// below a directory it moved) if every op succeeded; if one failed,
-    /// nothing of `extra` is written.
+    /// [`Self::commit`] of one hub-side write, with `extra` written in the
+    /// index transaction that publishes the ops (its outbox rows, the rows
+    /// below a directory it moves) if every op succeeded; if one failed,
+    /// nothing of `extra` is written. An op that cannot be staged fails
+    /// the whole write before anything is placed (the parents a put
+    /// creates must not stay behind without it).
     pub async fn commit_with(&self, ops: Vec<Op>, extra: Batch) -> Result<BatchOutcome, Error> {
         let me = self.clone();
         let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
             .map_err(join_error)?;
+        if !failed.is_empty() {
+            for (_, s) in &prepared {
+                if let Some(name) = s {
+                    self.remove_staged(name);
+                }
+            }
+            return Ok(BatchOutcome {
+                done: Vec::new(),
+                failed,
+            });
+        }
         self.retract_place_publish(prepared, failed, extra).await
     }
 

@@ -84,7 +84,7 @@ impl Sim {
     /// the place step (the retract transaction is durable, publish is not).
     pub(super) fn commit(&mut self, crash_mid: bool) {
         let ops = self.hub.admit(std::mem::take(&mut self.batch));
-        if let Some((done, failed)) = self.commit_ops(ops, crash_mid) {
+        if let Some((done, failed)) = self.commit_ops(ops, crash_mid, false) {
             self.hub_event(SinkEvent::Committed { done, failed });
         }
     }
@@ -95,6 +95,7 @@ impl Sim {
         &mut self,
         ops: Vec<Op>,
         crash_mid: bool,
+        all_or_nothing: bool,
     ) -> Option<(Vec<Op>, Vec<(Op, TransferFailure)>)> {
         let mut prepared = Vec::new();
         let mut failed = Vec::new();
@@ -103,6 +104,10 @@ impl Sim {
                 Ok(node) => prepared.push((op, node)),
                 Err(f) => failed.push((op, f)),
             }
+        }
+        if all_or_nothing && !failed.is_empty() {
+            // `Receiver::commit_with`: nothing of a hub-side write is placed.
+            return Some((Vec::new(), failed));
         }
         for (op, _) in &prepared {
             self.hub_disk.index.remove(op.path());

@@ -193,7 +193,7 @@ impl Sim {
                 .crash_rng
                 .as_mut()
                 .is_some_and(|r| r.random_ratio(1, 40));
-        let committed = self.commit_ops(plan.ops.clone(), crash_mid);
+        let committed = self.commit_ops(plan.ops.clone(), crash_mid, true);
         self.hub_content = None;
         let Some((_, failed)) = committed else {
             return;
