@@ -11,7 +11,9 @@
 //! Applying the other side's change never discards: a concurrent version
 //! must survive at its path or as a conflict copy. Once quiet, every
 //! required version is a file's content somewhere in the (converged) tree.
-//! Contents are made unique (a counter) so that a hash names one write.
+//! Most contents are made unique (a counter) so that a hash names one
+//! write; the few short shared ones (which make copies and renames) are
+//! not tracked.
 
 use ganglion_core::{RelPath, Timestamp};
 use rand::Rng;
@@ -57,8 +59,12 @@ impl Sim {
         format!("{}{}", side as char, self.next_content).into_bytes()
     }
 
-    /// A write made `data` a version.
+    /// A write made `data` a version (tracked when its content is unique:
+    /// the short shared contents cannot tell one write from another).
     pub(super) fn written(&mut self, data: &[u8]) {
+        if data.len() < 2 || !data[1..].iter().all(u8::is_ascii_digit) {
+            return;
+        }
         let h = ContentHash::of(data);
         *self.required.entry(h).or_default() += 1;
         self.log

@@ -219,3 +219,35 @@ fn a_put_waits_for_a_node_change_replacing_a_parent() {
     hub.handle(SinkEvent::Notice(Notice::Upsert(dir("c", 1))));
     assert!(hub.plan_hub_write(&put, None, now).is_ok());
 }
+
+/// Seed 259: a node change parked behind an older one above it resumed
+/// after a hub-side put at its path was queued, and replaced the put in the
+/// mirror before the node had downloaded it (gone from both sides). A
+/// resumed notice is checked against the outbox again.
+#[test]
+fn a_parked_node_change_resumes_against_the_outbox() {
+    let mut hub = SinkEngine::new(Vec::new(), 0, ImmutablePaths::default());
+    let out = hub.handle(SinkEvent::Notice(Notice::Upsert(dir("a", 1))));
+    let mkdir = applies(&out);
+    assert_eq!(mkdir.len(), 1, "{out:?}");
+    let out = hub.handle(SinkEvent::Notice(Notice::Upsert(file("a/x", b"node", 2))));
+    assert!(out.is_empty(), "parked behind a: {out:?}");
+    write(
+        &mut hub,
+        HubWrite::Put {
+            path: p("a/x"),
+            hash: ContentHash::of(b"hub"),
+            size: 3,
+            executable: false,
+        },
+    );
+    let out = hub.handle(SinkEvent::Committed {
+        done: mkdir,
+        failed: Vec::new(),
+    });
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, SinkAction::Fetch { path, .. } if *path == p("a/x"))),
+        "the node's a/x meets the hub's put: {out:?}"
+    );
+}
