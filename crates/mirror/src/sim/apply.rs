@@ -288,8 +288,8 @@ impl Sim {
             }
             HubOp::Delete { path } => {
                 // What the hub knew of the node's changes when it planned
-                // the delete (see `Sim::known_at_plan`).
-                let known = if self.known_at_plan {
+                // the delete (see `Options::known_at_plan`).
+                let known = if self.opts.known_at_plan {
                     self.planned_known.get(&change.seq).copied().unwrap_or(0)
                 } else {
                     u64::MAX
@@ -380,9 +380,9 @@ impl Sim {
         // Local versions that stay go after the change's `Applied` (sent
         // before it, they meet the change still queued at the hub, which
         // skips them): the first half of a move split in two keeps them
-        // for the second (see `Sim::resend_after_last_half`).
+        // for the second (see `Options::resend_after_last_half`).
         self.held_resend.extend(applied.resend);
-        if last_half || !self.resend_after_last_half {
+        if last_half || !self.opts.resend_after_last_half {
             let paths = std::mem::take(&mut self.held_resend);
             let actions = self.node.resend(&paths);
             if !self.perform_node(actions) {

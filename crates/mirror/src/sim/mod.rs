@@ -94,6 +94,69 @@ struct HubDisk {
     conflicts: Vec<Conflict>,
 }
 
+/// What the two-writer simulation does. [`Options::default`] is what CI
+/// runs; [`Options::from_env`] adds the parts behind variables.
+///
+/// Three behaviours of the node worker (`crates/node/src/mirror`) are
+/// modelled as they must be, not as the worker does them today (each found
+/// by this simulation, each off to replay its bug; see the module docs):
+/// `applied_on_connect`, `known_at_plan`, `resend_after_last_half`. The
+/// other flags turn on parts that find open bugs, off by default.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The node reports the hub-side changes it applied (`Applied`) first
+    /// thing on a new stream, before its notices.
+    pub applied_on_connect: bool,
+    /// A hub-side delete of a directory removes only the node's changes the
+    /// hub had acknowledged when it planned the delete.
+    pub known_at_plan: bool,
+    /// A move applied as content (two halves) resends the local versions it
+    /// met after its `Applied`, not after the first half.
+    pub resend_after_last_half: bool,
+    /// `GANGLION_SIM_SUPERSEDE`: hub-side writes where the hub's own changes
+    /// are still queued (they replace them in the outbox).
+    pub supersede: bool,
+    /// `GANGLION_SIM_DIR_MOVES`: hub-side moves of directories.
+    pub dir_moves: bool,
+    /// `GANGLION_SIM_EXEC_BITS`: executable files in the two-way run.
+    pub exec_bits: bool,
+    /// `GANGLION_SIM_HUB_WRITE_CRASH`: hub crashes inside its own writes,
+    /// between the retract and publish steps of the commit.
+    pub hub_write_crash: bool,
+    /// `GANGLION_SIM_INDEX_LOSS`: the node's index is lost at times.
+    pub index_loss: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            applied_on_connect: true,
+            known_at_plan: true,
+            resend_after_last_half: true,
+            supersede: false,
+            dir_moves: false,
+            exec_bits: false,
+            hub_write_crash: false,
+            index_loss: false,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, with the parts named by set `GANGLION_SIM_*` variables on.
+    pub fn from_env() -> Self {
+        let on = |name: &str| std::env::var_os(name).is_some();
+        Self {
+            supersede: on("GANGLION_SIM_SUPERSEDE"),
+            dir_moves: on("GANGLION_SIM_DIR_MOVES"),
+            exec_bits: on("GANGLION_SIM_EXEC_BITS"),
+            hub_write_crash: on("GANGLION_SIM_HUB_WRITE_CRASH"),
+            index_loss: on("GANGLION_SIM_INDEX_LOSS"),
+            ..Self::default()
+        }
+    }
+}
+
 struct Sim {
     rng: StdRng,
     /// Decides node crashes between the actions of one event; separate from
@@ -117,37 +180,12 @@ struct Sim {
     disk_full: bool,
     /// Whether the hub writes too (the two-writer simulation).
     two_way: bool,
-    /// Whether the node reports the hub-side changes it applied first
-    /// thing on a new stream (see `connect`; off to replay seed 0's bug).
-    applied_on_connect: bool,
-    /// Whether a hub-side delete of a directory removes only the node's
-    /// changes the hub had acknowledged when it planned the delete, not
-    /// all acknowledged ones (see the module docs; the change would carry
-    /// that number; off to replay seeds 0 and 16's lost writes).
-    known_at_plan: bool,
+    /// What the two-way run does (see [`Options`]).
+    opts: Options,
     /// The hub's acknowledged node seq when it planned each change.
     planned_known: HashMap<u64, u64>,
-    /// Whether the node resends the local versions a move split in two met
-    /// only once both halves are applied (the node worker resends after
-    /// each half; off to replay seed 57).
-    resend_after_last_half: bool,
     /// Local versions met by the first half of a split move.
     held_resend: Vec<RelPath>,
-    /// Whether the hub crashes in the middle of its own writes, between
-    /// the retract and publish steps (see the module docs: off by default).
-    hub_write_crash: bool,
-    /// Whether the hub writes where its own changes are still queued (they
-    /// replace them in the outbox; see the module docs: off by default).
-    supersede: bool,
-    /// Whether the hub moves directories (see the module docs: off by
-    /// default).
-    dir_moves: bool,
-    /// Whether files are made executable in the two-way simulation (see
-    /// the module docs: off by default).
-    exec_bits: bool,
-    /// Whether the node's index is lost at times (two-way; see the module
-    /// docs for why it is off by default).
-    index_loss: bool,
     /// The node's durable count of hub-side changes applied (`out_acked`).
     node_out_acked: u64,
     /// Hub-side changes received on the current stream, not applied yet.
@@ -175,7 +213,7 @@ fn p(s: &str) -> RelPath {
 }
 
 impl Sim {
-    fn new(seed: u64, two_way: bool) -> Self {
+    fn new(seed: u64, two_way: bool, opts: Options) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
             crash_rng: Some(StdRng::seed_from_u64(seed ^ 0x6e6f_6465_6372_6173)),
@@ -195,16 +233,9 @@ impl Sim {
             locks: LockRegistry::default(),
             disk_full: false,
             two_way,
-            applied_on_connect: true,
-            known_at_plan: true,
-            resend_after_last_half: true,
-            held_resend: Vec::new(),
+            opts,
             planned_known: HashMap::new(),
-            hub_write_crash: std::env::var_os("GANGLION_SIM_HUB_WRITE_CRASH").is_some(),
-            supersede: std::env::var_os("GANGLION_SIM_SUPERSEDE").is_some(),
-            dir_moves: std::env::var_os("GANGLION_SIM_DIR_MOVES").is_some(),
-            exec_bits: std::env::var_os("GANGLION_SIM_EXEC_BITS").is_some(),
-            index_loss: std::env::var_os("GANGLION_SIM_INDEX_LOSS").is_some(),
+            held_resend: Vec::new(),
             node_out_acked: 0,
             node_queue: VecDeque::new(),
             hub_content: None,
@@ -225,7 +256,7 @@ impl Sim {
         self.hub_event(SinkEvent::Connected);
         let applied = self.hub.applied();
         self.node_queue.clear();
-        if self.two_way && self.applied_on_connect && self.node_out_acked > 0 {
+        if self.two_way && self.opts.applied_on_connect && self.node_out_acked > 0 {
             // Before the notices: a notice resent after the node applied a
             // hub-side change (a local version that stays) must not meet
             // that change still queued at the hub, or the hub skips it
@@ -409,21 +440,26 @@ pub fn run(seed: u64, steps: usize) -> Result<(), String> {
 
 /// Like [`run`], returning the event log on failure.
 pub fn run_logged(seed: u64, steps: usize) -> Result<(), (String, Vec<String>)> {
-    run_sim(seed, steps, false)
+    run_sim(seed, steps, None)
 }
 
 /// Runs one seed of the two-writer simulation (the hub writes too).
-pub fn run_two_way(seed: u64, steps: usize) -> Result<(), String> {
-    run_two_way_logged(seed, steps).map_err(|(e, _)| e)
+pub fn run_two_way(seed: u64, steps: usize, opts: Options) -> Result<(), String> {
+    run_two_way_logged(seed, steps, opts).map_err(|(e, _)| e)
 }
 
 /// Like [`run_two_way`], returning the event log on failure.
-pub fn run_two_way_logged(seed: u64, steps: usize) -> Result<(), (String, Vec<String>)> {
-    run_sim(seed, steps, true)
+pub fn run_two_way_logged(
+    seed: u64,
+    steps: usize,
+    opts: Options,
+) -> Result<(), (String, Vec<String>)> {
+    run_sim(seed, steps, Some(opts))
 }
 
-fn run_sim(seed: u64, steps: usize, two_way: bool) -> Result<(), (String, Vec<String>)> {
-    let mut sim = Sim::new(seed, two_way);
+fn run_sim(seed: u64, steps: usize, two_way: Option<Options>) -> Result<(), (String, Vec<String>)> {
+    let mut sim = Sim::new(seed, two_way.is_some(), two_way.unwrap_or_default());
+    let two_way = two_way.is_some();
     let res = (|| {
         for i in 0..steps {
             sim.step();
@@ -447,115 +483,4 @@ fn run_sim(seed: u64, steps: usize, two_way: bool) -> Result<(), (String, Vec<St
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sim() {
-        let steps = std::env::var("GANGLION_SIM_STEPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300);
-        if let Some(seed) = std::env::var("GANGLION_SIM_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            if let Err((e, log)) = run_logged(seed, steps) {
-                let tail = log.len().saturating_sub(20_000);
-                panic!(
-                    "seed {seed} failed: {e}\nlast events:\n{}",
-                    log[tail..].join("\n")
-                );
-            }
-            return;
-        }
-        let seeds: u64 = std::env::var("GANGLION_SIM_SEEDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300);
-        check_seeds(0..seeds, steps);
-    }
-
-    /// The two-writer simulation: same variables as [`sim`].
-    #[test]
-    fn sim_two_way() {
-        let steps = std::env::var("GANGLION_SIM_STEPS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300);
-        if let Some(seed) = std::env::var("GANGLION_SIM_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            if let Err((e, log)) = run_two_way_logged(seed, steps) {
-                let tail = log.len().saturating_sub(20_000);
-                panic!(
-                    "seed {seed} failed: {e}\nlast events:\n{}",
-                    log[tail..].join("\n")
-                );
-            }
-            return;
-        }
-        let seeds: u64 = std::env::var("GANGLION_SIM_SEEDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300);
-        check_seeds_with(0..seeds, steps, run_two_way);
-    }
-
-    /// Seeds that once failed, beyond the few hundred CI runs by default:
-    /// 1028, 1988, 2080, 2190, 2364, 3533, 4092 and 4593 left a fetch below a
-    /// path that had become a link (see
-    /// `engine::tests::a_path_becoming_a_link_supersedes_a_fetch_below_it`);
-    /// 68985 acknowledged a resent rename without removing its source (see
-    /// `engine::tests::a_resent_rename_whose_target_landed_still_removes_its_source`).
-    #[test]
-    fn sim_regressions() {
-        check_seeds([1028, 1988, 2080, 2190, 2364, 3533, 4092, 4593, 68985], 300);
-    }
-
-    /// Runs every seed and reports all that fail, not just the first.
-    fn check_seeds(seeds: impl IntoIterator<Item = u64>, steps: usize) {
-        check_seeds_with(seeds, steps, run);
-    }
-
-    fn check_seeds_with(
-        seeds: impl IntoIterator<Item = u64>,
-        steps: usize,
-        run: fn(u64, usize) -> Result<(), String>,
-    ) {
-        let mut failed = Vec::new();
-        let mut first = None;
-        for seed in seeds {
-            if let Err(e) = run(seed, steps) {
-                first.get_or_insert((seed, e));
-                failed.push(seed);
-            }
-        }
-        if let Some((seed, e)) = first {
-            panic!(
-                "simulation failed for {} seeds {failed:?}; first, seed {seed}: {e}\nreplay: GANGLION_SIM_SEED={seed} cargo test -p ganglion-mirror sim",
-                failed.len()
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod triage {
-    /// Prints the first error of each failing two-way seed (development aid).
-    #[test]
-    #[ignore = "development aid: GANGLION_SIM_SEEDS=N cargo test -p ganglion-mirror triage -- --ignored --nocapture"]
-    fn triage() {
-        let seeds: u64 = std::env::var("GANGLION_SIM_SEEDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300);
-        for seed in 0..seeds {
-            if let Err(e) = super::run_two_way(seed, 300) {
-                let e: String = e.chars().take(160).collect();
-                eprintln!("seed {seed}: {e}");
-            }
-        }
-    }
-}
+mod tests;

@@ -49,7 +49,7 @@ impl Sim {
             }
             _ => {
                 // chmod or touch: stat changes, maybe the exec bit.
-                let flip = self.rng.random_bool(0.5) && (!self.two_way || self.exec_bits);
+                let flip = self.rng.random_bool(0.5) && (!self.two_way || self.opts.exec_bits);
                 if let Some(Node::File { exec, mtime, .. }) = self.node_fs.get_mut(&path) {
                     *mtime = self.clock;
                     if flip {
@@ -71,7 +71,7 @@ impl Sim {
                 .map(|_| b"xy"[self.rng.random_range(0..2)])
                 .collect()
         };
-        let exec = self.rng.random_bool(0.2) && (!self.two_way || self.exec_bits);
+        let exec = self.rng.random_bool(0.2) && (!self.two_way || self.opts.exec_bits);
         if self.make_parents(&path) && !matches!(self.node_fs.get(&path), Some(Node::Dir)) {
             self.discard_held(&path);
             self.written(&data);

@@ -29,7 +29,7 @@ impl Sim {
         match self.rng.random_range(0..100) {
             0..=11 => self.hub_write(),
             12..=23 => self.apply_hub_change(),
-            24 if self.index_loss => self.lose_node_index(),
+            24 if self.opts.index_loss => self.lose_node_index(),
             25..=28 => {
                 let touched = self.type_change_or_case_rename();
                 if self.rng.random_bool(0.7) {
@@ -140,7 +140,7 @@ impl Sim {
                     path,
                     hash: ContentHash::of(&data),
                     size: data.len() as u64,
-                    executable: self.rng.random_bool(0.2) && self.exec_bits,
+                    executable: self.rng.random_bool(0.2) && self.opts.exec_bits,
                 }
             }
             6..=7 => HubWrite::Delete {
@@ -170,14 +170,14 @@ impl Sim {
         };
         let moves_dir = matches!(&write, HubWrite::Move { from, .. }
             if self.hub.entry(from).is_some_and(|e| e.kind == EntryKind::Dir));
-        if moves_dir && !self.dir_moves {
+        if moves_dir && !self.opts.dir_moves {
             // See the module docs: hub-side moves of directories are off.
             self.log.push(format!(
                 "hub write {write:?} not made: it moves a directory"
             ));
             return;
         }
-        if !plan.superseded.is_empty() && !self.supersede {
+        if !plan.superseded.is_empty() && !self.opts.supersede {
             // See the module docs: replacing queued changes is off.
             self.log.push(format!(
                 "hub write {write:?} not made: it replaces queued changes"
@@ -194,7 +194,7 @@ impl Sim {
         if let HubWrite::Put { path, hash, .. } = &write {
             self.hub_content = Some((path.clone(), *hash, data.clone()));
         }
-        let crash_mid = self.hub_write_crash
+        let crash_mid = self.opts.hub_write_crash
             && self
                 .crash_rng
                 .as_mut()
