@@ -14,9 +14,38 @@
 //! the end, once quiet, the mirror and its index equal the node's tree and no
 //! transfer lock is held.
 //!
-//! `cargo test -p ganglion-mirror sim` runs a few hundred seeds of 300 steps;
-//! `GANGLION_SIM_SEEDS=10000` runs more, `GANGLION_SIM_STEPS=3000` makes each
-//! longer, `GANGLION_SIM_SEED=1234` replays one (with the same steps).
+//! **Two writers** ([`run_two_way`], `two_way.rs`, `apply.rs`): the hub
+//! writes too — puts, deletes and moves planned by the sink engine
+//! (`plan_hub_write`), committed with their outbox rows as the hub's driver
+//! does, node changes in the way giving way, the outbox sent on every
+//! stream. The node applies what it receives with `apply.rs`'s semantics on
+//! its in-memory workspace (compare-and-swap against the base, a local write
+//! injected right before the swap, conflict copies, an edit beats a delete, a
+//! local directory beats a file, moves as renames or as content), in the
+//! node worker's order (apply → record as agreed → `out_acked` → conflicts
+//! → `Applied` → resend), with cut downloads and crashes between the record
+//! and what follows it; plus type changes (file ↔ directory) and case-only
+//! renames on the node. More invariants: an acknowledgement exempts only
+//! node changes that met a queued hub-side change (the node settles those);
+//! an `Applied` report never claims more than the node's index holds; at
+//! the end the outbox is empty, nothing is left staged, and no write is lost
+//! (every version a side wrote is some file's content in the converged tree
+//! unless a side that held it replaced or removed it by its own write; see
+//! `two_way.rs` for the precise rule). [`Options`] says which parts run: the
+//! defaults are what CI runs; parts that find open bugs are behind
+//! variables, and three behaviours the node worker must adopt are modelled
+//! as it must do them (each has an ignored test with the seed that shows
+//! the bug without it, in `tests.rs`).
+//!
+//! `cargo test -p ganglion-mirror sim` runs a few hundred seeds of 300 steps
+//! of each mode (seconds); `GANGLION_SIM_SEEDS=100000` runs that many (about
+//! a quarter of an hour per mode in a debug build), `GANGLION_SIM_STEPS=3000`
+//! makes each longer, `GANGLION_SIM_SEED=1234` replays one (with the same
+//! steps, printing the event log); `GANGLION_SIM_SUPERSEDE`,
+//! `GANGLION_SIM_DIR_MOVES`, `GANGLION_SIM_EXEC_BITS`,
+//! `GANGLION_SIM_HUB_WRITE_CRASH` and `GANGLION_SIM_INDEX_LOSS` turn on the
+//! parts that find open bugs. To run only the two-way mode:
+//! `cargo test -p ganglion-mirror sim_two_way`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
