@@ -50,6 +50,9 @@ pub struct Applied {
     pub conflicts: Vec<Conflict>,
 }
 
+/// A hook run right before a swap (tests: a write racing the apply).
+type BeforeSwap = Box<dyn Fn(&RelPath) + Send + Sync>;
+
 /// The node's writer into its workspace.
 pub struct Applier {
     ws: WorkspaceDir,
@@ -58,7 +61,7 @@ pub struct Applier {
     origin: String,
     /// Fault injection for tests: runs right before a swap (a local write
     /// racing the apply).
-    before_swap: Option<Box<dyn Fn(&RelPath) + Send + Sync>>,
+    before_swap: Option<BeforeSwap>,
 }
 
 impl std::fmt::Debug for Applier {

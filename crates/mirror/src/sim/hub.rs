@@ -9,6 +9,9 @@ use super::{Fs, Node, Sim, ToNode};
 use crate::engine::{Content, Op, SinkAction, SinkEvent, TransferFailure};
 use crate::entry::{ContentHash, Entry};
 
+/// A commit's done and failed ops.
+type Outcome = (Vec<Op>, Vec<(Op, TransferFailure)>);
+
 impl Sim {
     pub(super) fn hub_event(&mut self, ev: SinkEvent) {
         self.log.push(format!("hub <- {ev:?}"));
@@ -96,7 +99,7 @@ impl Sim {
         ops: Vec<Op>,
         crash_mid: bool,
         all_or_nothing: bool,
-    ) -> Option<(Vec<Op>, Vec<(Op, TransferFailure)>)> {
+    ) -> Option<Outcome> {
         let mut prepared = Vec::new();
         let mut failed = Vec::new();
         for op in ops {

@@ -96,6 +96,41 @@ impl HubPlan {
     }
 }
 
+/// The entry of what a hub-side write puts at `path`: a file (hash, size,
+/// executable) or, with `None`, a directory.
+fn hub_entry(
+    path: &RelPath,
+    file: Option<(ContentHash, u64, bool)>,
+    out_seq: u64,
+    now: Timestamp,
+) -> Entry {
+    let (kind, size, mode, hash) = match file {
+        Some((hash, size, executable)) => (
+            EntryKind::File,
+            size,
+            if executable { 0o755 } else { 0o644 },
+            Some(hash),
+        ),
+        None => (EntryKind::Dir, 0, 0o755, None),
+    };
+    Entry {
+        path: path.clone(),
+        kind,
+        size,
+        mtime_ns: now.millis().saturating_mul(1_000_000),
+        mode,
+        inode: 0,
+        dev: 0,
+        symlink_target: None,
+        hash,
+        seq: 0,
+        version: Version {
+            origin: Replica::Hub,
+            seq: out_seq,
+        },
+    }
+}
+
 /// The outbox and conflict state of a mirror (part of the sink).
 #[derive(Debug, Default)]
 pub(super) struct TwoWay {
@@ -309,7 +344,8 @@ impl SinkEngine {
                 self.refuse_moves_at(path)?;
                 self.refuse_node_changes_above(path)?;
                 self.mkdir_parents(&mut plan, path, now);
-                let entry = self.hub_entry(path, *hash, *size, *executable, plan.out_seq + 1, now);
+                let file = Some((*hash, *size, *executable));
+                let entry = hub_entry(path, file, plan.out_seq + 1, now);
                 plan.ops.push(Op::Write {
                     entry,
                     content: Content::Staged,
@@ -500,38 +536,8 @@ impl SinkEngine {
             missing.push(p);
         }
         for p in missing.into_iter().rev() {
-            let mut entry =
-                self.hub_entry(&p, ContentHash::of(b""), 0, true, plan.out_seq + 1, now);
-            entry.kind = EntryKind::Dir;
-            entry.hash = None;
+            let entry = hub_entry(&p, None, plan.out_seq + 1, now);
             plan.ops.push(Op::Mkdir { entry });
-        }
-    }
-
-    fn hub_entry(
-        &self,
-        path: &RelPath,
-        hash: ContentHash,
-        size: u64,
-        executable: bool,
-        out_seq: u64,
-        now: Timestamp,
-    ) -> Entry {
-        Entry {
-            path: path.clone(),
-            kind: EntryKind::File,
-            size,
-            mtime_ns: now.millis().saturating_mul(1_000_000),
-            mode: if executable { 0o755 } else { 0o644 },
-            inode: 0,
-            dev: 0,
-            symlink_target: None,
-            hash: Some(hash),
-            seq: 0,
-            version: Version {
-                origin: Replica::Hub,
-                seq: out_seq,
-            },
         }
     }
 
