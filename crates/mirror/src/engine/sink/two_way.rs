@@ -430,7 +430,27 @@ impl SinkEngine {
                 }
             }
         }
+        self.refuse_commits_in_flight(&plan)?;
         Ok(plan)
+    }
+
+    /// A node change whose op is already on its way to the receiver (in the
+    /// batch) at a path the write replaces cannot give way: a move there
+    /// would still take its source away afterwards (sim seed 3866: it
+    /// moved the hub's new file under the node's name, the index naming
+    /// the node's content). The write waits for the commit.
+    fn refuse_commits_in_flight(&self, plan: &HubPlan) -> Result<(), WriteRefusal> {
+        for w in plan.replaced() {
+            let committing = self
+                .slots
+                .range(w.clone()..)
+                .take_while(|(p, _)| p.as_str().starts_with(w.as_str()))
+                .any(|(p, s)| p.starts_with(&w) && matches!(s.stage, Stage::Committing));
+            if committing {
+                return Err(WriteRefusal::Busy { path: w });
+            }
+        }
+        Ok(())
     }
 
     /// Adds a change to the plan: numbered, based on what the node was last

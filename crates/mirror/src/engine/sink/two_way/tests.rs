@@ -251,3 +251,29 @@ fn a_parked_node_change_resumes_against_the_outbox() {
         "the node's a/x meets the hub's put: {out:?}"
     );
 }
+
+/// Seed 3866: the node renamed `c` to `C` and the move was on its way to
+/// the receiver when the hub put `c`; the move, committed after the put,
+/// took the hub's new file to `C` (the index naming the node's content
+/// there). A write waits for node changes already being committed at the
+/// paths it replaces.
+#[test]
+fn a_put_waits_for_a_node_move_being_committed_from_its_path() {
+    let mut hub = SinkEngine::new(vec![file("c", b"", 1)], 1, ImmutablePaths::default());
+    let out = hub.handle(SinkEvent::Notice(Notice::Rename {
+        from: p("c"),
+        entry: file("C", b"", 2),
+    }));
+    assert_eq!(applies(&out).len(), 1, "{out:?}");
+    let put = HubWrite::Put {
+        path: p("c"),
+        hash: ContentHash::of(b"hub"),
+        size: 3,
+        executable: false,
+    };
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    assert_eq!(
+        hub.plan_hub_write(&put, None, now).map(|_| ()),
+        Err(WriteRefusal::Busy { path: p("c") })
+    );
+}
