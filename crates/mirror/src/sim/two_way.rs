@@ -20,7 +20,7 @@ use rand::Rng;
 
 use super::{Node, Sim, ToNode};
 use crate::change::{Conflict, HubChange};
-use crate::engine::HubWrite;
+use crate::engine::{HubPlan, HubWrite};
 use crate::entry::{ContentHash, EntryKind};
 
 impl Sim {
@@ -119,14 +119,9 @@ impl Sim {
         self.random_path()
     }
 
-    /// A hub-side write as the hub's driver makes one: planned (refused
-    /// writes change nothing), committed with the outbox rows (or not at
-    /// all: a full disk, a crash before the publish step), then node
-    /// changes in the way give way, the engine follows and the outbox goes
-    /// out.
-    pub(super) fn hub_write(&mut self) {
-        self.clock += 1;
-        let now = self.now();
+    /// A random hub-side write, its content (a put's) and an `--if-hash`
+    /// (mostly none, at times the current hash or a stale one).
+    fn random_hub_write(&mut self) -> (HubWrite, Vec<u8>, Option<ContentHash>) {
         let mut data = Vec::new();
         let write = match self.rng.random_range(0..10) {
             0..=5 => {
@@ -160,6 +155,18 @@ impl Sim {
             1 => Some(ContentHash::of(b"stale")),
             _ => None,
         };
+        (write, data, if_hash)
+    }
+
+    /// A hub-side write as the hub's driver makes one: planned (refused
+    /// writes change nothing), committed with the outbox rows (or not at
+    /// all: a full disk, a crash before the publish step), then node
+    /// changes in the way give way, the engine follows and the outbox goes
+    /// out.
+    pub(super) fn hub_write(&mut self) {
+        self.clock += 1;
+        let now = self.now();
+        let (write, data, if_hash) = self.random_hub_write();
         let plan = match self.hub.plan_hub_write(&write, if_hash.as_ref(), now) {
             Ok(plan) => plan,
             Err(refusal) => {
@@ -185,13 +192,18 @@ impl Sim {
             return;
         }
         self.log.push(format!("hub write {write:?}: {plan:?}"));
+        self.commit_hub_write(&write, plan, data);
+    }
+
+    /// Commits a planned hub-side write (see [`Self::hub_write`]).
+    fn commit_hub_write(&mut self, write: &HubWrite, plan: HubPlan, data: Vec<u8>) {
         let known = self.hub.applied();
         // What the hub held where it writes, before it writes.
-        let discarded = match &write {
+        let discarded = match write {
             HubWrite::Put { path, .. } | HubWrite::Delete { path } => self.held(true, path),
             HubWrite::Move { .. } => Vec::new(),
         };
-        if let HubWrite::Put { path, hash, .. } = &write {
+        if let HubWrite::Put { path, hash, .. } = write {
             self.hub_content = Some((path.clone(), *hash, data.clone()));
         }
         let crash_mid = self.opts.hub_write_crash
