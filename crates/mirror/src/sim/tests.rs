@@ -195,7 +195,7 @@ fn open_executable_bits() {
 #[ignore = "open bug: a hub-side write is not atomic across a hub crash"]
 fn open_a_hub_crash_inside_its_own_write() {
     open_bug(
-        68,
+        78,
         Options {
             hub_write_crash: true,
             ..Options::default()
