@@ -145,7 +145,8 @@ pub struct Options {
     /// `GANGLION_SIM_SUPERSEDE`: hub-side writes where the hub's own changes
     /// are still queued (they replace them in the outbox).
     pub supersede: bool,
-    /// `GANGLION_SIM_DIR_MOVES`: hub-side moves of directories.
+    /// `GANGLION_SIM_DIR_MOVES`: hub-side moves of directories and links
+    /// (what the node cannot apply as content when the rename fails).
     pub dir_moves: bool,
     /// `GANGLION_SIM_EXEC_BITS`: executable files in the two-way run.
     pub exec_bits: bool,

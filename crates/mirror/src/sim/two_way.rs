@@ -175,12 +175,12 @@ impl Sim {
                 return;
             }
         };
-        let moves_dir = matches!(&write, HubWrite::Move { from, .. }
-            if self.hub.entry(from).is_some_and(|e| e.kind == EntryKind::Dir));
-        if moves_dir && !self.opts.dir_moves {
-            // See the module docs: hub-side moves of directories are off.
+        let moves_non_file = matches!(&write, HubWrite::Move { from, .. }
+            if self.hub.entry(from).is_some_and(|e| e.kind != EntryKind::File));
+        if moves_non_file && !self.opts.dir_moves {
+            // See `Options::dir_moves`: off by default.
             self.log.push(format!(
-                "hub write {write:?} not made: it moves a directory"
+                "hub write {write:?} not made: it moves a directory or a link"
             ));
             return;
         }
