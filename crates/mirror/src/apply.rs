@@ -248,6 +248,15 @@ impl Applier {
         Err(io::Error::other(format!("{path} keeps changing; retried")))
     }
 
+    /// Makes the parent directories of a put whose content is gone at the
+    /// hub (a newer change replaced it before the download): the hub keeps
+    /// the directories it created for it, so the workspace has them too.
+    pub fn parents_only(&self, path: &RelPath, now: Timestamp) -> io::Result<Applied> {
+        let mut out = Applied::default();
+        self.parents(path, now, &mut out)?;
+        Ok(out)
+    }
+
     /// Applies a delete. `unchanged` says whether a path below a directory
     /// still holds what the hub knows (the node's index); what does not stays.
     pub fn delete(

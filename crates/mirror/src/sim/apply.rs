@@ -277,7 +277,13 @@ impl Sim {
                     _ => None,
                 };
                 let applied = match data {
-                    // Gone: a newer change replaced it.
+                    // Gone: a newer change replaced it; its parents stay
+                    // (`Applier::parents_only`, see `Options`).
+                    None if self.opts.parents_when_gone => {
+                        let mut out = Applied::default();
+                        self.apply_parents(path, &mut out);
+                        out
+                    }
                     None => Applied::default(),
                     Some(data) => {
                         let inject = faults && self.rng.random_ratio(1, 4);

@@ -33,7 +33,7 @@
 //! unless a side that held it replaced or removed it by its own write; see
 //! `two_way.rs` for the precise rule). [`Options`] says which parts run: the
 //! defaults are what CI runs; parts that find open bugs are behind
-//! variables, and three behaviours the node worker must adopt are modelled
+//! variables, and four behaviours the node worker must adopt are modelled
 //! as it must do them (each has an ignored test with the seed that shows
 //! the bug without it, in `tests.rs`).
 //!
@@ -126,11 +126,12 @@ struct HubDisk {
 /// What the two-writer simulation does. [`Options::default`] is what CI
 /// runs; [`Options::from_env`] adds the parts behind variables.
 ///
-/// Three behaviours of the node worker (`crates/node/src/mirror`) are
+/// Four behaviours of the node worker (`crates/node/src/mirror`) are
 /// modelled as they must be, not as the worker does them today (each found
 /// by this simulation, each off to replay its bug; see the module docs):
-/// `applied_on_connect`, `known_at_plan`, `resend_after_last_half`. The
-/// other flags turn on parts that find open bugs, off by default.
+/// `applied_on_connect`, `known_at_plan`, `resend_after_last_half`,
+/// `parents_when_gone`. The other flags turn on parts that find open bugs,
+/// off by default.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// The node reports the hub-side changes it applied (`Applied`) first
@@ -142,6 +143,10 @@ pub struct Options {
     /// A move applied as content (two halves) resends the local versions it
     /// met after its `Applied`, not after the first half.
     pub resend_after_last_half: bool,
+    /// A put whose content is gone at the hub when the node downloads it
+    /// still makes its parent directories (`Applier::parents_only`), which
+    /// the hub created for it and keeps.
+    pub parents_when_gone: bool,
     /// `GANGLION_SIM_SUPERSEDE`: hub-side writes where the hub's own changes
     /// are still queued (they replace them in the outbox).
     pub supersede: bool,
@@ -163,6 +168,7 @@ impl Default for Options {
             applied_on_connect: true,
             known_at_plan: true,
             resend_after_last_half: true,
+            parents_when_gone: true,
             supersede: false,
             dir_moves: false,
             exec_bits: false,
