@@ -50,6 +50,9 @@ pub struct Applied {
     pub conflicts: Vec<Conflict>,
 }
 
+/// A hook run right before a swap (tests: a write racing the apply).
+type BeforeSwap = Box<dyn Fn(&RelPath) + Send + Sync>;
+
 /// The node's writer into its workspace.
 pub struct Applier {
     ws: WorkspaceDir,
@@ -58,11 +61,8 @@ pub struct Applier {
     origin: String,
     /// Fault injection for tests: runs right before a swap (a local write
     /// racing the apply).
-    before_swap: Option<SwapHook>,
+    before_swap: Option<BeforeSwap>,
 }
-
-/// See [`Applier::with_before_swap`].
-type SwapHook = Box<dyn Fn(&RelPath) + Send + Sync>;
 
 impl std::fmt::Debug for Applier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,6 +246,15 @@ impl Applier {
             return Ok(out);
         }
         Err(io::Error::other(format!("{path} keeps changing; retried")))
+    }
+
+    /// Makes the parent directories of a put whose content is gone at the
+    /// hub (a newer change replaced it before the download): the hub keeps
+    /// the directories it created for it, so the workspace has them too.
+    pub fn parents_only(&self, path: &RelPath, now: Timestamp) -> io::Result<Applied> {
+        let mut out = Applied::default();
+        self.parents(path, now, &mut out)?;
+        Ok(out)
     }
 
     /// Applies a delete. `unchanged` says whether a path below a directory

@@ -235,3 +235,15 @@ fn leftovers_in_incoming_are_swept_at_open() {
     drop(again);
     assert!(w.incoming_is_empty());
 }
+
+/// A put whose content is gone still leaves its parents, as at the hub.
+#[test]
+fn parents_only_makes_the_directories_of_a_gone_put() {
+    let w = ws();
+    w.write("x", b"local file where a directory goes");
+    let out = w.a.parents_only(&p("x/y/z"), now()).unwrap();
+    assert_eq!(out.agreed, vec![p("x"), p("x/y")]);
+    assert_eq!(out.conflicts.len(), 1, "the local file is kept aside");
+    assert!(w.path("x/y").is_dir());
+    assert!(!w.path("x/y/z").exists());
+}

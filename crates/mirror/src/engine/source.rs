@@ -114,6 +114,8 @@ pub struct SourceEngine {
     connected: bool,
     uploading: HashSet<RelPath>,
     record_part: usize,
+    /// Local changes a hub-side move carried along, for the next `resend`.
+    carried: Vec<RelPath>,
 }
 
 impl Default for SourceEngine {
@@ -140,6 +142,7 @@ impl SourceEngine {
             connected: false,
             uploading: HashSet::new(),
             record_part: RECORD_PART,
+            carried: Vec::new(),
         }
     }
 
@@ -453,6 +456,11 @@ impl SourceEngine {
         self.connected = true;
         self.uploading.clear();
         let mut actions = Vec::new();
+        // An index that never had an acknowledgement while the hub applied
+        // changes of this node: it was lost (or never persisted one), and
+        // numbers at or below `hub_applied` may name other changes than the
+        // hub applied (a scan numbered them before this connection).
+        let fresh = self.acked == 0 && hub_applied > 0;
         if hub_applied != self.acked {
             debug!(
                 hub_applied,
@@ -462,11 +470,11 @@ impl SourceEngine {
             self.acked = hub_applied;
             actions.push(SourceAction::PersistAck { seq: hub_applied });
         }
-        if hub_applied > self.seq {
+        if hub_applied > self.seq || fresh {
             // Our index is older than what the hub saw (node index lost):
             // jump ahead so new changes are not taken for stale ones, and
             // re-stamp everything so the hub re-checks the whole tree.
-            self.seq = hub_applied;
+            self.seq = self.seq.max(hub_applied);
             let mut restamped = Vec::new();
             for e in self.entries.values_mut() {
                 self.seq += 1;

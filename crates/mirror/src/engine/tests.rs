@@ -78,6 +78,47 @@ fn first_scan_sends_everything_and_a_repeat_sends_nothing() {
     );
 }
 
+/// Found by the two-writer simulation (seed 22): the node's index was lost
+/// and a scan numbered the tree 1, 2, … before it reconnected to a hub that
+/// had applied up to 6 — those numbers were taken as acknowledged and the
+/// tree never reached the hub.
+#[test]
+fn a_lost_index_scanned_before_reconnecting_resends_everything() {
+    let mut s = SourceEngine::default();
+    let tree = vec![dir("A"), file("A/a", b"x", 1), file("b", b"y", 2)];
+    s.handle(SourceEvent::Observed(Observation::Full(tree)));
+    assert_eq!(s.seq(), 3);
+    let a = s.handle(SourceEvent::Connected { hub_applied: 6 });
+    let sent = sends(&a);
+    assert_eq!(sent.len(), 3, "every entry is sent again: {a:?}");
+    assert!(sent.iter().all(|n| n.seq() > 6), "{sent:?}");
+    assert_eq!(s.pending(), 3);
+}
+
+/// A hub-side move of a directory in which the node had a change not yet
+/// acknowledged (the hub skipped it: the move was queued): the change stays
+/// the node's at its new path and goes with the next resend, not recorded
+/// as agreed (it would never reach the hub).
+#[test]
+fn a_local_change_carried_by_a_hub_side_move_is_sent_again() {
+    let mut s = connected_source();
+    s.handle(SourceEvent::Observed(Observation::Full(vec![dir("A")])));
+    s.handle(SourceEvent::Ack { seq: 1 });
+    s.handle(SourceEvent::Observed(Observation::Partial {
+        upserts: vec![file("A/new", b"n", 5)],
+        removed: Vec::new(),
+    }));
+    assert_eq!(s.pending(), 1);
+    let moved = (p("A"), p("B"));
+    let a = s.hub_applied(vec![dir("B")], &[p("A")], Some((&moved.0, &moved.1)), 1);
+    assert!(sends(&a).is_empty(), "nothing sent before Applied: {a:?}");
+    let again = s.resend(&[]);
+    let sent = sends(&again);
+    assert_eq!(sent.len(), 1, "{again:?}");
+    assert!(matches!(&sent[0], Notice::Upsert(e) if e.path == p("B/new")));
+    assert_eq!(s.pending(), 1);
+}
+
 #[test]
 fn a_stat_only_change_is_recorded_but_not_sent() {
     let mut s = connected_source();

@@ -119,6 +119,9 @@ fn retraction(prepared: &[Prepared]) -> (Batch, BTreeSet<RelPath>) {
         match op {
             Op::Move { from, entry } => {
                 retract.removes.push(from.clone());
+                // A directory moves with everything below it (a hub-side
+                // move; the rows below its new path come with `extra`).
+                retract.removes_below.push(from.clone());
                 retract.removes_below.push(entry.path.clone());
             }
             Op::Delete { path, .. } => retract.removes_below.push(path.clone()),
@@ -164,14 +167,28 @@ impl Receiver {
         self.commit_with(ops, Batch::default()).await
     }
 
-    /// [`Self::commit`], with `extra` written in the index transaction that
-    /// publishes the ops (the outbox rows of a hub-side write) if every op
-    /// succeeded; if one failed, nothing of `extra` is written.
+    /// [`Self::commit`] of one hub-side write, with `extra` written in the
+    /// index transaction that publishes the ops (its outbox rows, the rows
+    /// below a directory it moves) if every op succeeded; if one failed,
+    /// nothing of `extra` is written. An op that cannot be staged fails
+    /// the whole write before anything is placed (the parents a put
+    /// creates must not stay behind without it).
     pub async fn commit_with(&self, ops: Vec<Op>, extra: Batch) -> Result<BatchOutcome, Error> {
         let me = self.clone();
         let (prepared, failed) = tokio::task::spawn_blocking(move || me.stage(ops))
             .await
             .map_err(join_error)?;
+        if !failed.is_empty() {
+            for (_, s) in &prepared {
+                if let Some(name) = s {
+                    self.remove_staged(name);
+                }
+            }
+            return Ok(BatchOutcome {
+                done: Vec::new(),
+                failed,
+            });
+        }
         self.retract_place_publish(prepared, failed, extra).await
     }
 
@@ -198,10 +215,9 @@ impl Receiver {
             .map_err(join_error)?;
         failed.extend(place_failed);
         let publish = if failed.is_empty() {
-            Batch {
-                upserts: survivors(&done),
-                ..extra
-            }
+            let mut upserts = survivors(&done);
+            upserts.extend(extra.upserts.iter().cloned());
+            Batch { upserts, ..extra }
         } else {
             Batch {
                 upserts: survivors(&done),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use ganglion_core::RelPath;
 
 use super::{Fs, Node, Sim};
+use crate::change::HubOp;
 use crate::entry::{ContentHash, EntryKind};
 
 impl Sim {
@@ -15,7 +16,26 @@ impl Sim {
     /// every path deleted at or below `seq` is absent.
     pub(super) fn check_ack(&self, seq: u64) -> Result<(), String> {
         let index = &self.hub_disk.index;
-        for e in self.node_disk.entries.iter().filter(|e| e.seq <= seq) {
+        // A node change that met a queued hub-side change is acknowledged
+        // without being applied (the node settles it when the change
+        // arrives): paths at, above or below a queued change are exempt.
+        let queued = |path: &RelPath| {
+            self.hub_disk.outbox.values().any(|c| {
+                let mut paths = vec![c.op.path()];
+                if let HubOp::Move { to, .. } = &c.op {
+                    paths.push(to);
+                }
+                paths
+                    .into_iter()
+                    .any(|p| path.starts_with(p) || p.starts_with(path))
+            })
+        };
+        for e in self
+            .node_disk
+            .entries
+            .iter()
+            .filter(|e| e.seq <= seq && !queued(&e.path))
+        {
             let same = index.get(&e.path).is_some_and(|h| {
                 h.kind == e.kind
                     && match e.kind {
@@ -36,7 +56,12 @@ impl Sim {
                 ));
             }
         }
-        for t in self.node_disk.tombstones.iter().filter(|t| t.seq <= seq) {
+        for t in self
+            .node_disk
+            .tombstones
+            .iter()
+            .filter(|t| t.seq <= seq && !queued(&t.path))
+        {
             if let Some(h) = index.get(&t.path) {
                 return Err(format!(
                     "early ack {seq}: the node deleted {} (seq {}) but the hub index still holds it ({:?}, seq {})",
@@ -123,6 +148,40 @@ impl Sim {
                 self.node.acked(),
                 self.hub.applied(),
                 self.hub.debug_pending()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The two-way end state: every hub-side change applied (the outbox
+    /// empty, the node's queue too), no staged content left, and no lost
+    /// write (see `two_way`): every required version is some file's content.
+    pub(super) fn check_two_way_end(&self) -> Result<(), String> {
+        if !self.hub_disk.outbox.is_empty() || self.hub.to_node() != 0 {
+            return Err(format!(
+                "hub-side changes never applied: {:?}",
+                self.hub_disk.outbox.values().collect::<Vec<_>>()
+            ));
+        }
+        if !self.staged.is_empty() {
+            return Err(format!(
+                "staged content leaked: {:?}",
+                self.staged.keys().collect::<Vec<_>>()
+            ));
+        }
+        let held: std::collections::BTreeSet<ContentHash> = self
+            .node_fs
+            .values()
+            .filter_map(|n| match n {
+                Node::File { data, .. } => Some(ContentHash::of(data)),
+                _ => None,
+            })
+            .collect();
+        let lost: Vec<&ContentHash> = self.required.keys().filter(|h| !held.contains(h)).collect();
+        if !lost.is_empty() {
+            return Err(format!(
+                "lost writes: {} versions nobody replaced are nowhere in the tree: {lost:?}",
+                lost.len()
             ));
         }
         Ok(())

@@ -2,8 +2,6 @@
 //! of the mirror and its index, with the receiver's commit semantics
 //! (stage, retract, place, publish) and injected full disks.
 
-use std::collections::VecDeque;
-
 use ganglion_core::RelPath;
 use rand::Rng;
 
@@ -11,41 +9,46 @@ use super::{Fs, Node, Sim, ToNode};
 use crate::engine::{Content, Op, SinkAction, SinkEvent, TransferFailure};
 use crate::entry::{ContentHash, Entry};
 
+/// A commit's done and failed ops.
+type Outcome = (Vec<Op>, Vec<(Op, TransferFailure)>);
+
 impl Sim {
     pub(super) fn hub_event(&mut self, ev: SinkEvent) {
-        let mut queue = VecDeque::from([ev]);
-        while let Some(ev) = queue.pop_front() {
-            self.log.push(format!("hub <- {ev:?}"));
-            let actions = self.hub.handle(ev);
-            // Checks the engine's running counts against a full count.
-            let _ = self.hub.stats();
-            self.log.push(format!("hub -> {actions:?}"));
-            for a in actions {
-                match a {
-                    SinkAction::Fetch { path, hash, .. } => {
-                        if self.connected {
-                            self.to_node.push_back(ToNode::Need { path, hash });
-                        }
+        self.log.push(format!("hub <- {ev:?}"));
+        let actions = self.hub.handle(ev);
+        // Checks the engine's running counts against a full count.
+        let _ = self.hub.stats();
+        self.perform_hub(actions);
+    }
+
+    /// Performs the sink engine's actions.
+    pub(super) fn perform_hub(&mut self, actions: Vec<SinkAction>) {
+        self.log.push(format!("hub -> {actions:?}"));
+        for a in actions {
+            match a {
+                SinkAction::Fetch { path, hash, .. } => {
+                    if self.connected {
+                        self.to_node.push_back(ToNode::Need { path, hash });
                     }
-                    SinkAction::Discard { path, hash } => {
-                        if self.staged.get(&path).is_some_and(|s| s.0 == hash) {
-                            self.staged.remove(&path);
-                        }
-                    }
-                    SinkAction::Apply(op) => self.batch.push(op),
-                    SinkAction::Ack { seq } => {
-                        self.hub_disk.applied = seq;
-                        if self.violation.is_none()
-                            && let Err(e) = self.check_ack(seq)
-                        {
-                            self.violation = Some(e);
-                        }
-                        if self.connected {
-                            self.to_node.push_back(ToNode::Ack(seq));
-                        }
-                    }
-                    SinkAction::RetryLater { path, .. } => self.timers.push(path),
                 }
+                SinkAction::Discard { path, hash } => {
+                    if self.staged.get(&path).is_some_and(|s| s.0 == hash) {
+                        self.staged.remove(&path);
+                    }
+                }
+                SinkAction::Apply(op) => self.batch.push(op),
+                SinkAction::Ack { seq } => {
+                    self.hub_disk.applied = seq;
+                    if self.violation.is_none()
+                        && let Err(e) = self.check_ack(seq)
+                    {
+                        self.violation = Some(e);
+                    }
+                    if self.connected {
+                        self.to_node.push_back(ToNode::Ack(seq));
+                    }
+                }
+                SinkAction::RetryLater { path, .. } => self.timers.push(path),
             }
         }
     }
@@ -84,6 +87,19 @@ impl Sim {
     /// the place step (the retract transaction is durable, publish is not).
     pub(super) fn commit(&mut self, crash_mid: bool) {
         let ops = self.hub.admit(std::mem::take(&mut self.batch));
+        if let Some((done, failed)) = self.commit_ops(ops, crash_mid, false) {
+            self.hub_event(SinkEvent::Committed { done, failed });
+        }
+    }
+
+    /// Stages, retracts, places and publishes `ops` (the receiver's
+    /// commit); `None` if the hub crashed before the publish step.
+    pub(super) fn commit_ops(
+        &mut self,
+        ops: Vec<Op>,
+        crash_mid: bool,
+        all_or_nothing: bool,
+    ) -> Option<Outcome> {
         let mut prepared = Vec::new();
         let mut failed = Vec::new();
         for op in ops {
@@ -92,11 +108,16 @@ impl Sim {
                 Err(f) => failed.push((op, f)),
             }
         }
+        if all_or_nothing && !failed.is_empty() {
+            // `Receiver::commit_with`: nothing of a hub-side write is placed.
+            return Some((Vec::new(), failed));
+        }
         for (op, _) in &prepared {
             self.hub_disk.index.remove(op.path());
             match op {
                 Op::Move { from, entry } => {
                     self.hub_disk.index.remove(from);
+                    self.hub_disk.index.retain(|k, _| !k.starts_with(from));
                     self.hub_disk
                         .index
                         .retain(|k, _| !k.starts_with(&entry.path));
@@ -129,12 +150,13 @@ impl Sim {
         }
         if crash_mid {
             self.log.push("hub crash mid-commit".into());
-            return self.crash_hub();
+            self.crash_hub();
+            return None;
         }
         for e in crate::receive::survivors(&done) {
             self.hub_disk.index.insert(e.path.clone(), e);
         }
-        self.hub_event(SinkEvent::Committed { done, failed });
+        Some((done, failed))
     }
 
     pub(super) fn stage(&mut self, op: &Op) -> Result<Option<Node>, TransferFailure> {
@@ -147,6 +169,14 @@ impl Sim {
                     return Err(TransferFailure::DiskFull);
                 }
                 let data = match content {
+                    Content::Staged
+                        if self
+                            .hub_content
+                            .as_ref()
+                            .is_some_and(|(p, h, _)| *p == entry.path && *h == hash) =>
+                    {
+                        self.hub_content.take().map(|c| c.2).unwrap_or_default()
+                    }
                     Content::Staged => match self.staged.remove(&entry.path) {
                         Some((h, d, _guard)) if h == hash => d,
                         _ => return Err(TransferFailure::Io),
@@ -199,18 +229,36 @@ impl Sim {
             Op::Move { from, entry } => {
                 ensure_parents(files, &entry.path);
                 clear_dir(files, &entry.path)?;
-                let Some(Node::File { data, .. }) = files.remove(from) else {
-                    return Err(TransferFailure::Io);
-                };
-                files.insert(
-                    entry.path.clone(),
-                    Node::File {
-                        data,
+                if matches!(files.get(from), Some(Node::Dir)) {
+                    // A hub-side move of a directory: the rename takes
+                    // everything below it.
+                    let below: Vec<(RelPath, Node)> = files
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(from))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    for (k, v) in below {
+                        files.remove(&k);
+                        let rest = &k.as_str()[from.as_str().len()..];
+                        if let Ok(np) = RelPath::parse(&format!("{}{rest}", entry.path)) {
+                            files.insert(np, v);
+                        }
+                    }
+                    return Ok(());
+                }
+                let moved = match files.get(from) {
+                    Some(Node::File { data, .. }) => Node::File {
+                        data: data.clone(),
                         exec: entry.is_executable(),
                         inode: 0,
                         mtime: 0,
                     },
-                );
+                    // A hub-side move of a link.
+                    Some(Node::Link(t)) => Node::Link(t.clone()),
+                    _ => return Err(TransferFailure::Io),
+                };
+                files.remove(from);
+                files.insert(entry.path.clone(), moved);
             }
             Op::Mkdir { entry } => {
                 ensure_parents(files, &entry.path);

@@ -13,7 +13,7 @@ use crate::entry::{ContentHash, Entry, EntryKind, Replica, Version};
 const NAMES: &[&str] = &["a", "b", "c"];
 
 impl Sim {
-    fn random_path(&mut self) -> RelPath {
+    pub(super) fn random_path(&mut self) -> RelPath {
         let depth = self.rng.random_range(1..=3);
         let parts: Vec<&str> = (0..depth)
             .map(|_| NAMES[self.rng.random_range(0..NAMES.len())])
@@ -36,6 +36,7 @@ impl Sim {
             5 => self.make_link(path),
             6 | 7 => touched.extend(self.move_tree(&path)),
             8 => {
+                self.discard_held(&path);
                 let gone: Vec<RelPath> = self
                     .node_fs
                     .keys()
@@ -48,7 +49,7 @@ impl Sim {
             }
             _ => {
                 // chmod or touch: stat changes, maybe the exec bit.
-                let flip = self.rng.random_bool(0.5);
+                let flip = self.rng.random_bool(0.5) && (!self.two_way || self.opts.exec_bits);
                 if let Some(Node::File { exec, mtime, .. }) = self.node_fs.get_mut(&path) {
                     *mtime = self.clock;
                     if flip {
@@ -62,12 +63,18 @@ impl Sim {
 
     /// Writes a small random file (a new inode) unless a directory is there.
     fn write_file(&mut self, path: RelPath) {
-        let len = self.rng.random_range(0..3);
-        let data = (0..len)
-            .map(|_| b"xy"[self.rng.random_range(0..2)])
-            .collect();
-        let exec = self.rng.random_bool(0.2);
+        let data = if self.two_way {
+            self.new_content(b'n')
+        } else {
+            let len = self.rng.random_range(0..3);
+            (0..len)
+                .map(|_| b"xy"[self.rng.random_range(0..2)])
+                .collect()
+        };
+        let exec = self.rng.random_bool(0.2) && (!self.two_way || self.opts.exec_bits);
         if self.make_parents(&path) && !matches!(self.node_fs.get(&path), Some(Node::Dir)) {
+            self.discard_held(&path);
+            self.written(&data);
             self.next_inode += 1;
             let node = Node::File {
                 data,
@@ -87,6 +94,7 @@ impl Sim {
             "../../x".into()
         };
         if self.make_parents(&path) && !matches!(self.node_fs.get(&path), Some(Node::Dir)) {
+            self.discard_held(&path);
             self.node_fs.insert(path, Node::Link(target));
         }
     }
@@ -108,6 +116,7 @@ impl Sim {
         if dst_is_dir || !self.make_parents(&dst) {
             return None;
         }
+        self.discard_held(&dst);
         for (k, _) in &moved {
             self.node_fs.remove(k);
         }
@@ -136,7 +145,7 @@ impl Sim {
         true
     }
 
-    fn stat(&self, path: &RelPath, node: &Node) -> Entry {
+    pub(super) fn stat(&self, path: &RelPath, node: &Node) -> Entry {
         let (kind, size, mode, inode, mtime, target, hash) = match node {
             Node::Dir => (EntryKind::Dir, 0, 0o755, 0, 0, None, None),
             Node::Link(t) => (
@@ -215,6 +224,12 @@ impl Sim {
     pub(super) fn node_event(&mut self, ev: SourceEvent) {
         self.log.push(format!("node <- {ev:?}"));
         let actions = self.node.handle(ev);
+        self.perform_node(actions);
+    }
+
+    /// Performs the node engine's actions; false if the node crashed
+    /// between them (what follows is lost with its memory).
+    pub(super) fn perform_node(&mut self, actions: Vec<SourceAction>) -> bool {
         self.log.push(format!("node -> {actions:?}"));
         let mut actions = actions.into_iter().peekable();
         while let Some(a) = actions.next() {
@@ -265,8 +280,10 @@ impl Sim {
             if recorded && actions.peek().is_some() && self.crash_rng.as_mut().is_some_and(crash) {
                 self.log
                     .push("node crash after a record, before what follows it".into());
-                return self.crash_node();
+                self.crash_node();
+                return false;
             }
         }
+        true
     }
 }

@@ -97,12 +97,8 @@ impl Driver {
             return Err(WriteError::Failed("mirror entries not loaded".into()));
         };
         let plan = engine.plan_hub_write(&write, if_hash.as_ref(), now)?;
-        // Node changes at these paths give way (their queued ops too).
-        let actions = engine.give_way(&plan);
-        let replaced: Vec<RelPath> = plan.ops.iter().map(|o| o.path().clone()).collect();
-        self.batch
-            .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         let extra = Batch {
+            upserts: plan.moved_below.clone(),
             outbox: plan.changes.clone(),
             outbox_drop: plan.superseded.clone(),
             out_seq: Some(plan.out_seq),
@@ -123,6 +119,13 @@ impl Driver {
         let State::Ready(engine) = &mut self.state else {
             unreachable!("the state does not change during a write")
         };
+        // Node changes at these paths give way (their queued ops too), once
+        // the write is in: a write that failed must not drop them (the
+        // engine would acknowledge changes the mirror never got).
+        let actions = engine.give_way(&plan);
+        let replaced = plan.replaced();
+        self.batch
+            .retain(|op| !replaced.iter().any(|p| op.path().starts_with(p)));
         engine.hub_committed(plan);
         self.perform(actions).await;
         self.send_changes().await;

@@ -215,7 +215,11 @@ impl SinkEngine {
             }
             ready.sort_by_key(Notice::seq);
             for n in ready {
-                self.notice(n, out);
+                // Checked against the outbox again: a hub-side write may
+                // have been queued while it waited.
+                for n in self.against_outbox(n) {
+                    self.notice(n, out);
+                }
             }
         }
         self.parked_tried = self.slots.removals();

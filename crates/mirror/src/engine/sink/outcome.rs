@@ -155,7 +155,10 @@ impl SinkEngine {
         resume.extend(self.parked.take_unblocked(&self.slots));
         resume.sort_by_key(Notice::seq);
         for n in resume {
-            self.notice(n, out);
+            // A hub-side write may have been queued while it waited.
+            for n in self.against_outbox(n) {
+                self.notice(n, out);
+            }
         }
         self.wake_waiting(out);
     }

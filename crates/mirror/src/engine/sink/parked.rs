@@ -37,6 +37,14 @@ impl Parked {
         self.by_blocker.entry(blocker).or_default().push(n);
     }
 
+    /// Whether a notice at `path` is parked.
+    pub(super) fn holds(&self, path: &RelPath) -> bool {
+        self.at
+            .range((path.clone(), 0)..)
+            .next()
+            .is_some_and(|(p, _)| p == path)
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.by_blocker.is_empty()
     }

@@ -60,7 +60,7 @@ pub enum WriteRefusal {
     #[error("cannot move {from} into itself ({to})")]
     IntoItself { from: RelPath, to: RelPath },
     #[error(
-        "changes below {path} are still on their way to the node; try again once it applied them"
+        "changes at or below {path} are still on their way between the hub and the node; try again once they are applied"
     )]
     Busy { path: RelPath },
 }
@@ -74,6 +74,61 @@ pub struct HubPlan {
     /// Queued changes the new ones replace.
     pub superseded: Vec<u64>,
     pub out_seq: u64,
+    /// Index rows below a directory the write moves, at their new paths
+    /// (the rename takes them along; the receiver's commit writes them
+    /// with the outbox rows).
+    pub moved_below: Vec<Entry>,
+}
+
+impl HubPlan {
+    /// The paths whose state the write replaces (a move's source and
+    /// target), not the parent directories it creates: node changes at
+    /// and below these give way.
+    pub fn replaced(&self) -> Vec<RelPath> {
+        self.ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Move { from, entry } => vec![from.clone(), entry.path.clone()],
+                Op::Mkdir { .. } => Vec::new(),
+                other => vec![other.path().clone()],
+            })
+            .collect()
+    }
+}
+
+/// The entry of what a hub-side write puts at `path`: a file (hash, size,
+/// executable) or, with `None`, a directory.
+fn hub_entry(
+    path: &RelPath,
+    file: Option<(ContentHash, u64, bool)>,
+    out_seq: u64,
+    now: Timestamp,
+) -> Entry {
+    let (kind, size, mode, hash) = match file {
+        Some((hash, size, executable)) => (
+            EntryKind::File,
+            size,
+            if executable { 0o755 } else { 0o644 },
+            Some(hash),
+        ),
+        None => (EntryKind::Dir, 0, 0o755, None),
+    };
+    Entry {
+        path: path.clone(),
+        kind,
+        size,
+        mtime_ns: now.millis().saturating_mul(1_000_000),
+        mode,
+        inode: 0,
+        dev: 0,
+        symlink_target: None,
+        hash,
+        seq: 0,
+        version: Version {
+            origin: Replica::Hub,
+            seq: out_seq,
+        },
+    }
 }
 
 /// The outbox and conflict state of a mirror (part of the sink).
@@ -180,6 +235,14 @@ impl SinkEngine {
         })
     }
 
+    /// Whether a queued hub-side put or move writes at or below `path`.
+    fn hub_writes_below(&self, path: &RelPath) -> bool {
+        self.two_way.outbox.values().any(|c| match &c.op {
+            HubOp::Put { path: p, .. } | HubOp::Move { to: p, .. } => p.starts_with(path),
+            HubOp::Delete { .. } => false,
+        })
+    }
+
     /// A node's notice against the outbox: what of it the sink applies.
     pub(super) fn against_outbox(&mut self, n: Notice) -> Vec<Notice> {
         if self.two_way.outbox.is_empty() {
@@ -196,7 +259,11 @@ impl SinkEngine {
                 out
             }
             Notice::Upsert(e) => {
-                if self.hub_pending(&e.path, true) {
+                // A queued change at or above the path settles the node's
+                // version when the node applies it; one below only if it
+                // writes there (the node moves its version aside to make
+                // the parent): a hub-side delete below does not.
+                if self.hub_pending(&e.path, false) || self.hub_writes_below(&e.path) {
                     tracing::debug!(path = %e.path, "node change meets a hub-side change: skipped");
                     self.two_way.skipped += 1;
                     return Vec::new();
@@ -213,13 +280,22 @@ impl SinkEngine {
                 }
                 // The node removed a directory under which the hub wrote:
                 // remove the rest, keep what the hub wrote (and its parents).
+                // What the hub wrote is what it puts or moves somewhere; a
+                // hub-side delete below (or a move out) keeps nothing.
                 let keep: Vec<&RelPath> = self
                     .two_way
                     .outbox
                     .values()
-                    .map(|c| c.op.path())
+                    .filter_map(|c| match &c.op {
+                        HubOp::Put { path, .. } => Some(path),
+                        HubOp::Move { to, .. } => Some(to),
+                        HubOp::Delete { .. } => None,
+                    })
                     .filter(|p| p.starts_with(&path))
                     .collect();
+                if keep.is_empty() {
+                    return vec![Notice::Delete { path, seq }];
+                }
                 let mut gone: Vec<RelPath> = self
                     .below(&path)
                     .map(|(p, _)| p)
@@ -263,6 +339,7 @@ impl SinkEngine {
             changes: Vec::new(),
             superseded: Vec::new(),
             out_seq: self.two_way.out_seq,
+            moved_below: Vec::new(),
         };
         match write {
             HubWrite::Put {
@@ -276,7 +353,10 @@ impl SinkEngine {
                     return Err(WriteRefusal::IsADirectory { path: path.clone() });
                 }
                 self.refuse_moves_at(path)?;
-                let entry = hub_entry(path, (*hash, *size, *executable), plan.out_seq + 1, now);
+                self.refuse_node_changes_above(path)?;
+                self.mkdir_parents(&mut plan, path, now);
+                let file = Some((*hash, *size, *executable));
+                let entry = hub_entry(path, file, plan.out_seq + 1, now);
                 plan.ops.push(Op::Write {
                     entry,
                     content: Content::Staged,
@@ -314,6 +394,8 @@ impl SinkEngine {
                     return Err(WriteRefusal::Exists { path: to.clone() });
                 }
                 self.check_parents(to)?;
+                self.refuse_node_changes_above(to)?;
+                self.mkdir_parents(&mut plan, to, now);
                 let mut moved = entry.clone();
                 moved.path = to.clone();
                 moved.version = Version {
@@ -324,6 +406,16 @@ impl SinkEngine {
                     from: from.clone(),
                     entry: moved,
                 });
+                plan.moved_below = self
+                    .below(from)
+                    .filter(|(p, _)| *p != from)
+                    .filter_map(|(p, e)| {
+                        let rest = &p.as_str()[from.as_str().len()..];
+                        let mut e = e.clone();
+                        e.path = RelPath::parse(&format!("{to}{rest}")).ok()?;
+                        Some(e)
+                    })
+                    .collect();
                 let busy = self.hub_pending(from, true) || self.hub_pending(to, true);
                 match (busy, entry.kind, entry.hash) {
                     (false, _, _) => self.queue(
@@ -349,6 +441,7 @@ impl SinkEngine {
                 }
             }
         }
+        self.refuse_commits_in_flight(&plan)?;
         Ok(plan)
     }
 
@@ -364,6 +457,7 @@ impl SinkEngine {
             changes: Vec::new(),
             superseded: self.two_way.outbox.keys().copied().collect(),
             out_seq: self.two_way.out_seq,
+            moved_below: Vec::new(),
         };
         for e in self.entries.values() {
             if let (EntryKind::File, Some(hash)) = (e.kind, e.hash) {
@@ -398,6 +492,7 @@ impl SinkEngine {
             changes: Vec::new(),
             superseded: Vec::new(),
             out_seq: self.two_way.out_seq,
+            moved_below: Vec::new(),
         };
         for path in paths {
             let files = self
@@ -432,6 +527,25 @@ impl SinkEngine {
             }
         }
         (!plan.changes.is_empty()).then_some(plan)
+    }
+
+    /// A node change whose op is already on its way to the receiver (in the
+    /// batch) at a path the write replaces cannot give way: a move there
+    /// would still take its source away afterwards (sim seed 3866: it
+    /// moved the hub's new file under the node's name, the index naming
+    /// the node's content). The write waits for the commit.
+    fn refuse_commits_in_flight(&self, plan: &HubPlan) -> Result<(), WriteRefusal> {
+        for w in plan.replaced() {
+            let committing = self
+                .slots
+                .range(w.clone()..)
+                .take_while(|(p, _)| p.as_str().starts_with(w.as_str()))
+                .any(|(p, s)| p.starts_with(&w) && matches!(s.stage, Stage::Committing));
+            if committing {
+                return Err(WriteRefusal::Busy { path: w });
+            }
+        }
+        Ok(())
     }
 
     /// Adds a change to the plan: numbered, based on what the node was last
@@ -486,6 +600,24 @@ impl SinkEngine {
         Ok(())
     }
 
+    /// A node change in progress at a parent of `path` that is not a
+    /// directory (a file, link or delete replacing it) would be committed
+    /// after the write and take it away: the write waits for it.
+    fn refuse_node_changes_above(&self, path: &RelPath) -> Result<(), WriteRefusal> {
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            let slot_replaces = self
+                .slots
+                .get(&p)
+                .is_some_and(|s| s.entry.as_ref().is_none_or(|e| e.kind != EntryKind::Dir));
+            if slot_replaces || self.parked.holds(&p) {
+                return Err(WriteRefusal::Busy { path: p });
+            }
+            cur = p.parent();
+        }
+        Ok(())
+    }
+
     /// Every parent of `path` the mirror holds must be a directory (a write
     /// never goes through a link, and never replaces a file by a directory).
     fn check_parents(&self, path: &RelPath) -> Result<(), WriteRefusal> {
@@ -504,20 +636,33 @@ impl SinkEngine {
         Ok(())
     }
 
+    /// Directories for the parents of `path` the mirror does not hold yet:
+    /// the receiver creates them, and the index must list them as the
+    /// node's workspace will (it creates them too and records them as
+    /// agreed).
+    fn mkdir_parents(&self, plan: &mut HubPlan, path: &RelPath, now: Timestamp) {
+        let mut missing = Vec::new();
+        let mut cur = path.parent();
+        while let Some(p) = cur {
+            if self.entries.contains_key(&p) {
+                break;
+            }
+            cur = p.parent();
+            missing.push(p);
+        }
+        for p in missing.into_iter().rev() {
+            let entry = hub_entry(&p, None, plan.out_seq + 1, now);
+            plan.ops.push(Op::Mkdir { entry });
+        }
+    }
+
     /// Node changes in progress at or below the paths a hub-side write
     /// replaces give way to it: their slots go (staged content discarded).
     /// The node keeps its version as a conflict copy when the write reaches
     /// it. Returns the actions (discards, and an ack that may follow).
     pub fn give_way(&mut self, plan: &HubPlan) -> Vec<SinkAction> {
         let mut out = Vec::new();
-        let paths: Vec<RelPath> = plan
-            .ops
-            .iter()
-            .flat_map(|op| match op {
-                Op::Move { from, entry } => vec![from.clone(), entry.path.clone()],
-                other => vec![other.path().clone()],
-            })
-            .collect();
+        let paths = plan.replaced();
         let doomed: Vec<RelPath> = self
             .slots
             .keys()
@@ -575,30 +720,7 @@ impl SinkEngine {
     }
 }
 
-/// The entry of a file the hub writes: `(hash, size, executable)`.
-fn hub_entry(
-    path: &RelPath,
-    (hash, size, executable): (ContentHash, u64, bool),
-    out_seq: u64,
-    now: Timestamp,
-) -> Entry {
-    Entry {
-        path: path.clone(),
-        kind: EntryKind::File,
-        size,
-        mtime_ns: now.millis().saturating_mul(1_000_000),
-        mode: if executable { 0o755 } else { 0o644 },
-        inode: 0,
-        dev: 0,
-        symlink_target: None,
-        hash: Some(hash),
-        seq: 0,
-        version: Version {
-            origin: Replica::Hub,
-            seq: out_seq,
-        },
-    }
-}
-
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

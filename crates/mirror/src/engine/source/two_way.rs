@@ -24,6 +24,10 @@ impl SourceEngine {
         let acked = self.acked;
         let mut tombstones = Vec::new();
         let mut entries = Vec::new();
+        // Local changes the move carried along (not sent yet, or skipped at
+        // the hub, which had the move queued): they stay the node's, sent
+        // again at their new paths.
+        let mut carried = Vec::new();
         if let Some((from, to)) = moved {
             let below: Vec<Entry> = self
                 .entries
@@ -37,6 +41,9 @@ impl SourceEngine {
                 tombstones.push(self.agreed_tombstone(&e.path));
                 let rest = &e.path.as_str()[from.as_str().len()..];
                 if let Ok(p) = RelPath::parse(&format!("{to}{rest}")) {
+                    if e.seq > acked {
+                        carried.push(p.clone());
+                    }
                     e.path = p;
                     e.seq = acked;
                     self.entries.insert(e.path.clone(), e.clone());
@@ -76,6 +83,9 @@ impl SourceEngine {
         if entries.is_empty() && tombstones.is_empty() {
             return Vec::new();
         }
+        // Sent by the next `resend`, which follows the change's `Applied`
+        // (sent now, they would meet the move still queued at the hub).
+        self.carried.extend(carried);
         vec![SourceAction::Record {
             entries,
             tombstones,
@@ -93,11 +103,13 @@ impl SourceEngine {
 
     /// Local versions at and below `paths` that a hub-side change met and
     /// that stay: numbered anew and sent, so the hub applies them (it
-    /// skipped them while its own change was on the way).
+    /// skipped them while its own change was on the way). Local changes a
+    /// hub-side move carried to new paths ([`Self::hub_applied`]) go too.
     pub fn resend(&mut self, paths: &[RelPath]) -> Vec<SourceAction> {
         // Parents before what is below them: a path order.
         let mut all: std::collections::BTreeSet<RelPath> = std::collections::BTreeSet::new();
-        for r in paths {
+        let carried = std::mem::take(&mut self.carried);
+        for r in paths.iter().chain(&carried) {
             all.extend(
                 self.entries
                     .range(r.clone()..)

@@ -78,3 +78,29 @@ async fn a_commit_releases_its_staged_names() {
     assert_eq!(out.done.len(), 1);
     assert!(lock(&r.inner.claimed).is_empty());
 }
+
+/// A hub-side write whose put cannot be staged (nothing staged for it)
+/// places nothing: not the parent directory planned with it (sim seed 21).
+#[tokio::test]
+async fn a_hub_side_write_that_cannot_be_staged_places_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(MemoryIndex::new());
+    let r = Receiver::open(dir.path(), "n", index, LockRegistry::default()).unwrap();
+    let parent = Entry {
+        kind: EntryKind::Dir,
+        hash: None,
+        size: 0,
+        ..file("p", b"")
+    };
+    let ops = vec![
+        Op::Mkdir { entry: parent },
+        Op::Write {
+            entry: file("p/f", b"never staged"),
+            content: Content::Staged,
+        },
+    ];
+    let out = r.commit_with(ops, Batch::default()).await.unwrap();
+    assert!(out.done.is_empty(), "{:?}", out.done);
+    assert_eq!(out.failed.len(), 1);
+    assert!(!dir.path().join("mirrors/n/p").exists());
+}
