@@ -112,7 +112,6 @@ impl DriverEvent {
             self,
             Self::HubWrite { .. }
                 | Self::ReplicaChanged(_)
-                | Self::NodeApplied(_)
                 | Self::NodeConflict(_)
                 | Self::Conflicts { .. }
                 | Self::Resolve { .. }
@@ -165,6 +164,10 @@ pub struct Driver {
     worker: WorkerHandle,
     /// Two-way events waiting for the entries or for a commit to end.
     deferred: Vec<DriverEvent>,
+    /// The highest hub-side change the node reported applied: taken in
+    /// order with its notices (never deferred), and applied to an engine
+    /// that loads later (its load may predate the index write).
+    node_out_acked: u64,
     /// The node's workspace replica the ancestor was agreed with.
     peer_replica: Option<String>,
 }
@@ -215,6 +218,7 @@ impl Driver {
             open: start.open,
             worker: start.worker,
             deferred: Vec::new(),
+            node_out_acked: 0,
             peer_replica,
         }
     }
@@ -318,6 +322,9 @@ impl Driver {
         };
         // Paths made immutable while loading (ignored if not newer).
         self.feed_one(SinkEvent::SetImmutable(immutable)).await;
+        if let State::Ready(engine) = &mut self.state {
+            engine.hub_applied(self.node_out_acked);
+        }
         for event in held {
             self.feed_one(event).await;
         }

@@ -99,7 +99,8 @@ fn open_bug(seed: u64, opts: Options) {
     }
 }
 
-/// Open: a notice the node resends after applying a hub-side change meets
+/// Fixed in the node worker and the hub driver (this test turns the rule
+/// off in the model to show what it prevents). A notice the node resends after applying a hub-side change meets
 /// that change still queued at the hub when the `Applied` report was lost
 /// with the connection (or is processed after the notice): the hub skips
 /// and acknowledges it, and it is never sent again. The node worker must
@@ -107,7 +108,7 @@ fn open_bug(seed: u64, opts: Options) {
 /// `Options::applied_on_connect`), and the hub driver must not defer an
 /// `Applied` behind notices (it does while a commit is in flight).
 #[test]
-#[ignore = "open bug in the node worker: Applied is not reported first on a new stream"]
+#[ignore = "shows the failure without this node-worker rule; crates/node follows it (hub_changes.rs, worker.rs)"]
 fn open_applied_reported_after_the_notices_it_settles() {
     let opts = Options {
         applied_on_connect: false,
@@ -131,12 +132,12 @@ fn open_directory_delete_removes_an_edit_the_hub_skipped() {
     open_bug(1, opts);
 }
 
-/// Open: a move applied as content (a put and a delete with the same seq)
+/// Fixed in the node worker (the rule turned off here). A move applied as content (a put and a delete with the same seq)
 /// resends the local versions its first half met before the change's
 /// `Applied`: the hub skips them (the move is still queued). The node
 /// worker must resend after the second half (`Options::resend_after_last_half`).
 #[test]
-#[ignore = "open bug in the node worker: resend after the first half of a split move"]
+#[ignore = "shows the failure without this node-worker rule; crates/node follows it (hub_changes.rs, worker.rs)"]
 fn open_resend_after_the_first_half_of_a_split_move() {
     let opts = Options {
         resend_after_last_half: false,
@@ -145,13 +146,13 @@ fn open_resend_after_the_first_half_of_a_split_move() {
     open_bug(171, opts);
 }
 
-/// Open: a hub-side put whose content is gone when the node downloads it
+/// Fixed in the node worker (the rule turned off here). A hub-side put whose content is gone when the node downloads it
 /// (a newer change replaced it) is acknowledged without making its parent
 /// directories, which the hub created and keeps: the hub has directories
 /// the node never gets. The node worker must make them
 /// (`Applier::parents_only`; `Options::parents_when_gone`).
 #[test]
-#[ignore = "open bug in the node worker: a gone put leaves no parents"]
+#[ignore = "shows the failure without this node-worker rule; crates/node follows it (hub_changes.rs, worker.rs)"]
 fn open_a_gone_put_leaves_no_parents() {
     let opts = Options {
         parents_when_gone: false,

@@ -38,6 +38,8 @@ pub(super) struct HubChanges {
     /// A download runs for the change in front.
     downloading: bool,
     retry_armed: bool,
+    /// Local versions to send again once the change in front is acknowledged.
+    resend: Vec<RelPath>,
 }
 
 impl HubChanges {
@@ -55,6 +57,7 @@ impl HubChanges {
             applied,
             downloading: false,
             retry_armed: false,
+            resend: Vec::new(),
         }
     }
 
@@ -71,6 +74,11 @@ impl HubChanges {
     pub(super) fn connected(&mut self) {
         self.queue.clear();
         self.downloading = false;
+    }
+
+    /// The last change applied (told to the hub first on a new stream).
+    pub(super) fn applied(&self) -> u64 {
+        self.applied
     }
 
     pub(super) fn disconnected(&mut self) {
@@ -249,9 +257,23 @@ impl MirrorWorker {
                 }
             }
             Err(DownloadError::Gone) => {
-                // A newer change replaced it; nothing of it to apply.
+                // A newer change replaced it; nothing of it to apply but
+                // the parent directories the hub made for it (it keeps them).
                 tracing::debug!(%path, seq, "hub-side change superseded");
-                self.settle(&change, Applied::default(), None).await;
+                let applier = self
+                    .hub
+                    .applier
+                    .clone()
+                    .expect("downloads need the applier");
+                let (a, p) = (applier, path.clone());
+                let now = SystemClock.now();
+                match tokio::task::spawn_blocking(move || a.parents_only(&p, now)).await {
+                    Ok(Ok(applied)) => self.settle(&change, applied, None).await,
+                    other => {
+                        tracing::warn!(?other, %path, "creating the parents of a superseded put failed; retrying");
+                        return self.retry_later();
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, %path, "downloading a hub-side change failed; retrying");
@@ -297,9 +319,15 @@ impl MirrorWorker {
         if last_half {
             let _ = self.recorder.send(Step::Report(ToHub::Applied(change.seq)));
         }
-        let resend: Vec<SourceAction> = self.engine.resend(&applied.resend);
-        for a in resend {
-            self.perform(a).await;
+        // Resent only once the whole change is acknowledged: sent before,
+        // they would meet the still-queued change at the hub and be skipped.
+        self.hub.resend.extend(applied.resend);
+        if last_half {
+            let paths = std::mem::take(&mut self.hub.resend);
+            let resend: Vec<SourceAction> = self.engine.resend(&paths);
+            for a in resend {
+                self.perform(a).await;
+            }
         }
     }
 

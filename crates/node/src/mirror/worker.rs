@@ -64,6 +64,13 @@ impl MirrorWorker {
             } => {
                 self.client = Some(client);
                 self.hub.connected();
+                // What was applied goes first, before the notices resent
+                // below: the hub must not take a notice made after applying
+                // a change for one that met it (and skip it).
+                if self.hub.applied() > 0 {
+                    let applied = crate::recorder::ToHub::Applied(self.hub.applied());
+                    let _ = self.recorder.send(Step::Report(applied));
+                }
                 if let Some(reason) = self.identity.halted.clone() {
                     let _ = self
                         .recorder

@@ -251,7 +251,9 @@ impl Driver {
     }
 
     /// The node applied the hub-side changes up to `seq`: persisted, then
-    /// they leave the outbox.
+    /// they leave the outbox. Handled at once, in order with the node's
+    /// notices (a deferred one let a notice made after the apply meet the
+    /// change it followed and be skipped).
     pub(super) async fn node_applied(&mut self, seq: u64) {
         let batch = Batch {
             out_acked: Some(seq),
@@ -261,6 +263,7 @@ impl Driver {
             tracing::error!(error = %e, seq, "cannot record the node's applied changes; it reports them again");
             return;
         }
+        self.node_out_acked = self.node_out_acked.max(seq);
         if let State::Ready(engine) = &mut self.state {
             engine.hub_applied(seq);
         }
