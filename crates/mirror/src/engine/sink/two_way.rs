@@ -81,6 +81,25 @@ pub struct HubPlan {
 }
 
 impl HubPlan {
+    /// Queues the file `e` describes as a put based on nothing (a restore,
+    /// an immutable path reasserted): the node keeps what differs as a copy.
+    fn put_from_nothing(&mut self, e: &Entry) {
+        let (EntryKind::File, Some(hash)) = (e.kind, e.hash) else {
+            return;
+        };
+        self.out_seq += 1;
+        self.changes.push(HubChange {
+            seq: self.out_seq,
+            op: HubOp::Put {
+                path: e.path.clone(),
+                hash,
+                size: e.size,
+                executable: e.is_executable(),
+            },
+            base: Base::Absent,
+        });
+    }
+
     /// The paths whose state the write replaces (a move's source and
     /// target), not the parent directories it creates: node changes at
     /// and below these give way.
@@ -460,19 +479,7 @@ impl SinkEngine {
             moved_below: Vec::new(),
         };
         for e in self.entries.values() {
-            if let (EntryKind::File, Some(hash)) = (e.kind, e.hash) {
-                plan.out_seq += 1;
-                plan.changes.push(HubChange {
-                    seq: plan.out_seq,
-                    op: HubOp::Put {
-                        path: e.path.clone(),
-                        hash,
-                        size: e.size,
-                        executable: e.is_executable(),
-                    },
-                    base: Base::Absent,
-                });
-            }
+            plan.put_from_nothing(e);
         }
         plan
     }
@@ -502,10 +509,8 @@ impl SinkEngine {
                 .filter(|(p, _)| p.starts_with(path))
                 .map(|(_, e)| e);
             for e in files {
-                let (EntryKind::File, Some(hash)) = (e.kind, e.hash) else {
-                    continue;
-                };
-                if plan.changes.iter().any(|c| c.op.path() == &e.path) {
+                if e.kind != EntryKind::File || plan.changes.iter().any(|c| c.op.path() == &e.path)
+                {
                     continue;
                 }
                 for (seq, c) in &self.two_way.outbox {
@@ -513,17 +518,7 @@ impl SinkEngine {
                         plan.superseded.push(*seq);
                     }
                 }
-                plan.out_seq += 1;
-                plan.changes.push(HubChange {
-                    seq: plan.out_seq,
-                    op: HubOp::Put {
-                        path: e.path.clone(),
-                        hash,
-                        size: e.size,
-                        executable: e.is_executable(),
-                    },
-                    base: Base::Absent,
-                });
+                plan.put_from_nothing(e);
             }
         }
         (!plan.changes.is_empty()).then_some(plan)
